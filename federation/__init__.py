@@ -1,0 +1,1 @@
+"""Federation: peers and upstream servers, catalog sync, health checks, failover, stdio supervision."""

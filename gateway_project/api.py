@@ -1,0 +1,82 @@
+"""The one NinjaAPI instance: mounts the apps' routers under /api/ and maps errors to JSON once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from registry.api import router as registry_router
+from registry.auth import WWW_AUTHENTICATE
+from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden
+
+api = NinjaAPI(
+    title="MCP Gateway API",
+    version="1",
+    description="Manage the catalog of MCP Gateway: upstream gateways, tools, resources, templates, "
+    "prompts and virtual servers. Authenticate with a bearer token (`manage.py issue_token`) or HTTP Basic.",
+    urls_namespace="api",
+)
+api.add_router("/", registry_router)
+
+
+def _json(request: HttpRequest, body: dict[str, Any], status: int) -> HttpResponse:
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(CatalogError)
+def on_catalog_error(request: HttpRequest, exc: CatalogError) -> HttpResponse:
+    return _json(request, exc.as_dict(), exc.status)
+
+
+@api.exception_handler(AuthenticationFailed)
+def on_authentication_failed(request: HttpRequest, exc: AuthenticationFailed) -> HttpResponse:
+    response = _json(request, {"detail": exc.message}, 401)
+    response["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return on_authentication_failed(request, AuthenticationFailed("Authentication required."))
+
+
+@api.exception_handler(Forbidden)
+def on_forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
+    return _json(request, {"detail": exc.message}, 403)
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    from django.conf import settings
+
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    return _json(
+        request,
+        {"detail": f"The request body is larger than the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)."},
+        413,
+    )
+
+
+def _location(loc: list[Any]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "payload", "query")]
+    return ".".join(parts) or "body"
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors = [{"loc": _location(list(err.get("loc", []))), "msg": str(err.get("msg", "invalid"))} for err in exc.errors]
+    summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:10])
+    return _json(request, {"detail": f"Invalid request: {summary}", "errors": errors}, 422)
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    detail = str(exc)
+    if exc.status_code == 400 and isinstance(exc.__cause__, json.JSONDecodeError):
+        detail = f"Malformed JSON in the request body: {exc.__cause__}."
+    return _json(request, {"detail": detail}, exc.status_code)

@@ -1,0 +1,27 @@
+"""ASGI entry point.
+
+HTTP requests first meet the lean MCP routes of `transports` (Channels consumers, no Django
+middleware), and everything else (admin, REST API, health) falls through to Django. WebSocket
+connections go to `transports` only.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from transports.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+django_fallback = re_path(r"", django_asgi_app)  # type: ignore[arg-type]
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter([*http_urlpatterns, django_fallback]),
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

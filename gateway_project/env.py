@@ -1,0 +1,103 @@
+"""Reading settings from the environment without crashing at import time.
+
+A bad value is recorded in ``ERRORS`` and the default is used instead; the system check in
+``gateway_project.checks`` then makes ``manage.py check`` (and every server start) fail with the
+message, so a typo in the environment never turns into a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+ERRORS: list[str] = []
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _get(name: str, default: Any, parse: Callable[[str], Any], expected: str) -> Any:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw.strip())
+    except (ValueError, TypeError) as exc:
+        ERRORS.append(f"{name}={raw!r} is not {expected}: {exc}")
+        return default
+
+
+def env_str(name: str, default: str = "") -> str:
+    """A string setting."""
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """A boolean setting: 1/true/yes/on or 0/false/no/off."""
+
+    def parse(raw: str) -> bool:
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError("use one of 1, true, yes, on, 0, false, no, off")
+
+    return bool(_get(name, default, parse, "a boolean"))
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """An integer setting, optionally with a lower bound."""
+
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return int(_get(name, default, parse, "an integer"))
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A number setting (seconds, usually)."""
+
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return float(_get(name, default, parse, "a number"))
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list setting."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_database(name: str, default: str) -> dict[str, Any]:
+    """A database URL setting, parsed with dj-database-url."""
+    import dj_database_url
+
+    raw = os.environ.get(name) or default
+    try:
+        config = dict(dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True))
+    except Exception as exc:  # dj-database-url raises several types for bad URLs
+        ERRORS.append(f"{name}={raw!r} is not a database URL: {exc}")
+        config = dict(dj_database_url.parse(default))
+    return config
+
+
+def env_redis(name: str) -> str | None:
+    """A Redis URL setting (redis://, rediss:// or unix://), or None when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        ERRORS.append(f"{name}={raw!r} is not a Redis URL: it must start with redis://, rediss:// or unix://")
+        return None
+    return raw

@@ -1,0 +1,217 @@
+"""Settings for MCP Gateway, read from the environment.
+
+Every setting is listed with its default in README.md ("Configuration"). Bad values do not crash
+the import: they are collected in ``env.ERRORS`` and reported by a system check.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from gateway_project.env import (
+    ERRORS as SETTINGS_ERRORS,  # noqa: F401 - read by gateway_project.checks
+)
+from gateway_project.env import (
+    env_bool,
+    env_database,
+    env_float,
+    env_int,
+    env_list,
+    env_redis,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _local_secret_key() -> str:
+    """A random key kept in .secret_key, so a newcomer's `make run` is safe without configuration."""
+    path = BASE_DIR / ".secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(50)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Core
+# ---------------------------------------------------------------------------------------------
+# Signs sessions and, unless JWT_SECRET / GATEWAY_ENCRYPTION_KEYS are set, derives those keys.
+# Every replica must share it. Unset: a random key created once in .secret_key.
+SECRET_KEY = env_str("SECRET_KEY") or _local_secret_key()
+# Django's debug pages. Never on in production.
+DEBUG = env_bool("DEBUG", False)
+# Host names this gateway answers to (Host header); others get 400.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+# Origins trusted for the admin's CSRF checks when served behind a proxy on another origin.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Log level of the gateway's own loggers.
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+
+# ---------------------------------------------------------------------------------------------
+# Storage: the catalog database, Redis (channel layer, cache, Celery broker)
+# ---------------------------------------------------------------------------------------------
+# Any URL dj-database-url understands; default: an SQLite file beside manage.py.
+DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite serialises writers; wait for the lock instead of failing, and use WAL for readers.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Unset: in-memory channel layer and local-memory cache (one process). Set: Redis for both, and
+# as Celery's broker.
+REDIS_URL = env_redis("REDIS_URL")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "mcpgw",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# ---------------------------------------------------------------------------------------------
+# Authentication
+# ---------------------------------------------------------------------------------------------
+# Require credentials on every REST and MCP endpoint. Off: anyone may read and write (a warning
+# is logged at start-up).
+GATEWAY_AUTH_REQUIRED = env_bool("GATEWAY_AUTH_REQUIRED", True)
+# JWT bearer tokens: HS256 (shared secret) or RS256/ES256 (key pair; the public key verifies,
+# the private key is needed only by `manage.py issue_token`). Keys are PEM text or a file path.
+JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
+JWT_SECRET = env_str("JWT_SECRET", "")  # empty: derived from SECRET_KEY
+JWT_PUBLIC_KEY = env_str("JWT_PUBLIC_KEY", "")
+JWT_PRIVATE_KEY = env_str("JWT_PRIVATE_KEY", "")
+JWT_ISSUER = env_str("JWT_ISSUER", "mcp-gateway")
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "mcp-gateway")
+# Lifetime of tokens from `issue_token` without --expires-in (e.g. 30m, 12h, 7d).
+JWT_DEFAULT_EXPIRES_IN = env_str("JWT_DEFAULT_EXPIRES_IN", "7d")
+# Clock skew tolerated on exp/nbf, in seconds.
+JWT_LEEWAY = env_int("JWT_LEEWAY", 30, minimum=0)
+
+# ---------------------------------------------------------------------------------------------
+# Secrets at rest (upstream credentials)
+# ---------------------------------------------------------------------------------------------
+# Comma-separated Fernet keys; the first encrypts, all decrypt (rotation: put the new key first,
+# then run `manage.py rotate_secrets`). Empty: one key derived from SECRET_KEY.
+GATEWAY_ENCRYPTION_KEYS = env_list("GATEWAY_ENCRYPTION_KEYS", [])
+
+# ---------------------------------------------------------------------------------------------
+# API behaviour
+# ---------------------------------------------------------------------------------------------
+# Largest request body accepted, in bytes; larger ones get 413.
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
+# Default and largest page size of REST list endpoints.
+GATEWAY_PAGE_SIZE = env_int("GATEWAY_PAGE_SIZE", 50, minimum=1)
+GATEWAY_MAX_PAGE_SIZE = env_int("GATEWAY_MAX_PAGE_SIZE", 1000, minimum=1)
+# Timeout of a tool call, in seconds, for tools that set none.
+GATEWAY_TOOL_TIMEOUT = env_float("GATEWAY_TOOL_TIMEOUT", 60.0, minimum=0.001)
+
+# ---------------------------------------------------------------------------------------------
+# Celery (federation sync, health checks)
+# ---------------------------------------------------------------------------------------------
+# Broker: Redis when REDIS_URL is set; otherwise tasks run eagerly in the calling process.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# ---------------------------------------------------------------------------------------------
+# Django plumbing
+# ---------------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "ninja",
+    "gateway_project.apps.GatewayProjectConfig",
+    "registry",
+    "transports",
+    "federation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "gateway_project.urls"
+ASGI_APPLICATION = "gateway_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+        for name in ("gateway_project", "registry", "transports", "federation")
+    },
+}
+
+# django-ninja: offset pagination without an artificial cap (GATEWAY_MAX_PAGE_SIZE bounds pages).
+NINJA_PAGINATION_MAX_OFFSET = 2**31

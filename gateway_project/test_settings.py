@@ -1,0 +1,23 @@
+"""Settings for the test suite: the production settings with fast hashing and fixed keys.
+
+DATABASE_URL and REDIS_URL are honoured, so `make test` runs against PostgreSQL and Redis when
+they are set, and against SQLite and in-memory backends otherwise.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+
+from gateway_project.settings import *  # noqa: F403
+from gateway_project.settings import DATABASES
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789abcdef"
+GATEWAY_ENCRYPTION_KEYS = []
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
+    DATABASES["default"]["OPTIONS"].pop("init_command", None)

@@ -1,0 +1,1 @@
+"""The catalog: tools, resources, templates, prompts, upstream gateways and virtual servers."""

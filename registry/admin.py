@@ -1,0 +1,261 @@
+"""The Django admin for the catalog: search, filters, bulk enable/disable, formatted JSON fields
+with errors shown on the field, and write-only upstream credentials. Writes go through the same
+services as the REST API, so the catalog version is bumped and announced the same way."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from registry import events, services
+from registry.choices import AuthType
+from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, Tool, VirtualServer
+
+admin.site.site_header = "MCP Gateway"
+admin.site.site_title = "MCP Gateway"
+admin.site.index_title = "Catalog administration"
+
+
+class PrettyJSONField(forms.JSONField):
+    """A JSON form field shown indented, with parse errors on the field."""
+
+    widget = forms.Textarea(attrs={"rows": 8, "cols": 90, "style": "font-family: monospace"})
+    default_error_messages = {"invalid": "Enter valid JSON (check quotes, commas and brackets)."}
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Shared behaviour: formatted JSON, enable/disable actions, writes that bump the catalog version."""
+
+    formfield_overrides = {models.JSONField: {"form_class": PrettyJSONField}}
+    actions = ["enable_selected", "disable_selected"]
+    list_per_page = 50
+
+    @admin.action(description="Enable selected %(verbose_name_plural)s")
+    def enable_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        count = services.entries_set_enabled(queryset, enabled=True)
+        self.message_user(request, f"Enabled {count} {self.model._meta.verbose_name_plural}.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected %(verbose_name_plural)s")
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        count = services.entries_set_enabled(queryset, enabled=False)
+        self.message_user(request, f"Disabled {count} {self.model._meta.verbose_name_plural}.", messages.SUCCESS)
+
+    # The admin validates with the model's own rules (ModelForm runs full_clean); after its save,
+    # bump the catalog version in the same transaction (the admin wraps each change form in one).
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        events.catalog_changed()
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        services.entry_delete(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        super().delete_queryset(request, queryset)
+        events.catalog_changed()
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags = sorted({tag for tags in Tool.objects.values_list("tags", flat=True) for tag in tags or []})
+        return [(tag, tag) for tag in tags]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(tags__icontains=json.dumps(self.value()))
+        return queryset
+
+
+class GatewayForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Credentials are write-only: blank fields keep what is stored; nothing stored is ever shown."""
+
+    username = forms.CharField(required=False, help_text="Basic: the username.")
+    password = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), help_text="Basic: the password."
+    )
+    token = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), help_text="Bearer: the token."
+    )
+    headers = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 90, "style": "font-family: monospace"}),
+        help_text="Custom headers: one 'Name: value' per line.",
+    )
+
+    class Meta:
+        model = Gateway
+        fields = [
+            "name",
+            "description",
+            "enabled",
+            "transport",
+            "url",
+            "command",
+            "args",
+            "env",
+            "cwd",
+            "auth_type",
+            "verify_tls",
+            "ca_bundle",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        auth_type = data.get("auth_type") or AuthType.NONE
+        given = {
+            "username": data.get("username") or None,
+            "password": data.get("password") or None,
+            "token": data.get("token") or None,
+        }
+        headers: dict[str, str] = {}
+        for line in (data.get("headers") or "").splitlines():
+            if not line.strip():
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                self.add_error("headers", f"Line {line!r} is not 'Name: value'.")
+                return data
+            headers[name.strip()] = value.strip()
+        keep = self.instance.pk and auth_type == self.instance.auth_type and not any(given.values()) and not headers
+        if not keep:
+            credentials = {k: v for k, v in given.items() if v}
+            if headers:
+                credentials["headers"] = headers
+            try:
+                self.instance.set_credentials(auth_type, credentials)
+            except ValidationError as exc:
+                self.add_error(None, exc)
+        return data
+
+
+@admin.register(Gateway)
+class GatewayAdmin(CatalogAdmin):
+    form = GatewayForm
+    list_display = ["name", "transport", "endpoint", "enabled", "health", "last_seen_at", "auth_type"]
+    list_filter = ["enabled", "health", "transport", "auth_type"]
+    search_fields = ["name", "description", "url", "command"]
+    readonly_fields = [
+        "health",
+        "last_error",
+        "last_seen_at",
+        "protocol_version",
+        "server_info_json",
+        "capabilities_json",
+        "credentials_stored",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "enabled", "transport"]}),
+        ("Remote server", {"fields": ["url", "verify_tls", "ca_bundle"]}),
+        ("Local process (stdio)", {"fields": ["command", "args", "env", "cwd"]}),
+        (
+            "Credentials (write-only)",
+            {"fields": ["auth_type", "credentials_stored", "username", "password", "token", "headers"]},
+        ),
+        (
+            "Reported by the upstream",
+            {
+                "fields": [
+                    "health",
+                    "last_error",
+                    "last_seen_at",
+                    "protocol_version",
+                    "server_info_json",
+                    "capabilities_json",
+                ]
+            },
+        ),
+    ]
+
+    @admin.display(description="URL or command")
+    def endpoint(self, obj: Gateway) -> str:
+        return obj.url or " ".join([obj.command, *obj.args])
+
+    @admin.display(description="stored credentials", boolean=True)
+    def credentials_stored(self, obj: Gateway) -> bool:
+        return obj.has_credentials
+
+    @admin.display(description="server info")
+    def server_info_json(self, obj: Gateway) -> str:
+        return json.dumps(obj.server_info, indent=2)
+
+    @admin.display(description="capabilities")
+    def capabilities_json(self, obj: Gateway) -> str:
+        return json.dumps(obj.capabilities, indent=2)
+
+
+@admin.register(Tool)
+class ToolAdmin(CatalogAdmin):
+    list_display = ["name", "title", "integration_type", "gateway", "enabled", "tag_list"]
+    list_filter = ["enabled", "integration_type", ("gateway", admin.RelatedOnlyFieldListFilter), TagFilter]
+    search_fields = ["name", "title", "description", "original_name"]
+    list_select_related = ["gateway"]
+    fieldsets = [
+        (None, {"fields": ["name", "title", "description", "enabled", "tags", "timeout"]}),
+        ("Schemas", {"fields": ["input_schema", "output_schema", "annotations"]}),
+        ("Backend", {"fields": ["integration_type", "gateway", "original_name", "backend_config"]}),
+    ]
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Tool) -> str:
+        return ", ".join(obj.tags)
+
+
+@admin.register(Resource)
+class ResourceAdmin(CatalogAdmin):
+    list_display = ["uri", "name", "mime_type", "gateway", "enabled"]
+    list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter), "mime_type"]
+    search_fields = ["uri", "name", "title", "description"]
+    list_select_related = ["gateway"]
+    exclude = ["blob"]
+
+
+@admin.register(ResourceTemplate)
+class ResourceTemplateAdmin(CatalogAdmin):
+    list_display = ["uri_template", "name", "mime_type", "gateway", "enabled"]
+    list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["uri_template", "name", "title", "description"]
+    list_select_related = ["gateway"]
+
+
+@admin.register(Prompt)
+class PromptAdmin(CatalogAdmin):
+    list_display = ["name", "title", "gateway", "enabled"]
+    list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "title", "description", "template"]
+    list_select_related = ["gateway"]
+
+
+@admin.register(VirtualServer)
+class VirtualServerAdmin(CatalogAdmin):
+    list_display = ["name", "title", "enabled", "tool_count"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "title", "description"]
+    filter_horizontal = ["tools", "resources", "resource_templates", "prompts"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).annotate(tool_total=models.Count("tools"))
+
+    @admin.display(description="tools", ordering="tool_total")
+    def tool_count(self, obj: Any) -> int:
+        return int(obj.tool_total)
+
+
+@admin.register(RevokedToken)
+class RevokedTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["jti", "subject", "revoked_at", "expires_at", "reason"]
+    search_fields = ["jti", "subject", "reason"]
+    readonly_fields = ["revoked_at"]

@@ -1,0 +1,256 @@
+"""The catalog's REST API: CRUD with paginated, filterable lists for every entity, export/import,
+and tokens. Mounted under /api/ by gateway_project.api."""
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.security.base import AuthBase
+from ninja.utils import check_csrf
+
+from registry import auth, exchange, schemas, selectors, services
+from registry.choices import Scope
+from registry.conf import auth_required, parse_duration
+from registry.exceptions import AuthenticationFailed, Forbidden, InvalidInput
+from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+ERRORS = {400: schemas.Error, 401: schemas.Error, 403: schemas.Error, 413: schemas.Error, 422: schemas.Error}
+
+
+class ApiAuth(AuthBase):
+    """Bearer token, HTTP Basic or the admin's session; the caller must hold ``scope``."""
+
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__()
+        self.scope = scope
+
+    def __call__(self, request: HttpRequest) -> auth.Principal:
+        if not auth_required():
+            return auth.ANONYMOUS
+        principal = auth.principal_from_authorization(request.headers.get("Authorization"))
+        if principal is None:
+            principal = auth.session_principal(request.user)
+            if principal is not None and request.method not in SAFE_METHODS and check_csrf(request) is not None:
+                raise Forbidden("CSRF check failed: send the X-CSRFToken header with the admin session's token.")
+        if principal is None:
+            raise AuthenticationFailed(
+                "Authentication required: send 'Authorization: Bearer <token>' (see `manage.py issue_token`) "
+                "or HTTP Basic credentials."
+            )
+        if not principal.allows(self.scope):
+            raise Forbidden(
+                f"Your credentials do not allow '{self.scope}' "
+                f"(they allow: {', '.join(sorted(principal.scopes)) or 'nothing'})."
+            )
+        return principal
+
+
+READ, WRITE = ApiAuth(Scope.READ), ApiAuth(Scope.WRITE)
+router = Router(auth=READ)
+
+
+class Pagination(LimitOffsetPagination):
+    """limit/offset pages; default and maximum page size from GATEWAY_PAGE_SIZE / GATEWAY_MAX_PAGE_SIZE."""
+
+    class Input(Schema):
+        limit: int | None = None
+        offset: int = 0
+
+    def paginate_queryset(self, queryset: Any, pagination: Any, request: HttpRequest, **params: Any) -> Any:
+        default, maximum = settings.GATEWAY_PAGE_SIZE, settings.GATEWAY_MAX_PAGE_SIZE
+        limit = pagination.limit if pagination.limit is not None else default
+        if not 1 <= limit <= maximum:
+            raise InvalidInput(f"limit must be between 1 and {maximum}.")
+        if pagination.offset < 0:
+            raise InvalidInput("offset must not be negative.")
+        return {"items": queryset[pagination.offset : pagination.offset + limit], "count": self._items_count(queryset)}
+
+
+def _register(
+    *,
+    prefix: str,
+    model: type[Any],
+    schema_in: type[Schema],
+    schema_out: type[Schema],
+    filters: type[Schema],
+) -> None:
+    """List, create, read, replace, patch and delete endpoints for one catalog entity."""
+    noun = model._meta.verbose_name
+    schema_patch = schemas.partial(schema_in, f"{schema_in.__name__}Patch")
+    tag = model._meta.verbose_name_plural.title()
+
+    @router.get(
+        f"/{prefix}",
+        response=list[schema_out],  # type: ignore[valid-type]
+        tags=[tag],
+        operation_id=f"{prefix}_list",
+        summary=f"List {noun}s",
+    )
+    @paginate(Pagination)
+    def list_entries(request: HttpRequest, query: Query[filters]) -> Any:  # type: ignore[valid-type]
+        return selectors.entry_list(model, filters=query.model_dump())  # type: ignore[attr-defined]
+
+    @router.post(
+        f"/{prefix}",
+        response={201: schema_out, 409: schemas.Error, **ERRORS},
+        auth=WRITE,
+        tags=[tag],
+        operation_id=f"{prefix}_create",
+        summary=f"Create a {noun}",
+    )
+    def create_entry(request: HttpRequest, payload: schema_in) -> Any:  # type: ignore[valid-type]
+        created = services.entry_create(model, data=schemas.to_data(payload))
+        return 201, selectors.entry_get(model, pk=created.pk)
+
+    @router.get(
+        f"/{prefix}/{{int:pk}}",
+        response={200: schema_out, 404: schemas.Error, **ERRORS},
+        tags=[tag],
+        operation_id=f"{prefix}_read",
+        summary=f"Read a {noun}",
+    )
+    def read_entry(request: HttpRequest, pk: int) -> Any:
+        return selectors.entry_get(model, pk=pk)
+
+    def _update(pk: int, payload: Schema, *, partial: bool) -> Any:
+        instance = selectors.entry_get(model, pk=pk)
+        services.entry_update(instance, data=schemas.to_data(payload, partial=partial))
+        return selectors.entry_get(model, pk=pk)
+
+    @router.put(
+        f"/{prefix}/{{int:pk}}",
+        response={200: schema_out, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+        auth=WRITE,
+        tags=[tag],
+        operation_id=f"{prefix}_replace",
+        summary=f"Replace a {noun}",
+    )
+    def replace_entry(request: HttpRequest, pk: int, payload: schema_in) -> Any:  # type: ignore[valid-type]
+        return _update(pk, payload, partial=False)
+
+    @router.patch(
+        f"/{prefix}/{{int:pk}}",
+        response={200: schema_out, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+        auth=WRITE,
+        tags=[tag],
+        operation_id=f"{prefix}_update",
+        summary=f"Change some fields of a {noun}",
+    )
+    def patch_entry(request: HttpRequest, pk: int, payload: schema_patch) -> Any:  # type: ignore[valid-type]
+        return _update(pk, payload, partial=True)
+
+    @router.delete(
+        f"/{prefix}/{{int:pk}}",
+        response={204: None, 404: schemas.Error, **ERRORS},
+        auth=WRITE,
+        tags=[tag],
+        operation_id=f"{prefix}_delete",
+        summary=f"Delete a {noun}",
+    )
+    def delete_entry(request: HttpRequest, pk: int) -> Any:
+        services.entry_delete(selectors.entry_get(model, pk=pk))
+        return 204, None
+
+
+_register(
+    prefix="gateways",
+    model=Gateway,
+    schema_in=schemas.GatewayIn,
+    schema_out=schemas.GatewayOut,
+    filters=schemas.GatewayFilters,
+)
+_register(prefix="tools", model=Tool, schema_in=schemas.ToolIn, schema_out=schemas.ToolOut, filters=schemas.ToolFilters)
+_register(
+    prefix="resources",
+    model=Resource,
+    schema_in=schemas.ResourceIn,
+    schema_out=schemas.ResourceOut,
+    filters=schemas.SourceFilters,
+)
+_register(
+    prefix="resource-templates",
+    model=ResourceTemplate,
+    schema_in=schemas.ResourceTemplateIn,
+    schema_out=schemas.ResourceTemplateOut,
+    filters=schemas.SourceFilters,
+)
+_register(
+    prefix="prompts",
+    model=Prompt,
+    schema_in=schemas.PromptIn,
+    schema_out=schemas.PromptOut,
+    filters=schemas.SourceFilters,
+)
+_register(
+    prefix="servers",
+    model=VirtualServer,
+    schema_in=schemas.VirtualServerIn,
+    schema_out=schemas.VirtualServerOut,
+    filters=schemas.Filters,
+)
+
+
+@router.get("/export", response={200: dict[str, Any], **ERRORS}, tags=["Catalog"], summary="Export the whole catalog")
+def export_catalog(request: HttpRequest, include_secrets: bool = False) -> Any:
+    """The catalog as one JSON document. With include_secrets (staff only) upstream credentials
+    are included, encrypted with this installation's keys, or with the passphrase sent in the
+    X-Catalog-Passphrase header."""
+    if include_secrets and not request.auth.allows(Scope.WRITE):  # type: ignore[attr-defined]
+        raise Forbidden("Exporting secrets needs the 'write' scope.")
+    return exchange.catalog_export(
+        include_secrets=include_secrets, passphrase=request.headers.get("X-Catalog-Passphrase") or None
+    )
+
+
+@router.post(
+    "/import",
+    response={200: schemas.ImportReport, **ERRORS},
+    auth=WRITE,
+    tags=["Catalog"],
+    summary="Import a catalog export",
+)
+def import_catalog(request: HttpRequest, dry_run: bool = False, overwrite: bool = False) -> Any:
+    """Create what is missing, leave identical entries alone, report conflicts (or overwrite them),
+    all or nothing. The body is a document from /api/export."""
+    try:
+        document = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"The body is not JSON: {exc}.") from None
+    report = exchange.catalog_import(
+        document=document,
+        dry_run=dry_run,
+        overwrite=overwrite,
+        passphrase=request.headers.get("X-Catalog-Passphrase") or None,
+    )
+    return report.as_dict()
+
+
+@router.post(
+    "/tokens", response={201: schemas.TokenOut, **ERRORS}, tags=["Tokens"], summary="Issue a token for yourself"
+)
+def issue_token(request: HttpRequest, payload: schemas.TokenIn) -> Any:
+    principal: auth.Principal = request.auth  # type: ignore[attr-defined]
+    if principal.method == "anonymous":
+        raise Forbidden("Tokens are issued to users; authentication is off, so there is no user to issue one to.")
+    try:
+        expires_in = parse_duration(payload.expires_in) if payload.expires_in else None
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    scopes: list[str] = list(payload.scopes) if payload.scopes is not None else sorted(principal.scopes)
+    if not set(scopes) <= principal.scopes:
+        raise Forbidden("A token cannot carry scopes your own credentials do not have.")
+    return 201, {"token": auth.token_issue(username=principal.username, expires_in=expires_in, scopes=scopes)}
+
+
+@router.post(
+    "/tokens/revoke", response={200: schemas.RevokeOut, **ERRORS}, auth=WRITE, tags=["Tokens"], summary="Revoke a token"
+)
+def revoke_token(request: HttpRequest, payload: schemas.RevokeIn) -> Any:
+    return auth.token_revoke(token_or_jti=payload.token, reason=payload.reason)

@@ -1,0 +1,46 @@
+"""Enumerations of the catalog."""
+
+from django.db import models
+
+
+class Transport(models.TextChoices):
+    """How the gateway talks to an upstream MCP server."""
+
+    STREAMABLE_HTTP = "streamable-http", "Streamable HTTP"
+    SSE = "sse", "HTTP+SSE (2024-11-05)"
+    WEBSOCKET = "websocket", "WebSocket"
+    STDIO = "stdio", "stdio (child process)"
+
+
+class AuthType(models.TextChoices):
+    """Which credentials the gateway presents to an upstream."""
+
+    NONE = "none", "None"
+    BASIC = "basic", "HTTP Basic"
+    BEARER = "bearer", "Bearer token"
+    HEADERS = "headers", "Custom headers"
+
+
+class Health(models.TextChoices):
+    """Last known reachability of an upstream."""
+
+    UNKNOWN = "unknown", "Unknown"
+    HEALTHY = "healthy", "Healthy"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class IntegrationType(models.TextChoices):
+    """The backend that answers a tool call."""
+
+    MCP = "mcp", "Upstream MCP server"
+    REST = "rest", "REST API"
+    CLI = "cli", "Command line"
+    FUNCTION = "function", "Python function"
+
+
+class Scope(models.TextChoices):
+    """What a credential allows: read the catalog, change it, call tools."""
+
+    READ = "read", "Read the catalog"
+    WRITE = "write", "Change the catalog"
+    CALL = "call", "Call tools"

@@ -1,0 +1,228 @@
+"""Services that export the whole catalog as one JSON document and import it back.
+
+Entries are named by natural keys (names, URIs), never by database ids, so a document moves
+between installations. Import is one transaction: idempotent (identical entries are left alone),
+conflicts (same key, different content) are reported and kept unless ``overwrite`` is set, and
+any invalid entry rejects the whole document. Secrets are exported only when asked, encrypted with
+the installation's keys or with a passphrase.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.fernet import Fernet
+from django.db import models, transaction
+from ninja import Schema
+
+from registry import crypto, events, schemas, selectors
+from registry.exceptions import InvalidInput, SecretError
+from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.services import _apply, _validated_save
+
+FORMAT = "mcp-gateway-catalog"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Kind:
+    key: str
+    model: type[models.Model]
+    natural_key: str
+    schema: type[Schema]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The writable fields, as the REST API takes them (credentials travel separately)."""
+        return tuple(name for name in self.schema.model_fields if name != "credentials")
+
+
+KINDS = (
+    Kind("gateways", Gateway, "name", schemas.GatewayIn),
+    Kind("tools", Tool, "name", schemas.ToolIn),
+    Kind("resources", Resource, "uri", schemas.ResourceIn),
+    Kind("resource_templates", ResourceTemplate, "uri_template", schemas.ResourceTemplateIn),
+    Kind("prompts", Prompt, "name", schemas.PromptIn),
+    Kind("servers", VirtualServer, "name", schemas.VirtualServerIn),
+)
+_MEMBER_KEYS = {"tools": "name", "resources": "uri", "resource_templates": "uri_template", "prompts": "name"}
+
+
+def _represent(kind: Kind, obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in kind.fields:
+        if name == "gateway":
+            out[name] = obj.gateway.name if obj.gateway_id else None
+        elif name == "blob":
+            out[name] = None if obj.blob is None else base64.b64encode(bytes(obj.blob)).decode()
+        elif kind.model is VirtualServer and name in _MEMBER_KEYS:
+            out[name] = sorted(getattr(m, _MEMBER_KEYS[name]) for m in getattr(obj, name).all())
+        else:
+            out[name] = getattr(obj, name)
+    return out
+
+
+def catalog_export(*, include_secrets: bool = False, passphrase: str | None = None) -> dict[str, Any]:
+    """The whole catalog as a JSON-ready document; credentials only when include_secrets is set."""
+    document: dict[str, Any] = {"format": FORMAT, "version": VERSION, "exported_at": datetime.now(UTC).isoformat()}
+    box: Fernet | None = None
+    if include_secrets:
+        if passphrase:
+            box, salt = crypto.passphrase_box(passphrase)
+            document["secrets"] = {"encryption": "passphrase", "kdf": "scrypt", "salt": base64.b64encode(salt).decode()}
+        else:
+            document["secrets"] = {"encryption": "installation-keys"}
+    for kind in KINDS:
+        items = []
+        for obj in selectors.entry_queryset(kind.model).order_by(kind.natural_key):
+            item = _represent(kind, obj)
+            if include_secrets and isinstance(obj, Gateway) and obj.credentials_encrypted:
+                item["credentials_encrypted"] = (
+                    crypto.encrypt_json(obj.get_credentials(), box) if box else obj.credentials_encrypted
+                )
+            items.append(item)
+        document[kind.key] = items
+    return document
+
+
+@dataclass
+class ImportReport:
+    dry_run: bool
+    created: dict[str, list[str]] = field(default_factory=dict)
+    updated: dict[str, list[str]] = field(default_factory=dict)
+    unchanged: dict[str, list[str]] = field(default_factory=dict)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, bucket: str, kind: str, key: str) -> None:
+        getattr(self, bucket).setdefault(kind, []).append(key)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "conflicts": self.conflicts,
+        }
+
+
+def _secret_reader(document: dict[str, Any], passphrase: str | None) -> Any:
+    secrets = document.get("secrets")
+    if not secrets:
+        return None
+    if secrets.get("encryption") == "passphrase":
+        if not passphrase:
+            raise InvalidInput("This export's secrets are protected by a passphrase: give it to import them.")
+        try:
+            salt = base64.b64decode(secrets["salt"])
+        except (KeyError, binascii.Error, TypeError):
+            raise InvalidInput("The export's 'secrets.salt' is missing or not base64.") from None
+        box, _ = crypto.passphrase_box(passphrase, salt)
+        return lambda token: crypto.decrypt_json(token, box)
+    return crypto.decrypt_json
+
+
+def _check_document(document: Any) -> None:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InvalidInput(f'Not a catalog export: the document must be a JSON object with "format": "{FORMAT}".')
+    if document.get("version") != VERSION:
+        raise InvalidInput(
+            f"Unsupported export version {document.get('version')!r}; this gateway reads version {VERSION}."
+        )
+    known = {"format", "version", "exported_at", "secrets", *(kind.key for kind in KINDS)}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise InvalidInput(f"Unknown top-level key(s) in the export: {', '.join(unknown)}.")
+    for kind in KINDS:
+        if not isinstance(document.get(kind.key, []), list):
+            raise InvalidInput(f"'{kind.key}' must be a list.")
+
+
+@transaction.atomic
+def catalog_import(
+    *, document: Any, dry_run: bool = False, overwrite: bool = False, passphrase: str | None = None
+) -> ImportReport:
+    """Bring a document from catalog_export into the catalog, all or nothing."""
+    _check_document(document)
+    read_secret = _secret_reader(document, passphrase)
+    report = ImportReport(dry_run=dry_run)
+    changed = False
+    for kind in KINDS:
+        for index, raw in enumerate(document.get(kind.key, [])):
+            where = f"{kind.key}[{index}]"
+            item = _validate_item(kind, raw, where)
+            key = item[kind.natural_key]
+            credentials = None
+            if kind.model is Gateway and "credentials_encrypted" in item:
+                if read_secret is None:
+                    raise InvalidInput(f"{where}: credentials_encrypted given but the export has no 'secrets' header.")
+                try:
+                    credentials = read_secret(item.pop("credentials_encrypted"))
+                except SecretError:
+                    raise InvalidInput(
+                        f"{where}: the credentials cannot be decrypted (wrong passphrase or keys)."
+                    ) from None
+            existing: Any = kind.model._default_manager.filter(**{kind.natural_key: key}).first()
+            if existing is not None:
+                current = _represent(kind, existing)
+                differs = sorted(name for name in kind.fields if current.get(name) != item.get(name))
+                if credentials is not None and existing.get_credentials() != credentials:
+                    differs.append("credentials")
+                if not differs:
+                    report.note("unchanged", kind.key, key)
+                    continue
+                if not overwrite:
+                    report.conflicts.append({"kind": kind.key, "key": key, "fields": differs})
+                    continue
+            _store(kind, existing or kind.model(), item, credentials, where)
+            report.note("updated" if existing else "created", kind.key, key)
+            changed = True
+    if changed:
+        events.catalog_changed()
+    if dry_run:
+        transaction.set_rollback(True)
+    return report
+
+
+def _validate_item(kind: Kind, raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where} must be a JSON object.")
+    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model is Gateway else set())
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InvalidInput(f"{where}: unknown field(s) {', '.join(unknown)}.")
+    if not isinstance(raw.get(kind.natural_key), str):
+        raise InvalidInput(f"{where}: '{kind.natural_key}' is required.")
+    plain = {k: v for k, v in raw.items() if k != "credentials_encrypted"}
+    try:
+        parsed = kind.schema.model_validate(plain).model_dump(exclude={"credentials"})
+    except ValueError as exc:
+        raise InvalidInput(f"{where} ({raw.get(kind.natural_key)!r}): {exc}") from None
+    if "arguments" in parsed:
+        parsed["arguments"] = [{k: v for k, v in arg.items() if v is not None} for arg in parsed["arguments"]]
+    if "credentials_encrypted" in raw:
+        parsed["credentials_encrypted"] = raw["credentials_encrypted"]
+    return parsed
+
+
+def _store(kind: Kind, instance: Any, item: dict[str, Any], credentials: dict[str, Any] | None, where: str) -> None:
+    data = dict(item)
+    if kind.model is Resource and data.get("blob") is not None:
+        data["blob"] = schemas.BLOB_DECODER(data["blob"])
+    if kind.model is Gateway:
+        auth_type = data.pop("auth_type")
+        if credentials is not None:
+            data["auth_type"], data["credentials"] = auth_type, credentials
+        else:  # exported without secrets: keep the kind, the operator supplies the values later
+            instance.auth_type = auth_type
+    try:
+        m2m = _apply(instance, data)
+        _validated_save(instance)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where} ({item.get(kind.natural_key)!r}): {exc.message}", errors=exc.errors) from None
+    for name, objs in m2m.items():
+        getattr(instance, name).set(objs)

@@ -1,0 +1,19 @@
+"""Re-encrypt every stored secret with the first key of GATEWAY_ENCRYPTION_KEYS."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from registry import services
+from registry.exceptions import SecretError
+
+
+class Command(BaseCommand):
+    help = "Re-encrypt stored upstream credentials with the newest (first) key in GATEWAY_ENCRYPTION_KEYS."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            count = services.secrets_rotate()
+        except SecretError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(f"Re-encrypted the credentials of {count} gateway(s) with the first key.")

@@ -1,0 +1,318 @@
+"""The catalog's models. Validation lives on the fields and in ``clean()``, so the admin, the REST
+API and imports all apply the same rules (services call ``full_clean()`` before every save)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from registry import crypto, validators
+from registry.choices import AuthType, Health, IntegrationType, Transport
+
+URL_SCHEMES = {
+    Transport.STREAMABLE_HTTP: ("http", "https"),
+    Transport.SSE: ("http", "https"),
+    Transport.WEBSOCKET: ("ws", "wss"),
+}
+
+
+def default_input_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {}}
+
+
+class TimeStamped(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Gateway(TimeStamped):
+    """An upstream MCP server or peer gateway whose tools, resources and prompts join the catalog."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[validators.validate_slug])
+    description = models.TextField(blank=True)
+    transport = models.CharField(max_length=32, choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
+    url = models.CharField("URL", max_length=2048, blank=True, help_text="Not used by stdio.")
+    command = models.CharField(max_length=1024, blank=True, help_text="stdio only: the program to start.")
+    args = models.JSONField(default=list, blank=True, validators=[validators.validate_string_list])
+    env = models.JSONField(
+        "environment",
+        default=dict,
+        blank=True,
+        validators=[validators.validate_env],
+        help_text="stdio only: extra environment variables (not secret; stored in clear).",
+    )
+    cwd = models.CharField("working directory", max_length=1024, blank=True)
+    auth_type = models.CharField(max_length=16, choices=AuthType.choices, default=AuthType.NONE)
+    credentials_encrypted = models.TextField(blank=True, editable=False)
+    verify_tls = models.BooleanField("verify TLS", default=True)
+    ca_bundle = models.TextField("CA bundle (PEM)", blank=True)
+    enabled = models.BooleanField(default=True)
+    # What the gateway last learned about the upstream (written by federation, not by people).
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    protocol_version = models.CharField(max_length=32, blank=True, editable=False)
+    server_info = models.JSONField(default=dict, blank=True, editable=False)
+    capabilities = models.JSONField(default=dict, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.transport == Transport.STDIO:
+            if not self.command:
+                errors["command"] = "A stdio gateway needs a command to start."
+            if self.url:
+                errors["url"] = "A stdio gateway has no URL; leave it empty."
+        else:
+            if self.command or self.args or self.env or self.cwd:
+                errors["command"] = "command, args, env and cwd are only for stdio gateways."
+            if not self.url:
+                errors["url"] = f"A {self.get_transport_display()} gateway needs a URL."
+            else:
+                try:
+                    validators.validate_upstream_url(self.url, schemes=URL_SCHEMES[Transport(self.transport)])
+                except ValidationError as exc:
+                    errors["url"] = exc.messages[0]
+        if self.ca_bundle and "-----BEGIN CERTIFICATE-----" not in self.ca_bundle:
+            errors["ca_bundle"] = "The CA bundle must be PEM text containing -----BEGIN CERTIFICATE-----."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.auth_type != AuthType.NONE and bool(self.credentials_encrypted)
+
+    def get_credentials(self) -> dict[str, Any]:
+        """The decrypted credentials: {username, password} | {token} | {headers} | {}."""
+        if not self.credentials_encrypted:
+            return {}
+        return crypto.decrypt_json(self.credentials_encrypted)
+
+    def set_credentials(self, auth_type: str, credentials: dict[str, Any]) -> None:
+        """Validate and encrypt credentials of the given kind; ``none`` clears them."""
+        auth_type = AuthType(auth_type)
+        cleaned = _clean_credentials(auth_type, credentials)
+        self.auth_type = auth_type
+        self.credentials_encrypted = crypto.encrypt_json(cleaned) if cleaned else ""
+
+
+def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict[str, Any]:
+    def text(key: str) -> str:
+        value = credentials.get(key)
+        if not isinstance(value, str) or not value:
+            raise ValidationError({"credentials": f"{auth_type.label} credentials need a non-empty '{key}'."})
+        if "\r" in value or "\n" in value:
+            raise ValidationError({"credentials": f"'{key}' must not contain line breaks."})
+        return value
+
+    if auth_type == AuthType.NONE:
+        return {}
+    if auth_type == AuthType.BASIC:
+        username = text("username")
+        if ":" in username:
+            raise ValidationError({"credentials": "A Basic username must not contain ':'."})
+        return {"username": username, "password": text("password")}
+    if auth_type == AuthType.BEARER:
+        return {"token": text("token")}
+    headers = credentials.get("headers")
+    try:
+        validators.validate_headers(headers)
+    except ValidationError as exc:
+        raise ValidationError({"credentials": exc.messages}) from None
+    if not headers:
+        raise ValidationError({"credentials": "Custom-header credentials need at least one header."})
+    return {"headers": dict(headers)}
+
+
+class Tool(TimeStamped):
+    """A callable tool: from an upstream MCP server, or (later) a wrapped REST API, command or function."""
+
+    name = models.CharField(max_length=128, unique=True, validators=[validators.validate_tool_name])
+    title = models.CharField(max_length=256, blank=True)
+    description = models.TextField(blank=True)
+    input_schema = models.JSONField(default=default_input_schema, validators=[validators.validate_object_schema])
+    output_schema = models.JSONField(null=True, blank=True, validators=[validators.validate_object_schema])
+    annotations = models.JSONField(default=dict, blank=True, validators=[validators.validate_tool_annotations])
+    tags = models.JSONField(default=list, blank=True, validators=[validators.validate_tags])
+    enabled = models.BooleanField(default=True)
+    timeout = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001)], help_text="Seconds; empty: the default."
+    )
+    integration_type = models.CharField(max_length=16, choices=IntegrationType.choices, default=IntegrationType.MCP)
+    gateway = models.ForeignKey(Gateway, null=True, blank=True, on_delete=models.CASCADE, related_name="tools")
+    original_name = models.CharField(
+        max_length=256, blank=True, help_text="The upstream's own name, when the catalog name differs."
+    )
+    # The definition of a REST, CLI or function backend (tool-wrapping issue); {} for MCP tools.
+    backend_config = models.JSONField(default=dict, blank=True, validators=[validators.validate_json_object])
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.integration_type == IntegrationType.MCP:
+            if self.gateway_id is None:
+                raise ValidationError({"gateway": "A tool of an upstream MCP server needs its gateway."})
+            if self.backend_config:
+                raise ValidationError({"backend_config": "MCP tools take no backend configuration."})
+        elif self.gateway_id is not None:
+            raise ValidationError({"gateway": "Only MCP tools come from a gateway."})
+        self.tags = sorted({tag.strip() for tag in self.tags if isinstance(tag, str)} - {""})
+
+    @property
+    def upstream_name(self) -> str:
+        return self.original_name or self.name
+
+
+class Resource(TimeStamped):
+    """A readable resource: stored text or bytes, or read from an upstream MCP server."""
+
+    uri = models.CharField("URI", max_length=2048, unique=True, validators=[validators.validate_uri])
+    name = models.CharField(max_length=256)
+    title = models.CharField(max_length=256, blank=True)
+    description = models.TextField(blank=True)
+    mime_type = models.CharField("MIME type", max_length=255, blank=True)
+    # None means "no text content" (binary or upstream), which differs from empty text.
+    text = models.TextField(null=True, blank=True, help_text="Text content, or empty for binary or upstream.")  # noqa: DJ001
+    blob = models.BinaryField(null=True, blank=True, help_text="Binary content.")
+    gateway = models.ForeignKey(Gateway, null=True, blank=True, on_delete=models.CASCADE, related_name="resources")
+    original_uri = models.CharField(max_length=2048, blank=True)
+    annotations = models.JSONField(default=dict, blank=True, validators=[validators.validate_json_object])
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["uri"]
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def clean(self) -> None:
+        sources = [self.gateway_id is not None, self.text is not None, self.blob is not None]
+        if sum(sources) != 1:
+            raise ValidationError(
+                "A resource needs exactly one source: text content, binary content, or an upstream gateway."
+            )
+
+
+class ResourceTemplate(TimeStamped):
+    """A parameterised resource (RFC 6570 URI template), usually from an upstream."""
+
+    uri_template = models.CharField(
+        "URI template", max_length=2048, unique=True, validators=[validators.validate_uri_template]
+    )
+    name = models.CharField(max_length=256)
+    title = models.CharField(max_length=256, blank=True)
+    description = models.TextField(blank=True)
+    mime_type = models.CharField("MIME type", max_length=255, blank=True)
+    gateway = models.ForeignKey(
+        Gateway, null=True, blank=True, on_delete=models.CASCADE, related_name="resource_templates"
+    )
+    annotations = models.JSONField(default=dict, blank=True, validators=[validators.validate_json_object])
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["uri_template"]
+
+    def __str__(self) -> str:
+        return self.uri_template
+
+
+class Prompt(TimeStamped):
+    """A prompt template rendered with arguments in a sandboxed Jinja2 environment, or from an upstream."""
+
+    name = models.CharField(max_length=128, unique=True, validators=[validators.validate_tool_name])
+    title = models.CharField(max_length=256, blank=True)
+    description = models.TextField(blank=True)
+    arguments = models.JSONField(default=list, blank=True, validators=[validators.validate_prompt_arguments])
+    template = models.TextField(blank=True, help_text="Jinja2 text; arguments are variables, e.g. {{ topic }}.")
+    gateway = models.ForeignKey(Gateway, null=True, blank=True, on_delete=models.CASCADE, related_name="prompts")
+    original_name = models.CharField(max_length=256, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from registry import prompts
+
+        if self.gateway_id is None:
+            if not self.template:
+                raise ValidationError({"template": "A local prompt needs a template."})
+            try:
+                prompts.compile_template(self.template)
+            except prompts.TemplateSyntaxError as exc:
+                raise ValidationError({"template": f"Template error on line {exc.lineno}: {exc.message}"}) from None
+        elif self.template:
+            raise ValidationError({"template": "Upstream prompts are rendered by their upstream; leave it empty."})
+
+
+class VirtualServer(TimeStamped):
+    """A named composition of catalog entries, served at /servers/<name>/mcp."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[validators.validate_slug])
+    title = models.CharField(max_length=256, blank=True)
+    description = models.TextField(blank=True)
+    icon = models.CharField(max_length=2048, blank=True, help_text="URL of an icon (https: or data:).")
+    enabled = models.BooleanField(default=True)
+    tools = models.ManyToManyField(Tool, blank=True, related_name="servers")
+    resources = models.ManyToManyField(Resource, blank=True, related_name="servers")
+    resource_templates = models.ManyToManyField(ResourceTemplate, blank=True, related_name="servers")
+    prompts = models.ManyToManyField(Prompt, blank=True, related_name="servers")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.icon:
+            validate_icon = partial(validators.validate_upstream_url, schemes=("https", "http"))
+            if not self.icon.startswith("data:"):
+                try:
+                    validate_icon(self.icon)
+                except ValidationError:
+                    raise ValidationError({"icon": "The icon must be an http(s): or data: URL."}) from None
+
+
+class CatalogRevision(models.Model):
+    """One row whose version goes up with every committed catalog change (snapshot invalidation)."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"catalog v{self.version}"
+
+
+class RevokedToken(models.Model):
+    """A JWT id (jti) that is no longer accepted, kept until the token would have expired anyway."""
+
+    jti = models.CharField(max_length=128, unique=True)
+    subject = models.CharField(max_length=150, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=256, blank=True)
+
+    class Meta:
+        ordering = ["-revoked_at"]
+
+    def __str__(self) -> str:
+        return self.jti

@@ -1,0 +1,330 @@
+"""Request and response shapes of the REST API. Fields are listed explicitly; unknown fields are
+rejected (422) so a typo never silently does nothing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Schema
+from pydantic import ConfigDict, Field, create_model, field_validator
+
+from registry.choices import AuthType, Health, IntegrationType, Transport
+
+
+class In(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+
+def partial(schema: type[Schema], name: str) -> type[Schema]:
+    """The same fields, all optional: the body of a PATCH."""
+    fields: dict[str, Any] = {
+        field: (info.annotation | None, Field(default=None, description=info.description))  # type: ignore[operator]
+        for field, info in schema.model_fields.items()
+    }
+    return create_model(name, __base__=In, **fields)
+
+
+class Error(Schema):
+    detail: str
+    errors: dict[str, list[str]] | list[dict[str, Any]] | None = None
+
+
+class Credentials(In):
+    """Write-only upstream credentials; which keys apply depends on auth_type."""
+
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    headers: dict[str, str] | None = None
+
+
+class GatewayIn(In):
+    name: str
+    description: str = ""
+    transport: Transport = Transport.STREAMABLE_HTTP
+    url: str = ""
+    command: str = ""
+    args: list[str] = []
+    env: dict[str, str] = {}
+    cwd: str = ""
+    auth_type: AuthType = AuthType.NONE
+    credentials: Credentials | None = Field(None, description="Write-only; never returned.")
+    verify_tls: bool = True
+    ca_bundle: str = ""
+    enabled: bool = True
+
+
+class GatewayOut(Schema):
+    id: int
+    name: str
+    description: str
+    transport: Transport
+    url: str
+    command: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: str
+    auth_type: AuthType
+    has_credentials: bool
+    verify_tls: bool
+    ca_bundle: str
+    enabled: bool
+    health: Health
+    last_error: str
+    last_seen_at: datetime | None
+    protocol_version: str
+    server_info: dict[str, Any]
+    capabilities: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ToolIn(In):
+    name: str
+    title: str = ""
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    output_schema: dict[str, Any] | None = None
+    annotations: dict[str, Any] = {}
+    tags: list[str] = []
+    enabled: bool = True
+    timeout: float | None = Field(None, description="Seconds; null: GATEWAY_TOOL_TIMEOUT.")
+    integration_type: IntegrationType = IntegrationType.MCP
+    gateway: str | None = Field(None, description="Name of the gateway an MCP tool comes from.")
+    original_name: str = ""
+    backend_config: dict[str, Any] = {}
+
+
+class ToolOut(Schema):
+    id: int
+    name: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None
+    annotations: dict[str, Any]
+    tags: list[str]
+    enabled: bool
+    timeout: float | None
+    integration_type: IntegrationType
+    gateway: str | None = Field(None, alias="gateway.name")
+    original_name: str
+    backend_config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def _decode_blob(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("blob must be base64 text") from None
+
+
+class ResourceIn(In):
+    uri: str
+    name: str
+    title: str = ""
+    description: str = ""
+    mime_type: str = ""
+    text: str | None = None
+    blob: str | None = Field(None, description="Binary content, base64.")
+    gateway: str | None = None
+    original_uri: str = ""
+    annotations: dict[str, Any] = {}
+    enabled: bool = True
+
+    @field_validator("blob")
+    @classmethod
+    def _blob_is_base64(cls, value: str | None) -> str | None:
+        _decode_blob(value)
+        return value
+
+
+class ResourceOut(Schema):
+    id: int
+    uri: str
+    name: str
+    title: str
+    description: str
+    mime_type: str
+    text: str | None
+    blob: str | None
+    gateway: str | None = Field(None, alias="gateway.name")
+    original_uri: str
+    annotations: dict[str, Any]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_blob(obj: Any) -> str | None:
+        return None if obj.blob is None else base64.b64encode(bytes(obj.blob)).decode()
+
+
+class ResourceTemplateIn(In):
+    uri_template: str
+    name: str
+    title: str = ""
+    description: str = ""
+    mime_type: str = ""
+    gateway: str | None = None
+    annotations: dict[str, Any] = {}
+    enabled: bool = True
+
+
+class ResourceTemplateOut(Schema):
+    id: int
+    uri_template: str
+    name: str
+    title: str
+    description: str
+    mime_type: str
+    gateway: str | None = Field(None, alias="gateway.name")
+    annotations: dict[str, Any]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class PromptArgument(In):
+    name: str
+    title: str | None = None
+    description: str | None = None
+    required: bool | None = None
+
+
+class PromptIn(In):
+    name: str
+    title: str = ""
+    description: str = ""
+    arguments: list[PromptArgument] = []
+    template: str = ""
+    gateway: str | None = None
+    original_name: str = ""
+    enabled: bool = True
+
+
+class PromptOut(Schema):
+    id: int
+    name: str
+    title: str
+    description: str
+    arguments: list[dict[str, Any]]
+    template: str
+    gateway: str | None = Field(None, alias="gateway.name")
+    original_name: str
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class VirtualServerIn(In):
+    name: str
+    title: str = ""
+    description: str = ""
+    icon: str = ""
+    enabled: bool = True
+    tools: list[str] = Field([], description="Tool names.")
+    resources: list[str] = Field([], description="Resource URIs.")
+    resource_templates: list[str] = Field([], description="URI templates.")
+    prompts: list[str] = Field([], description="Prompt names.")
+
+
+class VirtualServerOut(Schema):
+    id: int
+    name: str
+    title: str
+    description: str
+    icon: str
+    enabled: bool
+    tools: list[str]
+    resources: list[str]
+    resource_templates: list[str]
+    prompts: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_tools(obj: Any) -> list[str]:
+        return sorted(t.name for t in obj.tools.all())
+
+    @staticmethod
+    def resolve_resources(obj: Any) -> list[str]:
+        return sorted(r.uri for r in obj.resources.all())
+
+    @staticmethod
+    def resolve_resource_templates(obj: Any) -> list[str]:
+        return sorted(t.uri_template for t in obj.resource_templates.all())
+
+    @staticmethod
+    def resolve_prompts(obj: Any) -> list[str]:
+        return sorted(p.name for p in obj.prompts.all())
+
+
+class Filters(Schema):
+    q: str | None = Field(None, description="Text search in names and descriptions.")
+    enabled: bool | None = None
+
+
+class GatewayFilters(Filters):
+    transport: Transport | None = None
+    health: Health | None = None
+
+
+class SourceFilters(Filters):
+    gateway: str | None = Field(None, description="Only entries from this gateway (name).")
+
+
+class ToolFilters(SourceFilters):
+    tag: str | None = None
+    integration_type: IntegrationType | None = None
+
+
+class TokenIn(In):
+    expires_in: str | None = Field(None, description="e.g. 30m, 12h, 7d; default JWT_DEFAULT_EXPIRES_IN.")
+    scopes: list[Literal["read", "write", "call"]] | None = None
+
+
+class TokenOut(Schema):
+    token: str
+    token_type: str = "Bearer"
+
+
+class RevokeIn(In):
+    token: str = Field(description="The token itself, or its jti.")
+    reason: str = ""
+
+
+class RevokeOut(Schema):
+    jti: str
+    revoked_at: datetime
+
+
+class ImportReport(Schema):
+    dry_run: bool
+    created: dict[str, list[str]]
+    updated: dict[str, list[str]]
+    unchanged: dict[str, list[str]]
+    conflicts: list[dict[str, Any]]
+
+
+BLOB_DECODER = _decode_blob
+
+
+def to_data(payload: Schema, *, partial: bool = False) -> dict[str, Any]:
+    """A validated request body as service input: only the fields sent (PATCH) or all of them,
+    with base64 blobs decoded and unset optional keys dropped from nested objects."""
+    data = payload.model_dump(exclude_unset=partial)
+    if data.get("arguments") is not None:
+        data["arguments"] = [{k: v for k, v in arg.items() if v is not None} for arg in data["arguments"]]
+    if data.get("credentials") is not None:
+        data["credentials"] = {k: v for k, v in data["credentials"].items() if v is not None}
+    if data.get("blob") is not None:
+        data["blob"] = _decode_blob(data["blob"])
+    return data

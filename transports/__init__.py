@@ -1,0 +1,1 @@
+"""MCP transports: thin adapters (Streamable HTTP, HTTP+SSE, WebSocket, stdio) over the protocol core."""
