@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ninja import Schema
 from pydantic import ConfigDict, Field, create_model, field_validator
@@ -18,13 +18,22 @@ class In(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("must not be null; leave the field out to keep its value")
+    return value
+
+
 def partial(schema: type[Schema], name: str) -> type[Schema]:
-    """The same fields, all optional: the body of a PATCH."""
+    """The same fields, all optional: the body of a PATCH. A field may be left out, but is null
+    only where the full schema allows null."""
     fields: dict[str, Any] = {
         field: (info.annotation | None, Field(default=None, description=info.description))  # type: ignore[operator]
         for field, info in schema.model_fields.items()
     }
-    return create_model(name, __base__=In, **fields)
+    not_nullable = [field for field, info in schema.model_fields.items() if type(None) not in get_args(info.annotation)]
+    validators = {"_not_null": field_validator(*not_nullable)(_not_null)} if not_nullable else {}
+    return create_model(name, __base__=In, __validators__=validators, **fields)
 
 
 class Error(Schema):
