@@ -29,10 +29,19 @@ class PrettyJSONField(forms.JSONField):
     widget = forms.Textarea(attrs={"rows": 8, "cols": 90, "style": "font-family: monospace"})
     default_error_messages = {"invalid": "Enter valid JSON (check quotes, commas and brackets)."}
 
+    def __init__(self, *, empty_default: Any = None, **kwargs: Any) -> None:
+        self.empty_default = empty_default  # a callable giving the value of an emptied box, or None
+        super().__init__(**kwargs)
+
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
         return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+    def to_python(self, value: Any) -> Any:
+        if self.empty_default is not None and not self.disabled and value in self.empty_values:
+            return self.empty_default()
+        return super().to_python(value)
 
 
 class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -41,6 +50,12 @@ class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     formfield_overrides = {models.JSONField: {"form_class": PrettyJSONField}}
     actions = ["enable_selected", "disable_selected"]
     list_per_page = 50
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # An emptied box of an optional, non-null JSON field means its default ([] or {}), not NULL.
+        if isinstance(db_field, models.JSONField) and db_field.blank and not db_field.null:
+            kwargs.setdefault("empty_default", db_field.get_default)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.action(description="Enable selected %(verbose_name_plural)s")
     def enable_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
@@ -138,7 +153,7 @@ class GatewayForm(forms.ModelForm):  # type: ignore[type-arg]
             try:
                 self.instance.set_credentials(auth_type, credentials)
             except ValidationError as exc:
-                self.add_error(None, exc)
+                self.add_error(None, exc.messages)  # a non-field error: the form has no "credentials" field
         return data
 
 
@@ -214,8 +229,34 @@ class ToolAdmin(CatalogAdmin):
         return ", ".join(obj.tags)
 
 
+class ResourceForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The binary content is not editable here; an empty text box is "no text" when another source exists."""
+
+    class Meta:
+        model = Resource
+        fields = [
+            "uri",
+            "name",
+            "title",
+            "description",
+            "mime_type",
+            "text",
+            "gateway",
+            "original_uri",
+            "annotations",
+            "enabled",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("text") == "" and (data.get("gateway") is not None or self.instance.blob is not None):
+            data["text"] = None
+        return data
+
+
 @admin.register(Resource)
 class ResourceAdmin(CatalogAdmin):
+    form = ResourceForm
     list_display = ["uri", "name", "mime_type", "gateway", "enabled"]
     list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter), "mime_type"]
     search_fields = ["uri", "name", "title", "description"]

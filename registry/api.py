@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
@@ -14,7 +14,7 @@ from ninja.utils import check_csrf
 from registry import auth, exchange, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
-from registry.exceptions import AuthenticationFailed, Forbidden, InvalidInput
+from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -107,7 +107,7 @@ def _register(
     )
     def create_entry(request: HttpRequest, payload: schema_in) -> Any:  # type: ignore[valid-type]
         created = services.entry_create(model, data=schemas.to_data(payload))
-        return 201, selectors.entry_get(model, pk=created.pk)
+        return Status(201, selectors.entry_get(model, pk=created.pk))
 
     @router.get(
         f"/{prefix}/{{int:pk}}",
@@ -156,7 +156,7 @@ def _register(
     )
     def delete_entry(request: HttpRequest, pk: int) -> Any:
         services.entry_delete(selectors.entry_get(model, pk=pk))
-        return 204, None
+        return Status(204, None)
 
 
 _register(
@@ -222,7 +222,7 @@ def import_catalog(request: HttpRequest, dry_run: bool = False, overwrite: bool 
     try:
         document = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"The body is not JSON: {exc}.") from None
+        raise CatalogError(f"Malformed JSON in the request body: {exc}.") from None  # 400, as for other bodies
     report = exchange.catalog_import(
         document=document,
         dry_run=dry_run,
@@ -246,7 +246,7 @@ def issue_token(request: HttpRequest, payload: schemas.TokenIn) -> Any:
     scopes: list[str] = list(payload.scopes) if payload.scopes is not None else sorted(principal.scopes)
     if not set(scopes) <= principal.scopes:
         raise Forbidden("A token cannot carry scopes your own credentials do not have.")
-    return 201, {"token": auth.token_issue(username=principal.username, expires_in=expires_in, scopes=scopes)}
+    return Status(201, {"token": auth.token_issue(username=principal.username, expires_in=expires_in, scopes=scopes)})
 
 
 @router.post(

@@ -138,7 +138,10 @@ def token_principal(token: str) -> Principal:
     if RevokedToken.objects.filter(jti=str(claims["jti"])).exists():
         raise AuthenticationFailed("Invalid bearer token: it has been revoked.")
     user = _active_user(str(claims["sub"]))
-    scopes = parse_scopes(str(claims.get("scope", ""))) if "scope" in claims else ALL_SCOPES
+    try:
+        scopes = parse_scopes(str(claims.get("scope", ""))) if "scope" in claims else ALL_SCOPES
+    except InvalidInput as exc:  # a credential problem (401), not a request-body one (422)
+        raise AuthenticationFailed(f"Invalid bearer token: {exc.message}") from None
     return Principal(
         username=user.get_username(), scopes=scopes & user_scopes(user), method="jwt", token_id=str(claims["jti"])
     )

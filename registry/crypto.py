@@ -64,6 +64,9 @@ def rotate(token: str) -> str:
 
 def passphrase_box(passphrase: str, salt: bytes | None = None) -> tuple[Fernet, bytes]:
     """A Fernet keyed by a passphrase (scrypt), for exports moved between installations."""
-    salt = salt or os.urandom(16)
+    if salt is None:
+        salt = os.urandom(16)
+    elif len(salt) < 16:
+        raise SecretError("The export's passphrase salt is shorter than 16 bytes; the document is damaged.")
     key = Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase.encode())
     return Fernet(base64.urlsafe_b64encode(key)), salt

@@ -118,10 +118,13 @@ def _secret_reader(document: dict[str, Any], passphrase: str | None) -> Any:
         if not passphrase:
             raise InvalidInput("This export's secrets are protected by a passphrase: give it to import them.")
         try:
-            salt = base64.b64decode(secrets["salt"])
+            salt = base64.b64decode(secrets["salt"], validate=True)
         except (KeyError, binascii.Error, TypeError):
             raise InvalidInput("The export's 'secrets.salt' is missing or not base64.") from None
-        box, _ = crypto.passphrase_box(passphrase, salt)
+        try:
+            box, _ = crypto.passphrase_box(passphrase, salt)
+        except SecretError as exc:
+            raise InvalidInput(exc.message) from None
         return lambda token: crypto.decrypt_json(token, box)
     return crypto.decrypt_json
 

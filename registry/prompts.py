@@ -13,7 +13,29 @@ from registry.exceptions import InvalidInput
 
 __all__ = ["TemplateSyntaxError", "compile_template", "render"]
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+# Bounds on what one rendering may build, so a template cannot exhaust memory or CPU.
+MAX_REPEAT_LENGTH = 100_000
+MAX_POWER_EXPONENT = 64
+MAX_OUTPUT_CHARS = 1_000_000
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` checked before they run."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_POWER_EXPONENT:
+                raise SecurityError(f"exponent {right} is above the limit of {MAX_POWER_EXPONENT}")
+        elif isinstance(left, str | list | tuple) or isinstance(right, str | list | tuple):
+            seq, count = (left, right) if isinstance(left, str | list | tuple) else (right, left)
+            if isinstance(count, int) and len(seq) * count > MAX_REPEAT_LENGTH:
+                raise SecurityError(f"a repetition longer than {MAX_REPEAT_LENGTH} items")
+        return super().call_binop(context, operator, left, right)
+
+
+_env = _BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 @lru_cache(maxsize=1024)
@@ -36,6 +58,11 @@ def render(source: str, declared: list[dict[str, Any]], arguments: dict[str, Any
         )
     values = {name: arguments.get(name, "") for name in names}
     try:
-        return str(compile_template(source).render(values))
-    except (UndefinedError, SecurityError) as exc:
+        text = str(compile_template(source).render(values))
+    except (UndefinedError, SecurityError, OverflowError) as exc:  # OverflowError: the sandbox's range limit
         raise InvalidInput(f"The prompt template cannot be rendered: {exc}") from None
+    except (ArithmeticError, TypeError, ValueError, LookupError) as exc:  # e.g. {{ 1/0 }}, {{ "a" + 1 }}
+        raise InvalidInput(f"The prompt template failed while rendering: {type(exc).__name__}: {exc}") from None
+    if len(text) > MAX_OUTPUT_CHARS:
+        raise InvalidInput(f"The rendered prompt is longer than {MAX_OUTPUT_CHARS} characters.")
+    return text

@@ -44,7 +44,9 @@ def entry_queryset[M: models.Model](model: type[M]) -> QuerySet[M]:
             models.Prefetch("prompts", queryset=Prompt.objects.only("id", "name")),
         )
         return qs
-    return qs.select_related(*select).prefetch_related(*prefetch)
+    if select:
+        qs = qs.select_related(*select)
+    return qs.prefetch_related(*prefetch) if prefetch else qs
 
 
 def entry_list[M: models.Model](model: type[M], *, filters: dict[str, Any]) -> QuerySet[M]:

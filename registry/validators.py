@@ -34,7 +34,7 @@ TOOL_ANNOTATION_TYPES: dict[str, type] = {
 
 def validate_tool_name(value: str) -> None:
     """MCP tool and prompt names: 1-128 characters of letters, digits, '_', '-' and '.'."""
-    if not TOOL_NAME_RE.match(value or ""):
+    if not TOOL_NAME_RE.fullmatch(value or ""):
         raise ValidationError(
             "%(value)r is not a valid name: use 1-128 characters of A-Z, a-z, 0-9, '_', '-' and '.'.",
             code="invalid_name",
@@ -44,7 +44,7 @@ def validate_tool_name(value: str) -> None:
 
 def validate_slug(value: str) -> None:
     """Gateway and virtual server names: lowercase letters, digits, '-' and '_', at most 64."""
-    if not SLUG_RE.match(value or ""):
+    if not SLUG_RE.fullmatch(value or ""):
         raise ValidationError(
             "%(value)r is not a valid name: use 1-64 lowercase letters, digits, '-' and '_', "
             "starting with a letter or digit.",
@@ -107,7 +107,7 @@ def validate_env(value: Any) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Must be a JSON object of NAME: value.", code="invalid_env")
     for key, item in value.items():
-        if not ENV_NAME_RE.match(key) or not isinstance(item, str):
+        if not ENV_NAME_RE.fullmatch(key) or not isinstance(item, str):
             raise ValidationError(
                 "Environment entry %(key)r must have a name of letters, digits and '_' and a string value.",
                 code="invalid_env",
@@ -120,7 +120,7 @@ def validate_headers(value: Any) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Headers must be a JSON object of Name: value.", code="invalid_headers")
     for key, item in value.items():
-        if not isinstance(key, str) or not HEADER_NAME_RE.match(key):
+        if not isinstance(key, str) or not HEADER_NAME_RE.fullmatch(key):
             raise ValidationError("%(key)r is not a valid header name.", code="invalid_headers", params={"key": key})
         if not isinstance(item, str) or "\r" in item or "\n" in item:
             raise ValidationError(
@@ -179,6 +179,13 @@ def validate_prompt_arguments(value: Any) -> None:
                 code="invalid_arguments",
                 params={"name": item["name"], "keys": ", ".join(sorted(unknown))},
             )
+        for key in ("title", "description"):
+            if key in item and not isinstance(item[key], str):
+                raise ValidationError(
+                    "Argument %(name)r: '%(key)s' must be a string.",
+                    code="invalid_arguments",
+                    params={"name": item["name"], "key": key},
+                )
         if "required" in item and not isinstance(item["required"], bool):
             raise ValidationError(
                 "Argument %(name)r: 'required' must be true or false.",
