@@ -18,7 +18,11 @@ async def _close_thread_connections():
     """sync_to_async runs ORM code in a worker thread with its own connection: close it afterwards,
     or PostgreSQL refuses to drop the test database."""
     yield
-    await sync_to_async(connection.close)()
+    await sync_to_async(close_old_connections_here)()
+
+
+def close_old_connections_here() -> None:
+    connection.close()  # resolved in the worker thread, so it closes that thread's connection
 
 
 def _create_gateway(name: str) -> Gateway:
