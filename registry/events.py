@@ -8,6 +8,7 @@ the database, for a process that missed the message).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -34,7 +35,19 @@ def catalog_changed() -> None:
     transaction.on_commit(_announce)
 
 
+_local_listeners: list[Callable[[], None]] = []
+
+
+def add_local_listener(listener: Callable[[], None]) -> None:
+    """Call ``listener`` in this process after every committed catalog change (before the
+    channel-layer message reaches other processes). Used by the MCP catalog snapshot."""
+    if listener not in _local_listeners:
+        _local_listeners.append(listener)
+
+
 def _announce() -> None:
+    for listener in list(_local_listeners):
+        listener()
     layer = get_channel_layer()
     if layer is None:
         return

@@ -80,3 +80,121 @@ def entry_by_name[M: models.Model](model: type[M], *, name: str) -> M:
         return entry_queryset(model).get(name=name)
     except model.DoesNotExist:  # type: ignore[attr-defined]
         raise NotFound(f"No {model._meta.verbose_name} named {name!r}.") from None
+
+
+def catalog_rows() -> dict[str, Any]:
+    """Everything the MCP hot path serves, as plain data: enabled entries whose gateway (if any) is
+    enabled, virtual servers with their members' keys, and each enabled gateway's connection
+    settings with its credentials decrypted. Read once per catalog version, never per request."""
+    from registry.events import catalog_version
+
+    version = catalog_version()  # first: rows read after it are at least this new
+    gateways = {g.pk: g for g in Gateway.objects.filter(enabled=True)}
+    live = Q(gateway__isnull=True) | Q(gateway__enabled=True)
+
+    def source(obj: Any) -> str | None:
+        return gateways[obj.gateway_id].name if obj.gateway_id in gateways else None
+
+    tools = [
+        {
+            "id": t.pk,
+            "name": t.name,
+            "title": t.title,
+            "description": t.description,
+            "input_schema": t.input_schema,
+            "output_schema": t.output_schema,
+            "annotations": t.annotations,
+            "integration_type": t.integration_type,
+            "gateway": source(t),
+            "upstream_name": t.upstream_name,
+            "timeout": t.timeout,
+            "backend_config": t.backend_config,
+        }
+        for t in Tool.objects.filter(live, enabled=True)
+    ]
+    resources = [
+        {
+            "id": r.pk,
+            "uri": r.uri,
+            "name": r.name,
+            "title": r.title,
+            "description": r.description,
+            "mime_type": r.mime_type,
+            "text": r.text,
+            "blob": None if r.blob is None else bytes(r.blob),
+            "gateway": source(r),
+            "upstream_uri": r.original_uri or r.uri,
+            "annotations": r.annotations,
+        }
+        for r in Resource.objects.filter(live, enabled=True)
+    ]
+    templates = [
+        {
+            "id": t.pk,
+            "uri_template": t.uri_template,
+            "name": t.name,
+            "title": t.title,
+            "description": t.description,
+            "mime_type": t.mime_type,
+            "gateway": source(t),
+            "annotations": t.annotations,
+        }
+        for t in ResourceTemplate.objects.filter(live, enabled=True)
+    ]
+    prompts = [
+        {
+            "id": p.pk,
+            "name": p.name,
+            "title": p.title,
+            "description": p.description,
+            "arguments": p.arguments,
+            "template": p.template,
+            "gateway": source(p),
+            "upstream_name": p.original_name or p.name,
+        }
+        for p in Prompt.objects.filter(live, enabled=True)
+    ]
+    servers = [
+        {
+            "name": s.name,
+            "title": s.title,
+            "description": s.description,
+            "icon": s.icon,
+            "tools": [m.pk for m in s.tools.all()],
+            "resources": [m.pk for m in s.resources.all()],
+            "resource_templates": [m.pk for m in s.resource_templates.all()],
+            "prompts": [m.pk for m in s.prompts.all()],
+        }
+        for s in VirtualServer.objects.filter(enabled=True).prefetch_related(
+            models.Prefetch("tools", queryset=Tool.objects.only("id")),
+            models.Prefetch("resources", queryset=Resource.objects.only("id")),
+            models.Prefetch("resource_templates", queryset=ResourceTemplate.objects.only("id")),
+            models.Prefetch("prompts", queryset=Prompt.objects.only("id")),
+        )
+    ]
+    upstreams = [
+        {
+            "name": g.name,
+            "transport": g.transport,
+            "url": g.url,
+            "command": g.command,
+            "args": list(g.args),
+            "env": dict(g.env),
+            "cwd": g.cwd or None,
+            "auth_type": g.auth_type,
+            "credentials": g.get_credentials(),
+            "verify_tls": g.verify_tls,
+            "ca_bundle": g.ca_bundle or None,
+            "capabilities": g.capabilities,
+        }
+        for g in gateways.values()
+    ]
+    return {
+        "version": version,
+        "gateways": upstreams,
+        "tools": tools,
+        "resources": resources,
+        "resource_templates": templates,
+        "prompts": prompts,
+        "servers": servers,
+    }

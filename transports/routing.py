@@ -2,6 +2,14 @@
 
 from typing import Any
 
-# Filled by the protocol issue: /mcp, /servers/<slug>/mcp, /sse, /ws ...
-http_urlpatterns: list[Any] = []
+from django.urls import path
+
+from transports.streamable_http import endpoint
+
+http_urlpatterns: list[Any] = [
+    path("mcp", endpoint),  # type: ignore[arg-type]
+    path("mcp/", endpoint),  # type: ignore[arg-type]
+    path("servers/<slug:server>/mcp", endpoint),  # type: ignore[arg-type]
+    path("servers/<slug:server>/mcp/", endpoint),  # type: ignore[arg-type]
+]
 websocket_urlpatterns: list[Any] = []

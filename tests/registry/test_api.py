@@ -79,6 +79,11 @@ class Entity:
     def __str__(self) -> str:
         return self.prefix
 
+    @property
+    def create_path(self) -> str:
+        """POST target; gateways are stored without connecting (their upstreams do not exist here)."""
+        return f"/api/{self.prefix}?sync=false" if self.prefix == "gateways" else f"/api/{self.prefix}"
+
 
 ENTITIES = [
     Entity(
@@ -153,7 +158,7 @@ def keys(response) -> list[str]:
 def test_create_returns_201_with_the_stored_entry(staff_client, entity):
     """POST creates an entry and answers 201 with its representation, including id and timestamps."""
     payload = entity.payload(1)
-    response = staff_client.post_json(f"/api/{entity.prefix}", payload)
+    response = staff_client.post_json(entity.create_path, payload)
     assert response.status_code == 201, response.content
     body = response.json()
     stored = entity.model.objects.get(**{entity.key: payload[entity.key]})
@@ -309,7 +314,7 @@ def test_create_with_a_taken_key_is_409_and_changes_nothing(staff_client, entity
     entity.make(1)
     payload = entity.payload(1)
     with catalog_unchanged():
-        response = staff_client.post_json(f"/api/{entity.prefix}", payload)
+        response = staff_client.post_json(entity.create_path, payload)
     assert response.status_code == 409
     assert "already exists" in response.json()["detail"]
     assert response.json()["errors"] == {entity.key: ["Already taken."]}
@@ -352,7 +357,7 @@ def test_wrong_types_are_422_and_change_nothing(staff_client, entity, field, val
     obj = entity.make(1)
     payload = {**entity.payload(2), field: value}
     with catalog_unchanged():
-        created = staff_client.post_json(f"/api/{entity.prefix}", payload)
+        created = staff_client.post_json(entity.create_path, payload)
         patched = staff_client.patch_json(f"/api/{entity.prefix}/{obj.pk}", {field: value})
     for response in (created, patched):
         assert response.status_code == 422
@@ -365,7 +370,7 @@ def test_create_without_a_required_field_is_422(staff_client, entity):
     payload = entity.payload(1)
     del payload[entity.key]
     with catalog_unchanged():
-        response = staff_client.post_json(f"/api/{entity.prefix}", payload)
+        response = staff_client.post_json(entity.create_path, payload)
     assert response.status_code == 422
     assert entity.key in [error["loc"] for error in response.json()["errors"]]
 
@@ -420,7 +425,7 @@ def test_a_body_larger_than_the_limit_is_413_and_changes_nothing(staff_client, e
         override_settings(GATEWAY_MAX_BODY_BYTES=2048, DATA_UPLOAD_MAX_MEMORY_SIZE=2048),
         catalog_unchanged(),
     ):
-        response = staff_client.post_json(f"/api/{entity.prefix}", payload)
+        response = staff_client.post_json(entity.create_path, payload)
     assert response.status_code == 413
     assert "2048" in response.json()["detail"]
 
@@ -517,7 +522,7 @@ def test_gateway_create_with_credentials_reports_has_credentials_without_the_sec
         "auth_type": "basic",
         "credentials": {"username": "robot", "password": SECRET_PASSWORD},
     }
-    response = staff_client.post_json("/api/gateways", payload)
+    response = staff_client.post_json("/api/gateways?sync=false", payload)
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["has_credentials"] is True
@@ -614,7 +619,7 @@ def test_gateway_stdio_create_takes_command_args_env_and_cwd(staff_client):
         "env": {"LOG_LEVEL": "debug"},
         "cwd": "/srv",
     }
-    response = staff_client.post_json("/api/gateways", payload)
+    response = staff_client.post_json("/api/gateways?sync=false", payload)
     assert response.status_code == 201, response.content
     body = response.json()
     assert {key: body[key] for key in payload} == payload
@@ -665,7 +670,7 @@ def test_gateway_stdio_create_takes_command_args_env_and_cwd(staff_client):
 def test_gateway_with_invalid_settings_is_422_and_changes_nothing(staff_client, payload, field):
     """Gateway rules (transport vs url/command, URL scheme, PEM, credentials) answer 422 naming the field."""
     with catalog_unchanged():
-        response = staff_client.post_json("/api/gateways", {"name": "broken", **payload})
+        response = staff_client.post_json("/api/gateways?sync=false", {"name": "broken", **payload})
     assert response.status_code == 422, response.content
     assert field in response.json()["errors"]
     assert response.json()["detail"].startswith("Invalid gateway")
@@ -678,7 +683,7 @@ def test_gateway_name_breaking_the_slug_rule_is_422(staff_client, name):
     """Gateway names are 1-64 lowercase letters, digits, '-' and '_', starting with a letter or digit."""
     gateway = GatewayFactory(name="kept")
     with catalog_unchanged():
-        created = staff_client.post_json("/api/gateways", {"name": name, "url": "https://a.example.com/mcp"})
+        created = staff_client.post_json("/api/gateways?sync=false", {"name": name, "url": "https://a.example.com/mcp"})
         renamed = staff_client.patch_json(f"/api/gateways/{gateway.pk}", {"name": name})
     for response in (created, renamed):
         assert response.status_code == 422
@@ -687,7 +692,9 @@ def test_gateway_name_breaking_the_slug_rule_is_422(staff_client, name):
 
 def test_gateway_name_of_64_characters_is_accepted(staff_client):
     """A 64-character slug is the longest gateway name."""
-    response = staff_client.post_json("/api/gateways", {"name": "a" * 64, "url": "https://a.example.com/mcp"})
+    response = staff_client.post_json(
+        "/api/gateways?sync=false", {"name": "a" * 64, "url": "https://a.example.com/mcp"}
+    )
     assert response.status_code == 201
 
 

@@ -1,0 +1,228 @@
+"""The MCP hot path makes no database query in steady state (architecture: "Rules for the hot path").
+
+The endpoint is driven in-process through ASGI; after one warm-up request, database access is
+blocked outright, and tools/list, tools/call routing, resources/read and prompts/get still answer.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from registry import auth
+from tests.factories import GatewayFactory, PromptFactory, ResourceFactory, ToolFactory, UserFactory
+from transports import edge
+from transports.protocol.upstream.base import UpstreamClient
+from transports.routing import endpoint
+from transports.runtime import get_core, reset_core
+
+
+class EchoUpstream(UpstreamClient):
+    """An in-memory upstream: tools/call echoes its arguments."""
+
+    def __init__(self) -> None:
+        self.initialize_result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}}
+        self.calls: list[tuple[str, dict]] = []
+
+    async def connect(self) -> dict:
+        return self.initialize_result
+
+    async def request(self, method, params=None, *, timeout=None, on_message=None) -> dict:
+        self.calls.append((method, params or {}))
+        return {"content": [{"type": "text", "text": json.dumps(params.get("arguments"))}], "isError": False}
+
+    async def notify(self, method, params=None) -> None:
+        return None
+
+    def set_notification_handler(self, handler) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+
+async def asgi_post(
+    body: dict, *, token: str, session: str | None = None, path: str = "/mcp"
+) -> tuple[int, dict, dict]:
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"accept", b"application/json, text/event-stream"),
+        (b"authorization", f"Bearer {token}".encode()),
+    ]
+    if session:
+        headers += [(b"mcp-session-id", session.encode()), (b"mcp-protocol-version", b"2025-11-25")]
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "url_route": {"kwargs": {}}}
+    sent: list[dict] = []
+    payload = json.dumps(body).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    async def send(event: dict) -> None:
+        sent.append(event)
+
+    await endpoint(scope, receive, send)
+    start = sent[0]
+    response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    raw = b"".join(e.get("body", b"") for e in sent[1:])
+    return start["status"], response_headers, (json.loads(raw) if raw else {})
+
+
+@pytest.fixture
+def world(db):
+    reset_core()
+    edge.credentials.clear()
+    user = UserFactory(username="hot", is_staff=True)
+    gateway = GatewayFactory(name="echo")
+    for i in range(30):
+        ToolFactory(name=f"tool_{i:02d}", gateway=gateway)
+    ResourceFactory(uri="file:///hot.txt", text="warm")
+    PromptFactory(name="hot_prompt", arguments=[{"name": "topic", "required": True}], template="About {{ topic }}")
+    upstream = EchoUpstream()
+    get_core().upstreams.override("echo", upstream)
+    yield auth.token_issue(username=user.username), upstream
+    reset_core()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_steady_state_requests_make_no_database_query(world, django_db_blocker):
+    """After warm-up, tools/list, tools/call, resources/read and prompts/get run with the database blocked."""
+    token, upstream = world
+    status, headers, result = await asgi_post(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        token=token,
+    )
+    assert status == 200, result
+    session = headers["mcp-session-id"]
+
+    with django_db_blocker.block():
+        for round_ in range(3):
+            status, _, listed = await asgi_post(
+                {"jsonrpc": "2.0", "id": 10 + round_, "method": "tools/list"}, token=token, session=session
+            )
+            assert status == 200
+            assert [t["name"] for t in listed["result"]["tools"]][:2] == ["tool_00", "tool_01"]
+            _, _, called = await asgi_post(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 20 + round_,
+                    "method": "tools/call",
+                    "params": {"name": "tool_07", "arguments": {"x": "y"}},
+                },
+                token=token,
+                session=session,
+            )
+            assert called["result"]["content"][0]["text"] == '{"x": "y"}'
+            _, _, read = await asgi_post(
+                {"jsonrpc": "2.0", "id": 30 + round_, "method": "resources/read", "params": {"uri": "file:///hot.txt"}},
+                token=token,
+                session=session,
+            )
+            assert read["result"]["contents"][0]["text"] == "warm"
+            _, _, prompt = await asgi_post(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 40 + round_,
+                    "method": "prompts/get",
+                    "params": {"name": "hot_prompt", "arguments": {"topic": "owls"}},
+                },
+                token=token,
+                session=session,
+            )
+            assert prompt["result"]["messages"][0]["content"]["text"] == "About owls"
+    assert upstream.calls[0] == ("tools/call", {"name": "tool_07", "arguments": {"x": "y"}})
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_catalog_change_rebuilds_the_snapshot_once(world):
+    """A committed change makes the next request see it; requests in between share one snapshot."""
+    from registry import services
+    from registry.models import Tool
+
+    token, _ = world
+    _, headers, _ = await asgi_post(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        token=token,
+    )
+    session = headers["mcp-session-id"]
+    first = await get_core().catalog.get()
+    assert await get_core().catalog.get() is first
+    tool = await sync_to_async(Tool.objects.get)(name="tool_00")
+    await sync_to_async(services.entry_update)(tool, data={"enabled": False})
+    _, _, listed = await asgi_post({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, token=token, session=session)
+    assert "tool_00" not in [t["name"] for t in listed["result"]["tools"]]
+    assert (await get_core().catalog.get()).version > first.version
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_unreadable_catalog_keeps_the_last_snapshot(world, django_db_blocker):
+    """When the database is unreachable, the last good snapshot keeps serving (and no 500 escapes)."""
+    token, _ = world
+    _, headers, _ = await asgi_post(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        token=token,
+    )
+    get_core().catalog.invalidate()
+    with django_db_blocker.block():
+        status, _, listed = await asgi_post(
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, token=token, session=headers["mcp-session-id"]
+        )
+    assert status == 200
+    assert len(listed["result"]["tools"]) == 30
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_catalog_at_all_is_503(world, django_db_blocker):
+    """With no snapshot yet and no database, initialize answers 503 with a JSON-RPC error."""
+    token, _ = world
+    await asgi_post({"jsonrpc": "2.0", "id": 0, "method": "ping"}, token=token)  # warms the credential cache only
+    with django_db_blocker.block():
+        status, _, body = await asgi_post(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+            token=token,
+        )
+    assert status == 503
+    assert body["error"]["code"] == -32603

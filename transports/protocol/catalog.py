@@ -1,0 +1,378 @@
+"""The in-process catalog snapshot: what the MCP methods read instead of the database.
+
+A snapshot is immutable and built once per catalog version from ``registry.selectors.catalog_rows``.
+``CatalogCache`` hands out the current one and rebuilds it when the version moves: right away for
+changes committed in this process (a local listener), through the channel-layer group for changes
+made elsewhere, and by a slow database poll for anything missed. Steady-state requests make no query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEntry:
+    name: str
+    wire: dict[str, Any]  # the Tool object as tools/list returns it
+    integration_type: str
+    gateway: str | None
+    upstream_name: str
+    timeout: float | None
+    backend_config: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceEntry:
+    uri: str
+    wire: dict[str, Any]
+    mime_type: str
+    text: str | None
+    blob: bytes | None
+    gateway: str | None
+    upstream_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateEntry:
+    uri_template: str
+    wire: dict[str, Any]
+    gateway: str | None
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptEntry:
+    name: str
+    wire: dict[str, Any]
+    arguments: list[dict[str, Any]]
+    template: str
+    gateway: str | None
+    upstream_name: str
+
+
+def _sorted_by(entries: list[Any], key: str) -> tuple[Any, ...]:
+    return tuple(sorted(entries, key=lambda e: getattr(e, key)))
+
+
+@dataclass(frozen=True)
+class View:
+    """What one endpoint serves: the whole catalog (/mcp) or one virtual server, in name order."""
+
+    name: str | None
+    title: str
+    tools: tuple[ToolEntry, ...]
+    resources: tuple[ResourceEntry, ...]
+    templates: tuple[TemplateEntry, ...]
+    prompts: tuple[PromptEntry, ...]
+    tool_by_name: MappingProxyType[str, ToolEntry] = field(init=False)
+    resource_by_uri: MappingProxyType[str, ResourceEntry] = field(init=False)
+    prompt_by_name: MappingProxyType[str, PromptEntry] = field(init=False)
+    _tool_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_by_name", MappingProxyType({t.name: t for t in self.tools}))
+        object.__setattr__(self, "resource_by_uri", MappingProxyType({r.uri: r for r in self.resources}))
+        object.__setattr__(self, "prompt_by_name", MappingProxyType({p.name: p for p in self.prompts}))
+        object.__setattr__(self, "_tool_names", tuple(t.name for t in self.tools))
+
+    def template_for(self, uri: str) -> TemplateEntry | None:
+        """The first template (in order) whose pattern matches a concrete URI."""
+        for template in self.templates:
+            if template.pattern.fullmatch(uri):
+                return template
+        return None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    catalog: View
+    servers: MappingProxyType[str, View]
+    upstreams: MappingProxyType[str, dict[str, Any]]
+
+    def view(self, server: str | None) -> View | None:
+        return self.catalog if server is None else self.servers.get(server)
+
+
+# -- building ---------------------------------------------------------------------------------
+
+_EXPRESSION = re.compile(r"\{([+#./;?&]?)([^}]*)\}")
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression matching the URIs an RFC 6570 template can expand to (approximately:
+    simple and path expressions take one segment, reserved ones anything, query parts optional)."""
+    out, pos = [], 0
+    for match in _EXPRESSION.finditer(template):
+        out.append(re.escape(template[pos : match.start()]))
+        operator = match.group(1)
+        if operator in ("+", "#"):
+            out.append(".*")
+        elif operator in ("?", "&"):
+            out.append(r"(?:[?&][^#]*)?")
+        elif operator in ("/", "."):
+            out.append(r"(?:[/.][^?#]*)?")
+        else:
+            out.append(r"[^/?#]*")
+        pos = match.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out))
+
+
+def _clean(wire: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in wire.items() if v not in (None, "", {}, [])}
+
+
+def build_snapshot(rows: dict[str, Any]) -> Snapshot:
+    """Turn ``catalog_rows`` into immutable views."""
+    tools = {
+        row["id"]: ToolEntry(
+            name=row["name"],
+            wire=_clean(
+                {
+                    "name": row["name"],
+                    "title": row["title"],
+                    "description": row["description"],
+                    "inputSchema": row["input_schema"],
+                    "outputSchema": row["output_schema"],
+                    "annotations": row["annotations"],
+                }
+            )
+            | {"inputSchema": row["input_schema"]},
+            integration_type=row["integration_type"],
+            gateway=row["gateway"],
+            upstream_name=row["upstream_name"],
+            timeout=row["timeout"],
+            backend_config=row["backend_config"],
+        )
+        for row in rows["tools"]
+    }
+    resources = {
+        row["id"]: ResourceEntry(
+            uri=row["uri"],
+            wire=_clean(
+                {
+                    "uri": row["uri"],
+                    "name": row["name"],
+                    "title": row["title"],
+                    "description": row["description"],
+                    "mimeType": row["mime_type"],
+                    "annotations": row["annotations"],
+                }
+            ),
+            mime_type=row["mime_type"],
+            text=row["text"],
+            blob=row["blob"],
+            gateway=row["gateway"],
+            upstream_uri=row["upstream_uri"],
+        )
+        for row in rows["resources"]
+    }
+    templates = {
+        row["id"]: TemplateEntry(
+            uri_template=row["uri_template"],
+            wire=_clean(
+                {
+                    "uriTemplate": row["uri_template"],
+                    "name": row["name"],
+                    "title": row["title"],
+                    "description": row["description"],
+                    "mimeType": row["mime_type"],
+                    "annotations": row["annotations"],
+                }
+            ),
+            gateway=row["gateway"],
+            pattern=template_pattern(row["uri_template"]),
+        )
+        for row in rows["resource_templates"]
+    }
+    prompts = {
+        row["id"]: PromptEntry(
+            name=row["name"],
+            wire=_clean(
+                {
+                    "name": row["name"],
+                    "title": row["title"],
+                    "description": row["description"],
+                    "arguments": row["arguments"],
+                }
+            ),
+            arguments=row["arguments"],
+            template=row["template"],
+            gateway=row["gateway"],
+            upstream_name=row["upstream_name"],
+        )
+        for row in rows["prompts"]
+    }
+
+    def view(name: str | None, title: str, member_ids: dict[str, list[int]] | None) -> View:
+        def pick(table: dict[int, Any], key: str) -> list[Any]:
+            if member_ids is None:
+                return list(table.values())
+            return [table[i] for i in member_ids[key] if i in table]
+
+        return View(
+            name=name,
+            title=title,
+            tools=_sorted_by(pick(tools, "tools"), "name"),
+            resources=_sorted_by(pick(resources, "resources"), "uri"),
+            templates=_sorted_by(pick(templates, "resource_templates"), "uri_template"),
+            prompts=_sorted_by(pick(prompts, "prompts"), "name"),
+        )
+
+    servers = {row["name"]: view(row["name"], row["title"] or row["name"], row) for row in rows["servers"]}
+    return Snapshot(
+        version=rows["version"],
+        catalog=view(None, "MCP Gateway", None),
+        servers=MappingProxyType(servers),
+        upstreams=MappingProxyType({row["name"]: row for row in rows["gateways"]}),
+    )
+
+
+# -- pagination -------------------------------------------------------------------------------
+
+
+def encode_cursor(last_key: str) -> str:
+    return base64.urlsafe_b64encode(b"k1:" + last_key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The key a cursor resumes after; ValueError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a cursor from this server") from exc
+    if not raw.startswith(b"k1:"):
+        raise ValueError("not a cursor from this server")
+    return raw[3:].decode("utf-8", errors="strict")
+
+
+def page(entries: tuple[Any, ...], key: str, cursor: str | None, size: int) -> tuple[list[Any], str | None]:
+    """One page of entries sorted by ``key`` after the cursor's key; and the next cursor, if any.
+    Cursors name the last key seen, so they stay valid when the catalog changes between pages."""
+    start = 0
+    if cursor is not None:
+        last = decode_cursor(cursor)
+        keys = [getattr(e, key) for e in entries]
+        start = bisect.bisect_right(keys, last)
+    chunk = list(entries[start : start + size])
+    more = start + size < len(entries)
+    return chunk, (encode_cursor(getattr(chunk[-1], key)) if more and chunk else None)
+
+
+# -- the per-process cache --------------------------------------------------------------------
+
+
+def _read_rows() -> dict[str, Any]:
+    from django.db import close_old_connections
+
+    from registry.selectors import catalog_rows
+
+    try:
+        return catalog_rows()
+    finally:
+        close_old_connections()
+
+
+class CatalogUnavailable(Exception):
+    """The catalog database could not be read and no earlier snapshot exists."""
+
+
+class CatalogCache:
+    """The current snapshot of this process, rebuilt when the catalog version changes."""
+
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._stale = True
+        self._lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rebuild: asyncio.Task[Snapshot] | None = None
+        # Called with (previous, current) after each rebuild: list_changed notifications hang here.
+        self.on_change: Callable[[Snapshot, Snapshot], None] | None = None
+
+    def invalidate(self) -> None:
+        """Mark the snapshot stale and rebuild it soon (safe to call from any thread)."""
+        self._stale = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        if self._snapshot is not None and (self._rebuild is None or self._rebuild.done()):
+            self._rebuild = asyncio.ensure_future(self.get())
+
+    async def get(self) -> Snapshot:
+        snapshot = self._snapshot
+        if snapshot is not None and not self._stale:
+            return snapshot
+        async with self._lock:
+            if self._snapshot is None or self._stale:
+                self._stale = False
+                self._loop = asyncio.get_running_loop()
+                try:
+                    # Not thread-sensitive: a rebuild may start while a catalog write holds that thread.
+                    rows = await sync_to_async(_read_rows, thread_sensitive=False)()
+                    previous, self._snapshot = self._snapshot, build_snapshot(rows)
+                    logger.debug("catalog snapshot v%s built", self._snapshot.version)
+                    if self.on_change is not None and previous is not None:
+                        try:
+                            self.on_change(previous, self._snapshot)
+                        except Exception:
+                            logger.exception("catalog change callback failed")
+                except Exception as exc:
+                    # Keep serving the last good snapshot while the database is unreachable.
+                    self._stale = True
+                    if self._snapshot is None:
+                        logger.error("cannot load the catalog: %s", exc)
+                        raise CatalogUnavailable("The catalog cannot be loaded right now; try again shortly.") from exc
+                    logger.warning("catalog rebuild failed, serving v%s: %s", self._snapshot.version, exc)
+            if self._listener is None or self._listener.done():
+                self._listener = asyncio.get_running_loop().create_task(self._listen())
+            return self._snapshot
+
+    async def _listen(self) -> None:
+        """Follow catalog.changed on the channel layer; poll the version when it is quiet."""
+        from channels.layers import get_channel_layer
+
+        from registry.events import CATALOG_GROUP, catalog_version
+
+        layer = get_channel_layer()
+        channel = await layer.new_channel() if layer is not None else None
+        while True:
+            try:
+                if layer is not None and channel is not None:
+                    await layer.group_add(CATALOG_GROUP, channel)
+                    try:
+                        message = await asyncio.wait_for(layer.receive(channel), POLL_SECONDS)
+                    except TimeoutError:
+                        message = None
+                else:
+                    await asyncio.sleep(POLL_SECONDS)
+                    message = None
+                current = self._snapshot.version if self._snapshot else -1
+                if message is not None:
+                    if int(message.get("version", -1)) != current:
+                        self.invalidate()
+                elif await sync_to_async(catalog_version, thread_sensitive=True)() != current:
+                    self.invalidate()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the listener die on a broken layer or database
+                logger.warning("catalog listener error; retrying", exc_info=True)
+                await asyncio.sleep(1.0)

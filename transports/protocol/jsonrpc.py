@@ -1,0 +1,108 @@
+"""JSON-RPC 2.0 envelopes for MCP: parsing, validation, encoding and the error codes in use.
+
+No Django here: the wire format is shared by every transport and the upstream clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Implementation-defined (-32000..-32019): the SDKs use -32000 for transport errors, -32001 for timeouts.
+SERVER_ERROR = -32000
+REQUEST_TIMEOUT = -32001
+RESOURCE_NOT_FOUND = -32002  # 2024-11-05 .. 2025-11-25
+URL_ELICITATION_REQUIRED = -32042  # 2025-11-25
+# 2026-07-28
+HEADER_MISMATCH = -32020
+MISSING_CLIENT_CAPABILITY = -32021
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+
+Id = str | int
+
+
+class JsonRpcError(Exception):
+    """An error to answer with; ``http_status`` is what HTTP transports use when no session applies."""
+
+    def __init__(self, code: int, message: str, data: Any = None, *, http_status: int = 200) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+        self.http_status = http_status
+
+    def to_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def dumps(message: Any) -> bytes:
+    return orjson.dumps(message)
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse JSON; a JsonRpcError(-32700) on malformed input."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise JsonRpcError(PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
+
+
+def response(id_: Id | None, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "result": result}
+
+
+def error_response(id_: Id | None, error: JsonRpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "error": error.to_error()}
+
+
+def notification(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def request(id_: Id, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    message = notification(method, params)
+    message["id"] = id_
+    return message
+
+
+def kind(message: dict[str, Any]) -> str:
+    """'request', 'notification' or 'response' (result or error)."""
+    if "method" in message:
+        return "request" if "id" in message else "notification"
+    return "response"
+
+
+def validate(message: Any) -> dict[str, Any]:
+    """Check the envelope of one message; JsonRpcError(-32600) naming what is wrong."""
+    if not isinstance(message, dict):
+        raise JsonRpcError(INVALID_REQUEST, "Invalid Request: a JSON-RPC message must be a JSON object.")
+    if message.get("jsonrpc") != "2.0":
+        raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0".')
+    if "id" in message:
+        id_ = message["id"]
+        if isinstance(id_, bool) or not isinstance(id_, str | int):
+            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: the id must be a string or an integer (not null).")
+    if "method" in message:
+        if not isinstance(message["method"], str) or not message["method"]:
+            raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: "method" must be a non-empty string.')
+        params = message.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: "params" must be an object.')
+        return message
+    if "id" not in message:
+        raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: a message needs a "method" or an "id".')
+    if ("result" in message) == ("error" in message):
+        raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: a response has exactly one of "result" and "error".')
+    return message

@@ -1,0 +1,481 @@
+"""The MCP method table: one core that every transport adapter calls.
+
+An adapter decodes bytes into JSON-RPC messages and calls ``McpCore``: ``initialize`` opens a
+session-era session; ``handle`` answers a request (or takes a notification) in an ``Exchange``,
+which carries the session, the catalog view of the endpoint, and how to reach the client on the
+stream of this request (``emit``). Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transports.protocol import jsonrpc, versions
+from transports.protocol.catalog import CatalogCache, Snapshot, View, page
+from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.sessions import LOG_LEVELS, Session, SessionStore
+from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from transports.protocol.upstreams import UpstreamPool
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "mcp-gateway"
+SERVER_VERSION = "0.1.0"
+CLIENT_REQUEST_TIMEOUT = 300.0
+_token_counter = itertools.count(1)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Exchange:
+    """One client request in flight: where it came from and how to talk back on its stream."""
+
+    session: Session
+    snapshot: Snapshot
+    view: View
+    emit: Emit
+    request_id: jsonrpc.Id | None = None
+
+    async def client_request(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Send a request to the client on this stream and wait for its answer (a later POST)."""
+        session = self.session
+        session.next_request_id += 1
+        request_id = f"gw-{session.next_request_id}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        session.pending[request_id] = future
+        try:
+            await self.emit(jsonrpc.request(request_id, method, params))
+            return await asyncio.wait_for(future, CLIENT_REQUEST_TIMEOUT)
+        finally:
+            session.pending.pop(request_id, None)
+
+
+def _forbidden(what: str) -> JsonRpcError:
+    return JsonRpcError(jsonrpc.SERVER_ERROR, f"Forbidden: your credentials do not allow {what}.")
+
+
+def _upstream_error(gateway: str, exc: Exception, timeout: float | None = None) -> JsonRpcError:
+    if isinstance(exc, UpstreamError):
+        return JsonRpcError(exc.code, exc.message, exc.data)
+    if isinstance(exc, UpstreamTimeout):
+        return JsonRpcError(jsonrpc.REQUEST_TIMEOUT, f"Upstream {gateway!r} did not answer within {timeout or 0:g} s.")
+    return JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {exc}")
+
+
+class McpCore:
+    """Serves the session-era MCP methods from the catalog snapshot and the upstream pool."""
+
+    def __init__(
+        self,
+        *,
+        catalog: CatalogCache | None = None,
+        sessions: SessionStore | None = None,
+        upstreams: UpstreamPool | None = None,
+        page_size: int = 100,
+        tool_timeout: float = 60.0,
+    ) -> None:
+        self.catalog = catalog or CatalogCache()
+        self.sessions = sessions or SessionStore()
+        self.upstreams = upstreams or UpstreamPool(request_timeout=tool_timeout)
+        self.page_size = page_size
+        self.tool_timeout = tool_timeout
+        self.catalog.on_change = self._catalog_changed
+        self.upstreams.on_notification = self._upstream_notification
+        self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any]]]] = {
+            "ping": self._ping,
+            "tools/list": self._tools_list,
+            "tools/call": self._tools_call,
+            "resources/list": self._resources_list,
+            "resources/templates/list": self._templates_list,
+            "resources/read": self._resources_read,
+            "resources/subscribe": self._resources_subscribe,
+            "resources/unsubscribe": self._resources_unsubscribe,
+            "prompts/list": self._prompts_list,
+            "prompts/get": self._prompts_get,
+            "completion/complete": self._complete,
+            "logging/setLevel": self._set_level,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            "tools": {"listChanged": True},
+            "resources": {"subscribe": True, "listChanged": True},
+            "prompts": {"listChanged": True},
+            "completions": {},
+            "logging": {},
+        }
+
+    async def initialize(
+        self, message: dict[str, Any], *, username: str, scopes: frozenset[str], server: str | None
+    ) -> tuple[Session, dict[str, Any]]:
+        """Negotiate a version and open a session; returns the session and the InitializeResult."""
+        params = message.get("params") or {}
+        capabilities = params.get("capabilities")
+        client_info = params.get("clientInfo")
+        if not isinstance(capabilities, dict) or not isinstance(client_info, dict):
+            raise JsonRpcError(
+                jsonrpc.INVALID_PARAMS, "Invalid params: initialize needs protocolVersion, capabilities and clientInfo."
+            )
+        snapshot = await self.catalog.get()
+        view = snapshot.view(server)
+        if view is None:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"No enabled virtual server named {server!r}.", http_status=404)
+        version = versions.negotiate(params.get("protocolVersion"))
+        session = self.sessions.create(
+            username=username,
+            scopes=scopes,
+            server=server,
+            protocol_version=version,
+            client_capabilities=capabilities,
+            client_info=client_info,
+        )
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": self.capabilities(),
+            "serverInfo": {"name": SERVER_NAME, "title": view.title, "version": SERVER_VERSION},
+        }
+        return session, result
+
+    async def exchange(self, session: Session, emit: Emit, request_id: jsonrpc.Id | None = None) -> Exchange:
+        snapshot = await self.catalog.get()
+        view = snapshot.view(session.server)
+        if view is None:
+            raise JsonRpcError(jsonrpc.INVALID_REQUEST, f"The virtual server {session.server!r} is no longer enabled.")
+        return Exchange(session=session, snapshot=snapshot, view=view, emit=emit, request_id=request_id)
+
+    # -- gateway -> client notifications ------------------------------------------------------
+
+    def push(self, session: Session, message: dict[str, Any]) -> bool:
+        """Queue a message on the session's standalone stream; False when it has none (or it is full)."""
+        for stream in session.streams:
+            try:
+                stream.put_nowait(message)
+                return True
+            except asyncio.QueueFull:
+                logger.warning("session %s: stream full, dropped %s", session.id[:8], message.get("method"))
+        return False
+
+    def _catalog_changed(self, previous: Snapshot, current: Snapshot) -> None:
+        """list_changed for each session whose view changed; resources/updated for changed subscribed resources."""
+        for session in self.sessions.all():
+            old, new = previous.view(session.server), current.view(session.server)
+            if old is None or new is None:
+                continue
+            for kind, method in (
+                ("tools", "notifications/tools/list_changed"),
+                ("prompts", "notifications/prompts/list_changed"),
+            ):
+                if [e.wire for e in getattr(old, kind)] != [e.wire for e in getattr(new, kind)]:
+                    self.push(session, jsonrpc.notification(method))
+            if [e.wire for e in old.resources] != [e.wire for e in new.resources] or [
+                e.wire for e in old.templates
+            ] != [e.wire for e in new.templates]:
+                self.push(session, jsonrpc.notification("notifications/resources/list_changed"))
+            for uri in session.subscriptions:
+                before, after = old.resource_by_uri.get(uri), new.resource_by_uri.get(uri)
+                if before is not None and after is not None and (before.text, before.blob) != (after.text, after.blob):
+                    self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+
+    async def _upstream_notification(self, gateway: str, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Messages from an upstream that belong to no call."""
+        method = message.get("method")
+        if "id" in message:
+            return {
+                "error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": "No client call is waiting for this request."}
+            }
+        if method == "notifications/resources/updated":
+            upstream_uri = (message.get("params") or {}).get("uri")
+            snapshot = await self.catalog.get()
+            uris = {
+                r.uri for r in snapshot.catalog.resources if r.gateway == gateway and r.upstream_uri == upstream_uri
+            }
+            uris.add(str(upstream_uri))
+            for session in self.sessions.all():
+                for uri in session.subscriptions & uris:
+                    self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+        elif method in (
+            "notifications/tools/list_changed",
+            "notifications/prompts/list_changed",
+            "notifications/resources/list_changed",
+        ):
+            # The catalog follows the upstream through federation's refresh; until that runs, say nothing.
+            logger.info("upstream %s: %s", gateway, method)
+        return None
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def accept_response(self, session: Session, message: dict[str, Any]) -> None:
+        """A client's answer to one of our requests: wake whoever waits for it."""
+        future = session.pending.get(message.get("id"))  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def notify(self, session: Session, message: dict[str, Any]) -> None:
+        """A client notification."""
+        method = message["method"]
+        params = message.get("params") or {}
+        if method == "notifications/initialized":
+            session.initialized = True
+        elif method == "notifications/cancelled":
+            task = session.in_flight.get(params.get("requestId"))  # type: ignore[arg-type]
+            if task is not None:
+                task.cancel()
+        # notifications/progress and roots/list_changed from the client need no action yet.
+
+    async def handle(self, message: dict[str, Any], exchange: Exchange) -> dict[str, Any] | None:
+        """Answer one request; None when it was cancelled (nothing is sent for it)."""
+        method = message["method"]
+        request_id = message["id"]
+        handler = self._methods.get(method)
+        if handler is None:
+            if method == "initialize":
+                error = JsonRpcError(jsonrpc.INVALID_REQUEST, "The session is already initialized.")
+            else:
+                error = JsonRpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+            return jsonrpc.error_response(request_id, error)
+        session = exchange.session
+        task = asyncio.current_task()
+        if task is not None:
+            session.in_flight[request_id] = task
+        try:
+            result = await handler(message.get("params") or {}, exchange)
+        except JsonRpcError as error:
+            return jsonrpc.error_response(request_id, error)
+        except asyncio.CancelledError:
+            if session.in_flight.get(request_id) is task and task is not None and task.cancelling():
+                task.uncancel()
+                return None
+            raise
+        except Exception:
+            logger.exception("Error while handling %s", method)
+            return jsonrpc.error_response(request_id, JsonRpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
+        finally:
+            session.in_flight.pop(request_id, None)
+        return jsonrpc.response(request_id, result)
+
+    # -- methods ------------------------------------------------------------------------------
+
+    async def _ping(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        return {}
+
+    def _page(self, entries: tuple[Any, ...], key: str, params: dict[str, Any], field: str) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: cursor must be a string.")
+        try:
+            chunk, next_cursor = page(entries, key, cursor, self.page_size)
+        except ValueError:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: unknown cursor.") from None
+        result: dict[str, Any] = {field: [entry.wire for entry in chunk]}
+        if next_cursor:
+            result["nextCursor"] = next_cursor
+        return result
+
+    async def _tools_list(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        return self._page(ex.view.tools, "name", params, "tools")
+
+    async def _resources_list(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        return self._page(ex.view.resources, "uri", params, "resources")
+
+    async def _templates_list(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        return self._page(ex.view.templates, "uri_template", params, "resourceTemplates")
+
+    async def _prompts_list(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        return self._page(ex.view.prompts, "name", params, "prompts")
+
+    async def _upstream_request(
+        self, ex: Exchange, gateway: str, method: str, params: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Relay one request to an upstream, passing its progress, logs and requests back to the client."""
+        row = ex.snapshot.upstreams.get(gateway)
+        if row is None and not self.upstreams.has_override(gateway):
+            raise JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is disabled.")
+        meta = params.get("_meta")
+        client_meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        client_token = client_meta.get("progressToken")
+        upstream_params = dict(params)
+        upstream_token = None
+        if client_token is not None:
+            # Upstream sessions are shared by many clients: give each call a token of its own.
+            upstream_token = f"gw-{next(_token_counter)}"
+            upstream_params["_meta"] = {**client_meta, "progressToken": upstream_token}
+
+        async def relay(message: dict[str, Any]) -> dict[str, Any] | None:
+            return await self._relay_from_upstream(ex, message, client_token, upstream_token)
+
+        try:
+            client = await self.upstreams.get(gateway, row or {})
+            return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
+        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
+            raise _upstream_error(gateway, exc, timeout or self.tool_timeout) from None
+
+    async def _relay_from_upstream(
+        self, ex: Exchange, message: dict[str, Any], client_token: Any, upstream_token: str | None
+    ) -> dict[str, Any] | None:
+        method = message.get("method")
+        params = dict(message.get("params") or {})
+        if "id" not in message:  # a notification tied to the call
+            if method == "notifications/progress":
+                if client_token is None or params.get("progressToken") != upstream_token:
+                    return None
+                params["progressToken"] = client_token
+            elif method == "notifications/message" and not ex.session.wants_log(str(params.get("level", "info"))):
+                return None
+            await ex.emit(jsonrpc.notification(str(method), params))
+            return None
+        needed = {
+            "sampling/createMessage": ("sampling", None),
+            "roots/list": ("roots", None),
+            "elicitation/create": ("elicitation", "url" if params.get("mode") == "url" else "form"),
+        }.get(str(method))
+        if needed is None:
+            return {"error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": f"Method not found: {method}"}}
+        if not ex.session.has_capability(*needed):
+            return {
+                "error": {
+                    "code": jsonrpc.METHOD_NOT_FOUND,
+                    "message": f"The client did not declare the {needed[0]} capability.",
+                }
+            }
+        try:
+            answer = await ex.client_request(str(method), params)
+        except TimeoutError:
+            return {"error": {"code": jsonrpc.REQUEST_TIMEOUT, "message": "The client did not answer in time."}}
+        if "error" in answer:
+            return {"error": answer["error"]}
+        return {"result": answer.get("result", {})}
+
+    async def _tools_call(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: tools/call needs a tool name.")
+        arguments = params.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: arguments must be an object.")
+        tool = ex.view.tool_by_name.get(name)
+        if tool is None:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
+        if "call" not in ex.session.scopes:
+            raise _forbidden("calling tools (scope 'call')")
+        if tool.integration_type != "mcp" or tool.gateway is None:
+            raise JsonRpcError(
+                jsonrpc.SERVER_ERROR,
+                f"Tool {name!r} has a {tool.integration_type} backend, which cannot be called yet.",
+            )
+        upstream_params = {**params, "name": tool.upstream_name, "arguments": arguments}
+        timeout = tool.timeout or self.tool_timeout
+        return await self._upstream_request(ex, tool.gateway, "tools/call", upstream_params, timeout=timeout)
+
+    async def _resources_read(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/read needs a uri.")
+        resource = ex.view.resource_by_uri.get(uri)
+        if resource is not None and resource.gateway is None:
+            content: dict[str, Any] = {"uri": uri}
+            if resource.mime_type:
+                content["mimeType"] = resource.mime_type
+            if resource.blob is not None:
+                content["blob"] = base64.b64encode(resource.blob).decode()
+            else:
+                content["text"] = resource.text or ""
+            return {"contents": [content]}
+        if resource is not None and resource.gateway is not None:
+            gateway, upstream_uri = resource.gateway, resource.upstream_uri
+        else:
+            template = ex.view.template_for(uri)
+            if template is None or template.gateway is None:
+                raise JsonRpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+            gateway, upstream_uri = template.gateway, uri
+        result = await self._upstream_request(ex, gateway, "resources/read", {**params, "uri": upstream_uri})
+        if upstream_uri != uri:
+            for item in result.get("contents", []):
+                if isinstance(item, dict) and item.get("uri") == upstream_uri:
+                    item["uri"] = uri
+        return result
+
+    async def _resources_subscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/subscribe needs a uri.")
+        resource = ex.view.resource_by_uri.get(uri)
+        if resource is None and ex.view.template_for(uri) is None:
+            raise JsonRpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+        ex.session.subscriptions.add(uri)
+        if resource is not None and resource.gateway is not None:
+            await self._upstream_request(ex, resource.gateway, "resources/subscribe", {"uri": resource.upstream_uri})
+        return {}
+
+    async def _resources_unsubscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/unsubscribe needs a uri.")
+        ex.session.subscriptions.discard(uri)
+        return {}
+
+    async def _prompts_get(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: prompts/get needs a prompt name.")
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict) or not all(isinstance(v, str) for v in arguments.values()):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: prompt arguments must be an object of strings.")
+        prompt = ex.view.prompt_by_name.get(name)
+        if prompt is None:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+        if prompt.gateway is not None:
+            return await self._upstream_request(
+                ex, prompt.gateway, "prompts/get", {**params, "name": prompt.upstream_name, "arguments": arguments}
+            )
+        from registry.exceptions import InvalidInput
+        from registry.prompts import render
+
+        try:
+            text = render(prompt.template, prompt.arguments, arguments)
+        except InvalidInput as exc:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Invalid params: {exc.message}") from None
+        result: dict[str, Any] = {"messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
+        if prompt.wire.get("description"):
+            result["description"] = prompt.wire["description"]
+        return result
+
+    async def _complete(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        ref = params.get("ref")
+        if not isinstance(ref, dict) or not isinstance(params.get("argument"), dict):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: completion/complete needs ref and argument.")
+        empty = {"completion": {"values": [], "total": 0, "hasMore": False}}
+        if ref.get("type") == "ref/prompt":
+            prompt = ex.view.prompt_by_name.get(str(ref.get("name")))
+            if prompt is None:
+                raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            if prompt.gateway is None:
+                return empty
+            upstream_ref = {**ref, "name": prompt.upstream_name}
+            return await self._upstream_request(
+                ex, prompt.gateway, "completion/complete", {**params, "ref": upstream_ref}
+            )
+        if ref.get("type") == "ref/resource":
+            uri = str(ref.get("uri"))
+            template = next((t for t in ex.view.templates if t.uri_template == uri), None)
+            if template is None:
+                raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Unknown resource template: {uri}")
+            if template.gateway is None:
+                return empty
+            return await self._upstream_request(ex, template.gateway, "completion/complete", params)
+        raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource.")
+
+    async def _set_level(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        level = params.get("level")
+        if level not in LOG_LEVELS:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LOG_LEVELS)}.")
+        ex.session.log_level = str(level)
+        return {}

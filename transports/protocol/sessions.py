@@ -1,0 +1,124 @@
+"""Session-era (2024-11-05 .. 2025-11-25) sessions: what `initialize` negotiated, and the live
+plumbing for messages from the gateway to the client.
+
+The store is in process memory here; keeping sessions in Redis for many replicas is the job of the
+replicas issue, behind the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from transports.protocol.jsonrpc import Id
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+@dataclass
+class Session:
+    """One client session, bound to the user and the endpoint that created it."""
+
+    id: str
+    username: str
+    scopes: frozenset[str]
+    server: str | None  # the virtual server's name, or None for /mcp
+    protocol_version: str
+    client_capabilities: dict[str, Any]
+    client_info: dict[str, Any]
+    initialized: bool = False
+    log_level: str | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    created_at: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    # Runtime only: in-flight client requests (for notifications/cancelled), open standalone streams,
+    # and gateway->client requests waiting for the client's answer.
+    in_flight: dict[Id, asyncio.Task[Any]] = field(default_factory=dict, repr=False)
+    streams: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    pending: dict[Id, asyncio.Future[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    next_request_id: int = 0
+
+    def has_capability(self, name: str, sub: str | None = None) -> bool:
+        value = self.client_capabilities.get(name)
+        if value is None:
+            return False
+        if sub is None:
+            return True
+        if name == "elicitation" and sub == "form" and isinstance(value, dict) and not value:
+            return True  # an empty elicitation capability means form mode (2025-11-25)
+        return isinstance(value, dict) and sub in value
+
+    def wants_log(self, level: str) -> bool:
+        if self.log_level is None:
+            return False
+        try:
+            return LOG_LEVELS.index(level) >= LOG_LEVELS.index(self.log_level)
+        except ValueError:
+            return True
+
+    def close(self) -> None:
+        for task in self.in_flight.values():
+            task.cancel()
+        for stream in self.streams:
+            stream.put_nowait(None)
+        for future in self.pending.values():
+            if not future.done():
+                future.cancel()
+
+
+class SessionLimitReached(Exception):
+    """No room for another session."""
+
+
+class SessionStore:
+    """Sessions of this process, expiring after ``idle_timeout`` seconds without a request."""
+
+    def __init__(self, *, idle_timeout: float = 3600.0, max_sessions: int = 10_000) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, **fields: Any) -> Session:
+        self._expire()
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionLimitReached(f"this gateway process holds its maximum of {self.max_sessions} sessions")
+        session = Session(id=secrets.token_urlsafe(24), **fields)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_seen > self.idle_timeout and not session.streams:
+            self.delete(session_id)
+            return None
+        session.last_seen = now
+        self._sessions.move_to_end(session_id)
+        return session
+
+    def delete(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.close()
+        return True
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - self.idle_timeout
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if oldest.last_seen >= limit or oldest.streams:
+                break
+            self.delete(oldest.id)

@@ -1,0 +1,221 @@
+"""The stdio upstream client: a child process speaking newline-delimited JSON-RPC on stdin/stdout.
+
+The process is started once per connection (never per call) in its own process group. Its stderr is
+drained to the `transports.protocol.upstream.stderr` logger, line by line, each line cut to a bounded
+length; the last lines are kept for the error message when the process dies. Lines on stdout that are
+not JSON are logged and skipped. When stdout closes, every call in flight fails with
+UpstreamUnavailable naming the exit code. `aclose()` closes stdin, then sends SIGTERM to the process
+group, then SIGKILL after `shutdown_grace` seconds.
+
+The child gets a small allow-listed environment (PATH, HOME, locale, ...) plus `config.env`, never the
+gateway's own environment (which holds its secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+import orjson
+
+from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
+from transports.protocol.upstream.rpc import RpcClient
+
+logger = logging.getLogger("transports.protocol.upstream")
+stderr_logger = logging.getLogger("transports.protocol.upstream.stderr")
+
+INHERITED_ENV = (
+    "HOME",
+    "LOGNAME",
+    "PATH",
+    "SHELL",
+    "TERM",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "TZ",
+    "SYSTEMROOT",
+)
+MAX_STDERR_LINE = 2000
+STDERR_TAIL = 10
+_CHUNK = 64 * 1024
+_CLOSE_STDIN_GRACE = 0.5
+
+
+def child_environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+    env.update(extra)
+    return env
+
+
+class StdioClient(RpcClient):
+    def __init__(self, config: UpstreamConfig) -> None:
+        super().__init__(config)
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr: asyncio.Task[None] | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def _open_transport(self) -> None:
+        name = self.config.name
+        if not self.config.command:
+            raise UpstreamUnavailable(f"{name}: no command configured")
+        self._stderr_tail.clear()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.config.command,
+                *self.config.args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_environment(dict(self.config.env)),
+                cwd=self.config.cwd or None,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise UpstreamUnavailable(f"{name}: cannot start {self.config.command!r}: {exc}") from None
+        self._process = process
+        self._stderr = self._spawn(self._drain_stderr(process))
+        self._reader = self._spawn(self._read(process, self._generation))
+
+    async def _close_transport(self, *, final: bool) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            await self._stop(process)
+        await self._settle([self._reader, self._stderr])
+        self._reader = self._stderr = None
+
+    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+        """Close stdin, then SIGTERM, then SIGKILL: each step only if the process is still there."""
+        if process.stdin is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                process.stdin.close()
+        if await self._exited(process, _CLOSE_STDIN_GRACE):
+            return
+        self._signal(process, signal.SIGTERM)
+        if await self._exited(process, self.config.shutdown_grace):
+            return
+        logger.warning("%s: process %s ignored SIGTERM; killing it", self.config.name, process.pid)
+        self._signal(process, signal.SIGKILL)
+        await self._exited(process, 5.0)
+
+    @staticmethod
+    async def _exited(process: asyncio.subprocess.Process, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await process.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    @staticmethod
+    def _signal(process: asyncio.subprocess.Process, signum: signal.Signals) -> None:
+        if process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, signum)  # the whole group: wrappers such as npx leave children
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signum)
+
+    async def _read(self, process: asyncio.subprocess.Process, generation: int) -> None:
+        name = self.config.name
+        stdout = process.stdout
+        assert stdout is not None
+        limit = self.config.max_message_size
+        buffer = bytearray()
+        skipping = False  # inside an oversized line: drop bytes up to the next newline
+        try:
+            while chunk := await stdout.read(_CHUNK):
+                buffer += chunk
+                start = 0
+                while (end := buffer.find(b"\n", start)) != -1:
+                    line = bytes(buffer[start:end])
+                    start = end + 1
+                    if skipping:
+                        skipping = False
+                        continue
+                    if len(line) > limit:
+                        logger.warning("%s: dropped a stdout line longer than %s bytes", name, limit)
+                        continue
+                    await self._line(line)
+                if start:
+                    del buffer[:start]
+                if len(buffer) > limit:
+                    if not skipping:
+                        logger.warning("%s: dropped a stdout line longer than %s bytes", name, limit)
+                    skipping = True
+                    buffer.clear()
+        except (OSError, ValueError) as exc:
+            logger.debug("%s: reading stdout failed: %r", name, exc)
+        code = await self._exit_code(process)
+        if self._stderr is not None:
+            await asyncio.wait({self._stderr}, timeout=0.5)  # collect its last words
+        reason = "the process closed its stdout" if code is None else f"the process exited with code {code}"
+        if self._stderr_tail:
+            reason += "; last stderr: " + " | ".join(self._stderr_tail)
+        self._connection_lost(reason, generation)
+
+    async def _line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            logger.warning("%s: skipped a stdout line that is not JSON: %.200r", self.config.name, line)
+            return
+        await self._receive(message)
+
+    @staticmethod
+    async def _exit_code(process: asyncio.subprocess.Process) -> int | None:
+        try:
+            async with asyncio.timeout(1.0):
+                return await process.wait()
+        except TimeoutError:
+            return None
+
+    async def _drain_stderr(self, process: asyncio.subprocess.Process) -> None:
+        stderr = process.stderr
+        assert stderr is not None
+        buffer = bytearray()
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := await stderr.read(_CHUNK):
+                buffer += chunk
+                *lines, rest = buffer.split(b"\n")
+                for line in lines:
+                    self._stderr_line(line)
+                buffer = bytearray(rest[:MAX_STDERR_LINE])  # an endless line is cut, not buffered
+        if buffer:
+            self._stderr_line(bytes(buffer))
+
+    def _stderr_line(self, raw: bytes | bytearray) -> None:
+        text = raw[:MAX_STDERR_LINE].decode("utf-8", errors="replace").rstrip()
+        if text:
+            self._stderr_tail.append(text[:200])
+            stderr_logger.info("%s: %s", self.config.name, text)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise UpstreamUnavailable(f"{self.config.name}: the process is not running")
+        try:
+            process.stdin.write(orjson.dumps(message) + b"\n")
+            await process.stdin.drain()
+        except (OSError, RuntimeError) as exc:
+            raise UpstreamUnavailable(f"{self.config.name}: writing to the process failed: {exc!r}") from None

@@ -1,0 +1,38 @@
+"""The protocol core of this process, built from settings on first use."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from registry import events
+from transports.protocol.server import McpCore
+from transports.protocol.sessions import SessionStore
+
+_core: McpCore | None = None
+
+
+def get_core() -> McpCore:
+    """The process-wide McpCore (sessions, catalog snapshot, upstream pool)."""
+    global _core
+    if _core is None:
+        core = McpCore(
+            sessions=SessionStore(
+                idle_timeout=settings.GATEWAY_SESSION_IDLE_TIMEOUT, max_sessions=settings.GATEWAY_MAX_SESSIONS
+            ),
+            page_size=settings.GATEWAY_MCP_PAGE_SIZE,
+            tool_timeout=settings.GATEWAY_TOOL_TIMEOUT,
+        )
+        events.add_local_listener(_invalidate_snapshot)
+        _core = core
+    return _core
+
+
+def _invalidate_snapshot() -> None:
+    if _core is not None:
+        _core.catalog.invalidate()
+
+
+def reset_core() -> None:
+    """Forget the process's core (tests start each case with a fresh one)."""
+    global _core
+    _core = None
