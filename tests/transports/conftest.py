@@ -3,6 +3,7 @@ with its own SQLite database, an admin user and a bearer token. Real MCP clients
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ class LiveGateway:
     url: str
     token: str
     env: dict[str, str]
+    log: Path | None = None
 
     def api(self, method: str, path: str, body: object | None = None) -> tuple[int, object]:
         """Call the REST API as the admin."""
@@ -66,10 +69,9 @@ class LiveGateway:
         return f"{self.url}/servers/{server}/mcp" if server else f"{self.url}/mcp"
 
 
-@pytest.fixture(scope="session")
-def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> LiveGateway:
-    """One gateway process for the whole session (catalog entries are added by the tests)."""
-    state = tmp_path_factory.mktemp("live-gateway")
+@contextlib.contextmanager
+def start_live_gateway(state: Path, **overrides: str) -> Iterator[LiveGateway]:
+    """daphne on a free port with its own SQLite database, an admin and a token; stopped on exit."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
@@ -78,38 +80,46 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> LiveGateway:
         "SECRET_KEY": "live-gateway-secret-key-0123456789-abcdefghij",
         "DJANGO_SUPERUSER_USERNAME": "admin",
         "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
-        "GATEWAY_MCP_PAGE_SIZE": "5",
         "GATEWAY_AUTH_CACHE_SECONDS": "1",
         "LOG_LEVEL": "WARNING",
+        **overrides,
     }
     gateway = LiveGateway(url=f"http://127.0.0.1:{port}", token="", env=env)
     gateway.manage("migrate", "--noinput", "-v0")
     gateway.manage("ensure_superuser")
     gateway.token = gateway.manage("issue_token", "admin", "--expires-in", "1d").strip().splitlines()[-1]
-    log = open(state / "daphne.log", "w")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gateway_project.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    log_path = state / "daphne.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gateway_project.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
-            with urllib.request.urlopen(gateway.url + "/health", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None:
-                raise AssertionError((state / "daphne.log").read_text()) from None
-            time.sleep(0.2)
-    else:
-        raise AssertionError("the gateway did not start within 30 s")
-    yield gateway
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(gateway.url + "/health", timeout=1):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError("the gateway did not start:\n" + log_path.read_text()) from None
+                    time.sleep(0.2)
+            gateway.log = log_path
+            yield gateway
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    """One gateway process for the session, with 5 items per list page (catalog entries are added by tests)."""
+    with start_live_gateway(tmp_path_factory.mktemp("live-gateway"), GATEWAY_MCP_PAGE_SIZE="5") as gateway:
+        yield gateway

@@ -75,6 +75,20 @@ async def asgi_post(
     return start["status"], response_headers, (json.loads(raw) if raw else {})
 
 
+def _close_connection() -> None:
+    from django.db import connection
+
+    connection.close()  # resolved in the worker thread: closes that thread's connection
+
+
+@pytest.fixture(autouse=True)
+async def _close_worker_connections():
+    """The endpoint verifies credentials in the thread-sensitive worker: close its connection after
+    each test, or PostgreSQL refuses to drop the test database."""
+    yield
+    await sync_to_async(_close_connection)()
+
+
 @pytest.fixture
 def world(db):
     reset_core()

@@ -13,6 +13,7 @@ import base64
 import bisect
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,6 +24,7 @@ from asgiref.sync import sync_to_async
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 30.0
+RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,14 +281,26 @@ def page(entries: tuple[Any, ...], key: str, cursor: str | None, size: int) -> t
 
 
 def _read_rows() -> dict[str, Any]:
-    from django.db import close_old_connections
-
     from registry.selectors import catalog_rows
 
+    return _closing(catalog_rows)
+
+
+def _read_version() -> int:
+    from registry.events import catalog_version
+
+    return _closing(catalog_version)
+
+
+def _closing(read: Callable[[], Any]) -> Any:
+    """Run a read in a worker thread and close that thread's connection: rebuilds are rare, and an
+    idle connection per pool thread would only hold database slots."""
+    from django.db import connection
+
     try:
-        return catalog_rows()
+        return read()
     finally:
-        close_old_connections()
+        connection.close()
 
 
 class CatalogUnavailable(Exception):
@@ -298,7 +312,9 @@ class CatalogCache:
 
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
-        self._stale = True
+        self._wanted = 1  # bumped by every invalidation
+        self._built = 0  # the `_wanted` value the current snapshot was built for
+        self._retry_at = 0.0
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -308,7 +324,7 @@ class CatalogCache:
 
     def invalidate(self) -> None:
         """Mark the snapshot stale and rebuild it soon (safe to call from any thread)."""
-        self._stale = True
+        self._wanted += 1
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._kick)
@@ -319,29 +335,34 @@ class CatalogCache:
 
     async def get(self) -> Snapshot:
         snapshot = self._snapshot
-        if snapshot is not None and not self._stale:
+        if snapshot is not None and (self._built == self._wanted or time.monotonic() < self._retry_at):
             return snapshot
         async with self._lock:
-            if self._snapshot is None or self._stale:
-                self._stale = False
-                self._loop = asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
+            # Build until the snapshot is as new as the last invalidation (one may arrive mid-build).
+            while self._snapshot is None or self._built != self._wanted:
+                if self._snapshot is not None and time.monotonic() < self._retry_at:
+                    break
+                target = self._wanted
                 try:
                     # Not thread-sensitive: a rebuild may start while a catalog write holds that thread.
                     rows = await sync_to_async(_read_rows, thread_sensitive=False)()
-                    previous, self._snapshot = self._snapshot, build_snapshot(rows)
-                    logger.debug("catalog snapshot v%s built", self._snapshot.version)
-                    if self.on_change is not None and previous is not None:
-                        try:
-                            self.on_change(previous, self._snapshot)
-                        except Exception:
-                            logger.exception("catalog change callback failed")
                 except Exception as exc:
-                    # Keep serving the last good snapshot while the database is unreachable.
-                    self._stale = True
+                    # Keep serving the last good snapshot while the database is unreachable; retry soon.
+                    self._retry_at = time.monotonic() + RETRY_SECONDS
                     if self._snapshot is None:
                         logger.error("cannot load the catalog: %s", exc)
                         raise CatalogUnavailable("The catalog cannot be loaded right now; try again shortly.") from exc
                     logger.warning("catalog rebuild failed, serving v%s: %s", self._snapshot.version, exc)
+                    break
+                previous, self._snapshot = self._snapshot, build_snapshot(rows)
+                self._built = target
+                logger.debug("catalog snapshot v%s built", self._snapshot.version)
+                if self.on_change is not None and previous is not None:
+                    try:
+                        self.on_change(previous, self._snapshot)
+                    except Exception:
+                        logger.exception("catalog change callback failed")
             if self._listener is None or self._listener.done():
                 self._listener = asyncio.get_running_loop().create_task(self._listen())
             return self._snapshot
@@ -350,7 +371,7 @@ class CatalogCache:
         """Follow catalog.changed on the channel layer; poll the version when it is quiet."""
         from channels.layers import get_channel_layer
 
-        from registry.events import CATALOG_GROUP, catalog_version
+        from registry.events import CATALOG_GROUP
 
         layer = get_channel_layer()
         channel = await layer.new_channel() if layer is not None else None
@@ -369,7 +390,7 @@ class CatalogCache:
                 if message is not None:
                     if int(message.get("version", -1)) != current:
                         self.invalidate()
-                elif await sync_to_async(catalog_version, thread_sensitive=True)() != current:
+                elif await sync_to_async(_read_version, thread_sensitive=False)() != current:
                     self.invalidate()
             except asyncio.CancelledError:
                 raise

@@ -37,6 +37,18 @@ class Command(BaseCommand):
         "read its tools, resources, templates and prompts into the catalog."
     )
 
+    def run_from_argv(self, argv: list[str]) -> None:
+        # `--arg -y` must pass "-y" to the program, which argparse would read as an option: glue
+        # every --arg/--env to its value first.
+        glued: list[str] = []
+        items = iter(argv)
+        for item in items:
+            if item in ("--arg", "--env"):
+                glued.append(f"{item}={next(items, '')}")
+            else:
+                glued.append(item)
+        super().run_from_argv(glued)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--url")

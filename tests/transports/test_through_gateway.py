@@ -1,0 +1,160 @@
+"""The gateway in front of a real upstream: the project's fixture server (official `mcp` SDK) is
+registered with `manage.py gateway_add`, composed with `server_add`, and driven through the gateway
+by the official Python SDK client and by the official conformance suite.
+
+Spec: 2025-11-25 server/tools, server/resources, server/prompts, utilities/progress,
+client/elicitation, client/sampling, basic/transports#streamable-http.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import httpx2
+import mcp.types as types
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from tests.fixtures.servers import running_upstream
+from tests.tools import ROOT, run_conformance_server
+from tests.transports.conftest import start_live_gateway
+
+ARTIFACTS = ROOT / "test-artifacts" / "conformance"
+
+
+@pytest.fixture(scope="module")
+def fixture_upstream():
+    with running_upstream("streamable-http", era="auto") as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def relay(fixture_upstream, tmp_path_factory):
+    """A gateway (authentication on) with the fixture registered as 'fx' and a virtual server 'demo'."""
+    with start_live_gateway(tmp_path_factory.mktemp("relay")) as gateway:
+        out = gateway.manage("gateway_add", "fx", "--url", fixture_upstream.url)
+        assert "Registered 'fx'" in out
+        assert "demo" in gateway.manage("server_add", "demo", "--gateway", "fx")
+        yield gateway
+
+
+def sdk(gateway, server: str | None = "demo", **options) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {gateway.token}"}, timeout=30)
+    return Client(streamable_http_client(gateway.mcp_url(server), http_client=http), mode="legacy", **options)
+
+
+async def test_upstream_names_are_kept_and_calls_relay(relay):
+    """Registered upstream tools keep their names; a call returns the upstream's content unchanged."""
+    async with sdk(relay) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"test_simple_text", "test_image_content", "echo"} <= names
+        result = await client.call_tool("echo", {"message": "through the gateway"})
+        assert result.content[0].text == "through the gateway"
+        image = await client.call_tool("test_image_content", {})
+        assert image.content[0].type == "image"
+        assert base64.b64decode(image.content[0].data)[:4] == b"\x89PNG"
+        failed = await client.call_tool("test_error_handling", {})
+        assert failed.is_error
+
+
+async def test_progress_reaches_the_client(relay):
+    """utilities/progress: the upstream's progress notifications arrive with the client's own token."""
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with sdk(relay) as client:
+        result = await client.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
+        assert not result.is_error
+    assert seen == sorted(seen)
+    assert len(seen) >= 2
+
+
+async def test_an_elicitation_round_trip(relay):
+    """client/elicitation: the upstream's elicitation/create reaches the client and its answer returns."""
+    asked: list[str] = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
+
+    async with sdk(relay, elicitation_callback=elicit) as client:
+        result = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+    assert asked
+    assert not result.is_error
+    assert "accept" in result.content[0].text
+
+
+async def test_a_sampling_round_trip(relay):
+    """client/sampling: the upstream's sampling/createMessage is answered by the client's callback."""
+
+    async def sample(context, params):
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="42"), model="test"
+        )
+
+    async with sdk(relay, sampling_callback=sample) as client:
+        result = await client.call_tool("test_sampling", {"prompt": "What is the answer?"})
+    assert "42" in result.content[0].text
+
+
+async def test_a_client_without_the_capability_never_gets_the_request(relay):
+    """A client that did not declare elicitation is not asked; the upstream gets an error instead."""
+    async with sdk(relay) as client:
+        with pytest.raises(MCPError, match="did not declare the elicitation capability"):
+            await client.call_tool("test_elicitation", {"message": "Who are you?"})
+        # the session is still fine afterwards
+        assert (await client.call_tool("echo", {"message": "still here"})).content[0].text == "still here"
+
+
+async def test_resources_and_prompts_relay(relay):
+    async with sdk(relay) as client:
+        text = await client.read_resource("test://static-text")
+        assert text.contents[0].text
+        binary = await client.read_resource("test://static-binary")
+        assert binary.contents[0].blob
+        templated = await client.read_resource("test://template/7/data")
+        assert "7" in templated.contents[0].text
+        prompt = await client.get_prompt("test_prompt_with_arguments", {"arg1": "a", "arg2": "b"})
+        assert prompt.messages
+
+
+async def test_gateway_refresh_and_a_clear_error_for_a_dead_upstream(relay):
+    """gateway_refresh re-reads; registering an address nobody listens on fails with a message and stores nothing."""
+    assert "Refreshed 'fx'" in relay.manage("gateway_refresh", "fx")
+    status, body = relay.api("POST", "/api/gateways", {"name": "nobody", "url": "http://127.0.0.1:9/mcp"})
+    assert status == 422
+    assert "nobody" in body["detail"]
+    status, listed = relay.api("GET", "/api/gateways?q=nobody")
+    assert listed["count"] == 0
+
+
+# -- the official conformance suite, pointed at the gateway -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_relay(fixture_upstream, tmp_path_factory):
+    """The suite sends no credentials: this gateway runs with GATEWAY_AUTH_REQUIRED=false on loopback."""
+    with start_live_gateway(tmp_path_factory.mktemp("open-relay"), GATEWAY_AUTH_REQUIRED="false") as gateway:
+        gateway.manage("gateway_add", "fx", "--url", fixture_upstream.url)
+        gateway.manage("server_add", "demo", "--gateway", "fx")
+        yield gateway
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("server", [None, "demo"], ids=["mcp", "servers-demo-mcp"])
+@pytest.mark.parametrize(
+    ("version", "options"),
+    [("0.1.16", ("--suite", "all")), ("alpha", ("--requirements", "2025-11-25"))],
+    ids=["0.1.16-all", "alpha-2025-11-25"],
+)
+def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, version, options, tmp_path):
+    run = run_conformance_server(version, open_relay.mcp_url(server), *options, output_dir=tmp_path)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = f"gateway-{server or 'mcp'}-{version}-{'-'.join(o.strip('-') for o in options)}.txt"
+    (ARTIFACTS / name).write_text(run.report())
+    assert run.summary.scored_failures == {}, run.output[-6000:]
+    assert run.returncode == 0
