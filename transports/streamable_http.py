@@ -9,7 +9,6 @@ session. All MCP semantics live in ``transports.protocol``; this file only frame
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import Any
 
@@ -21,7 +20,7 @@ from transports import edge
 from transports.protocol import jsonrpc, versions
 from transports.protocol.catalog import CatalogUnavailable
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import Session, SessionLimitReached
+from transports.protocol.sessions import EventStream, Session, SessionLimitReached, parse_event_id
 from transports.runtime import get_core
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,8 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
-_event_ids = itertools.count(1)
+# Requests that always answer on a resumable SSE stream (2025-11-25 sessions): the long-running ones.
+STREAMED_METHODS = frozenset({"tools/call"})
 
 
 class HttpError(Exception):
@@ -53,6 +53,11 @@ async def _send_json(send: Any, status: int, body: Any, headers: list[tuple[byte
     head = [(b"content-type", JSON), (b"content-length", str(len(payload)).encode())] if body is not None else []
     await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _priming(event_id: str) -> bytes:
+    """The first event of a 2025-11-25 stream: an id to resume from, and how long to wait before reconnecting."""
+    return f"id: {event_id}\nretry: {settings.GATEWAY_SSE_RETRY_MS}\ndata: \n\n".encode()
 
 
 def _sse_event(message: dict[str, Any] | None, event_id: str | None = None) -> bytes:
@@ -205,33 +210,44 @@ class StreamableHttpEndpoint:
         await _send_json(send, 200, jsonrpc.response(message["id"], result), [(b"mcp-session-id", session.id.encode())])
 
     async def _request(self, send: Any, session: Session, message: dict[str, Any]) -> None:
-        """Answer one request: JSON unless the call talks to the client first, then SSE."""
+        """Answer one request: JSON unless the call talks to the client first, then SSE. tools/call
+        on 2025-11-25 sessions always streams, with a priming event and `retry`, so a client whose
+        connection drops mid-call resumes with GET + Last-Event-ID (SEP-1699)."""
         core = get_core()
-        state = {"sse": False}
+        stream: EventStream | None = None
+        connected = True
 
-        async def start_sse() -> None:
-            state["sse"] = True
+        async def write(body: bytes, more: bool = True) -> None:
+            nonlocal connected
+            if connected:
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": more})
+                except (OSError, RuntimeError):  # the client went away: the log keeps what follows
+                    connected = False
+
+        async def start_sse() -> EventStream:
+            nonlocal stream
+            stream = session.open_request_stream()
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if versions.has_priming_events(session.protocol_version):
-                await send(
-                    {"type": "http.response.body", "body": _sse_event(None, str(next(_event_ids))), "more_body": True}
-                )
+                await write(_priming(f"{stream.id}:0"))
+            return stream
 
         async def emit(related: dict[str, Any]) -> None:
-            if not state["sse"]:
-                await start_sse()
-            await send(
-                {"type": "http.response.body", "body": _sse_event(related, str(next(_event_ids))), "more_body": True}
-            )
+            target = stream or await start_sse()
+            await write(_sse_event(related, target.append(related)))
 
+        if message["method"] in STREAMED_METHODS and versions.has_priming_events(session.protocol_version):
+            await start_sse()
         try:
             exchange = await core.exchange(session, emit, message["id"])
             answer = await core.handle(message, exchange)
         except JsonRpcError as exc:
             answer = jsonrpc.error_response(message["id"], exc)
-        if state["sse"]:
-            body = _sse_event(answer, str(next(_event_ids))) if answer is not None else b""
-            await send({"type": "http.response.body", "body": body})
+        if stream is not None:
+            body = _sse_event(answer, stream.append(answer)) if answer is not None else b""
+            stream.finish()
+            await write(body, more=False)
         elif answer is None:  # cancelled before saying anything: an empty stream, no response
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await send({"type": "http.response.body", "body": b""})
@@ -244,8 +260,7 @@ class StreamableHttpEndpoint:
         answers: list[dict[str, Any]] = []
 
         async def emit(related: dict[str, Any]) -> None:
-            for stream in session.streams[:1]:
-                stream.put_nowait(related)
+            core.push(session, related)  # a batch answers in one JSON body: related messages go to GET
 
         for item in batch:
             try:
@@ -277,48 +292,50 @@ class StreamableHttpEndpoint:
     # -- GET: the standalone stream -----------------------------------------------------------
 
     async def _get(self, receive: Any, send: Any, headers: dict[str, str], principal: Any, server: str | None) -> None:
+        """The standalone stream, or with Last-Event-ID the resumption of any stream of the session
+        (what was missed is replayed; a request stream ends after its response)."""
         if not _accepts(headers.get("accept", ""), "text/event-stream"):
             raise HttpError(
                 406, jsonrpc.INVALID_REQUEST, "Not Acceptable: the GET stream needs Accept: text/event-stream."
             )
         session = self._session(headers, principal, server)
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1000)
-        session.streams.append(queue)
+        resume = parse_event_id(headers.get("last-event-id", ""))
+        stream = session.find_stream(resume[0]) if resume else None
+        if stream is None:  # a fresh standalone stream (or one we can no longer resume): new messages only
+            stream, seq, resumed = session.standalone, session.standalone.seq, False
+        else:
+            seq, resumed = resume[1], True  # type: ignore[index]
         keepalive = settings.GATEWAY_SSE_KEEPALIVE
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        session.listeners += 1
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            if versions.has_priming_events(session.protocol_version):
-                await send(
-                    {"type": "http.response.body", "body": _sse_event(None, str(next(_event_ids))), "more_body": True}
-                )
+            if not resumed and versions.has_priming_events(session.protocol_version):
+                await send({"type": "http.response.body", "body": _priming(f"{stream.id}:{seq}"), "more_body": True})
             else:
                 await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
             while not disconnected.done():
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, disconnected}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
-                    if not disconnected.done():
-                        await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
-                    continue
-                message = getter.result()
-                if message is None:
+                for number, message in stream.after(seq):
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": _sse_event(message, f"{stream.id}:{number}"),
+                            "more_body": True,
+                        }
+                    )
+                    seq = number
+                if stream.done and seq >= stream.seq:
                     break
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": _sse_event(message, str(next(_event_ids))),
-                        "more_body": True,
-                    }
-                )
+                waiter = asyncio.ensure_future(stream.wait(seq, keepalive))
+                await asyncio.wait({waiter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                elif not waiter.result() and not disconnected.done():
+                    await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
+            session.listeners -= 1
             disconnected.cancel()
-            if queue in session.streams:
-                session.streams.remove(queue)
 
 
 async def _wait_disconnect(receive: Any) -> None:

@@ -72,6 +72,9 @@ async def asgi_post(
     start = sent[0]
     response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
     raw = b"".join(e.get("body", b"") for e in sent[1:])
+    if response_headers.get("content-type") == "text/event-stream":  # tools/call streams: take the answer
+        data = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: {")]
+        return start["status"], response_headers, json.loads(data[-1])
     return start["status"], response_headers, (json.loads(raw) if raw else {})
 
 

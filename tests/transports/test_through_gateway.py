@@ -158,3 +158,51 @@ def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, ve
     (ARTIFACTS / name).write_text(run.report())
     assert run.summary.scored_failures == {}, run.output[-6000:]
     assert run.returncode == 0
+
+
+def test_a_dropped_call_stream_resumes_with_last_event_id(relay):
+    """transports#resumability-and-redelivery (SEP-1699): tools/call answers on an SSE stream whose
+    priming event carries an id and `retry`; after the client drops it, GET + Last-Event-ID replays
+    what was missed and delivers the result."""
+    import json as _json
+
+    headers = {"Authorization": f"Bearer {relay.token}", "Accept": "application/json, text/event-stream"}
+    with httpx2.Client(timeout=30, headers=headers) as http:
+        init = http.post(
+            relay.mcp_url("demo"),
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "r", "version": "0"},
+                },
+            },
+        )
+        session = {"Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "test_tool_with_progress", "arguments": {}, "_meta": {"progressToken": "p1"}},
+        }
+        with http.stream("POST", relay.mcp_url("demo"), json=call, headers=session) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.iter_lines()
+            first = [next(lines), next(lines), next(lines)]
+        assert first[0].startswith("id: ")
+        assert first[1].startswith("retry: ")
+        assert first[2] == "data: "
+        last_id = first[0][4:]
+        resumed = http.get(
+            relay.mcp_url("demo"), headers={**session, "Accept": "text/event-stream", "Last-Event-ID": last_id}
+        )
+        assert resumed.status_code == 200
+        messages = [_json.loads(line[6:]) for line in resumed.text.splitlines() if line.startswith("data: {")]
+        assert any(
+            m.get("method") == "notifications/progress" and m["params"]["progressToken"] == "p1" for m in messages
+        )
+        assert messages[-1]["id"] == 2
+        assert "result" in messages[-1]

@@ -154,15 +154,10 @@ class McpCore:
 
     # -- gateway -> client notifications ------------------------------------------------------
 
-    def push(self, session: Session, message: dict[str, Any]) -> bool:
-        """Queue a message on the session's standalone stream; False when it has none (or it is full)."""
-        for stream in session.streams:
-            try:
-                stream.put_nowait(message)
-                return True
-            except asyncio.QueueFull:
-                logger.warning("session %s: stream full, dropped %s", session.id[:8], message.get("method"))
-        return False
+    def push(self, session: Session, message: dict[str, Any]) -> None:
+        """Log a message on the session's standalone stream; open GET connections deliver it, and a
+        client that reconnects with Last-Event-ID gets what it missed (up to the log's bound)."""
+        session.standalone.append(message)
 
     def _catalog_changed(self, previous: Snapshot, current: Snapshot) -> None:
         """list_changed for each session whose view changed; resources/updated for changed subscribed resources."""

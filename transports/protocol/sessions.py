@@ -10,13 +10,58 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from transports.protocol.jsonrpc import Id
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+EVENTS_PER_STREAM = 256  # events kept per stream for resumption (Last-Event-ID)
+STREAMS_KEPT = 16  # finished request streams kept per session for resumption
+
+
+class EventStream:
+    """The messages of one SSE stream, numbered and kept (bounded) so a client can resume it with
+    Last-Event-ID on any connection. Event ids are '<stream id>:<sequence>'."""
+
+    def __init__(self, stream_id: str, *, keep: int = EVENTS_PER_STREAM) -> None:
+        self.id = stream_id
+        self.seq = 0
+        self.done = False
+        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
+        self._changed = asyncio.Event()
+
+    def append(self, message: dict[str, Any]) -> str:
+        """Log a message; returns its event id."""
+        self.seq += 1
+        self.events.append((self.seq, message))
+        self._changed.set()
+        return f"{self.id}:{self.seq}"
+
+    def finish(self) -> None:
+        self.done = True
+        self._changed.set()
+
+    def after(self, seq: int) -> list[tuple[int, dict[str, Any]]]:
+        return [(n, m) for n, m in self.events if n > seq]
+
+    async def wait(self, seq: int, timeout: float) -> bool:
+        """Wait until there is an event after ``seq`` or the stream is done; False on timeout."""
+        while self.seq <= seq and not self.done:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    stream_id, sep, seq = value.rpartition(":")
+    if not sep or not seq.isdigit():
+        return None
+    return stream_id, int(seq)
 
 
 @dataclass
@@ -35,12 +80,31 @@ class Session:
     subscriptions: set[str] = field(default_factory=set)
     created_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
-    # Runtime only: in-flight client requests (for notifications/cancelled), open standalone streams,
-    # and gateway->client requests waiting for the client's answer.
+    # Runtime only: in-flight client requests (for notifications/cancelled), the standalone stream's
+    # log and how many GET connections read it, the logs of request streams (for resumption), and
+    # gateway->client requests waiting for the client's answer.
     in_flight: dict[Id, asyncio.Task[Any]] = field(default_factory=dict, repr=False)
-    streams: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    standalone: EventStream = field(default_factory=lambda: EventStream("g", keep=64), repr=False)
+    listeners: int = 0
+    request_streams: OrderedDict[str, EventStream] = field(default_factory=OrderedDict, repr=False)
     pending: dict[Id, asyncio.Future[dict[str, Any]]] = field(default_factory=dict, repr=False)
     next_request_id: int = 0
+
+    def open_request_stream(self) -> EventStream:
+        """A new logged stream for one request's SSE answer; old finished ones are forgotten."""
+        stream = EventStream(f"r{secrets.token_hex(6)}")
+        self.request_streams[stream.id] = stream
+        while len(self.request_streams) > STREAMS_KEPT:
+            oldest = next(iter(self.request_streams.values()))
+            if not oldest.done:
+                break
+            self.request_streams.popitem(last=False)
+        return stream
+
+    def find_stream(self, stream_id: str) -> EventStream | None:
+        if stream_id == self.standalone.id:
+            return self.standalone
+        return self.request_streams.get(stream_id)
 
     def has_capability(self, name: str, sub: str | None = None) -> bool:
         value = self.client_capabilities.get(name)
@@ -63,8 +127,9 @@ class Session:
     def close(self) -> None:
         for task in self.in_flight.values():
             task.cancel()
-        for stream in self.streams:
-            stream.put_nowait(None)
+        self.standalone.finish()
+        for stream in self.request_streams.values():
+            stream.finish()
         for future in self.pending.values():
             if not future.done():
                 future.cancel()
@@ -98,7 +163,7 @@ class SessionStore:
         if session is None:
             return None
         now = time.monotonic()
-        if now - session.last_seen > self.idle_timeout and not session.streams:
+        if now - session.last_seen > self.idle_timeout and not session.listeners:
             self.delete(session_id)
             return None
         session.last_seen = now
@@ -119,6 +184,6 @@ class SessionStore:
         limit = time.monotonic() - self.idle_timeout
         while self._sessions:
             oldest = next(iter(self._sessions.values()))
-            if oldest.last_seen >= limit or oldest.streams:
+            if oldest.last_seen >= limit or oldest.listeners:
                 break
             self.delete(oldest.id)
