@@ -6,3 +6,9 @@ class FederationConfig(AppConfig):
 
     name = "federation"
     verbose_name = "Federation"
+
+    def ready(self) -> None:
+        from federation.services import refresh_after_list_changed
+        from transports import runtime
+
+        runtime.upstream_list_changed_hook = refresh_after_list_changed

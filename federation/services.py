@@ -297,3 +297,20 @@ def gateway_refresh(*, gateway: Gateway, timeout: float = 30.0) -> SyncReport:
         Gateway.objects.filter(pk=gateway.pk).update(health=Health.UNHEALTHY, last_error=exc.message[:2000])
         raise
     return _apply(gateway, upstream)
+
+
+async def refresh_after_list_changed(gateway_name: str) -> None:
+    """An upstream announced a list change: re-read it (the catalog change that follows notifies clients)."""
+    from asgiref.sync import sync_to_async
+
+    def refresh() -> None:
+        from django.db import connection
+
+        try:
+            gateway = Gateway.objects.filter(name=gateway_name, enabled=True).first()
+            if gateway is not None:
+                gateway_refresh(gateway=gateway)
+        finally:
+            connection.close()
+
+    await sync_to_async(refresh, thread_sensitive=False)()

@@ -49,7 +49,13 @@ KINDS = (
     Kind("prompts", Prompt, "name", schemas.PromptIn),
     Kind("servers", VirtualServer, "name", schemas.VirtualServerIn),
 )
-_MEMBER_KEYS = {"tools": "name", "resources": "uri", "resource_templates": "uri_template", "prompts": "name"}
+_MEMBER_KEYS = {
+    "tools": "name",
+    "resources": "uri",
+    "resource_templates": "uri_template",
+    "prompts": "name",
+    "gateways": "name",
+}
 
 
 def _represent(kind: Kind, obj: Any) -> dict[str, Any]:

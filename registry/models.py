@@ -276,6 +276,12 @@ class VirtualServer(TimeStamped):
     resources = models.ManyToManyField(Resource, blank=True, related_name="servers")
     resource_templates = models.ManyToManyField(ResourceTemplate, blank=True, related_name="servers")
     prompts = models.ManyToManyField(Prompt, blank=True, related_name="servers")
+    gateways = models.ManyToManyField(
+        Gateway,
+        blank=True,
+        related_name="servers",
+        help_text="Everything these gateways offer, now and after each refresh, is part of the server.",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -243,6 +243,7 @@ class VirtualServerIn(In):
     resources: list[str] = Field([], description="Resource URIs.")
     resource_templates: list[str] = Field([], description="URI templates.")
     prompts: list[str] = Field([], description="Prompt names.")
+    gateways: list[str] = Field([], description="Gateway names: all their entries, kept up to date.")
 
 
 class VirtualServerOut(Schema):
@@ -256,8 +257,13 @@ class VirtualServerOut(Schema):
     resources: list[str]
     resource_templates: list[str]
     prompts: list[str]
+    gateways: list[str]
     created_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def resolve_gateways(obj: Any) -> list[str]:
+        return sorted(g.name for g in obj.gateways.all())
 
     @staticmethod
     def resolve_tools(obj: Any) -> list[str]:

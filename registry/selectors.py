@@ -42,6 +42,7 @@ def entry_queryset[M: models.Model](model: type[M]) -> QuerySet[M]:
             models.Prefetch("resources", queryset=Resource.objects.only("id", "uri")),
             models.Prefetch("resource_templates", queryset=ResourceTemplate.objects.only("id", "uri_template")),
             models.Prefetch("prompts", queryset=Prompt.objects.only("id", "name")),
+            models.Prefetch("gateways", queryset=Gateway.objects.only("id", "name")),
         )
         return qs
     if select:
@@ -164,12 +165,14 @@ def catalog_rows() -> dict[str, Any]:
             "resources": [m.pk for m in s.resources.all()],
             "resource_templates": [m.pk for m in s.resource_templates.all()],
             "prompts": [m.pk for m in s.prompts.all()],
+            "gateways": [g.name for g in s.gateways.all()],
         }
         for s in VirtualServer.objects.filter(enabled=True).prefetch_related(
             models.Prefetch("tools", queryset=Tool.objects.only("id")),
             models.Prefetch("resources", queryset=Resource.objects.only("id")),
             models.Prefetch("resource_templates", queryset=ResourceTemplate.objects.only("id")),
             models.Prefetch("prompts", queryset=Prompt.objects.only("id")),
+            models.Prefetch("gateways", queryset=Gateway.objects.only("id", "name")),
         )
     ]
     upstreams = [

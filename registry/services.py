@@ -21,6 +21,7 @@ MEMBER_KEYS: dict[str, tuple[type[models.Model], str]] = {
     "resources": (Resource, "uri"),
     "resource_templates": (ResourceTemplate, "uri_template"),
     "prompts": (Prompt, "name"),
+    "gateways": (Gateway, "name"),
 }
 UNIQUE_KEY: dict[type[models.Model], str] = {
     Gateway: "name",

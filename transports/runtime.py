@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from django.conf import settings
 
 from registry import events
@@ -9,6 +11,8 @@ from transports.protocol.server import McpCore
 from transports.protocol.sessions import SessionStore
 
 _core: McpCore | None = None
+# Set by federation (which may import transports, not the reverse): re-read an upstream's catalog.
+upstream_list_changed_hook: Callable[[str], Awaitable[None]] | None = None
 
 
 def get_core() -> McpCore:
@@ -23,8 +27,14 @@ def get_core() -> McpCore:
             tool_timeout=settings.GATEWAY_TOOL_TIMEOUT,
         )
         events.add_local_listener(_invalidate_snapshot)
+        core.on_upstream_list_changed = _upstream_list_changed
         _core = core
     return _core
+
+
+async def _upstream_list_changed(gateway: str) -> None:
+    if upstream_list_changed_hook is not None:
+        await upstream_list_changed_hook(gateway)
 
 
 def _invalidate_snapshot() -> None:

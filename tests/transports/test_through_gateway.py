@@ -33,7 +33,7 @@ def fixture_upstream():
 @pytest.fixture(scope="module")
 def relay(fixture_upstream, tmp_path_factory):
     """A gateway (authentication on) with the fixture registered as 'fx' and a virtual server 'demo'."""
-    with start_live_gateway(tmp_path_factory.mktemp("relay")) as gateway:
+    with start_live_gateway(tmp_path_factory.mktemp("relay"), LOG_LEVEL="INFO") as gateway:
         out = gateway.manage("gateway_add", "fx", "--url", fixture_upstream.url)
         assert "Registered 'fx'" in out
         assert "demo" in gateway.manage("server_add", "demo", "--gateway", "fx")
@@ -206,3 +206,32 @@ def test_a_dropped_call_stream_resumes_with_last_event_id(relay):
         )
         assert messages[-1]["id"] == 2
         assert "result" in messages[-1]
+
+
+async def test_an_upstream_list_change_reaches_the_catalog_and_the_client(relay):
+    """An upstream's tools/list_changed makes the gateway re-read it; the new tool is then listed, and
+    the client hears the gateway's own notifications/tools/list_changed."""
+    import anyio
+
+    heard: list[str] = []
+
+    async def on_message(message) -> None:
+        root = getattr(message, "root", message)
+        method = getattr(root, "method", None)
+        if method:
+            heard.append(method)
+
+    async with sdk(relay, message_handler=on_message) as client:
+        before = {t.name for t in (await client.list_tools()).tools}
+        had = "test_dynamic_tool" in before
+        await client.call_tool("test_trigger_tool_change", {})
+        with anyio.fail_after(15):
+            while True:
+                names = {t.name for t in (await client.list_tools()).tools}
+                if ("test_dynamic_tool" in names) != had:
+                    break
+                await anyio.sleep(0.2)
+        with anyio.fail_after(10):
+            while "notifications/tools/list_changed" not in heard:
+                await anyio.sleep(0.1)
+        await client.call_tool("test_trigger_tool_change", {})  # put it back

@@ -226,7 +226,10 @@ def build_snapshot(rows: dict[str, Any]) -> Snapshot:
         def pick(table: dict[int, Any], key: str) -> list[Any]:
             if member_ids is None:
                 return list(table.values())
-            return [table[i] for i in member_ids[key] if i in table]
+            whole = set(member_ids.get("gateways", ()))  # servers composed of whole gateways follow them
+            chosen = {i: table[i] for i in member_ids[key] if i in table}
+            chosen.update({i: entry for i, entry in table.items() if entry.gateway in whole})
+            return list(chosen.values())
 
         return View(
             name=name,

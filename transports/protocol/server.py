@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "mcp-gateway"
 SERVER_VERSION = "0.1.0"
 CLIENT_REQUEST_TIMEOUT = 300.0
+REFRESH_DEBOUNCE = 0.2
+LIST_CHANGED = frozenset(
+    {"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"}
+)
 _token_counter = itertools.count(1)
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -87,6 +91,9 @@ class McpCore:
         self.page_size = page_size
         self.tool_timeout = tool_timeout
         self.catalog.on_change = self._catalog_changed
+        # Set by federation: re-read an upstream's catalog after it announced a list change.
+        self.on_upstream_list_changed: Callable[[str], Awaitable[None]] | None = None
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self.upstreams.on_notification = self._upstream_notification
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
@@ -197,14 +204,29 @@ class McpCore:
             for session in self.sessions.all():
                 for uri in session.subscriptions & uris:
                     self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
-        elif method in (
-            "notifications/tools/list_changed",
-            "notifications/prompts/list_changed",
-            "notifications/resources/list_changed",
-        ):
-            # The catalog follows the upstream through federation's refresh; until that runs, say nothing.
-            logger.info("upstream %s: %s", gateway, method)
+        elif method in LIST_CHANGED:
+            self.upstream_lists_changed(gateway)
         return None
+
+    def upstream_lists_changed(self, gateway: str) -> None:
+        """Re-read the upstream's catalog (one refresh at a time); the catalog change that follows
+        sends our own list_changed to the sessions that see a difference."""
+        logger.info("upstream %s changed its lists; refreshing", gateway)
+        if self.on_upstream_list_changed is None:
+            return
+        running = self._refreshing.get(gateway)
+        if running is not None and not running.done():
+            return
+        hook = self.on_upstream_list_changed
+
+        async def refresh() -> None:
+            await asyncio.sleep(REFRESH_DEBOUNCE)  # several notifications in a burst: one refresh
+            try:
+                await hook(gateway)
+            except Exception:
+                logger.warning("refreshing upstream %s after list_changed failed", gateway, exc_info=True)
+
+        self._refreshing[gateway] = asyncio.ensure_future(refresh())
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -305,7 +327,7 @@ class McpCore:
             upstream_params["_meta"] = {**client_meta, "progressToken": upstream_token}
 
         async def relay(message: dict[str, Any]) -> dict[str, Any] | None:
-            return await self._relay_from_upstream(ex, message, client_token, upstream_token)
+            return await self._relay_from_upstream(ex, gateway, message, client_token, upstream_token)
 
         try:
             client = await self.upstreams.get(gateway, row or {})
@@ -314,11 +336,14 @@ class McpCore:
             raise _upstream_error(gateway, exc, timeout or self.tool_timeout) from None
 
     async def _relay_from_upstream(
-        self, ex: Exchange, message: dict[str, Any], client_token: Any, upstream_token: str | None
+        self, ex: Exchange, gateway: str, message: dict[str, Any], client_token: Any, upstream_token: str | None
     ) -> dict[str, Any] | None:
         method = message.get("method")
         params = dict(message.get("params") or {})
         if "id" not in message:  # a notification tied to the call
+            if method in LIST_CHANGED:  # the gateway's own lists change only after a refresh
+                self.upstream_lists_changed(gateway)
+                return None
             if method == "notifications/progress":
                 if client_token is None or params.get("progressToken") != upstream_token:
                     return None
