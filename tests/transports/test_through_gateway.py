@@ -40,9 +40,9 @@ def relay(fixture_upstream, tmp_path_factory):
         yield gateway
 
 
-def sdk(gateway, server: str | None = "demo", **options) -> Client:
+def sdk(gateway, server: str | None = "demo", mode: str = "legacy", **options) -> Client:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {gateway.token}"}, timeout=30)
-    return Client(streamable_http_client(gateway.mcp_url(server), http_client=http), mode="legacy", **options)
+    return Client(streamable_http_client(gateway.mcp_url(server), http_client=http), mode=mode, **options)
 
 
 async def test_upstream_names_are_kept_and_calls_relay(relay):
@@ -59,21 +59,24 @@ async def test_upstream_names_are_kept_and_calls_relay(relay):
         assert failed.is_error
 
 
-async def test_progress_reaches_the_client(relay):
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_progress_reaches_the_client(relay, mode):
     """utilities/progress: the upstream's progress notifications arrive with the client's own token."""
     seen: list[float] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
 
-    async with sdk(relay) as client:
+    async with sdk(relay, mode=mode) as client:
+        assert client.protocol_version == "2025-11-25"
         result = await client.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
         assert not result.is_error
     assert seen == sorted(seen)
     assert len(seen) >= 2
 
 
-async def test_an_elicitation_round_trip(relay):
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_an_elicitation_round_trip(relay, mode):
     """client/elicitation: the upstream's elicitation/create reaches the client and its answer returns."""
     asked: list[str] = []
 
@@ -81,7 +84,7 @@ async def test_an_elicitation_round_trip(relay):
         asked.append(params.message)
         return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
 
-    async with sdk(relay, elicitation_callback=elicit) as client:
+    async with sdk(relay, mode=mode, elicitation_callback=elicit) as client:
         result = await client.call_tool("test_elicitation", {"message": "Who are you?"})
     assert asked
     assert not result.is_error
