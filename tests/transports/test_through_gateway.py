@@ -238,3 +238,24 @@ async def test_an_upstream_list_change_reaches_the_catalog_and_the_client(relay)
             while "notifications/tools/list_changed" not in heard:
                 await anyio.sleep(0.1)
         await client.call_tool("test_trigger_tool_change", {})  # put it back
+
+
+async def test_resource_updates_reach_subscribers(relay):
+    """resources/subscribe is relayed upstream; the upstream's notifications/resources/updated reaches
+    the subscribed session (server/resources#subscriptions)."""
+    import anyio
+
+    updates: list[str] = []
+
+    async def on_message(message) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            updates.append(str(root.params.uri))
+
+    async with sdk(relay, message_handler=on_message) as client:
+        await client.subscribe_resource("test://watched-resource")
+        await client.call_tool("test_trigger_resource_update", {})
+        with anyio.fail_after(10):
+            while "test://watched-resource" not in updates:
+                await anyio.sleep(0.1)
+        await client.unsubscribe_resource("test://watched-resource")

@@ -344,6 +344,9 @@ class McpCore:
             if method in LIST_CHANGED:  # the gateway's own lists change only after a refresh
                 self.upstream_lists_changed(gateway)
                 return None
+            if method == "notifications/resources/updated":  # for every subscriber, not just this caller
+                await self._upstream_notification(gateway, message)
+                return None
             if method == "notifications/progress":
                 if client_token is None or params.get("progressToken") != upstream_token:
                     return None
