@@ -20,6 +20,7 @@ class SyncReportOut(Schema):
     updated: list[str]
     removed: list[str]
     renamed: dict[str, str]
+    skipped: list[str]
 
 
 class GatewayCreated(schemas.GatewayOut):

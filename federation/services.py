@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from registry import events, services
 from registry.choices import Health, IntegrationType
-from registry.exceptions import InvalidInput
+from registry.exceptions import CatalogError, InvalidInput
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool
 from transports.protocol.upstream import create_client
 from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -46,9 +46,11 @@ class SyncReport:
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)  # upstream name -> catalog name
+    skipped: list[str] = field(default_factory=list)  # entries the catalog could not take, with why
 
     def summary(self) -> str:
-        return f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed"
+        text = f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed"
+        return text + (f", {len(self.skipped)} skipped" if self.skipped else "")
 
 
 def _row(gateway: Gateway) -> dict[str, Any]:
@@ -138,54 +140,81 @@ def _apply(gateway: Gateway, upstream: UpstreamCatalog) -> SyncReport:
         update_fields=["protocol_version", "server_info", "capabilities", "health", "last_error", "last_seen_at"]
     )
 
-    # Tools: keyed by the upstream's name.
-    mine = {t.upstream_name: t for t in Tool.objects.filter(gateway=gateway)}
-    taken = set(Tool.objects.exclude(gateway=gateway).values_list("name", flat=True))
-    seen: set[str] = set()
-    for item in upstream.tools:
-        name = item.get("name")
-        if not isinstance(name, str) or name in seen:
-            continue
-        seen.add(name)
-        fields = {
-            "title": str(item.get("title") or (item.get("annotations") or {}).get("title") or "")[:256],
-            "description": str(item.get("description") or ""),
-            "input_schema": _clean_schema(item.get("inputSchema")),
-            "output_schema": item.get("outputSchema") if isinstance(item.get("outputSchema"), dict) else None,
-            "annotations": item.get("annotations") if isinstance(item.get("annotations"), dict) else {},
-        }
-        existing = mine.get(name)
-        if existing is None:
-            catalog = catalog_name(gateway.name, name, taken)
-            tool = Tool(
-                name=catalog, gateway=gateway, integration_type=IntegrationType.MCP, original_name=name, **fields
-            )
-            _save(tool, report.added, f"tool {catalog}")
-            taken.add(catalog)
-            if catalog != name:
-                report.renamed[name] = catalog
-        elif any(getattr(existing, k) != v for k, v in fields.items()):
-            for key, value in fields.items():
-                setattr(existing, key, value)
-            _save(existing, report.updated, f"tool {existing.name}")
-    for upstream_name, tool in mine.items():
-        if upstream_name not in seen:
-            tool.delete()
-            report.removed.append(f"tool {tool.name}")
-
+    _sync_named(gateway, report, Tool, upstream.tools, _tool_fields, "tool", {"integration_type": IntegrationType.MCP})
     _sync_simple(gateway, report, Resource, "uri", upstream.resources, "uri", _resource_fields)
     _sync_simple(gateway, report, ResourceTemplate, "uri_template", upstream.templates, "uriTemplate", _template_fields)
-    _sync_prompts(gateway, report, upstream.prompts)
+    _sync_named(gateway, report, Prompt, upstream.prompts, _prompt_fields, "prompt")
     events.catalog_changed()
     return report
 
 
 def _save(instance: Any, bucket: list[str], label: str) -> None:
-    try:
-        services._validated_save(instance)
-    except InvalidInput as exc:
-        raise InvalidInput(f"The upstream's {label} is not valid here: {exc.message}") from None
+    services._validated_save(instance)
     bucket.append(label)
+
+
+def _tool_fields(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "title": str(item.get("title") or (item.get("annotations") or {}).get("title") or "")[:256],
+        "description": str(item.get("description") or ""),
+        "input_schema": _clean_schema(item.get("inputSchema")),
+        "output_schema": item.get("outputSchema") if isinstance(item.get("outputSchema"), dict) else None,
+        "annotations": item.get("annotations") if isinstance(item.get("annotations"), dict) else {},
+    }
+
+
+def _prompt_fields(item: dict[str, Any]) -> dict[str, Any]:
+    arguments = [
+        {k: v for k, v in arg.items() if k in ("name", "title", "description", "required") and v is not None}
+        for arg in item.get("arguments") or []
+        if isinstance(arg, dict) and isinstance(arg.get("name"), str)
+    ]
+    return {
+        "title": str(item.get("title") or "")[:256],
+        "description": str(item.get("description") or ""),
+        "arguments": arguments,
+    }
+
+
+def _sync_named(
+    gateway: Gateway,
+    report: SyncReport,
+    model: Any,
+    items: list[dict[str, Any]],
+    to_fields: Any,
+    noun: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Tools and prompts: keyed by the upstream's name; a name another source holds gets a prefix.
+    An entry the catalog cannot take (a bad name or schema) is skipped and reported, not fatal."""
+    mine = {obj.original_name or obj.name: obj for obj in model.objects.filter(gateway=gateway)}
+    taken = set(model.objects.exclude(gateway=gateway).values_list("name", flat=True))
+    seen: set[str] = set()
+    for item in items:
+        name = item.get("name")
+        if not isinstance(name, str) or name in seen:
+            continue
+        seen.add(name)
+        fields = to_fields(item)
+        existing = mine.get(name)
+        try:
+            if existing is None:
+                catalog = catalog_name(gateway.name, name, taken)
+                entry = model(name=catalog, gateway=gateway, original_name=name, **(extra or {}), **fields)
+                _save(entry, report.added, f"{noun} {catalog}")
+                taken.add(catalog)
+                if catalog != name:
+                    report.renamed[name] = catalog
+            elif any(getattr(existing, k) != v for k, v in fields.items()):
+                for key, value in fields.items():
+                    setattr(existing, key, value)
+                _save(existing, report.updated, f"{noun} {existing.name}")
+        except CatalogError as exc:
+            report.skipped.append(f"{noun} {name!r}: {exc.message}")
+    for upstream_name, obj in mine.items():
+        if upstream_name not in seen:
+            obj.delete()
+            report.removed.append(f"{noun} {obj.name}")
 
 
 def _resource_fields(item: dict[str, Any]) -> dict[str, Any]:
@@ -224,54 +253,24 @@ def _sync_simple(
         existing = mine.get(value)
         if existing is None:
             if model.objects.filter(**{key: value}).exists():
-                report.renamed[value] = "(skipped: taken by another source)"
+                report.skipped.append(f"{noun} {value!r}: another source already has it")
                 continue
             extra = {"original_uri": value} if model is Resource else {}
-            _save(model(gateway=gateway, **{key: value}, **fields, **extra), report.added, f"{noun} {value}")
+            try:
+                _save(model(gateway=gateway, **{key: value}, **fields, **extra), report.added, f"{noun} {value}")
+            except CatalogError as exc:
+                report.skipped.append(f"{noun} {value!r}: {exc.message}")
         elif any(getattr(existing, k) != v for k, v in fields.items()):
             for k, v in fields.items():
                 setattr(existing, k, v)
-            _save(existing, report.updated, f"{noun} {value}")
+            try:
+                _save(existing, report.updated, f"{noun} {value}")
+            except CatalogError as exc:
+                report.skipped.append(f"{noun} {value!r}: {exc.message}")
     for value, obj in mine.items():
         if value not in seen:
             obj.delete()
             report.removed.append(f"{noun} {value}")
-
-
-def _sync_prompts(gateway: Gateway, report: SyncReport, items: list[dict[str, Any]]) -> None:
-    mine = {p.original_name or p.name: p for p in Prompt.objects.filter(gateway=gateway)}
-    taken = set(Prompt.objects.exclude(gateway=gateway).values_list("name", flat=True))
-    seen: set[str] = set()
-    for item in items:
-        name = item.get("name")
-        if not isinstance(name, str) or name in seen:
-            continue
-        seen.add(name)
-        arguments = [
-            {k: v for k, v in arg.items() if k in ("name", "title", "description", "required") and v is not None}
-            for arg in item.get("arguments") or []
-            if isinstance(arg, dict) and isinstance(arg.get("name"), str)
-        ]
-        fields = {
-            "title": str(item.get("title") or "")[:256],
-            "description": str(item.get("description") or ""),
-            "arguments": arguments,
-        }
-        existing = mine.get(name)
-        if existing is None:
-            catalog = catalog_name(gateway.name, name, taken)
-            _save(
-                Prompt(name=catalog, gateway=gateway, original_name=name, **fields), report.added, f"prompt {catalog}"
-            )
-            taken.add(catalog)
-        elif any(getattr(existing, k) != v for k, v in fields.items()):
-            for k, v in fields.items():
-                setattr(existing, k, v)
-            _save(existing, report.updated, f"prompt {existing.name}")
-    for upstream_name, prompt in mine.items():
-        if upstream_name not in seen:
-            prompt.delete()
-            report.removed.append(f"prompt {prompt.name}")
 
 
 def gateway_add(*, data: dict[str, Any], timeout: float = 30.0) -> tuple[Gateway, SyncReport]:

@@ -98,6 +98,8 @@ class Command(BaseCommand):
         )
         for upstream, catalog in report.renamed.items():
             self.stdout.write(f"  {upstream} is listed as {catalog} (the name was taken)")
+        for reason in report.skipped:
+            self.stdout.write(f"  skipped {reason}")
 
 
 def _guess_transport(url: str) -> str:

@@ -1,0 +1,121 @@
+"""Registering and refreshing upstreams (federation.services), with the upstream's answers faked at
+the one seam that talks to it (read_upstream); the real upstream path is covered end to end in
+tests/transports/test_through_gateway.py and test_everything.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation import services
+from federation.services import UpstreamCatalog, catalog_name
+from registry.choices import Health
+from registry.exceptions import InvalidInput
+from registry.models import Gateway, Prompt, Resource, Tool
+from tests.factories import GatewayFactory, ToolFactory
+
+INIT = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "up", "version": "9"}}
+
+
+def tool(name: str, **extra) -> dict:
+    return {"name": name, "inputSchema": {"type": "object", "properties": {}}, **extra}
+
+
+@pytest.fixture
+def upstream(monkeypatch):
+    """What the fake upstream reports; tests change it between refreshes."""
+    state = UpstreamCatalog(initialize=INIT, tools=[tool("echo"), tool("sum", description="adds")])
+    monkeypatch.setattr(services, "read_upstream", lambda gateway, timeout=30.0: state)
+    return state
+
+
+@pytest.mark.django_db
+def test_gateway_add_stores_the_gateway_and_its_catalog(upstream):
+    upstream.resources = [{"uri": "test://a", "name": "a", "mimeType": "text/plain"}]
+    upstream.prompts = [{"name": "greet", "arguments": [{"name": "who", "required": True}]}]
+    gateway, report = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+    assert gateway.health == Health.HEALTHY
+    assert gateway.server_info == {"name": "up", "version": "9"}
+    assert gateway.protocol_version == "2025-11-25"
+    assert sorted(Tool.objects.filter(gateway=gateway).values_list("name", flat=True)) == ["echo", "sum"]
+    assert Resource.objects.get(uri="test://a").gateway == gateway
+    assert Prompt.objects.get(name="greet").arguments == [{"name": "who", "required": True}]
+    assert report.summary() == "4 added, 0 updated, 0 removed"
+
+
+@pytest.mark.django_db
+def test_a_taken_name_gets_the_gateway_prefix_and_keeps_the_upstream_name(upstream):
+    ToolFactory(name="echo", gateway=GatewayFactory(name="other"))
+    gateway, report = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+    renamed = Tool.objects.get(gateway=gateway, original_name="echo")
+    assert renamed.name == "fx_echo"
+    assert renamed.upstream_name == "echo"
+    assert report.renamed == {"echo": "fx_echo"}
+
+
+def test_prefixed_names_stay_within_64_characters_and_unique():
+    long = "x" * 80
+    first = catalog_name("gateway-one", long, {long})
+    second = catalog_name("gateway-two", long, {long})
+    assert len(first) <= 64
+    assert len(second) <= 64
+    assert first != second
+    assert catalog_name("g", "free", set()) == "free"
+
+
+@pytest.mark.django_db
+def test_refresh_adds_updates_and_removes(upstream):
+    gateway, _ = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+    upstream.tools = [tool("echo", description="now described"), tool("new")]
+    report = services.gateway_refresh(gateway=gateway)
+    assert report.added == ["tool new"]
+    assert report.updated == ["tool echo"]
+    assert report.removed == ["tool sum"]
+    assert Tool.objects.get(name="echo").description == "now described"
+
+
+@pytest.mark.django_db
+def test_entries_the_catalog_cannot_take_are_skipped_and_reported(upstream):
+    upstream.tools = [
+        tool("good"),
+        tool("has spaces"),
+        tool("bad_schema", inputSchema={"type": "object", "properties": 5}),
+    ]
+    gateway, report = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+    assert list(Tool.objects.filter(gateway=gateway).values_list("name", flat=True)) == ["good"]
+    assert len(report.skipped) == 2
+    assert "has spaces" in report.skipped[0]
+    assert "input_schema" in report.skipped[1]
+
+
+@pytest.mark.django_db
+def test_an_unreachable_upstream_stores_nothing(monkeypatch):
+    def fail(gateway, timeout=30.0):
+        raise InvalidInput("Cannot reach upstream 'fx': connection refused")
+
+    monkeypatch.setattr(services, "read_upstream", fail)
+    with pytest.raises(InvalidInput, match="Cannot reach"):
+        services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+    assert not Gateway.objects.exists()
+
+
+@pytest.mark.django_db
+def test_invalid_settings_are_refused_before_connecting(upstream, monkeypatch):
+    monkeypatch.setattr(services, "read_upstream", lambda *a, **k: pytest.fail("must not connect"))
+    with pytest.raises(InvalidInput, match="url"):
+        services.gateway_add(data={"name": "fx", "transport": "websocket", "url": "http://127.0.0.1:9/mcp"})
+
+
+@pytest.mark.django_db
+def test_a_failed_refresh_marks_the_gateway_unhealthy(upstream, monkeypatch):
+    gateway, _ = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+
+    def fail(gateway, timeout=30.0):
+        raise InvalidInput("Upstream 'fx' did not answer within 30 s.")
+
+    monkeypatch.setattr(services, "read_upstream", fail)
+    with pytest.raises(InvalidInput):
+        services.gateway_refresh(gateway=gateway)
+    gateway.refresh_from_db()
+    assert gateway.health == Health.UNHEALTHY
+    assert "did not answer" in gateway.last_error
+    assert Tool.objects.filter(gateway=gateway).count() == 2  # the last good catalog stays
