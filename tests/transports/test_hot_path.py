@@ -243,3 +243,34 @@ async def test_no_catalog_at_all_is_503(world, django_db_blocker):
         )
     assert status == 503
     assert body["error"]["code"] == -32603
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_upstream_subscriptions_are_shared_and_released(world):
+    """Two sessions following one upstream resource cause one upstream resources/subscribe; the
+    upstream hears resources/unsubscribe only when the last follower leaves."""
+    from registry.models import Gateway, Resource
+
+    token, upstream = world
+    await sync_to_async(Resource.objects.create)(
+        uri="up://shared", name="shared", gateway=await sync_to_async(Gateway.objects.get)(name="echo")
+    )
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    sessions = []
+    for _ in range(2):
+        _, headers, _ = await asgi_post(init, token=token)
+        sessions.append(headers["mcp-session-id"])
+    sub = {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": "up://shared"}}
+    unsub = {"jsonrpc": "2.0", "id": 3, "method": "resources/unsubscribe", "params": {"uri": "up://shared"}}
+    for session in sessions:
+        assert (await asgi_post(sub, token=token, session=session))[2]["result"] == {}
+    assert [m for m, _ in upstream.calls] == ["resources/subscribe"]
+    await asgi_post(unsub, token=token, session=sessions[0])
+    assert [m for m, _ in upstream.calls] == ["resources/subscribe"]
+    await asgi_post(unsub, token=token, session=sessions[1])
+    assert [m for m, _ in upstream.calls] == ["resources/subscribe", "resources/unsubscribe"]

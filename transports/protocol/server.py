@@ -94,6 +94,7 @@ class McpCore:
         # Set by federation: re-read an upstream's catalog after it announced a list change.
         self.on_upstream_list_changed: Callable[[str], Awaitable[None]] | None = None
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._upstream_subscriptions: dict[tuple[str, str], set[str]] = {}
         self.upstreams.on_notification = self._upstream_notification
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
@@ -426,23 +427,47 @@ class McpCore:
                     item["uri"] = uri
         return result
 
+    def _resource_origin(self, view: View, uri: str) -> tuple[str | None, str] | None:
+        """(gateway or None for a local resource, the upstream's URI), or None when not in the view."""
+        resource = view.resource_by_uri.get(uri)
+        if resource is not None:
+            return resource.gateway, resource.upstream_uri
+        template = view.template_for(uri)
+        if template is not None:
+            return template.gateway, uri
+        return None
+
     async def _resources_subscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/subscribe needs a uri.")
-        resource = ex.view.resource_by_uri.get(uri)
-        if resource is None and ex.view.template_for(uri) is None:
+        origin = self._resource_origin(ex.view, uri)
+        if origin is None:
             raise JsonRpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+        gateway, upstream_uri = origin
+        if gateway is not None and uri not in ex.session.subscriptions:
+            # One upstream subscription however many sessions follow the resource.
+            followers = self._upstream_subscriptions.setdefault((gateway, upstream_uri), set())
+            if not followers:
+                await self._upstream_request(ex, gateway, "resources/subscribe", {"uri": upstream_uri})
+            followers.add(ex.session.id)
         ex.session.subscriptions.add(uri)
-        if resource is not None and resource.gateway is not None:
-            await self._upstream_request(ex, resource.gateway, "resources/subscribe", {"uri": resource.upstream_uri})
         return {}
 
     async def _resources_unsubscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/unsubscribe needs a uri.")
-        ex.session.subscriptions.discard(uri)
+        if uri in ex.session.subscriptions:
+            ex.session.subscriptions.discard(uri)
+            origin = self._resource_origin(ex.view, uri)
+            if origin is not None and origin[0] is not None:
+                key = (origin[0], origin[1])
+                followers = self._upstream_subscriptions.get(key, set())
+                followers.discard(ex.session.id)
+                if not followers:
+                    self._upstream_subscriptions.pop(key, None)
+                    await self._upstream_request(ex, origin[0], "resources/unsubscribe", {"uri": origin[1]})
         return {}
 
     async def _prompts_get(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
