@@ -88,6 +88,9 @@ $(NODE_ALPHA_STAMP): $(NODE_STAMP)
 		@modelcontextprotocol/conformance@$(CONFORMANCE_ALPHA_VERSION)
 	@touch $@
 
+bench: dev ## Benchmark the gateway against its upstream on loopback; writes docs/performance.md (BENCH_ARGS=--quick)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
 
 lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
@@ -97,4 +100,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev run test lint format lock clean node-tools
+.PHONY: help deps dev run test lint format lock clean node-tools bench

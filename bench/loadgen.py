@@ -58,6 +58,7 @@ class McpClient:
         if token:
             self.base_headers["Authorization"] = f"Bearer {token}"
         self.headers = dict(self.base_headers)
+        self.aliases: dict[str, str] = {}
 
     async def _post(self, message: dict[str, Any]) -> tuple[int, Any, Any]:
         async with self.http.post(self.url, data=orjson.dumps(message), headers=self.headers) as response:
@@ -109,7 +110,7 @@ class McpClient:
         try:
             async with self.http.delete(self.url, headers=self.headers) as response:
                 await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             pass
         self.session_id = None
         self.headers = dict(self.base_headers)
@@ -134,7 +135,7 @@ class CellResult:
         def pct(p: float) -> float | None:
             if not samples:
                 return None
-            index = min(len(samples) - 1, max(0, int(round(p / 100 * len(samples) + 0.5)) - 1))
+            index = min(len(samples) - 1, max(0, round(p / 100 * len(samples) + 0.5) - 1))
             return round(samples[index], 3)
 
         return {
@@ -165,6 +166,7 @@ async def run_cell(
     warmup: float,
     duration: float,
     session_per_op: bool = False,
+    aliases: dict[str, str] | None = None,
     on_measure_start: Callable[[], None] | None = None,
     on_measure_end: Callable[[], None] | None = None,
 ) -> CellResult:
@@ -179,10 +181,11 @@ async def run_cell(
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             client = McpClient(http, url, token)
+            client.aliases = aliases or {}
             if not session_per_op:
                 try:
                     await client.open()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     result.setup_errors += 1
                     result.error_examples.append(f"setup: {exc!r}"[:300])
                     return
@@ -192,7 +195,7 @@ async def run_cell(
                     ok = True
                     try:
                         await operation(client)
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         ok = False
                         if recording and len(result.error_examples) < 20:
                             result.error_examples.append(repr(exc)[:300])
@@ -223,7 +226,7 @@ async def run_cell(
     if on_measure_end:
         on_measure_end()
     # Workers finish their current operation; bounded by the request timeout.
-    done, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 5)
+    _done, pending = await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT + 5)
     for task in pending:
         task.cancel()
     if pending:
@@ -249,7 +252,7 @@ async def open_idle_sessions(url: str, token: str | None, count: int, concurrenc
                 try:
                     await client.open()
                     opened += 1
-                except Exception:  # noqa: BLE001
+                except Exception:
                     errors += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
