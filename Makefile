@@ -88,7 +88,17 @@ $(NODE_ALPHA_STAMP): $(NODE_STAMP)
 		@modelcontextprotocol/conformance@$(CONFORMANCE_ALPHA_VERSION)
 	@touch $@
 
-bench: dev ## Benchmark the gateway against its upstream on loopback; writes docs/performance.md (BENCH_ARGS=--quick)
+CONTEXTFORGE_VERSION := 1.1.0
+CONTEXTFORGE := .tools/contextforge/.installed-$(CONTEXTFORGE_VERSION)
+
+$(CONTEXTFORGE): | $(UV)
+	@python=$$(scripts/find-python $(UV)) && $$python -m venv .tools/contextforge
+	.tools/contextforge/bin/pip install -q mcp-contextforge-gateway==$(CONTEXTFORGE_VERSION)
+	@touch $@
+
+contextforge: $(CONTEXTFORGE) ## Install IBM ContextForge (comparison target of the benchmark) into .tools/contextforge
+
+bench: dev contextforge ## Benchmark the gateway, its upstream and ContextForge on loopback; writes docs/performance.md (BENCH_ARGS=--quick)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
@@ -100,4 +110,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev run test lint format lock clean node-tools bench
+.PHONY: help deps dev run test lint format lock clean node-tools bench contextforge

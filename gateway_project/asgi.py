@@ -5,6 +5,7 @@ middleware), and everything else (admin, REST API, health) falls through to Djan
 connections go to `transports` only.
 """
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -25,3 +26,8 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+
+# Everything imported so far lives as long as the process: move it out of the garbage collector's
+# sight, so collections stay short (they caused daphne's latency spikes; see docs/performance.md).
+gc.collect()
+gc.freeze()
