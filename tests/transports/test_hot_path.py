@@ -47,6 +47,14 @@ class EchoUpstream(UpstreamClient):
         return True
 
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+
+
 async def asgi_post(
     body: dict, *, token: str, session: str | None = None, path: str = "/mcp"
 ) -> tuple[int, dict, dict]:
@@ -113,16 +121,7 @@ async def test_steady_state_requests_make_no_database_query(world, django_db_blo
     """After warm-up, tools/list, tools/call, resources/read and prompts/get run with the database blocked."""
     token, upstream = world
     status, headers, result = await asgi_post(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
+        INITIALIZE,
         token=token,
     )
     assert status == 200, result
@@ -174,16 +173,7 @@ async def test_a_catalog_change_rebuilds_the_snapshot_once(world):
 
     token, _ = world
     _, headers, _ = await asgi_post(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
+        INITIALIZE,
         token=token,
     )
     session = headers["mcp-session-id"]
@@ -201,16 +191,7 @@ async def test_an_unreadable_catalog_keeps_the_last_snapshot(world, django_db_bl
     """When the database is unreachable, the last good snapshot keeps serving (and no 500 escapes)."""
     token, _ = world
     _, headers, _ = await asgi_post(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
+        INITIALIZE,
         token=token,
     )
     get_core().catalog.invalidate()
@@ -229,16 +210,7 @@ async def test_no_catalog_at_all_is_503(world, django_db_blocker):
     await asgi_post({"jsonrpc": "2.0", "id": 0, "method": "ping"}, token=token)  # warms the credential cache only
     with django_db_blocker.block():
         status, _, body = await asgi_post(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            },
+            INITIALIZE,
             token=token,
         )
     assert status == 503
@@ -255,15 +227,9 @@ async def test_upstream_subscriptions_are_shared_and_released(world):
     await sync_to_async(Resource.objects.create)(
         uri="up://shared", name="shared", gateway=await sync_to_async(Gateway.objects.get)(name="echo")
     )
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
     sessions = []
     for _ in range(2):
-        _, headers, _ = await asgi_post(init, token=token)
+        _, headers, _ = await asgi_post(INITIALIZE, token=token)
         sessions.append(headers["mcp-session-id"])
     sub = {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": "up://shared"}}
     unsub = {"jsonrpc": "2.0", "id": 3, "method": "resources/unsubscribe", "params": {"uri": "up://shared"}}

@@ -73,6 +73,20 @@ def _upstream_error(gateway: str, exc: Exception, timeout: float | None = None) 
     return JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {exc}")
 
 
+def _list_changes(old: View, new: View) -> list[str]:
+    """The list_changed notifications that tell a client of ``old`` about ``new``."""
+
+    def wires(view: View, kind: str) -> list[dict[str, Any]]:
+        return [entry.wire for entry in getattr(view, kind)]
+
+    methods = [
+        f"notifications/{kind}/list_changed" for kind in ("tools", "prompts") if wires(old, kind) != wires(new, kind)
+    ]
+    if wires(old, "resources") != wires(new, "resources") or wires(old, "templates") != wires(new, "templates"):
+        methods.append("notifications/resources/list_changed")
+    return methods
+
+
 class McpCore:
     """Serves the session-era MCP methods from the catalog snapshot and the upstream pool."""
 
@@ -168,23 +182,25 @@ class McpCore:
         session.standalone.append(message)
 
     def _catalog_changed(self, previous: Snapshot, current: Snapshot) -> None:
-        """list_changed for each session whose view changed; resources/updated for changed subscribed resources."""
+        """list_changed for each session whose view changed; resources/updated for changed subscribed
+        resources. Each endpoint's view is compared once, however many sessions use it."""
+        changed: dict[str | None, list[str] | None] = {}
+
+        def changes_of(server: str | None) -> list[str] | None:
+            if server not in changed:
+                old, new = previous.view(server), current.view(server)
+                changed[server] = None if old is None or new is None else _list_changes(old, new)
+            return changed[server]
+
         for session in self.sessions.all():
-            old, new = previous.view(session.server), current.view(session.server)
-            if old is None or new is None:
+            methods = changes_of(session.server)
+            if methods is None:
                 continue
-            for kind, method in (
-                ("tools", "notifications/tools/list_changed"),
-                ("prompts", "notifications/prompts/list_changed"),
-            ):
-                if [e.wire for e in getattr(old, kind)] != [e.wire for e in getattr(new, kind)]:
-                    self.push(session, jsonrpc.notification(method))
-            if [e.wire for e in old.resources] != [e.wire for e in new.resources] or [
-                e.wire for e in old.templates
-            ] != [e.wire for e in new.templates]:
-                self.push(session, jsonrpc.notification("notifications/resources/list_changed"))
+            for method in methods:
+                self.push(session, jsonrpc.notification(method))
+            old, new = previous.view(session.server), current.view(session.server)
             for uri in session.subscriptions:
-                before, after = old.resource_by_uri.get(uri), new.resource_by_uri.get(uri)
+                before, after = old.resource_by_uri.get(uri), new.resource_by_uri.get(uri)  # type: ignore[union-attr]
                 if before is not None and after is not None and (before.text, before.blob) != (after.text, after.blob):
                     self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
 
