@@ -145,6 +145,14 @@ GATEWAY_SSE_KEEPALIVE = env_float("GATEWAY_SSE_KEEPALIVE", 15.0, minimum=1.0)
 # The `retry` (milliseconds) sent in the first event of each SSE stream: how long a 2025-11-25 client
 # waits before resuming a dropped stream with Last-Event-ID.
 GATEWAY_SSE_RETRY_MS = env_int("GATEWAY_SSE_RETRY_MS", 1000, minimum=0)
+# 2026-07-28: seconds a call that asked the client something (an InputRequiredResult) waits for the
+# client's retry before it is cancelled; its requestState expires with it.
+GATEWAY_REQUEST_STATE_TTL = env_float("GATEWAY_REQUEST_STATE_TTL", 300.0, minimum=1.0)
+# Most such waiting calls one gateway process holds; more get a JSON-RPC error.
+GATEWAY_MAX_PARKED_CALLS = env_int("GATEWAY_MAX_PARKED_CALLS", 1000, minimum=1)
+# The ttlMs cache hint (milliseconds) on 2026-07-28 lists, reads and server/discover. The scope is
+# "private" while GATEWAY_AUTH_REQUIRED is on (answers are for authenticated callers), else "public".
+GATEWAY_CACHE_TTL_MS = env_int("GATEWAY_CACHE_TTL_MS", 5000, minimum=0)
 
 # ---------------------------------------------------------------------------------------------
 # Celery (federation sync, health checks)

@@ -25,6 +25,11 @@ def get_core() -> McpCore:
             ),
             page_size=settings.GATEWAY_MCP_PAGE_SIZE,
             tool_timeout=settings.GATEWAY_TOOL_TIMEOUT,
+            request_state_secret=settings.SECRET_KEY.encode(),
+            request_state_ttl=settings.GATEWAY_REQUEST_STATE_TTL,
+            max_parked_calls=settings.GATEWAY_MAX_PARKED_CALLS,
+            cache_ttl_ms=settings.GATEWAY_CACHE_TTL_MS,
+            cache_scope="private" if settings.GATEWAY_AUTH_REQUIRED else "public",
         )
         events.add_local_listener(_invalidate_snapshot)
         core.on_upstream_list_changed = _upstream_list_changed

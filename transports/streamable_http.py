@@ -17,7 +17,7 @@ from django.conf import settings
 from registry.auth import WWW_AUTHENTICATE
 from registry.exceptions import AuthenticationFailed
 from transports import edge
-from transports.protocol import jsonrpc, versions
+from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogUnavailable
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.sessions import EventStream, Session, SessionLimitReached, parse_event_id
@@ -75,7 +75,7 @@ class StreamableHttpEndpoint:
     """ASGI app for /mcp and /servers/<server>/mcp."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1").strip() for k, v in scope["headers"]}
         server = scope.get("url_route", {}).get("kwargs", {}).get("server")
         try:
             host = headers.get("host", "")
@@ -162,8 +162,19 @@ class StreamableHttpEndpoint:
         except JsonRpcError as exc:
             raise HttpError(400, exc.code, exc.message) from None
         core = get_core()
-        if isinstance(payload, dict) and payload.get("method") == "initialize" and "id" in payload:
+        if (
+            isinstance(payload, dict)
+            and payload.get("method") == "initialize"
+            and "id" in payload
+            and not modern.is_modern(payload)
+        ):
             await self._initialize(send, payload, principal, server)
+            return
+        if modern.is_modern(payload) or (
+            "mcp-session-id" not in headers
+            and headers.get("mcp-protocol-version", versions.DEFAULT_HEADER_VERSION) not in versions.LEGACY_VERSIONS
+        ):
+            await self._modern(receive, send, headers, principal, server, payload)
             return
         session = self._session(headers, principal, server)
         if isinstance(payload, list):
@@ -288,6 +299,108 @@ class StreamableHttpEndpoint:
             await _send_json(send, 200, answers)
         else:
             await _send_json(send, 202, None)
+
+    # -- 2026-07-28: one self-contained request per POST ----------------------------------------
+
+    async def _modern(
+        self, receive: Any, send: Any, headers: dict[str, str], principal: Any, server: str | None, payload: Any
+    ) -> None:
+        """A stateless request: JSON, or an SSE stream once the call reports progress or logs; closing
+        the stream cancels the request (basic/transports/streamable-http)."""
+        core = get_core()
+        request_id = payload.get("id") if isinstance(payload, dict) else None
+        request_id = request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
+        try:
+            message = jsonrpc.validate(payload)
+            kind = jsonrpc.kind(message)
+            if kind == "response":
+                raise JsonRpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: 2026-07-28 clients send no responses.")
+            if kind == "notification":  # nothing in this revision needs one: accepted and dropped
+                await _send_json(send, 202, None)
+                return
+            envelope = modern.parse_envelope(message)
+            modern.check_headers(message, headers, envelope.protocol_version)
+            modern.check_version(envelope)
+        except JsonRpcError as exc:
+            await _send_json(send, modern.HTTP_STATUS.get(exc.code, 400), jsonrpc.error_response(request_id, exc))
+            return
+        if message["method"] == "subscriptions/listen":
+            await self._listen(receive, send, message, envelope, principal, server)
+            return
+        streaming = False
+
+        async def emit(related: dict[str, Any]) -> None:
+            nonlocal streaming
+            if not streaming:
+                streaming = True
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": _sse_event(related), "more_body": True})
+
+        work = asyncio.ensure_future(
+            core.handle_modern(
+                message,
+                envelope,
+                username=principal.username,
+                scopes=principal.scopes,
+                server=server,
+                emit=emit,
+                headers=headers,
+            )
+        )
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({work, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():  # the client closed the stream: that is the cancellation
+                work.cancel()
+            disconnected.cancel()
+        if work.cancelled():
+            return
+        answer = work.result()
+        if streaming:
+            await send(
+                {"type": "http.response.body", "body": _sse_event(answer) if answer else b"", "more_body": False}
+            )
+        elif answer is not None:
+            status = modern.HTTP_STATUS.get(answer["error"]["code"], 200) if "error" in answer else 200
+            await _send_json(send, status, answer)
+
+    async def _listen(
+        self, receive: Any, send: Any, message: dict[str, Any], envelope: Any, principal: Any, server: str | None
+    ) -> None:
+        """subscriptions/listen: an SSE stream that stays open; acknowledgement first, then the
+        notifications the filter asked for, each tagged with the subscription id."""
+        core = get_core()
+        try:
+            listener = await core.listen(
+                message, envelope, username=principal.username, scopes=principal.scopes, server=server
+            )
+        except JsonRpcError as exc:
+            status = modern.HTTP_STATUS.get(exc.code, 400)
+            await _send_json(send, status, jsonrpc.error_response(message["id"], exc))
+            return
+        keepalive = settings.GATEWAY_SSE_KEEPALIVE
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            while not disconnected.done():
+                getter = asyncio.ensure_future(listener.queue.get())
+                await asyncio.wait({getter, disconnected}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    if not disconnected.done():
+                        await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                    continue
+                item = getter.result()
+                if item is None:  # closed by the gateway (it fell behind)
+                    break
+                await send({"type": "http.response.body", "body": _sse_event(item), "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            pass
+        finally:
+            disconnected.cancel()
+            await core.unlisten(listener)
 
     # -- GET: the standalone stream -----------------------------------------------------------
 

@@ -279,25 +279,6 @@ def test_batches_work_for_2025_03_26_sessions(catalog):
     assert answers[1]["result"]["tools"]
 
 
-def test_a_modern_request_without_a_session_gets_a_legacy_error(catalog):
-    """A 2026-07-28 request is refused with a plain 4xx (no modern error body), so dual-era clients fall back."""
-    raw = Raw(catalog)
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "server/discover",
-        "params": {
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            }
-        },
-    }
-    response = raw.post(body, headers={"MCP-Protocol-Version": "2026-07-28"})
-    assert 400 <= response.status_code < 500
-    assert response.json()["error"]["code"] not in (-32020, -32021, -32022)
-
-
 # -- methods ----------------------------------------------------------------------------------
 
 
@@ -390,13 +371,16 @@ def test_the_session_is_bound_to_its_endpoint(catalog):
 # -- the official SDK client ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
-async def test_the_python_sdk_lists_reads_and_renders(catalog, mode):
-    """mcp 2.x Client in legacy and auto mode: the whole conversation works through the gateway."""
+@pytest.mark.parametrize(
+    ("mode", "negotiated"), [("legacy", "2025-11-25"), ("auto", "2026-07-28"), ("2026-07-28", "2026-07-28")]
+)
+async def test_the_python_sdk_lists_reads_and_renders(catalog, mode, negotiated):
+    """mcp 2.x Client in every mode: the whole conversation works through the gateway; `auto` probes
+    server/discover and stays in the stateless era (2026-07-28 basic/versioning)."""
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {catalog.token}"}, timeout=30) as http:
         transport = streamable_http_client(catalog.mcp_url("pair"), http_client=http)
         async with Client(transport, mode=mode) as client:
-            assert client.protocol_version == "2025-11-25"
+            assert client.protocol_version == negotiated
             tools = await client.list_tools()
             assert [t.name for t in tools.tools] == ["t00", "t01"]
             prompt = await client.get_prompt("greet", {"who": "SDK"})

@@ -68,14 +68,14 @@ async def test_progress_reaches_the_client(relay, mode):
         seen.append(progress)
 
     async with sdk(relay, mode=mode) as client:
-        assert client.protocol_version == "2025-11-25"
+        assert client.protocol_version == {"legacy": "2025-11-25", "auto": "2026-07-28"}[mode]
         result = await client.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
         assert not result.is_error
     assert seen == sorted(seen)
     assert len(seen) >= 2
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("mode", ["legacy", "auto", "2026-07-28"])
 async def test_an_elicitation_round_trip(relay, mode):
     """client/elicitation: the upstream's elicitation/create reaches the client and its answer returns."""
     asked: list[str] = []
@@ -91,24 +91,31 @@ async def test_an_elicitation_round_trip(relay, mode):
     assert "accept" in result.content[0].text
 
 
-async def test_a_sampling_round_trip(relay):
-    """client/sampling: the upstream's sampling/createMessage is answered by the client's callback."""
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_sampling_round_trip(relay, mode):
+    """client/sampling: the upstream's sampling/createMessage is answered by the client's callback (for a
+    2026-07-28 client: as an input_required round, basic/patterns/mrtr)."""
 
     async def sample(context, params):
         return types.CreateMessageResult(
             role="assistant", content=types.TextContent(type="text", text="42"), model="test"
         )
 
-    async with sdk(relay, sampling_callback=sample) as client:
+    async with sdk(relay, mode=mode, sampling_callback=sample) as client:
         result = await client.call_tool("test_sampling", {"prompt": "What is the answer?"})
     assert "42" in result.content[0].text
 
 
-async def test_a_client_without_the_capability_never_gets_the_request(relay):
-    """A client that did not declare elicitation is not asked; the upstream gets an error instead."""
-    async with sdk(relay) as client:
-        with pytest.raises(MCPError, match="did not declare the elicitation capability"):
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_client_without_the_capability_never_gets_the_request(relay, mode):
+    """A client that did not declare elicitation is not asked: the upstream session the gateway uses for
+    it declares only what the client declared, so the upstream itself refuses with -32021 naming what it
+    needs (2026-07-28 basic/index, MissingRequiredClientCapabilityError)."""
+    async with sdk(relay, mode=mode) as client:
+        with pytest.raises(MCPError, match="elicitation") as refused:
             await client.call_tool("test_elicitation", {"message": "Who are you?"})
+        assert refused.value.error.code == -32021
+        assert refused.value.error.data == {"requiredCapabilities": {"elicitation": {}}}
         # the session is still fine afterwards
         assert (await client.call_tool("echo", {"message": "still here"})).content[0].text == "still here"
 
@@ -151,8 +158,12 @@ def open_relay(fixture_upstream, tmp_path_factory):
 @pytest.mark.parametrize("server", [None, "demo"], ids=["mcp", "servers-demo-mcp"])
 @pytest.mark.parametrize(
     ("version", "options"),
-    [("0.1.16", ("--suite", "all")), ("alpha", ("--requirements", "2025-11-25"))],
-    ids=["0.1.16-all", "alpha-2025-11-25"],
+    [
+        ("0.1.16", ("--suite", "all")),
+        ("alpha", ("--requirements", "2025-11-25")),
+        ("alpha", ("--requirements", "2026-07-28")),
+    ],
+    ids=["0.1.16-all", "alpha-2025-11-25", "alpha-2026-07-28"],
 )
 def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, version, options, tmp_path):
     run = run_conformance_server(version, open_relay.mcp_url(server), *options, output_dir=tmp_path)

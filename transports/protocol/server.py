@@ -12,16 +12,18 @@ import asyncio
 import base64
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from transports.protocol import jsonrpc, versions
+from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogCache, Snapshot, View, page
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.rounds import ParkedCall, ParkedCalls
 from transports.protocol.sessions import LOG_LEVELS, Session, SessionStore
 from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from transports.protocol.upstreams import UpstreamPool
+from transports.protocol.upstreams import UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,19 @@ LIST_CHANGED = frozenset(
     {"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"}
 )
 _token_counter = itertools.count(1)
+# Methods of the session era that 2026-07-28 removed (basic/index): 404 + -32601 on the modern wire.
+MODERN_REMOVED = frozenset({"ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+CACHEABLE_METHODS = frozenset(
+    {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "server/discover"}
+)
+_MODERN_RESULT_FIELDS = frozenset({"resultType", "ttlMs", "cacheScope"})
+MAX_LISTEN_URIS = 1000
+LISTEN_QUEUE = 256
+
+
+async def _discard(message: dict[str, Any]) -> None:
+    return None
+
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -46,9 +61,19 @@ class Exchange:
     view: View
     emit: Emit
     request_id: jsonrpc.Id | None = None
+    # 2026-07-28 requests: no session behind ``session`` (it is made from the request's _meta), and
+    # questions for the client are held by the parked call until the client's retry.
+    modern: bool = False
+    parked: ParkedCall | None = None
+    upstream_headers: dict[str, str] | None = None
 
     async def client_request(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
-        """Send a request to the client on this stream and wait for its answer (a later POST)."""
+        """Ask the client something and wait for its answer: on this stream with a later POST for a
+        session, in an InputRequiredResult and the client's retry for a modern request."""
+        if self.modern:
+            if self.parked is None:
+                return {"error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": f"{method} cannot be asked here."}}
+            return await self.parked.ask(method, params or {})
         session = self.session
         session.next_request_id += 1
         request_id = f"gw-{session.next_request_id}"
@@ -59,6 +84,44 @@ class Exchange:
             return await asyncio.wait_for(future, CLIENT_REQUEST_TIMEOUT)
         finally:
             session.pending.pop(request_id, None)
+
+
+@dataclass(eq=False)
+class Listener:
+    """A 2026-07-28 `subscriptions/listen` stream: what it asked for, and its bounded outbox."""
+
+    id: jsonrpc.Id
+    username: str
+    server: str | None
+    tools: bool
+    prompts: bool
+    resources: bool
+    uris: frozenset[str]
+    queue: asyncio.Queue[dict[str, Any] | None]
+    upstream_keys: list[tuple[str, str]]
+
+    def wants(self, method: str) -> bool:
+        kind = method.split("/")[1]
+        return {"tools": self.tools, "prompts": self.prompts, "resources": self.resources}.get(kind, False)
+
+    def put(self, method: str, params: dict[str, Any] | None = None) -> None:
+        """Queue a notification tagged with the subscription id; a listener that cannot keep up is
+        closed rather than allowed to grow without bound."""
+        body = dict(params or {})
+        body["_meta"] = {**body.get("_meta", {}), modern.META_SUBSCRIPTION_ID: self.id}
+        try:
+            self.queue.put_nowait(jsonrpc.notification(method, body))
+        except asyncio.QueueFull:
+            logger.warning("listen stream %r of %s fell behind; closing it", self.id, self.username)
+            self.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
 
 
 def _forbidden(what: str) -> JsonRpcError:
@@ -98,12 +161,25 @@ class McpCore:
         upstreams: UpstreamPool | None = None,
         page_size: int = 100,
         tool_timeout: float = 60.0,
+        request_state_secret: bytes | None = None,
+        request_state_ttl: float = 300.0,
+        max_parked_calls: int = 1000,
+        cache_ttl_ms: int = 0,
+        cache_scope: str = "private",
+        instructions: str | None = None,
     ) -> None:
         self.catalog = catalog or CatalogCache()
         self.sessions = sessions or SessionStore()
         self.upstreams = upstreams or UpstreamPool(request_timeout=tool_timeout)
         self.page_size = page_size
         self.tool_timeout = tool_timeout
+        # 2026-07-28: sealed requestState, calls parked between rounds, listen streams, cache hints.
+        self.sealer = modern.RequestStateSealer(request_state_secret or os.urandom(32))
+        self.parked = ParkedCalls(ttl=request_state_ttl, max_calls=max_parked_calls)
+        self.listeners: set[Listener] = set()
+        self.cache_ttl_ms = cache_ttl_ms
+        self.cache_scope = cache_scope
+        self.instructions = instructions
         self.catalog.on_change = self._catalog_changed
         # Set by federation: re-read an upstream's catalog after it announced a list change.
         self.on_upstream_list_changed: Callable[[str], Awaitable[None]] | None = None
@@ -192,6 +268,21 @@ class McpCore:
                 changed[server] = None if old is None or new is None else _list_changes(old, new)
             return changed[server]
 
+        for listener in list(self.listeners):
+            methods = changes_of(listener.server)
+            for method in methods or ():
+                if listener.wants(method):
+                    listener.put(method)
+            old_view, new_view = previous.view(listener.server), current.view(listener.server)
+            if old_view is not None and new_view is not None:
+                for uri in listener.uris:
+                    before, after = old_view.resource_by_uri.get(uri), new_view.resource_by_uri.get(uri)
+                    if (
+                        before is not None
+                        and after is not None
+                        and (before.text, before.blob) != (after.text, after.blob)
+                    ):
+                        listener.put("notifications/resources/updated", {"uri": uri})
         for session in self.sessions.all():
             methods = changes_of(session.server)
             if methods is None:
@@ -221,6 +312,9 @@ class McpCore:
             for session in self.sessions.all():
                 for uri in session.subscriptions & uris:
                     self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+            for listener in list(self.listeners):
+                for uri in listener.uris & uris:
+                    listener.put("notifications/resources/updated", {"uri": uri})
         elif method in LIST_CHANGED:
             self.upstream_lists_changed(gateway)
         return None
@@ -294,7 +388,274 @@ class McpCore:
             return jsonrpc.error_response(request_id, JsonRpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
         finally:
             session.in_flight.pop(request_id, None)
+        if not exchange.modern and "resultType" in result:  # a modern upstream's answer to a session client
+            result = {k: v for k, v in result.items() if k not in _MODERN_RESULT_FIELDS}
         return jsonrpc.response(request_id, result)
+
+    # -- 2026-07-28 (stateless) -----------------------------------------------------------------
+
+    def server_info(self, view: View) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "title": view.title, "version": SERVER_VERSION}
+
+    def modern_session(
+        self, envelope: modern.Envelope, *, username: str, scopes: frozenset[str], server: str | None
+    ) -> Session:
+        """What a session used to hold, read from one request's _meta (basic/index, statelessness)."""
+        return Session(
+            id="",
+            username=username,
+            scopes=scopes,
+            server=server,
+            protocol_version=envelope.protocol_version,
+            client_capabilities=envelope.client_capabilities,
+            client_info=envelope.client_info,
+            initialized=True,
+            log_level=envelope.log_level,
+        )
+
+    async def modern_view(self, server: str | None) -> tuple[Snapshot, View]:
+        snapshot = await self.catalog.get()
+        view = snapshot.view(server)
+        if view is None:
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"No enabled virtual server named {server!r}.", http_status=404)
+        return snapshot, view
+
+    async def handle_modern(
+        self,
+        message: dict[str, Any],
+        envelope: modern.Envelope,
+        *,
+        username: str,
+        scopes: frozenset[str],
+        server: str | None,
+        emit: Emit,
+        headers: Mapping[str, str],
+    ) -> dict[str, Any] | None:
+        """Answer one 2026-07-28 request (subscriptions/listen streams instead: see ``listen``);
+        None when the client cancelled it."""
+        method = message["method"]
+        request_id = message["id"]
+        try:
+            snapshot, view = await self.modern_view(server)
+            if method == "server/discover":
+                return self._modern_answer(method, jsonrpc.response(request_id, self._discover(view)), view)
+            if method not in self._methods or method in MODERN_REMOVED:
+                removed = " (removed in 2026-07-28)" if method in MODERN_REMOVED or method == "initialize" else ""
+                raise JsonRpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}{removed}")
+            params = message.get("params") or {}
+            if method == "tools/call":
+                tool = view.tool_by_name.get(params.get("name"))  # type: ignore[arg-type]
+                arguments = params.get("arguments")
+                if tool is not None and isinstance(arguments, dict):
+                    modern.check_param_headers(tool.wire.get("inputSchema") or {}, arguments, headers)
+            session = self.modern_session(envelope, username=username, scopes=scopes, server=server)
+            exchange = Exchange(
+                session=session,
+                snapshot=snapshot,
+                view=view,
+                emit=emit,
+                request_id=request_id,
+                modern=True,
+                upstream_headers=modern.forwarded_headers(headers) or None,
+            )
+            if method in modern.MRTR_METHODS:
+                answer = await self._rounds(message, exchange)
+            else:
+                answer = await self.handle(message, exchange)
+        except JsonRpcError as error:
+            return jsonrpc.error_response(request_id, error)
+        if answer is None:
+            return None
+        return self._modern_answer(method, answer, view)
+
+    def _discover(self, view: View) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "supportedVersions": list(versions.MODERN_VERSIONS),
+            "capabilities": self.capabilities(),
+        }
+        if self.instructions:
+            result["instructions"] = self.instructions
+        return result
+
+    def _modern_answer(self, method: str, answer: dict[str, Any], view: View) -> dict[str, Any]:
+        """resultType, cache hints and serverInfo on results; 2026-07-28 error codes on errors."""
+        if "error" in answer:
+            error = answer["error"]
+            if method == "resources/read" and error.get("code") == jsonrpc.RESOURCE_NOT_FOUND:
+                answer = {**answer, "error": {**error, "code": jsonrpc.INVALID_PARAMS}}  # SEP-2164
+            return answer
+        result = dict(answer["result"])
+        result.setdefault("resultType", "complete")
+        if method in CACHEABLE_METHODS:
+            ttl = result.get("ttlMs")
+            result["ttlMs"] = min(ttl, self.cache_ttl_ms) if isinstance(ttl, int) and ttl >= 0 else self.cache_ttl_ms
+            private = result.get("cacheScope") == "private" or self.cache_scope == "private"
+            result["cacheScope"] = "private" if private else "public"
+        meta = result.get("_meta")
+        result["_meta"] = {**(meta if isinstance(meta, dict) else {}), modern.META_SERVER_INFO: self.server_info(view)}
+        return {**answer, "result": result}
+
+    async def _rounds(self, message: dict[str, Any], ex: Exchange) -> dict[str, Any] | None:
+        """tools/call, resources/read, prompts/get for a modern client: a parked call answered round
+        by round (basic/patterns/mrtr)."""
+        method, request_id = message["method"], message["id"]
+        params = message.get("params") or {}
+        session = ex.session
+        digest = modern.request_digest(method, params)
+        token, responses = params.get("requestState"), params.get("inputResponses")
+        if responses is not None and not isinstance(responses, dict):
+            raise JsonRpcError(
+                jsonrpc.INVALID_PARAMS, "Invalid params: inputResponses must be an object keyed like inputRequests."
+            )
+        if token is not None:
+            state = self.sealer.open(token, principal=session.username, server=session.server, digest=digest)
+            call = self.parked.get(state.call_id)
+            if call is None:
+                raise JsonRpcError(
+                    jsonrpc.INVALID_PARAMS,
+                    "Invalid params: requestState rejected: the call it continues has ended or expired; "
+                    "send the request again without inputResponses and requestState.",
+                )
+            if state.round != call.round:
+                raise JsonRpcError(
+                    jsonrpc.INVALID_PARAMS,
+                    "Invalid params: requestState rejected: it was already used (each one continues its round once).",
+                )
+            for key, value in (responses or {}).items():
+                ask = call.asks.get(key)
+                if ask is not None and not isinstance(value, dict):
+                    raise JsonRpcError(
+                        jsonrpc.INVALID_PARAMS,
+                        f"Invalid params: inputResponses[{key!r}] must be the result object of {ask.method}.",
+                    )
+            self.parked.resume(call, ex.emit)
+            call.answer(responses or {})
+        else:
+            call = ParkedCall(
+                id=modern.new_call_id(), principal=session.username, server=session.server, digest=digest, expires=0.0
+            )
+            self.parked.add(call)
+            call.emit_to = ex.emit
+            ex.parked, ex.emit = call, call.emit
+            first = {**message, "params": {k: v for k, v in params.items() if k not in modern.MRTR_FIELDS}}
+            call.task = asyncio.ensure_future(self.handle(first, ex))
+        try:
+            kind, value = await call.next_round()
+        except asyncio.CancelledError:  # the client closed its stream: cancellation (streamable-http)
+            self.parked.drop(call.id)
+            raise
+        if kind == "input":
+            self.parked.park(call)
+            sealed = self.sealer.seal(
+                modern.RequestState(call.id, call.round, session.username, session.server, digest, call.expires)
+            )
+            asks = {key: {"method": ask.method, "params": ask.params} for key, ask in value.items()}
+            return jsonrpc.response(
+                request_id, {"resultType": "input_required", "inputRequests": asks, "requestState": sealed}
+            )
+        self.parked.drop(call.id)
+        if kind == "error":
+            return jsonrpc.error_response(request_id, value)
+        if value is None:
+            return None
+        return {**value, "id": request_id}
+
+    async def listen(
+        self,
+        message: dict[str, Any],
+        envelope: modern.Envelope,
+        *,
+        username: str,
+        scopes: frozenset[str],
+        server: str | None,
+    ) -> Listener:
+        """Open a subscriptions/listen stream; its first queued message is the acknowledgement
+        (basic/patterns/subscriptions). Call ``unlisten`` when the stream ends."""
+        params = message.get("params") or {}
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict):
+            raise JsonRpcError(
+                jsonrpc.INVALID_PARAMS, "Invalid params: subscriptions/listen needs notifications (a filter object)."
+            )
+        uris = wanted.get("resourceSubscriptions") or []
+        if not isinstance(uris, list) or not all(isinstance(uri, str) for uri in uris):
+            raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resourceSubscriptions must be a list of URIs.")
+        if len(uris) > MAX_LISTEN_URIS:
+            raise JsonRpcError(
+                jsonrpc.INVALID_PARAMS, f"Invalid params: at most {MAX_LISTEN_URIS} resourceSubscriptions per stream."
+            )
+        snapshot, view = await self.modern_view(server)
+        known = [uri for uri in dict.fromkeys(uris) if self._resource_origin(view, uri) is not None]
+        listener = Listener(
+            id=message["id"],
+            username=username,
+            server=server,
+            tools=wanted.get("toolsListChanged") is True,
+            prompts=wanted.get("promptsListChanged") is True,
+            resources=wanted.get("resourcesListChanged") is True,
+            uris=frozenset(),
+            queue=asyncio.Queue(maxsize=LISTEN_QUEUE),
+            upstream_keys=[],
+        )
+        session = self.modern_session(envelope, username=username, scopes=scopes, server=server)
+        ex = Exchange(session=session, snapshot=snapshot, view=view, emit=_discard, modern=True)
+        followed = []
+        for uri in known:
+            gateway, upstream_uri = self._resource_origin(view, uri)  # type: ignore[misc]
+            if gateway is not None:
+                key = (gateway, upstream_uri)
+                followers = self._upstream_subscriptions.setdefault(key, set())
+                if not followers:
+                    try:
+                        await self._upstream_request(
+                            ex, gateway, "resources/subscribe", {"uri": upstream_uri}, shared=True
+                        )
+                    except JsonRpcError as exc:
+                        logger.info("listen: upstream %s refused to subscribe to %s: %s", gateway, uri, exc.message)
+                        continue
+                followers.add(f"listen:{id(listener)}")
+                listener.upstream_keys.append(key)
+            followed.append(uri)
+        listener.uris = frozenset(followed)
+        honoured: dict[str, Any] = {
+            name: True
+            for name, on in (
+                ("toolsListChanged", listener.tools),
+                ("promptsListChanged", listener.prompts),
+                ("resourcesListChanged", listener.resources),
+            )
+            if on
+        }
+        if "resourceSubscriptions" in wanted:
+            honoured["resourceSubscriptions"] = followed
+        listener.put("notifications/subscriptions/acknowledged", {"notifications": honoured})
+        self.listeners.add(listener)
+        return listener
+
+    async def unlisten(self, listener: Listener) -> None:
+        """The listen stream ended: drop it, and the upstream subscriptions only it needed."""
+        self.listeners.discard(listener)
+        tag = f"listen:{id(listener)}"
+        for key in listener.upstream_keys:
+            followers = self._upstream_subscriptions.get(key)
+            if followers is None:
+                continue
+            followers.discard(tag)
+            if followers:
+                continue
+            self._upstream_subscriptions.pop(key, None)
+            try:
+                snapshot = await self.catalog.get()
+                view = snapshot.view(listener.server)
+                if view is None:
+                    continue
+                session = Session(
+                    "", listener.username, frozenset(), listener.server, versions.MODERN_VERSIONS[0], {}, {}
+                )
+                ex = Exchange(session=session, snapshot=snapshot, view=view, emit=_discard, modern=True)
+                await self._upstream_request(ex, key[0], "resources/unsubscribe", {"uri": key[1]}, shared=True)
+            except Exception:
+                logger.info("listen: unsubscribing %s from upstream %s failed", key[1], key[0], exc_info=True)
 
     # -- methods ------------------------------------------------------------------------------
 
@@ -327,7 +688,14 @@ class McpCore:
         return self._page(ex.view.prompts, "name", params, "prompts")
 
     async def _upstream_request(
-        self, ex: Exchange, gateway: str, method: str, params: dict[str, Any], *, timeout: float | None = None
+        self,
+        ex: Exchange,
+        gateway: str,
+        method: str,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        shared: bool = False,
     ) -> dict[str, Any]:
         """Relay one request to an upstream, passing its progress, logs and requests back to the client."""
         row = ex.snapshot.upstreams.get(gateway)
@@ -338,6 +706,11 @@ class McpCore:
         client_token = client_meta.get("progressToken")
         upstream_params = dict(params)
         upstream_token = None
+        if ex.modern:  # the client's envelope is not the upstream's: its client will add its own
+            client_meta = {k: v for k, v in client_meta.items() if k not in modern.META_KEYS}
+            upstream_params["_meta"] = client_meta
+            for field in modern.MRTR_FIELDS:
+                upstream_params.pop(field, None)
         if client_token is not None:
             # Upstream sessions are shared by many clients: give each call a token of its own.
             upstream_token = f"gw-{next(_token_counter)}"
@@ -347,7 +720,13 @@ class McpCore:
             return await self._relay_from_upstream(ex, gateway, message, client_token, upstream_token)
 
         try:
-            client = await self.upstreams.get(gateway, row or {})
+            # The upstream session that declares what this client declared (shared: the one that declares all).
+            profile = None if shared else capability_profile(ex.session.client_capabilities)
+            client = await self.upstreams.get(gateway, row or {}, profile)
+            if ex.upstream_headers:
+                return await client.request(
+                    method, upstream_params, timeout=timeout, on_message=relay, headers=ex.upstream_headers
+                )
             return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
         except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
             raise _upstream_error(gateway, exc, timeout or self.tool_timeout) from None
@@ -380,6 +759,15 @@ class McpCore:
         if needed is None:
             return {"error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": f"Method not found: {method}"}}
         if not ex.session.has_capability(*needed):
+            if ex.parked is not None:  # 2026-07-28: the request fails, naming what it needed (basic/index)
+                capability = needed[0] if needed[1] is None else f"{needed[0]}.{needed[1]}"
+                ex.parked.fail(
+                    JsonRpcError(
+                        jsonrpc.MISSING_CLIENT_CAPABILITY,
+                        f"Missing required client capability: {capability} (the upstream asked for {method}).",
+                        {"requiredCapabilities": {needed[0]: {needed[1]: {}} if needed[1] else {}}},
+                    )
+                )
             return {
                 "error": {
                     "code": jsonrpc.METHOD_NOT_FOUND,
@@ -465,7 +853,7 @@ class McpCore:
             # One upstream subscription however many sessions follow the resource.
             followers = self._upstream_subscriptions.setdefault((gateway, upstream_uri), set())
             if not followers:
-                await self._upstream_request(ex, gateway, "resources/subscribe", {"uri": upstream_uri})
+                await self._upstream_request(ex, gateway, "resources/subscribe", {"uri": upstream_uri}, shared=True)
             followers.add(ex.session.id)
         ex.session.subscriptions.add(uri)
         return {}
@@ -483,7 +871,9 @@ class McpCore:
                 followers.discard(ex.session.id)
                 if not followers:
                     self._upstream_subscriptions.pop(key, None)
-                    await self._upstream_request(ex, origin[0], "resources/unsubscribe", {"uri": origin[1]})
+                    await self._upstream_request(
+                        ex, origin[0], "resources/unsubscribe", {"uri": origin[1]}, shared=True
+                    )
         return {}
 
     async def _prompts_get(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:

@@ -5,15 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import orjson
 
 from transports.protocol.upstream.base import UpstreamClient, UpstreamConfig, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
 
 NotificationSink = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+FULL_CAPABILITIES: dict[str, Any] = {
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+    "roots": {"listChanged": True},
+}
+
+
+def capability_profile(declared: dict[str, Any]) -> dict[str, Any]:
+    """What the gateway declares upstream on behalf of a client that declared ``declared``: the
+    client features it can really answer (sampling, elicitation modes, roots), nothing more."""
+    profile: dict[str, Any] = {}
+    sampling = declared.get("sampling")
+    if sampling is not None:
+        profile["sampling"] = {"tools": {}} if isinstance(sampling, dict) and "tools" in sampling else {}
+    elicitation = declared.get("elicitation")
+    if elicitation is not None:
+        modes = {mode: {} for mode in ("form", "url") if isinstance(elicitation, dict) and mode in elicitation}
+        profile["elicitation"] = modes or {"form": {}}  # an empty object means form mode
+    if declared.get("roots") is not None:
+        profile["roots"] = {"listChanged": True}
+    return profile
 
 
 def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamConfig:
@@ -39,7 +65,7 @@ def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamC
         verify_tls=row["verify_tls"],
         ca_bundle=row["ca_bundle"],
         request_timeout=request_timeout,
-        client_capabilities={"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}},
+        client_capabilities=FULL_CAPABILITIES,
     )
 
 
@@ -60,17 +86,25 @@ class UpstreamPool:
     def has_override(self, name: str) -> bool:
         return name in self._overrides
 
-    async def get(self, name: str, row: dict[str, Any]) -> UpstreamClient:
-        """A connected client for the gateway, connecting (or reconnecting) when needed."""
+    async def get(self, name: str, row: dict[str, Any], capabilities: dict[str, Any] | None = None) -> UpstreamClient:
+        """A connected client for the gateway, connecting (or reconnecting) when needed.
+
+        ``capabilities`` (a ``capability_profile``) picks the upstream session that declares exactly
+        those client features, so an upstream that adapts to its client sees what the real client can
+        do; None is the session that declares them all (catalog reads, subscriptions)."""
         if name in self._overrides:
             return self._overrides[name]
         config = config_from_row(row, request_timeout=self.request_timeout)
-        current = self._clients.get(name)
+        key = name
+        if capabilities is not None and capabilities != FULL_CAPABILITIES:
+            config = dataclasses.replace(config, client_capabilities=capabilities)
+            key = f"{name}\x00{orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode()}"
+        current = self._clients.get(key)
         if current is not None and current[0] == config and current[1].connected:
             return current[1]
-        lock = self._locks.setdefault(name, asyncio.Lock())
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            current = self._clients.get(name)
+            current = self._clients.get(key)
             if current is not None and current[0] == config and current[1].connected:
                 return current[1]
             if current is not None:
@@ -84,7 +118,7 @@ class UpstreamPool:
             except UpstreamUnavailable:
                 await self._close(client)
                 raise
-            self._clients[name] = (config, client)
+            self._clients[key] = (config, client)
             return client
 
     def _sink(self, name: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]:
