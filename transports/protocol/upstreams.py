@@ -35,7 +35,9 @@ def capability_profile(declared: dict[str, Any]) -> dict[str, Any]:
         profile["sampling"] = {"tools": {}} if isinstance(sampling, dict) and "tools" in sampling else {}
     elicitation = declared.get("elicitation")
     if elicitation is not None:
-        modes = {mode: {} for mode in ("form", "url") if isinstance(elicitation, dict) and mode in elicitation}
+        modes: dict[str, Any] = {
+            mode: {} for mode in ("form", "url") if isinstance(elicitation, dict) and mode in elicitation
+        }
         profile["elicitation"] = modes or {"form": {}}  # an empty object means form mode
     if declared.get("roots") is not None:
         profile["roots"] = {"listChanged": True}
