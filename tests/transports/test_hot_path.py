@@ -6,6 +6,7 @@ blocked outright, and tools/list, tools/call routing, resources/read and prompts
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -56,7 +57,7 @@ INITIALIZE = {
 
 
 async def asgi_post(
-    body: dict, *, token: str, session: str | None = None, path: str = "/mcp"
+    body: dict, *, token: str, session: str | None = None, path: str = "/mcp", extra: dict | None = None
 ) -> tuple[int, dict, dict]:
     headers = [
         (b"host", b"127.0.0.1"),
@@ -66,11 +67,17 @@ async def asgi_post(
     ]
     if session:
         headers += [(b"mcp-session-id", session.encode()), (b"mcp-protocol-version", b"2025-11-25")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "url_route": {"kwargs": {}}}
     sent: list[dict] = []
     payload = json.dumps(body).encode()
+    delivered = False
 
     async def receive() -> dict:
+        nonlocal delivered
+        if delivered:  # like a server: nothing more until the client goes away
+            await asyncio.Event().wait()
+        delivered = True
         return {"type": "http.request", "body": payload, "more_body": False}
 
     async def send(event: dict) -> None:
@@ -240,3 +247,52 @@ async def test_upstream_subscriptions_are_shared_and_released(world):
     assert [m for m, _ in upstream.calls] == ["resources/subscribe"]
     await asgi_post(unsub, token=token, session=sessions[1])
     assert [m for m, _ in upstream.calls] == ["resources/subscribe", "resources/unsubscribe"]
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def modern_request(request_id: int, method: str, params: dict | None = None) -> tuple[dict, dict]:
+    """A 2026-07-28 request and its mirrored headers (basic/transports/streamable-http, Request Metadata)."""
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**(params or {}), "_meta": MODERN_META}}
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+    name = (params or {}).get("name") or (params or {}).get("uri")
+    if name:
+        headers["Mcp-Name"] = name
+    return body, headers
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stateless_requests_make_no_database_query(world, django_db_blocker):
+    """2026-07-28 requests carry everything in themselves: after one warm-up they run with the database
+    blocked too (server/discover, tools/list, tools/call, resources/read, prompts/get)."""
+    token, upstream = world
+    body, headers = modern_request(1, "server/discover")
+    status, _, discovered = await asgi_post(body, token=token, extra=headers)
+    assert status == 200, discovered
+    assert discovered["result"]["supportedVersions"] == ["2026-07-28"]
+    with django_db_blocker.block():
+        for round_ in range(3):
+            for method, params, check in [
+                ("tools/list", None, lambda r: r["tools"][0]["name"] == "tool_00"),
+                (
+                    "tools/call",
+                    {"name": "tool_07", "arguments": {"x": 1}},
+                    lambda r: r["content"][0]["text"] == '{"x": 1}',
+                ),
+                ("resources/read", {"uri": "file:///hot.txt"}, lambda r: r["contents"][0]["text"] == "warm"),
+                ("prompts/get", {"name": "hot_prompt", "arguments": {"topic": "owls"}}, lambda r: bool(r["messages"])),
+            ]:
+                body, headers = modern_request(10 + round_, method, params)
+                status, _, answer = await asgi_post(body, token=token, extra=headers)
+                assert status == 200, answer
+                assert answer["id"] == 10 + round_
+                assert answer["result"]["resultType"] == "complete"
+                assert check(answer["result"]), answer
+    method, params = upstream.calls[0]
+    assert method == "tools/call"
+    assert params["arguments"] == {"x": 1}
+    assert "io.modelcontextprotocol/protocolVersion" not in params.get("_meta", {})  # the client's envelope stays here
