@@ -296,3 +296,28 @@ async def test_stateless_requests_make_no_database_query(world, django_db_blocke
     assert method == "tools/call"
     assert params["arguments"] == {"x": 1}
     assert "io.modelcontextprotocol/protocolVersion" not in params.get("_meta", {})  # the client's envelope stays here
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_client_log_levels_reach_the_shared_upstream_session_only_downwards(world):
+    """A client's log level (a session's logging/setLevel, a 2026-07-28 request's `_meta` logLevel) is set
+    on the upstream session before the call when the upstream is not already that detailed; the level only
+    goes down, since the upstream session is shared (the gateway filters per client)."""
+    token, upstream = world
+    upstream.initialize_result["capabilities"]["logging"] = {}
+    _, headers, _ = await asgi_post(INITIALIZE, token=token)
+    session = headers["mcp-session-id"]
+    set_level = {"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "warning"}}
+    assert (await asgi_post(set_level, token=token, session=session))[2]["result"] == {}
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "tool_01", "arguments": {}}}
+    await asgi_post(call, token=token, session=session)
+    await asgi_post({**call, "id": 4}, token=token, session=session)
+    body, extra = modern_request(5, "tools/call", {"name": "tool_01", "arguments": {}})
+    body["params"]["_meta"] = {**body["params"]["_meta"], "io.modelcontextprotocol/logLevel": "debug"}
+    await asgi_post(body, token=token, extra=extra)
+    body, extra = modern_request(6, "tools/call", {"name": "tool_01", "arguments": {}})
+    body["params"]["_meta"] = {**body["params"]["_meta"], "io.modelcontextprotocol/logLevel": "error"}
+    await asgi_post(body, token=token, extra=extra)
+    levels = [params["level"] for method, params in upstream.calls if method == "logging/setLevel"]
+    assert levels == ["warning", "debug"]
+    assert [m for m, _ in upstream.calls].count("tools/call") == 4

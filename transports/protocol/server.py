@@ -13,6 +13,7 @@ import base64
 import itertools
 import logging
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from transports.protocol.catalog import CatalogCache, Snapshot, View, page
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.rounds import ParkedCall, ParkedCalls
 from transports.protocol.sessions import LOG_LEVELS, Session, SessionStore
-from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from transports.protocol.upstreams import UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class McpCore:
         self.sealer = modern.RequestStateSealer(request_state_secret or os.urandom(32))
         self.parked = ParkedCalls(ttl=request_state_ttl, max_calls=max_parked_calls)
         self.listeners: set[Listener] = set()
+        self._upstream_levels: weakref.WeakKeyDictionary[UpstreamClient, str] = weakref.WeakKeyDictionary()
         self.cache_ttl_ms = cache_ttl_ms
         self.cache_scope = cache_scope
         self.instructions = instructions
@@ -723,6 +725,8 @@ class McpCore:
             # The upstream session that declares what this client declared (shared: the one that declares all).
             profile = None if shared else capability_profile(ex.session.client_capabilities)
             client = await self.upstreams.get(gateway, row or {}, profile)
+            if ex.session.log_level is not None:
+                await self._upstream_log_level(client, ex.session.log_level)
             if ex.upstream_headers:
                 return await client.request(
                     method, upstream_params, timeout=timeout, on_message=relay, headers=ex.upstream_headers
@@ -730,6 +734,23 @@ class McpCore:
             return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
         except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
             raise _upstream_error(gateway, exc, timeout or self.tool_timeout) from None
+
+    async def _upstream_log_level(self, client: UpstreamClient, level: str) -> None:
+        """Make sure the upstream sends logs at least as detailed as ``level`` (its session is shared:
+        the level only ever goes down; the gateway filters per client). For a 2026-07-28 client this
+        maps the request's `_meta` log level onto the upstream's `logging/setLevel`."""
+        current = self._upstream_levels.get(client)
+        if current is not None and LOG_LEVELS.index(current) <= LOG_LEVELS.index(level):
+            return
+        capabilities = (client.initialize_result or {}).get("capabilities") or {}
+        if "logging" not in capabilities:
+            return
+        try:
+            await client.request("logging/setLevel", {"level": level}, timeout=5.0)
+        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
+            logger.info("upstream refused logging/setLevel %s: %s", level, exc)
+            return
+        self._upstream_levels[client] = level
 
     async def _relay_from_upstream(
         self, ex: Exchange, gateway: str, message: dict[str, Any], client_token: Any, upstream_token: str | None
