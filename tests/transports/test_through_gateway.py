@@ -145,30 +145,43 @@ async def test_gateway_refresh_and_a_clear_error_for_a_dead_upstream(relay):
 # -- the official conformance suite, pointed at the gateway -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def open_relay(fixture_upstream, tmp_path_factory):
-    """The suite sends no credentials: this gateway runs with GATEWAY_AUTH_REQUIRED=false on loopback."""
-    with start_live_gateway(tmp_path_factory.mktemp("open-relay"), GATEWAY_AUTH_REQUIRED="false") as gateway:
-        gateway.manage("gateway_add", "fx", "--url", fixture_upstream.url)
+@pytest.fixture(scope="module", params=["auto", "legacy", "modern"])
+def open_relay(request, tmp_path_factory):
+    """The suite sends no credentials: this gateway runs with GATEWAY_AUTH_REQUIRED=false on loopback.
+    The fixture upstream runs dual-era (the gateway detects the modern era), forced to the session era
+    (the gateway bridges 2026-07-28 clients onto it), or modern-only (the gateway bridges session-era
+    clients onto it)."""
+    era = request.param
+    with (
+        running_upstream("streamable-http", era=era) as upstream,
+        start_live_gateway(tmp_path_factory.mktemp(f"open-relay-{era}"), GATEWAY_AUTH_REQUIRED="false") as gateway,
+    ):
+        gateway.manage("gateway_add", "fx", "--url", upstream.url)
         gateway.manage("server_add", "demo", "--gateway", "fx")
+        gateway.upstream_era = era
         yield gateway
+
+
+SUITES = {
+    "0.1.16-all": ("0.1.16", ("--suite", "all")),
+    "alpha-2025-11-25": ("alpha", ("--requirements", "2025-11-25")),
+    "alpha-2026-07-28": ("alpha", ("--requirements", "2026-07-28")),
+}
 
 
 @pytest.mark.conformance
 @pytest.mark.parametrize("server", [None, "demo"], ids=["mcp", "servers-demo-mcp"])
-@pytest.mark.parametrize(
-    ("version", "options"),
-    [
-        ("0.1.16", ("--suite", "all")),
-        ("alpha", ("--requirements", "2025-11-25")),
-        ("alpha", ("--requirements", "2026-07-28")),
-    ],
-    ids=["0.1.16-all", "alpha-2025-11-25", "alpha-2026-07-28"],
-)
-def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, version, options, tmp_path):
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, suite, tmp_path):
+    """Every scored scenario of each suite passes through the gateway, for every upstream era: with the
+    upstream forced to the session era the 2026-07-28 suite runs across the bridge, with it modern-only
+    the session-era suites do (both endpoints for the dual-era upstream, the virtual server otherwise)."""
+    if server is None and open_relay.upstream_era != "auto":
+        pytest.skip("the bridged runs use the virtual server endpoint only")
+    version, options = SUITES[suite]
     run = run_conformance_server(version, open_relay.mcp_url(server), *options, output_dir=tmp_path)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = f"gateway-{server or 'mcp'}-{version}-{'-'.join(o.strip('-') for o in options)}.txt"
+    name = f"gateway-{server or 'mcp'}-upstream-{open_relay.upstream_era}-{suite}.txt"
     (ARTIFACTS / name).write_text(run.report())
     assert run.summary.scored_failures == {}, run.output[-6000:]
     assert run.returncode == 0
