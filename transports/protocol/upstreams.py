@@ -58,6 +58,7 @@ def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamC
     return UpstreamConfig(
         name=row["name"],
         transport=row["transport"],
+        era=row.get("era") or "auto",
         url=row["url"],
         headers=headers,
         command=row["command"],

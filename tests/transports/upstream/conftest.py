@@ -95,6 +95,8 @@ def own_http_server() -> Iterator[ServerProcess]:
 
 
 def make_config(transport: str, url: str = "", **overrides: Any) -> UpstreamConfig:
+    """A config for the session-era tests: the SDK server is dual-era, so `era="auto"` would pick
+    2026-07-28; tests of the modern era pass `era=` themselves."""
     options: dict[str, Any] = {
         "name": f"fixture-{transport}",
         "transport": transport,
@@ -102,6 +104,7 @@ def make_config(transport: str, url: str = "", **overrides: Any) -> UpstreamConf
         "client_capabilities": CAPABILITIES,
         "connect_timeout": 15.0,
         "request_timeout": 15.0,
+        "era": "legacy",
     }
     if transport == "stdio":
         options.update(command=sys.executable, args=(str(SERVER), "stdio"))

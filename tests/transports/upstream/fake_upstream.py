@@ -51,6 +51,8 @@ class FakeUpstream:
         self.session_id = "fake-session-1"
         self.initialize: ToolHandler | None = None
         self.get_handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+        # A 2026-07-28 request gets a plain 400 without a JSON-RPC body (a server of the session era).
+        self.refuse_modern = False
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.closing = asyncio.Event()  # streams that stay open wait on this
@@ -84,6 +86,8 @@ class FakeUpstream:
             return web.Response(status=405)
         if request.method == "DELETE":
             return web.Response(status=200)
+        if self.refuse_modern and request.headers.get("MCP-Protocol-Version") == "2026-07-28":
+            return web.Response(status=400, text="Bad Request: unsupported protocol version")
         assert isinstance(payload, dict)
         if "method" not in payload or "id" not in payload:
             return web.Response(status=202)

@@ -1,6 +1,10 @@
 """A hand-written stdio upstream for behaviour the SDK server never shows.
 
-Run: python raw_stdio_server.py MODE   (MODE: ignore-sigterm | env | bad | long-lines | early | noise)
+Run: python raw_stdio_server.py MODE
+(MODE: ignore-sigterm | env | bad | long-lines | early | noise | silent-discover)
+
+`silent-discover` never answers `server/discover` (like servers that drop requests before `initialize`);
+every other mode answers it with an empty result, which is no DiscoverResult.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ def main() -> None:
         message = json.loads(line)
         method, rid = message.get("method"), message.get("id")
         if rid is None:
+            continue
+        if mode == "silent-discover" and method == "server/discover":
             continue
         if mode == "noise":
             sys.stdout.write("this is not json\n\n")

@@ -1,12 +1,16 @@
 """Upstream MCP clients: how the gateway talks to the MCP servers behind it.
 
 Pure asyncio (no Django): Streamable HTTP, legacy HTTP+SSE and WebSocket on aiohttp, stdio on asyncio
-subprocesses. `create_client(config)` picks the implementation by `config.transport`.
+subprocesses. `create_client(config)` picks the implementation by `config.transport`; Streamable HTTP and
+stdio clients detect the upstream's protocol era (2026-07-28 or the session era) when they connect.
 """
 
 from __future__ import annotations
 
 from transports.protocol.upstream.base import (
+    ERAS,
+    MODERN_PROTOCOL_VERSIONS,
+    MODERN_TRANSPORTS,
     SUPPORTED_PROTOCOL_VERSIONS,
     TRANSPORTS,
     MessageHandler,
@@ -21,6 +25,10 @@ from transports.protocol.upstream.base import (
 
 def create_client(config: UpstreamConfig) -> UpstreamClient:
     """A new, unconnected client for the upstream (call `connect()` on it)."""
+    if config.era not in ERAS:
+        raise ValueError(f"unknown upstream era {config.era!r} (expected one of {', '.join(ERAS)})")
+    if config.era == "modern" and config.transport not in MODERN_TRANSPORTS:
+        raise ValueError(f"MCP 2026-07-28 has no {config.transport} transport; use era 'auto' or 'legacy'")
     if config.transport == "streamable-http":
         from transports.protocol.upstream.streamable_http import StreamableHttpClient
 
@@ -41,6 +49,8 @@ def create_client(config: UpstreamConfig) -> UpstreamClient:
 
 
 __all__ = [
+    "ERAS",
+    "MODERN_PROTOCOL_VERSIONS",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "TRANSPORTS",
     "MessageHandler",

@@ -15,12 +15,42 @@ TRANSPORTS = ("streamable-http", "sse", "websocket", "stdio")
 # Protocol versions of the handshake ("legacy") era that these clients speak. The upstream may answer
 # `initialize` with any of them; a version outside this set ends the connection attempt.
 SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+# Protocol versions of the stateless ("modern") era these clients speak, newest first.
+MODERN_PROTOCOL_VERSIONS = ("2026-07-28",)
+
+# `UpstreamConfig.era`: "auto" detects the upstream's era at every connect (versioning, "Backward
+# Compatibility with Initialization-Based Versions"); "legacy" always runs the `initialize` handshake;
+# "modern" requires `server/discover` to succeed. Only Streamable HTTP and stdio have a modern era.
+ERAS = ("auto", "legacy", "modern")
+MODERN_TRANSPORTS = ("streamable-http", "stdio")
+LEGACY = "legacy"
+MODERN = "modern"
+
+# Reserved `_meta` keys of 2026-07-28 (basic/index, "_meta").
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+# The gateway's own `_meta` key: the name a 2026-07-28 upstream gave an input request (its `inputRequests`
+# key), on the server->client request the client hands to `on_message` for it. The core reuses the name
+# when it asks its own client, and a session-era upstream may set it on its requests too.
+META_INPUT_KEY = "dev.mcp-gateway/inputKey"
+# The per-request envelope: set by the modern client, meaningless (and stripped) in a session.
+ENVELOPE_KEYS = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL)
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
-# JSON-RPC error codes used when answering the upstream's own requests.
+# JSON-RPC error codes used when answering the upstream's own requests (and raised for modern upstreams).
+INVALID_PARAMS = -32602
 METHOD_NOT_FOUND = -32601
 INTERNAL_ERROR = -32603
+# 2026-07-28 error codes (basic/index, "Error Codes").
+HEADER_MISMATCH = -32020
+MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 
 def _default_client_info() -> dict[str, str]:
@@ -58,6 +88,15 @@ class UpstreamConfig:
     max_connections: int = 100  # HTTP connection pool size (every streaming call holds one)
     max_server_requests: int = 32  # server->client requests handled at the same time; more get an error
     shutdown_grace: float = 2.0  # stdio: seconds between SIGTERM and SIGKILL
+    # The 2026-07-28 ("modern") era:
+    era: str = "auto"  # "auto" | "legacy" | "modern" (see ERAS)
+    probe_timeout: float = 5.0  # stdio: how long `server/discover` may stay unanswered before falling back
+    max_input_rounds: int = 16  # multi-round-trip: `input_required` results answered per request, at most
+    # `_meta` logLevel of 2026-07-28 requests until `logging/setLevel` says otherwise. "debug" gets every log
+    # message, as a session-era server sends them before any setLevel; None asks for none.
+    log_level: str | None = "debug"
+    cache_max_entries: int = 256  # results kept for their `ttlMs` (0 disables the cache)
+    cache_max_entry_bytes: int = 1024 * 1024  # larger results are not cached
 
 
 class UpstreamError(Exception):
@@ -98,17 +137,71 @@ NotificationHandler = MessageHandler
 `Callable[[dict], Awaitable[None]]`) fits too; a request it returns None for is answered -32601."""
 
 
+def describe_server(era: str | None, result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What an upstream says about itself, whatever its era: `protocol_version`, `server_info`,
+    `capabilities` and `instructions`, from an InitializeResult (legacy) or a DiscoverResult (modern)."""
+    result = result or {}
+    capabilities = result.get("capabilities")
+    instructions = result.get("instructions")
+    description: dict[str, Any] = {
+        "capabilities": dict(capabilities) if isinstance(capabilities, Mapping) else {},
+        "instructions": instructions if isinstance(instructions, str) else None,
+    }
+    if era == MODERN:
+        meta = result.get("_meta")
+        info = meta.get(META_SERVER_INFO) if isinstance(meta, Mapping) else None
+        supported = result.get("supportedVersions")
+        mutual = [v for v in MODERN_PROTOCOL_VERSIONS if isinstance(supported, list) and v in supported]
+        description["protocol_version"] = mutual[0] if mutual else None
+    else:
+        info = result.get("serverInfo")
+        version = result.get("protocolVersion")
+        description["protocol_version"] = version if isinstance(version, str) else None
+    description["server_info"] = dict(info) if isinstance(info, Mapping) else {}
+    return description
+
+
 class UpstreamClient(ABC):
-    """One connection (session) to one upstream MCP server, shared by many concurrent calls."""
+    """One connection (session) to one upstream MCP server, shared by many concurrent calls.
+
+    After `connect()`: `era` is "legacy" (an `initialize` handshake: `initialize_result`) or "modern"
+    (stateless 2026-07-28: `discover_result`); `protocol_version`, `server_info`, `server_capabilities`
+    and `instructions` describe the upstream in either era.
+    """
 
     config: UpstreamConfig
-    initialize_result: dict[str, Any] | None
+    initialize_result: dict[str, Any] | None = None
+    discover_result: dict[str, Any] | None = None
+    era: str | None = None  # "legacy" | "modern" once connected
+    protocol_version: str | None = None
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The upstream's name and version (`serverInfo`, or the discover result's `_meta` serverInfo)."""
+        return dict(self._description()["server_info"])
+
+    @property
+    def server_capabilities(self) -> dict[str, Any]:
+        """The capabilities the upstream declared in `initialize` or `server/discover`."""
+        return dict(self._description()["capabilities"])
+
+    @property
+    def instructions(self) -> str | None:
+        value = self._description()["instructions"]
+        return value if isinstance(value, str) else None
+
+    def _description(self) -> dict[str, Any]:
+        if self.era == MODERN:
+            return describe_server(MODERN, self.discover_result)
+        return describe_server(LEGACY, self.initialize_result)
 
     @abstractmethod
     async def connect(self) -> dict[str, Any]:
-        """Open the transport and run the handshake; return the InitializeResult.
+        """Open the transport, detect the era and return the InitializeResult (legacy) or the
+        DiscoverResult (modern).
 
-        Safe to call again: a no-op while connected, a fresh connection after a drop.
+        Safe to call again: a no-op while connected, a fresh connection (and a fresh era detection)
+        after a drop.
         """
 
     @abstractmethod
@@ -119,12 +212,15 @@ class UpstreamClient(ABC):
         *,
         timeout: float | None = None,
         on_message: MessageHandler | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send a request and return its result object.
 
         Raises UpstreamError (JSON-RPC error), UpstreamTimeout or UpstreamUnavailable. Cancelling the
-        awaiting task sends `notifications/cancelled` upstream. Progress, log messages and
-        server->client requests that belong to this call go to `on_message`.
+        awaiting task cancels the request upstream. Progress, log messages and server->client requests
+        that belong to this call go to `on_message` (from a modern upstream, its `input_required`
+        rounds arrive there as server->client requests too). `headers` are added to the HTTP request
+        (e.g. `Mcp-Param-*`); transports without HTTP requests ignore them.
         """
 
     @abstractmethod

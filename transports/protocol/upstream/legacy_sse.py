@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
+from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
 from transports.protocol.upstream.http import EVENT_STREAM, JSON, content_type, new_session, repeatable, status_error
-from transports.protocol.upstream.rpc import RpcClient
+from transports.protocol.upstream.rpc import Call, RpcClient
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
 
 logger = logging.getLogger("transports.protocol.upstream")
@@ -106,13 +108,17 @@ class LegacySseClient(RpcClient):
                 ready.set_exception(UpstreamUnavailable(f"{name}: {reason} before the endpoint event"))
         self._connection_lost(reason, generation)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _transmit(self, call: Call, message: dict[str, Any]) -> None:
+        await self._send(message, call.headers)
+
+    async def _send(self, message: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:
         name = self.config.name
         http, endpoint = self._http, self.endpoint
         if http is None or http.closed or endpoint is None:
             raise UpstreamUnavailable(f"{name}: not connected")
         body = orjson.dumps(message)
         headers = {"Content-Type": JSON}
+        http_headers.add_extra(headers, extra, self.config.headers)
         try:
             try:
                 response = await http.post(endpoint, data=body, headers=headers)

@@ -2,7 +2,9 @@
 
 A transport subclass opens and closes its connection, sends messages and feeds every message it
 receives to `_receive`. This class does the rest: request ids, pending calls and their deadlines,
-`notifications/cancelled`, the initialize handshake, and routing what the upstream sends.
+`notifications/cancelled`, era detection (the `server/discover` probe, then the initialize handshake
+when the upstream is not modern), and routing what the upstream sends. With a modern (2026-07-28)
+upstream, requests go through a `ModernSession` (modern.py).
 
 Routing of messages from the upstream (see docs/upstream-clients.md):
 - a response resolves the pending call with its id;
@@ -14,8 +16,11 @@ Routing of messages from the upstream (see docs/upstream-clients.md):
   handler. On the standalone GET stream notifications always go to the notification handler, while
   server->client requests still go to the only call in flight (TypeScript SDK 1.x servers send a
   tool's elicitation/sampling there);
+- a notification carrying `_meta["io.modelcontextprotocol/subscriptionId"]` belongs to the
+  `subscriptions/listen` call with that id (that key is removed before the notification handler sees it);
 - a call without `on_message` passes its messages to the notification handler;
-- `ping` from the upstream is answered here; a request nobody handles is answered -32601.
+- `ping` from the upstream is answered here; a request nobody handles is answered -32601. A modern
+  upstream must not send requests at all: they are dropped.
 """
 
 from __future__ import annotations
@@ -24,13 +29,20 @@ import asyncio
 import itertools
 import logging
 from abc import abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from transports.protocol.upstream import modern as stateless
 from transports.protocol.upstream.base import (
+    ENVELOPE_KEYS,
     INTERNAL_ERROR,
+    LEGACY,
+    META_SUBSCRIPTION_ID,
     METHOD_NOT_FOUND,
+    MODERN,
+    MODERN_PROTOCOL_VERSIONS,
     SUPPORTED_PROTOCOL_VERSIONS,
+    UNSUPPORTED_PROTOCOL_VERSION,
     MessageHandler,
     NotificationHandler,
     UpstreamClient,
@@ -60,13 +72,37 @@ _CLOSE_NOTICE_WAIT = 1.0
 class Call:
     """One request in flight."""
 
-    __slots__ = ("future", "id", "internal", "method", "on_message", "token", "wire_token")
+    __slots__ = (
+        "background",
+        "future",
+        "headers",
+        "id",
+        "internal",
+        "method",
+        "modern",
+        "on_message",
+        "token",
+        "wire_token",
+    )
 
-    def __init__(self, request_id: int, method: str, on_message: MessageHandler | None, internal: bool) -> None:
+    def __init__(
+        self,
+        request_id: int,
+        method: str,
+        on_message: MessageHandler | None,
+        internal: bool,
+        *,
+        modern: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: bool = False,
+    ) -> None:
         self.id = request_id
         self.method = method
         self.on_message = on_message
-        self.internal = internal  # the handshake: never attributed, never cancelled upstream
+        self.internal = internal  # the handshake and the probe: never attributed, never cancelled upstream
+        self.modern = modern  # the 2026-07-28-era version this request speaks (None: the session era)
+        self.headers = headers  # extra HTTP headers for its POST
+        self.background = background  # a long-lived request (subscriptions/listen): never guessed as the owner
         self.future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.token: Any = None  # the progressToken the caller gave
         self.wire_token: Any = None  # the one sent upstream (differs only when two calls share a token)
@@ -76,14 +112,38 @@ def _is_token(value: Any) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool)
 
 
+def strip_envelope(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Params without the 2026-07-28 per-request `_meta` fields, which mean nothing in a session (and
+    could make a dual-era server treat the request as a stateless one)."""
+    if not params:
+        return params
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or not any(key in meta for key in ENVELOPE_KEYS):
+        return params
+    kept = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
+    stripped = {k: v for k, v in params.items() if k != "_meta"}
+    if kept:
+        stripped["_meta"] = kept
+    return stripped
+
+
 class RpcClient(UpstreamClient):
     """The transport-independent part of every upstream client."""
+
+    # Transports with a 2026-07-28 binding (Streamable HTTP, stdio) probe `server/discover` first.
+    SPEAKS_MODERN = False
+    # How the probe is judged: over HTTP a 4xx without a modern error body means legacy, and silence is an
+    # outage; over stdio any error or silence (after `probe_timeout`) means legacy.
+    HTTP = False
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.initialize_result: dict[str, Any] | None = None
-        self.protocol_version: str | None = None  # negotiated in the last handshake
+        self.discover_result: dict[str, Any] | None = None
+        self.era: str | None = None  # "legacy" or "modern", detected at every connect
+        self.protocol_version: str | None = None  # negotiated in the handshake, or the modern version in use
         self.last_error: str | None = None  # why the connection was last lost
+        self._modern: stateless.ModernSession | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, Call] = {}
         self._tokens: dict[Any, Call] = {}
@@ -128,15 +188,16 @@ class RpcClient(UpstreamClient):
 
     async def connect(self) -> dict[str, Any]:
         async with self._connect_lock:
-            if self.connected and self.initialize_result is not None:
-                return self.initialize_result
+            result = self.discover_result if self.era == MODERN else self.initialize_result
+            if self.connected and result is not None:
+                return result
             await self._teardown("reconnecting", final=False)
             self._generation += 1
             try:
                 async with asyncio.timeout(self.config.connect_timeout):
                     await self._open_transport()
                     self._open = True
-                    result = await self._handshake()
+                    result = await self._establish()
             except TimeoutError:
                 await self._teardown("connect timed out", final=False)
                 raise UpstreamUnavailable(
@@ -147,6 +208,80 @@ class RpcClient(UpstreamClient):
                 raise
             self.last_error = None
             return result
+
+    async def _establish(self) -> dict[str, Any]:
+        """Detect the upstream's era (versioning, "Backward Compatibility with Initialization-Based
+        Versions") and set the connection up for it: the DiscoverResult or the InitializeResult."""
+        self.era = None
+        self.initialize_result = self.discover_result = None
+        self.protocol_version = None
+        era = self.config.era
+        if era == LEGACY or not self.SPEAKS_MODERN:
+            return await self._handshake()
+        found = await self._probe(required=era == MODERN)
+        if found is not None:
+            return await self._adopt(*found)
+        try:
+            return await self._handshake()
+        except UpstreamUnavailable as exc:
+            # A modern server can answer `initialize` with UnsupportedProtocolVersionError when the probe
+            # reached it late (a slow stdio start): that names its versions, so probe once more.
+            cause = exc.__cause__
+            if not (isinstance(cause, UpstreamError) and cause.code == UNSUPPORTED_PROTOCOL_VERSION):
+                raise
+            if stateless.probe_verdict(cause, http=self.HTTP)[0] != "retry":
+                raise
+            found = await self._probe(required=True)
+            assert found is not None
+            return await self._adopt(*found)
+
+    async def _probe(self, *, required: bool) -> tuple[dict[str, Any], str] | None:
+        """`server/discover` with the modern envelope: (result, version) for a modern upstream, None for
+        a legacy one. Outages raise: they say nothing about the era."""
+        name = self.config.name
+        version = MODERN_PROTOCOL_VERSIONS[0]
+        why = ""
+        for _attempt in range(2):
+            params = stateless.enveloped({}, version=version, config=self.config)
+            timeout = None if self.HTTP else self.config.probe_timeout
+            try:
+                result = await self._call(
+                    "server/discover", params, timeout=timeout, on_message=None, internal=True, modern=version
+                )
+            except UpstreamError as exc:
+                verdict, retry = stateless.probe_verdict(exc, http=self.HTTP)
+                if verdict == "retry" and retry is not None and _attempt == 0:
+                    version = retry  # versioning: retry once with a version from `supported`
+                    continue
+                if verdict in ("modern-refused", "retry"):
+                    raise UpstreamUnavailable(f"{name}: the upstream refused server/discover: {exc}") from exc
+                why = f"server/discover was answered with an error: {exc}"
+            except UpstreamTimeout:
+                why = f"server/discover got no answer within {self.config.probe_timeout:g} s"
+            except UpstreamUnavailable as exc:
+                status = exc.status
+                if not self.HTTP or status is None or not 400 <= status < 500 or status in (401, 403):
+                    raise
+                why = f"server/discover was refused with HTTP {status}"
+            else:
+                chosen = stateless.valid_discover(result)
+                if chosen is not None:
+                    return result, chosen
+                why = "the discover result names no 2026-07-28-era version"
+            break
+        if required:
+            raise UpstreamUnavailable(f"{name}: the upstream does not speak MCP 2026-07-28 ({why})")
+        logger.debug("%s: speaking the session era: %s", name, why)
+        return None
+
+    async def _adopt(self, result: dict[str, Any], version: str) -> dict[str, Any]:
+        self.era = MODERN
+        self.discover_result = result
+        self.protocol_version = version
+        self._modern = stateless.ModernSession(self, version, result, http=self.HTTP)
+        self._initialized = True
+        await self._modern.start()
+        return result
 
     async def _handshake(self) -> dict[str, Any]:
         params = {
@@ -163,6 +298,7 @@ class RpcClient(UpstreamClient):
             raise UpstreamUnavailable(f"{self.config.name}: unsupported protocol version {version!r} in initialize")
         self.protocol_version = version
         self.initialize_result = result
+        self.era = LEGACY
         await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self._initialized = True
         await self._after_initialize()
@@ -175,19 +311,30 @@ class RpcClient(UpstreamClient):
         *,
         timeout: float | None = None,
         on_message: MessageHandler | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         if not self.connected:
             raise UpstreamUnavailable(f"{self.config.name}: not connected" + self._why())
         if timeout is None:
             timeout = self.config.request_timeout
-        return await self._call(method, params, timeout=timeout, on_message=on_message, internal=False)
+        session = self._modern
+        if session is not None:
+            return await session.request(method, params, timeout=timeout, on_message=on_message, headers=headers)
+        return await self._call(
+            method, strip_envelope(params), timeout=timeout, on_message=on_message, internal=False, headers=headers
+        )
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         if not self._open:
             raise UpstreamUnavailable(f"{self.config.name}: not connected" + self._why())
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            message["params"] = params
+        if self._modern is not None:
+            enveloped = self._modern.notification(method, params)
+            if enveloped is None:
+                return
+            message = enveloped
+        elif params is not None:
+            message["params"] = strip_envelope(params)
         try:
             async with asyncio.timeout(self.config.request_timeout):
                 await self._send(message)
@@ -212,8 +359,13 @@ class RpcClient(UpstreamClient):
         timeout: float | None,
         on_message: MessageHandler | None,
         internal: bool,
+        modern: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: bool = False,
     ) -> dict[str, Any]:
-        call = Call(next(self._ids), method, on_message, internal)
+        call = Call(
+            next(self._ids), method, on_message, internal, modern=modern, headers=headers, background=background
+        )
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": call.id, "method": method}
         if params is not None:
             message["params"] = self._claim_token(call, params)
@@ -261,12 +413,10 @@ class RpcClient(UpstreamClient):
         """Tell the upstream we no longer wait for this call (legacy `notifications/cancelled`)."""
         if call.internal or not self._open:
             return
-        message = {
-            "jsonrpc": "2.0",
-            "method": "notifications/cancelled",
-            "params": {"requestId": call.id, "reason": reason},
-        }
-        self._send_soon(message)
+        params: dict[str, Any] = {"requestId": call.id, "reason": reason}
+        if call.modern is not None and self._modern is not None:
+            params = self._modern.envelope(params, with_log_level=False)
+        self._send_soon({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         """Send a message in the background (the caller cannot wait), tracked so aclose() lets it leave."""
@@ -323,11 +473,17 @@ class RpcClient(UpstreamClient):
         else:
             logger.warning("%s: ignored a message that is neither request, notification nor response", self.config.name)
 
+    def _pending_call(self, request_id: Any) -> Call | None:
+        """The call in flight with this id (our ids are integers; some servers echo them as strings)."""
+        if isinstance(request_id, int) and not isinstance(request_id, bool):
+            return self._pending.get(request_id)
+        if isinstance(request_id, str) and request_id.isdigit():
+            return self._pending.get(int(request_id))
+        return None
+
     def _on_response(self, message: dict[str, Any], carrier: Call | None) -> None:
         request_id = message.get("id")
-        call = self._pending.get(request_id) if isinstance(request_id, int) else None
-        if call is None and isinstance(request_id, str) and request_id.isdigit():
-            call = self._pending.get(int(request_id))
+        call = self._pending_call(request_id)
         if call is None and request_id is None:
             call = carrier  # an error about the message this stream answers (e.g. a parse error)
         if call is None or call.future.done():
@@ -357,7 +513,7 @@ class RpcClient(UpstreamClient):
             return carrier
         found = None
         for call in self._pending.values():
-            if call.internal:
+            if call.internal or call.background:
                 continue
             if found is not None:
                 return None  # more than one call in flight: cannot tell
@@ -373,6 +529,18 @@ class RpcClient(UpstreamClient):
             if task is not None:
                 task.cancel()
             return
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and META_SUBSCRIPTION_ID in meta:
+            # A notification of a subscriptions/listen stream: it belongs to that call, and once routed
+            # the key means nothing to the receiver.
+            owner = self._pending_call(meta[META_SUBSCRIPTION_ID])
+            carrier = carrier or owner
+            if method in SESSION_NOTIFICATIONS:
+                kept = {k: v for k, v in meta.items() if k != META_SUBSCRIPTION_ID}
+                params = {k: v for k, v in params.items() if k != "_meta"} | ({"_meta": kept} if kept else {})
+                message = {**message, "params": params}
+        if self._modern is not None:
+            self._modern.observe(method, params)
         if method == "notifications/progress":
             token = params.get("progressToken")
             call = self._tokens.get(token) if _is_token(token) else None
@@ -401,6 +569,11 @@ class RpcClient(UpstreamClient):
 
     def _on_server_request(self, message: dict[str, Any], method: str, carrier: Call | None) -> None:
         request_id = message["id"]
+        if self._modern is not None or (carrier is not None and carrier.modern is not None):
+            # 2026-07-28 servers MUST NOT send requests (they ask through input_required results), and a
+            # modern client MUST NOT send responses: nothing can be done with it.
+            logger.warning("%s: dropped a %s request from a 2026-07-28 upstream", self.config.name, method)
+            return
         if method == "ping":
             self._send_soon({"jsonrpc": "2.0", "id": request_id, "result": {}})
             return
@@ -474,6 +647,9 @@ class RpcClient(UpstreamClient):
     async def _teardown(self, reason: str, *, final: bool) -> None:
         self._open = False
         self._initialized = False
+        session, self._modern = self._modern, None
+        if session is not None:
+            await session.close()
         self._fail_all(f"{self.config.name}: {reason}")
         await self._close_transport(final=final)
 

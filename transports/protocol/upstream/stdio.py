@@ -7,6 +7,10 @@ not JSON are logged and skipped. When stdout closes, every call in flight fails 
 UpstreamUnavailable naming the exit code. `aclose()` closes stdin, then sends SIGTERM to the process
 group, then SIGKILL after `shutdown_grace` seconds.
 
+Era: `connect()` first sends `server/discover` with the 2026-07-28 envelope and waits `probe_timeout`;
+any error or silence falls back to `initialize` (stdio, "Backward Compatibility"). A modern upstream gets
+the envelope on every request, and `notifications/cancelled` to cancel one.
+
 The child gets a small allow-listed environment (PATH, HOME, locale, ...) plus `config.env`, never the
 gateway's own environment (which holds its secrets).
 """
@@ -56,6 +60,8 @@ def child_environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 class StdioClient(RpcClient):
+    SPEAKS_MODERN = True
+
     def __init__(self, config: UpstreamConfig) -> None:
         super().__init__(config)
         self._process: asyncio.subprocess.Process | None = None

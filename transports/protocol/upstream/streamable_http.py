@@ -1,6 +1,14 @@
-"""The Streamable HTTP upstream client (MCP 2025-03-26 .. 2025-11-25), on one pooled aiohttp session.
+"""The Streamable HTTP upstream client (MCP 2025-03-26 .. 2025-11-25 and 2026-07-28), on one pooled aiohttp
+session.
 
-Each message is its own POST. A request's answer comes back as JSON or as an SSE stream that may carry
+Era: `connect()` first POSTs `server/discover` with the 2026-07-28 envelope and headers; a 4xx without a
+recognised modern error body makes it fall back to `initialize` (streamable-http, "Backward
+Compatibility"). In the modern era there is no session: every request is a standalone POST carrying
+`MCP-Protocol-Version`, `Mcp-Method` and (tools/call, resources/read, prompts/get) `Mcp-Name`; the answer
+is JSON or an SSE stream of that request's notifications then its response; closing the stream cancels
+the request; nothing is resumed.
+
+Session era: each message is its own POST. A request's answer comes back as JSON or as an SSE stream that may carry
 the call's progress, log messages and server->client requests before the response. When that stream
 ends before the response (the server closed it after `retry:`, "SSE polling", or the network broke) the
 client waits `retry` ms and resumes with GET + `Last-Event-ID`. After the handshake a standalone GET
@@ -18,7 +26,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from transports.protocol.upstream.base import UpstreamConfig, UpstreamError, UpstreamUnavailable
+from transports.protocol.upstream import headers as http_headers
+from transports.protocol.upstream import modern as stateless
+from transports.protocol.upstream.base import (
+    HEADER_MISMATCH,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    UpstreamConfig,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from transports.protocol.upstream.http import (
     EVENT_STREAM,
     JSON,
@@ -40,6 +56,10 @@ _MAX_RESUME_FAILURES = 3
 _DELETE_TIMEOUT = 2.0
 _STREAM_OPEN_WAIT = 2.0
 _DRAIN_TIMEOUT = 2.0
+# JSON-RPC errors a 2026-07-28 server answers with HTTP 400 for a request it understood (basic/index,
+# streamable-http "Server Validation"). Any other 400 to a modern request means the upstream no longer
+# speaks 2026-07-28: the connection is dropped so that the next connect() detects the era again.
+_MODERN_400_CODES = frozenset({-32700, -32600, -32602, HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY})
 
 
 class _StreamState:
@@ -61,6 +81,9 @@ def _valid_session_id(value: str) -> bool:
 
 
 class StreamableHttpClient(RpcClient):
+    SPEAKS_MODERN = True
+    HTTP = True
+
     def __init__(self, config: UpstreamConfig) -> None:
         super().__init__(config)
         self.session_id: str | None = None
@@ -97,11 +120,22 @@ class StreamableHttpClient(RpcClient):
         await asyncio.wait([answered], timeout=min(self.config.connect_timeout, _STREAM_OPEN_WAIT))
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if self._modern is not None:
+            await self._post_modern_notification(message)
+            return
         session_id = self.session_id
         if await self._post(orjson.dumps(message), None, session_id, repeatable=True) and session_id:
             raise UpstreamUnavailable(f"{self.config.name}: the session has expired (HTTP 404)", status=404)
 
+    def _abandon(self, call: Call, reason: str) -> None:
+        if call.modern is not None:
+            return  # 2026-07-28: closing the response stream is the cancellation (streamable-http "Cancellation")
+        super()._abandon(call, reason)
+
     async def _transmit(self, call: Call, message: dict[str, Any]) -> None:
+        if call.modern is not None:
+            await self._post_modern(call, message)
+            return
         body = orjson.dumps(message)
         repeatable = call.method in REPEATABLE
         if call.method == "initialize":
@@ -136,6 +170,8 @@ class StreamableHttpClient(RpcClient):
         name = self.config.name
         handshake = call is not None and call.method == "initialize"
         headers = self._headers(session_id, handshake=handshake)
+        if call is not None:
+            http_headers.add_extra(headers, call.headers, self.config.headers)
         state = _StreamState()
         streamed = False
         try:
@@ -192,6 +228,109 @@ class StreamableHttpClient(RpcClient):
                 raise UpstreamUnavailable(f"{name}: the answer to {call.method} did not contain its response")
             await self._resume(call, state)
         return False
+
+    # ---- 2026-07-28 POSTs -------------------------------------------------------------------------
+
+    def _modern_headers(self, version: str, message: dict[str, Any]) -> dict[str, str]:
+        """The request metadata headers (streamable-http, "Request Metadata")."""
+        headers = {"Accept": f"{JSON}, {EVENT_STREAM}", "Content-Type": JSON, "MCP-Protocol-Version": version}
+        method = message.get("method")
+        if isinstance(method, str):
+            headers["Mcp-Method"] = method
+            params = message.get("params")
+            name = http_headers.name_header(method, params if isinstance(params, dict) else None)
+            if name is not None:
+                headers["Mcp-Name"] = name
+        return headers
+
+    async def _post_modern(self, call: Call, message: dict[str, Any]) -> None:
+        """POST one 2026-07-28 request and read its answer (JSON, or SSE: the request's notifications then
+        its response). If the caller gives up (deadline, cancellation) the response is closed, which is
+        how the upstream learns that the request is cancelled."""
+        http = self._http
+        if http is None or http.closed:
+            raise UpstreamUnavailable(f"{self.config.name}: not connected")
+        assert call.modern is not None
+        name = self.config.name
+        headers = self._modern_headers(call.modern, message)
+        http_headers.add_extra(headers, call.headers, self.config.headers)
+        body = orjson.dumps(message)
+        # A listen stream may stay silent for long: reopen it after `stream_idle_timeout` like the GET stream.
+        timeout = self._stream_timeout if call.background else None
+        response: aiohttp.ClientResponse | None = None
+        finished = False
+        try:
+            try:
+                response = await http.post(self.config.url, data=body, headers=headers, timeout=timeout)
+            except aiohttp.ServerDisconnectedError:
+                if call.method not in REPEATABLE and call.method != "server/discover":
+                    raise
+                response = await http.post(self.config.url, data=body, headers=headers, timeout=timeout)
+            status = response.status
+            if status >= 300:
+                error = await status_error(response, name, f"POST {call.method}")
+                self._check_era(status, error)
+                raise error
+            kind = content_type(response)
+            if kind == EVENT_STREAM:
+                await self._read_stream(response, call, _StreamState())
+                if not call.future.done():
+                    raise UpstreamUnavailable(f"{name}: the stream of {call.method} ended before its response")
+                if not response.content.at_eof():
+                    self._spawn(self._drain(response))  # the connection goes back to the pool afterwards
+                    response = None
+            elif kind == JSON:
+                await self._receive(loads(await read_body(response, self.config.max_message_size, name), name), call)
+                if not call.future.done():
+                    raise UpstreamUnavailable(f"{name}: the answer to {call.method} did not contain its response")
+            else:
+                raise UpstreamUnavailable(f"{name}: unexpected Content-Type {kind!r} (HTTP {status}) for {call.method}")
+            finished = True
+        except RuntimeError as exc:  # aiohttp: "Session is closed" when aclose() ran meanwhile
+            raise UpstreamUnavailable(f"{name}: {exc}") from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = f"cannot connect: {exc}"
+            if not call.internal:
+                self._connection_lost(reason, self._generation)
+            raise UpstreamUnavailable(f"{name}: {reason}") from None
+        except SSEError as exc:
+            raise UpstreamUnavailable(f"{name}: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"{name}: {call.method} failed: {exc!r}") from None
+        finally:
+            if response is not None:
+                if finished:
+                    response.release()
+                else:
+                    response.close()  # never back to the pool half-read: the upstream sees the stream closed
+
+    def _check_era(self, status: int, error: Exception) -> None:
+        """A modern request refused with 400 and no error a 2026-07-28 server would give: the upstream was
+        replaced by one of the session era. Drop the connection, so the next connect() detects again."""
+        if self._modern is None or status != 400:
+            return
+        if isinstance(error, UpstreamError) and error.code in _MODERN_400_CODES:
+            return
+        if isinstance(error, UpstreamError) and stateless.probe_verdict(error, http=True)[0] == "retry":
+            return  # -32022 naming a version we speak: the request is retried with it
+        reason = f"the upstream no longer accepts MCP {self.protocol_version} requests ({error})"
+        self._connection_lost(reason, self._generation)
+        raise UpstreamUnavailable(f"{self.config.name}: {reason}", status=status)
+
+    async def _post_modern_notification(self, message: dict[str, Any]) -> None:
+        http = self._http
+        if http is None or http.closed or self.protocol_version is None:
+            raise UpstreamUnavailable(f"{self.config.name}: not connected")
+        headers = self._modern_headers(self.protocol_version, message)
+        try:
+            async with http.post(self.config.url, data=orjson.dumps(message), headers=headers) as response:
+                if response.status >= 300:
+                    raise await status_error(response, self.config.name, f"POST {message.get('method')}")
+        except aiohttp.ClientConnectorError as exc:
+            self._connection_lost(f"cannot connect: {exc}", self._generation)
+            raise UpstreamUnavailable(f"{self.config.name}: cannot connect: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"{self.config.name}: POST failed: {exc!r}") from None
 
     async def _drain(self, response: aiohttp.ClientResponse) -> None:
         """Read what is left of an answered stream (bounded in time and size), then release it."""
