@@ -18,11 +18,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from registry import events, services
-from registry.choices import Health, IntegrationType
+from registry.choices import DetectedEra, Health, IntegrationType
 from registry.exceptions import CatalogError, InvalidInput
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool
 from transports.protocol.upstream import create_client
-from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from transports.protocol.upstream.base import (
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    describe_server,
+)
 from transports.protocol.upstreams import config_from_row
 
 MAX_PREFIXED = 64
@@ -31,13 +36,22 @@ LIST_PAGES = 1000  # a bound on pages read per list, against an upstream that ne
 
 @dataclass
 class UpstreamCatalog:
-    """What an upstream reported about itself and its lists."""
+    """What an upstream reported about itself and its lists.
+
+    `initialize` is what connecting returned: the InitializeResult of a session-era upstream, or the
+    DiscoverResult of a 2026-07-28 one (`era` says which).
+    """
 
     initialize: dict[str, Any]
     tools: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
     templates: list[dict[str, Any]] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)
+    era: str = DetectedEra.LEGACY
+
+    def description(self) -> dict[str, Any]:
+        """protocol_version, server_info, capabilities and instructions, whatever the era."""
+        return describe_server(self.era, self.initialize)
 
 
 @dataclass
@@ -57,6 +71,7 @@ def _row(gateway: Gateway) -> dict[str, Any]:
     return {
         "name": gateway.name,
         "transport": gateway.transport,
+        "era": gateway.era,
         "url": gateway.url,
         "command": gateway.command,
         "args": list(gateway.args),
@@ -72,9 +87,9 @@ def _row(gateway: Gateway) -> dict[str, Any]:
 async def _read_upstream(row: dict[str, Any], timeout: float) -> UpstreamCatalog:
     client = create_client(config_from_row(row, request_timeout=timeout))
     try:
-        initialize = await client.connect()
-        catalog = UpstreamCatalog(initialize=initialize)
-        capabilities = initialize.get("capabilities") or {}
+        connected = await client.connect()
+        catalog = UpstreamCatalog(initialize=connected, era=client.era or DetectedEra.LEGACY)
+        capabilities = client.server_capabilities
 
         async def read_all(method: str, key: str) -> list[dict[str, Any]]:
             items: list[dict[str, Any]] = []
@@ -131,13 +146,22 @@ def _clean_schema(schema: Any) -> dict[str, Any]:
 @transaction.atomic
 def _apply(gateway: Gateway, upstream: UpstreamCatalog) -> SyncReport:
     report = SyncReport()
-    info = upstream.initialize
-    gateway.protocol_version = str(info.get("protocolVersion", ""))
-    gateway.server_info = info.get("serverInfo") or {}
-    gateway.capabilities = info.get("capabilities") or {}
+    info = upstream.description()
+    gateway.detected_era = upstream.era
+    gateway.protocol_version = str(info["protocol_version"] or "")[:32]
+    gateway.server_info = info["server_info"]
+    gateway.capabilities = info["capabilities"]
     gateway.health, gateway.last_error, gateway.last_seen_at = Health.HEALTHY, "", timezone.now()
     gateway.save(
-        update_fields=["protocol_version", "server_info", "capabilities", "health", "last_error", "last_seen_at"]
+        update_fields=[
+            "detected_era",
+            "protocol_version",
+            "server_info",
+            "capabilities",
+            "health",
+            "last_error",
+            "last_seen_at",
+        ]
     )
 
     _sync_named(gateway, report, Tool, upstream.tools, _tool_fields, "tool", {"integration_type": IntegrationType.MCP})

@@ -118,6 +118,7 @@ class GatewayForm(forms.ModelForm):  # type: ignore[type-arg]
             "description",
             "enabled",
             "transport",
+            "era",
             "url",
             "command",
             "args",
@@ -160,20 +161,31 @@ class GatewayForm(forms.ModelForm):  # type: ignore[type-arg]
 @admin.register(Gateway)
 class GatewayAdmin(CatalogAdmin):
     form = GatewayForm
-    list_display = ["name", "transport", "endpoint", "enabled", "health", "last_seen_at", "auth_type"]
-    list_filter = ["enabled", "health", "transport", "auth_type"]
+    list_display = [
+        "name",
+        "transport",
+        "era",
+        "detected_era",
+        "endpoint",
+        "enabled",
+        "health",
+        "last_seen_at",
+        "auth_type",
+    ]
+    list_filter = ["enabled", "health", "transport", "era", "detected_era", "auth_type"]
     search_fields = ["name", "description", "url", "command"]
     readonly_fields = [
         "health",
         "last_error",
         "last_seen_at",
+        "detected_era",
         "protocol_version",
         "server_info_json",
         "capabilities_json",
         "credentials_stored",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "description", "enabled", "transport"]}),
+        (None, {"fields": ["name", "description", "enabled", "transport", "era"]}),
         ("Remote server", {"fields": ["url", "verify_tls", "ca_bundle"]}),
         ("Local process (stdio)", {"fields": ["command", "args", "env", "cwd"]}),
         (
@@ -187,6 +199,7 @@ class GatewayAdmin(CatalogAdmin):
                     "health",
                     "last_error",
                     "last_seen_at",
+                    "detected_era",
                     "protocol_version",
                     "server_info_json",
                     "capabilities_json",

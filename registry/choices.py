@@ -12,6 +12,21 @@ class Transport(models.TextChoices):
     STDIO = "stdio", "stdio (child process)"
 
 
+class Era(models.TextChoices):
+    """Which MCP protocol era the gateway speaks to an upstream."""
+
+    AUTO = "auto", "Detect (2026-07-28 first, else the session era)"
+    LEGACY = "legacy", "Session era (initialize handshake, up to 2025-11-25)"
+    MODERN = "modern", "2026-07-28 (stateless)"
+
+
+class DetectedEra(models.TextChoices):
+    """The era an upstream was found to speak when the gateway last connected."""
+
+    LEGACY = "legacy", "Session era"
+    MODERN = "modern", "2026-07-28 (stateless)"
+
+
 class AuthType(models.TextChoices):
     """Which credentials the gateway presents to an upstream."""
 

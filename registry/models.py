@@ -11,7 +11,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from registry import crypto, validators
-from registry.choices import AuthType, Health, IntegrationType, Transport
+from registry.choices import AuthType, DetectedEra, Era, Health, IntegrationType, Transport
 
 URL_SCHEMES = {
     Transport.STREAMABLE_HTTP: ("http", "https"),
@@ -38,6 +38,14 @@ class Gateway(TimeStamped):
     name = models.CharField(max_length=64, unique=True, validators=[validators.validate_slug])
     description = models.TextField(blank=True)
     transport = models.CharField(max_length=32, choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
+    era = models.CharField(
+        "protocol era",
+        max_length=16,
+        choices=Era.choices,
+        default=Era.AUTO,
+        help_text="Detect the upstream's MCP era at every connection, or force one (2026-07-28 exists for "
+        "Streamable HTTP and stdio only).",
+    )
     url = models.CharField("URL", max_length=2048, blank=True, help_text="Not used by stdio.")
     command = models.CharField(max_length=1024, blank=True, help_text="stdio only: the program to start.")
     args = models.JSONField(default=list, blank=True, validators=[validators.validate_string_list])
@@ -59,6 +67,7 @@ class Gateway(TimeStamped):
     last_error = models.TextField(blank=True, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     protocol_version = models.CharField(max_length=32, blank=True, editable=False)
+    detected_era = models.CharField(max_length=16, choices=DetectedEra.choices, blank=True, editable=False)
     server_info = models.JSONField(default=dict, blank=True, editable=False)
     capabilities = models.JSONField(default=dict, blank=True, editable=False)
 
@@ -85,6 +94,8 @@ class Gateway(TimeStamped):
                     validators.validate_upstream_url(self.url, schemes=URL_SCHEMES[Transport(self.transport)])
                 except ValidationError as exc:
                     errors["url"] = exc.messages[0]
+        if self.era == Era.MODERN and self.transport in (Transport.SSE, Transport.WEBSOCKET):
+            errors["era"] = f"MCP 2026-07-28 has no {self.get_transport_display()} transport; use auto or legacy."
         if self.ca_bundle and "-----BEGIN CERTIFICATE-----" not in self.ca_bundle:
             errors["ca_bundle"] = "The CA bundle must be PEM text containing -----BEGIN CERTIFICATE-----."
         if errors:

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 from ninja import Schema
 from pydantic import ConfigDict, Field, create_model, field_validator
 
-from registry.choices import AuthType, Health, IntegrationType, Transport
+from registry.choices import AuthType, DetectedEra, Era, Health, IntegrationType, Transport
 
 
 class In(Schema):
@@ -54,6 +54,7 @@ class GatewayIn(In):
     name: str
     description: str = ""
     transport: Transport = Transport.STREAMABLE_HTTP
+    era: Era = Field(Era.AUTO, description="auto: detect the upstream's MCP era at every connection; or force one.")
     url: str = ""
     command: str = ""
     args: list[str] = []
@@ -71,6 +72,7 @@ class GatewayOut(Schema):
     name: str
     description: str
     transport: Transport
+    era: Era
     url: str
     command: str
     args: list[str]
@@ -84,11 +86,17 @@ class GatewayOut(Schema):
     health: Health
     last_error: str
     last_seen_at: datetime | None
+    detected_era: DetectedEra | None = Field(description="The era found at the last connection (null: not yet).")
     protocol_version: str
     server_info: dict[str, Any]
     capabilities: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def resolve_detected_era(obj: Any) -> str | None:
+        value = obj.get("detected_era") if isinstance(obj, dict) else obj.detected_era
+        return value or None
 
 
 class ToolIn(In):
@@ -289,6 +297,7 @@ class Filters(Schema):
 
 class GatewayFilters(Filters):
     transport: Transport | None = None
+    era: Era | None = None
     health: Health | None = None
 
 

@@ -179,6 +179,7 @@ def catalog_rows() -> dict[str, Any]:
         {
             "name": g.name,
             "transport": g.transport,
+            "era": g.era,
             "url": g.url,
             "command": g.command,
             "args": list(g.args),

@@ -119,3 +119,103 @@ def test_a_failed_refresh_marks_the_gateway_unhealthy(upstream, monkeypatch):
     assert gateway.health == Health.UNHEALTHY
     assert "did not answer" in gateway.last_error
     assert Tool.objects.filter(gateway=gateway).count() == 2  # the last good catalog stays
+
+
+# ---- protocol eras ------------------------------------------------------------------------------------
+
+DISCOVER = {
+    "resultType": "complete",
+    "supportedVersions": ["2026-07-28"],
+    "capabilities": {"tools": {"listChanged": True}},
+    "instructions": "modern one",
+    "ttlMs": 0,
+    "cacheScope": "private",
+    "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern-up", "version": "3"}},
+}
+
+
+@pytest.mark.django_db
+def test_a_modern_upstream_is_recorded_from_its_discover_result(upstream):
+    """versioning: a 2026-07-28 upstream has no InitializeResult; its version, server info (the result's
+    `_meta` serverInfo) and capabilities come from `server/discover`, and the era found is recorded."""
+    upstream.initialize, upstream.era = DISCOVER, "modern"
+    gateway, _ = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
+    assert gateway.era == "auto"
+    assert gateway.detected_era == "modern"
+    assert gateway.protocol_version == "2026-07-28"
+    assert gateway.server_info == {"name": "modern-up", "version": "3"}
+    assert gateway.capabilities == {"tools": {"listChanged": True}}
+    upstream.initialize, upstream.era = INIT, "legacy"  # the upstream was replaced by a session-era one
+    services.gateway_refresh(gateway=gateway)
+    gateway.refresh_from_db()
+    assert (gateway.detected_era, gateway.protocol_version) == ("legacy", "2025-11-25")
+    assert gateway.server_info == {"name": "up", "version": "9"}
+
+
+def fixture_stdio(era: str) -> dict:
+    from tests.fixtures.servers import upstream_command
+
+    argv = upstream_command("stdio", era=era)
+    return {"transport": "stdio", "command": argv[0], "args": argv[1:]}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("server_era", "setting", "detected", "version"),
+    [
+        ("modern", "auto", "modern", "2026-07-28"),
+        ("legacy", "auto", "legacy", "2025-11-25"),
+        ("auto", "legacy", "legacy", "2025-11-25"),
+    ],
+)
+def test_registering_a_real_upstream_detects_its_era(server_era, setting, detected, version):
+    """End to end with the fixture upstream over stdio: the client probes `server/discover`, falls back to
+    `initialize` for a session-era server, and the setting can force the session era."""
+    gateway, report = services.gateway_add(data={"name": "fx", "era": setting, **fixture_stdio(server_era)})
+    assert (gateway.era, gateway.detected_era, gateway.protocol_version) == (setting, detected, version)
+    assert gateway.server_info["name"] == "gateway-upstream-fixture"
+    assert "tools" in gateway.capabilities
+    assert Tool.objects.filter(gateway=gateway, name="test_simple_text").exists()
+    assert not report.skipped
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forcing_the_2026_era_on_a_session_era_upstream_stores_nothing():
+    with pytest.raises(InvalidInput, match="does not speak MCP 2026-07-28"):
+        services.gateway_add(data={"name": "fx", "era": "modern", **fixture_stdio("legacy")})
+    assert not Gateway.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gateway_add_command_takes_the_era():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    stdio = fixture_stdio("auto")
+    out = StringIO()
+    args = ["gateway_add", "fx", "--command", stdio["command"], *[f"--arg={arg}" for arg in stdio["args"]]]
+    call_command(*args, "--era", "legacy", stdout=out)
+    gateway = Gateway.objects.get(name="fx")
+    assert (gateway.era, gateway.detected_era) == ("legacy", "legacy")
+    assert "protocol 2025-11-25, Session era" in out.getvalue()
+    call_command(
+        "gateway_add", "fx2", "--command", stdio["command"], *[f"--arg={a}" for a in stdio["args"]], stdout=out
+    )
+    assert Gateway.objects.get(name="fx2").detected_era == "modern"  # auto: the dual-era fixture is spoken to modern
+    assert "protocol 2026-07-28, 2026-07-28 (stateless)" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_catalog_snapshot_carries_the_era_to_the_upstream_client():
+    """The pool builds its clients from `catalog_rows()`: the gateway's era setting reaches UpstreamConfig
+    (and a changed era makes a different config, so the pool rebuilds the client)."""
+    from registry.selectors import catalog_rows
+    from transports.protocol.upstreams import config_from_row
+
+    GatewayFactory(name="fx", era="legacy")
+    [row] = catalog_rows()["gateways"]
+    assert row["era"] == "legacy"
+    config = config_from_row(row, request_timeout=5.0)
+    assert config.era == "legacy"
+    assert config != config_from_row({**row, "era": "auto"}, request_timeout=5.0)

@@ -532,3 +532,33 @@ def test_clearing_stdio_args_and_env_stores_empty_values(client, catalog):
     assert response.status_code == 302
     gateway.refresh_from_db()
     assert (gateway.args, gateway.env) == ([], {})
+
+
+def test_the_era_is_set_in_the_admin_and_the_detected_era_shown(client, bearer_gateway):
+    """`era` is an editable setting next to the transport; what federation detected is shown read-only."""
+    Gateway.objects.filter(pk=bearer_gateway.pk).update(detected_era="modern", protocol_version="2026-07-28")
+    url = change_url(bearer_gateway)
+    page = client.get(url)
+    form = page.context["adminform"].form
+    assert "era" in form.fields
+    assert "detected_era" not in form.fields
+    assert "2026-07-28 (stateless)" in page.content.decode()  # the detected era, read-only
+    response = client.post(url, {**form_values(page), "era": "legacy"})
+    assert response.status_code == 302
+    assert Gateway.objects.get(pk=bearer_gateway.pk).era == "legacy"
+    changelist = client.get("/admin/registry/gateway/", {"era": "legacy"})
+    assert shown(changelist) == ["secured"]
+
+
+def test_forcing_the_2026_era_on_a_websocket_gateway_is_refused_on_the_field(client, db):
+    data = {
+        **form_values(client.get("/admin/registry/gateway/add/")),
+        "name": "ws",
+        "transport": "websocket",
+        "url": "wss://h/ws",
+        "era": "modern",
+    }
+    response = client.post("/admin/registry/gateway/add/", data)
+    assert response.status_code == 200
+    assert list(field_errors(response)) == ["era"]
+    assert not Gateway.objects.filter(name="ws").exists()

@@ -710,6 +710,44 @@ def test_gateway_list_filters_by_transport_and_health(staff_client):
     assert keys(staff_client.get("/api/gateways", {"transport": "streamable-http", "health": "unknown"})) == []
 
 
+def test_gateway_era_is_a_setting_and_detected_era_is_reported(staff_client):
+    """`era` is written like `transport` (auto by default); `detected_era` is read-only, null until
+    federation has connected, and filters work on `era`."""
+    response = staff_client.post_json("/api/gateways?sync=false", {"name": "m", "url": "https://a.example.com/mcp"})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["era"], body["detected_era"]) == ("auto", None)
+    changed = staff_client.patch_json(f"/api/gateways/{body['id']}", {"era": "modern"})
+    assert changed.status_code == 200
+    assert changed.json()["era"] == "modern"
+    Gateway.objects.filter(pk=body["id"]).update(detected_era="modern", protocol_version="2026-07-28")
+    read = staff_client.get(f"/api/gateways/{body['id']}").json()
+    assert (read["era"], read["detected_era"], read["protocol_version"]) == ("modern", "modern", "2026-07-28")
+    GatewayFactory(name="other")
+    assert keys(staff_client.get("/api/gateways", {"era": "modern"})) == ["m"]
+    assert keys(staff_client.get("/api/gateways", {"era": "auto"})) == ["other"]
+    with catalog_unchanged():
+        refused = staff_client.patch_json(f"/api/gateways/{body['id']}", {"detected_era": "legacy"})
+        websocket = staff_client.post_json(
+            "/api/gateways?sync=false",
+            {"name": "ws", "transport": "websocket", "url": "wss://a.example.com/ws", "era": "modern"},
+        )
+        unknown = staff_client.post_json(
+            "/api/gateways?sync=false", {"name": "x", "url": "https://a.example.com/mcp", "era": "future"}
+        )
+    assert refused.status_code == 422
+    assert websocket.status_code == 422
+    assert "era" in websocket.json()["errors"]
+    assert unknown.status_code == 422
+
+
+def test_the_openapi_schema_documents_the_era(staff_client):
+    schemas = staff_client.get("/api/openapi.json").json()["components"]["schemas"]
+    assert "era" in schemas["GatewayIn"]["properties"]
+    assert "detected_era" in schemas["GatewayOut"]["properties"]
+    assert "detected_era" not in schemas["GatewayIn"]["properties"]
+
+
 def test_gateway_health_fields_are_not_writable(staff_client):
     """health is reported by federation, not set by callers: sending it is an unknown field (422)."""
     gateway = GatewayFactory()

@@ -33,6 +33,7 @@ def build_catalog() -> None:
         data={
             "name": "http-up",
             "description": "Streamable HTTP upstream with a bearer token",
+            "era": "modern",
             "url": "https://mcp.example.com/mcp",
             "auth_type": "bearer",
             "credentials": {"token": BEARER_SECRET},
@@ -58,6 +59,7 @@ def build_catalog() -> None:
         data={
             "name": "stdio-up",
             "transport": "stdio",
+            "era": "legacy",
             "command": "python",
             "args": ["-m", "mcp_server_time", "--local-timezone=UTC"],
             "env": {"LOG_LEVEL": "debug", "TZ": "UTC"},
@@ -214,6 +216,20 @@ def test_export_wipe_import_gives_back_an_identical_catalog(catalog):
     assert without_timestamp(exchange.catalog_export()) == without_timestamp(catalog)
     assert bytes(Resource.objects.get(uri="file:///logo.png").blob) == PNG_WITH_NUL
     assert Resource.objects.get(uri="file:///empty.txt").text == ""
+
+
+def test_the_era_setting_travels_and_defaults_to_auto(catalog):
+    """A gateway's `era` is part of its export; a document from before the setting existed imports as auto.
+    What federation detected (`detected_era`) is not exported: it is learned again on connecting."""
+    eras = {g["name"]: g["era"] for g in catalog["gateways"]}
+    assert eras == {"http-up": "modern", "sse-up": "auto", "stdio-up": "legacy", "ws-up": "auto"}
+    assert all("detected_era" not in g for g in catalog["gateways"])
+    older = copy.deepcopy(catalog)
+    for gateway in older["gateways"]:
+        del gateway["era"]
+    wipe()
+    exchange.catalog_import(document=older)
+    assert set(Gateway.objects.values_list("era", flat=True)) == {"auto"}
 
 
 def test_import_without_secrets_keeps_the_auth_type_but_no_credentials(catalog):

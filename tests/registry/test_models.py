@@ -260,6 +260,25 @@ def test_stdio_gateway_with_command_args_env_and_cwd_is_valid():
     )
 
 
+@pytest.mark.parametrize("transport", [Transport.SSE, Transport.WEBSOCKET])
+def test_the_2026_era_cannot_be_forced_where_it_has_no_transport(transport):
+    """MCP 2026-07-28 is specified for Streamable HTTP and stdio only; SSE and WebSocket speak the session era."""
+    url = "ws://127.0.0.1/ws" if transport == Transport.WEBSOCKET else "http://127.0.0.1/sse"
+    error = rejected(Gateway, name="old", transport=transport, url=url, era="modern")
+    assert list(error.errors) == ["era"]
+    for era in ("auto", "legacy"):
+        assert services.entry_create(
+            Gateway, data={"name": f"ok-{era}", "transport": transport, "url": url, "era": era}
+        )
+
+
+def test_gateway_era_defaults_to_auto_and_is_checked():
+    gateway = services.entry_create(Gateway, data={"name": "plain", "url": "http://127.0.0.1/mcp"})
+    assert (gateway.era, gateway.detected_era) == ("auto", "")
+    error = rejected(Gateway, name="odd", url="http://127.0.0.1/mcp", era="future")
+    assert list(error.errors) == ["era"]
+
+
 def test_stdio_gateway_needs_a_command():
     """A stdio gateway without a command is refused on the command field."""
     error = rejected(Gateway, name="local", transport=Transport.STDIO)

@@ -53,6 +53,13 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--url")
         parser.add_argument("--transport", choices=["streamable-http", "sse", "websocket", "stdio"])
+        parser.add_argument(
+            "--era",
+            choices=["auto", "legacy", "modern"],
+            default="auto",
+            help="MCP protocol era: auto (detect at every connection, the default), legacy (initialize handshake) "
+            "or modern (2026-07-28, Streamable HTTP and stdio only).",
+        )
         parser.add_argument("--command", dest="program", help="stdio: the program to start.")
         parser.add_argument("--arg", action="append", default=[], help="stdio: an argument (repeatable).")
         parser.add_argument("--env", action="append", default=[], help="stdio: KEY=VALUE (repeatable).")
@@ -73,7 +80,7 @@ class Command(BaseCommand):
             if not sep:
                 raise CommandError(f"--env takes KEY=VALUE, got {item!r}.")
             env[key] = value
-        data: dict[str, Any] = {"name": options["name"], "description": options["description"]}
+        data: dict[str, Any] = {"name": options["name"], "description": options["description"], "era": options["era"]}
         if options["program"]:
             data |= {
                 "transport": "stdio",
@@ -94,7 +101,7 @@ class Command(BaseCommand):
         info = gateway.server_info
         self.stdout.write(
             f"Registered {gateway.name!r} ({info.get('name', '?')} {info.get('version', '')}, "
-            f"protocol {gateway.protocol_version}): {report.summary()}."
+            f"protocol {gateway.protocol_version}, {gateway.get_detected_era_display()}): {report.summary()}."
         )
         for upstream, catalog in report.renamed.items():
             self.stdout.write(f"  {upstream} is listed as {catalog} (the name was taken)")
