@@ -158,6 +158,9 @@ def open_relay(request, tmp_path_factory):
     ):
         gateway.manage("gateway_add", "fx", "--url", upstream.url)
         gateway.manage("server_add", "demo", "--gateway", "fx")
+        status, body = gateway.api("GET", "/api/gateways?name=fx")
+        assert status == 200, body
+        assert body["items"][0]["detected_era"] == {"auto": "modern", "legacy": "legacy", "modern": "modern"}[era]
         gateway.upstream_era = era
         yield gateway
 
