@@ -321,8 +321,10 @@ class StreamableHttpEndpoint:
             envelope = modern.parse_envelope(message)
             modern.check_headers(message, headers, envelope.protocol_version)
             modern.check_version(envelope)
+            await core.modern_view(server)  # 404 for a virtual server that does not exist
         except JsonRpcError as exc:
-            await _send_json(send, modern.HTTP_STATUS.get(exc.code, 400), jsonrpc.error_response(request_id, exc))
+            status = exc.http_status if exc.http_status != 200 else modern.HTTP_STATUS.get(exc.code, 400)
+            await _send_json(send, status, jsonrpc.error_response(request_id, exc))
             return
         if message["method"] == "subscriptions/listen":
             await self._listen(receive, send, message, envelope, principal, server)

@@ -1145,15 +1145,6 @@ def test_a_request_state_presented_at_another_endpoint_is_refused(client, gw):
     assert retry(client, state, {"user": USER}).result["resultType"] == "complete"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: McpCore._rounds checks `state.round != call.round` but nothing marks the round taken until "
-        "ParkedCall.next_round() returns, so a second retry with the same requestState sent while the first is "
-        "still running passes the check, replaces the call's emit_to and waits on the same call: both requests "
-        "get the completed result (200) instead of the second getting -32602 'already used'"
-    ),
-)
 def test_a_request_state_continues_its_round_once_even_when_retried_concurrently(gw, gw_stub, client):
     """mrtr "Server Requirements" 5, Warning: "Servers for which a given requestState must be consumed at most
     once (e.g., one-time redemptions) MUST enforce that invariant server-side". The gateway does enforce it
@@ -1360,13 +1351,6 @@ def test_a_resource_read_can_ask_the_client(open_client):
     assert final.result["cacheScope"] == "public"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: McpCore._modern_answer adds ttlMs/cacheScope to every resources/read result, also to an "
-        "InputRequiredResult (observed: resultType input_required with ttlMs 0 and cacheScope public)"
-    ),
-)
 def test_an_input_required_read_carries_no_cache_hints(open_client):
     """server/utilities/caching "Cacheable Results": "Interim results with resultType: input_required ... are
     not cacheable and carry no caching hints"."""

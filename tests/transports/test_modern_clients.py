@@ -108,16 +108,6 @@ async def test_the_sdk_completes_a_sampling_round(everything):
     assert sampled["model"] == "test-model"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway bug: the catalog is read with every client capability declared, so tools/list offers "
-        "trigger-elicitation-request and trigger-sampling-request to a client that declared neither; the call "
-        "then goes to the upstream session for that client's (empty) capability profile, where server-everything "
-        "never registered them, and the client gets a tool result isError=true (e.g. 'MCP error -32602: Tool "
-        "trigger-elicitation-request not found') instead of MissingRequiredClientCapability (-32021)"
-    ),
-)
 @pytest.mark.parametrize(("tool", "capability"), list(CONDITIONAL.items()))
 async def test_a_tool_needing_an_undeclared_capability_names_it(everything, tool, capability):
     """basic/index "_meta": "If processing a request requires a capability the client did not include in

@@ -93,7 +93,8 @@ def validate(message: Any) -> dict[str, Any]:
     if "id" in message:
         id_ = message["id"]
         if isinstance(id_, bool) or not isinstance(id_, str | int):
-            raise JsonRpcError(INVALID_REQUEST, "Invalid Request: the id must be a string or an integer (not null).")
+            given = orjson.dumps(id_).decode()[:40]
+            raise JsonRpcError(INVALID_REQUEST, f"Invalid Request: the id must be a string or an integer, not {given}.")
     if "method" in message:
         if not isinstance(message["method"], str) or not message["method"]:
             raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: "method" must be a non-empty string.')

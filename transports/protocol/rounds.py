@@ -56,6 +56,7 @@ class ParkedCall:
     asks: dict[str, Ask] = field(default_factory=dict)
     abort: JsonRpcError | None = None
     emit_to: Emit | None = None
+    active: bool = True  # a client request is waiting on this call now (its state cannot be used again)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _keys: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -175,6 +176,7 @@ class ParkedCalls:
     def park(self, call: ParkedCall) -> None:
         """The client's request ended with questions: keep the call until its retry or the deadline."""
         call.emit_to = None
+        call.active = False
         call.expires = time.time() + self.ttl
         self._unschedule(call.id)
         self._timers[call.id] = asyncio.get_running_loop().call_later(self.ttl, self.drop, call.id)
@@ -182,6 +184,7 @@ class ParkedCalls:
     def resume(self, call: ParkedCall, emit: Emit) -> None:
         self._unschedule(call.id)
         call.emit_to = emit
+        call.active = True
 
     def drop(self, call_id: str) -> None:
         """Forget the call and stop its upstream work."""

@@ -24,7 +24,7 @@ from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.rounds import ParkedCall, ParkedCalls
 from transports.protocol.sessions import LOG_LEVELS, Session, SessionStore
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from transports.protocol.upstreams import UpstreamPool, capability_profile
+from transports.protocol.upstreams import FULL_CAPABILITIES, UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ CACHEABLE_METHODS = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "server/discover"}
 )
 _MODERN_RESULT_FIELDS = frozenset({"resultType", "ttlMs", "cacheScope"})
+OFFERED_MAX_PAGES = 100
 MAX_LISTEN_URIS = 1000
 LISTEN_QUEUE = 256
 
@@ -179,6 +180,8 @@ class McpCore:
         self.parked = ParkedCalls(ttl=request_state_ttl, max_calls=max_parked_calls)
         self.listeners: set[Listener] = set()
         self._upstream_levels: weakref.WeakKeyDictionary[UpstreamClient, str] = weakref.WeakKeyDictionary()
+        # Tool names each upstream session offers to its capability profile (None: could not tell).
+        self._offered: dict[str, weakref.WeakKeyDictionary[UpstreamClient, frozenset[str] | None]] = {}
         self.cache_ttl_ms = cache_ttl_ms
         self.cache_scope = cache_scope
         self.instructions = instructions
@@ -325,6 +328,7 @@ class McpCore:
         """Re-read the upstream's catalog (one refresh at a time); the catalog change that follows
         sends our own list_changed to the sessions that see a difference."""
         logger.info("upstream %s changed its lists; refreshing", gateway)
+        self._offered.pop(gateway, None)
         if self.on_upstream_list_changed is None:
             return
         running = self._refreshing.get(gateway)
@@ -488,7 +492,7 @@ class McpCore:
             return answer
         result = dict(answer["result"])
         result.setdefault("resultType", "complete")
-        if method in CACHEABLE_METHODS:
+        if method in CACHEABLE_METHODS and result["resultType"] == "complete":
             ttl = result.get("ttlMs")
             result["ttlMs"] = min(ttl, self.cache_ttl_ms) if isinstance(ttl, int) and ttl >= 0 else self.cache_ttl_ms
             private = result.get("cacheScope") == "private" or self.cache_scope == "private"
@@ -518,7 +522,7 @@ class McpCore:
                     "Invalid params: requestState rejected: the call it continues has ended or expired; "
                     "send the request again without inputResponses and requestState.",
                 )
-            if state.round != call.round:
+            if state.round != call.round or call.active:
                 raise JsonRpcError(
                     jsonrpc.INVALID_PARAMS,
                     "Invalid params: requestState rejected: it was already used (each one continues its round once).",
@@ -698,6 +702,7 @@ class McpCore:
         *,
         timeout: float | None = None,
         shared: bool = False,
+        tool: str | None = None,
     ) -> dict[str, Any]:
         """Relay one request to an upstream, passing its progress, logs and requests back to the client."""
         row = ex.snapshot.upstreams.get(gateway)
@@ -725,6 +730,8 @@ class McpCore:
             # The upstream session that declares what this client declared (shared: the one that declares all).
             profile = None if shared else capability_profile(ex.session.client_capabilities)
             client = await self.upstreams.get(gateway, row or {}, profile)
+            if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
+                await self._check_offered(gateway, client, tool, profile)
             if ex.session.log_level is not None:
                 await self._upstream_log_level(client, ex.session.log_level)
             if ex.upstream_headers:
@@ -734,6 +741,46 @@ class McpCore:
             return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
         except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
             raise _upstream_error(gateway, exc, timeout or self.tool_timeout) from None
+
+    async def _check_offered(self, gateway: str, client: UpstreamClient, tool: str, profile: dict[str, Any]) -> None:
+        """-32021 when the upstream offers ``tool`` to a fully capable client (it is in the catalog) but
+        not on the session of this client's capability profile: some upstreams list a tool only to
+        clients that can answer what it asks (2026-07-28 basic/index, MissingRequiredClientCapability)."""
+        offered = self._offered.setdefault(gateway, weakref.WeakKeyDictionary())
+        if client not in offered:
+            offered[client] = await self._list_tool_names(client)
+        known = offered[client]
+        if known is None or tool in known:
+            return
+        missing: dict[str, Any] = {}
+        for name, value in FULL_CAPABILITIES.items():
+            if name not in profile:
+                missing[name] = value
+            elif name == "elicitation" and set(value) - set(profile[name]):
+                missing[name] = {mode: {} for mode in set(value) - set(profile[name])}
+        raise JsonRpcError(
+            jsonrpc.MISSING_CLIENT_CAPABILITY,
+            f"Missing required client capability: the upstream offers {tool!r} only to clients that declare "
+            f"more of: {', '.join(sorted(missing))}.",
+            {"requiredCapabilities": missing},
+        )
+
+    async def _list_tool_names(self, client: UpstreamClient) -> frozenset[str] | None:
+        names: set[str] = set()
+        cursor = None
+        try:
+            for _ in range(OFFERED_MAX_PAGES):
+                listed = await client.request("tools/list", {"cursor": cursor} if cursor else {}, timeout=10.0)
+                tools = listed.get("tools")
+                if not isinstance(tools, list):
+                    return None
+                names.update(t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str))
+                cursor = listed.get("nextCursor")
+                if not cursor:
+                    return frozenset(names)
+        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable):
+            return None
+        return None
 
     async def _upstream_log_level(self, client: UpstreamClient, level: str) -> None:
         """Make sure the upstream sends logs at least as detailed as ``level`` (its session is shared:
@@ -822,7 +869,9 @@ class McpCore:
             )
         upstream_params = {**params, "name": tool.upstream_name, "arguments": arguments}
         timeout = tool.timeout or self.tool_timeout
-        return await self._upstream_request(ex, tool.gateway, "tools/call", upstream_params, timeout=timeout)
+        return await self._upstream_request(
+            ex, tool.gateway, "tools/call", upstream_params, timeout=timeout, tool=tool.upstream_name
+        )
 
     async def _resources_read(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         uri = params.get("uri")

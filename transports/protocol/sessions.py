@@ -23,25 +23,32 @@ STREAMS_KEPT = 16  # finished request streams kept per session for resumption
 
 class EventStream:
     """The messages of one SSE stream, numbered and kept (bounded) so a client can resume it with
-    Last-Event-ID on any connection. Event ids are '<stream id>:<sequence>'."""
+    Last-Event-ID on any connection. Event ids are '<stream id>:<sequence>'.
+
+    The wake-up event exists only once someone waits (most streams are never waited on), which
+    keeps a stream, and so an idle session, small."""
+
+    __slots__ = ("_changed", "done", "events", "id", "seq")
 
     def __init__(self, stream_id: str, *, keep: int = EVENTS_PER_STREAM) -> None:
         self.id = stream_id
         self.seq = 0
         self.done = False
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None
 
     def append(self, message: dict[str, Any]) -> str:
         """Log a message; returns its event id."""
         self.seq += 1
         self.events.append((self.seq, message))
-        self._changed.set()
+        if self._changed is not None:
+            self._changed.set()
         return f"{self.id}:{self.seq}"
 
     def finish(self) -> None:
         self.done = True
-        self._changed.set()
+        if self._changed is not None:
+            self._changed.set()
 
     def after(self, seq: int) -> list[tuple[int, dict[str, Any]]]:
         return [(n, m) for n, m in self.events if n > seq]
@@ -49,6 +56,8 @@ class EventStream:
     async def wait(self, seq: int, timeout: float) -> bool:
         """Wait until there is an event after ``seq`` or the stream is done; False on timeout."""
         while self.seq <= seq and not self.done:
+            if self._changed is None:
+                self._changed = asyncio.Event()
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
@@ -64,9 +73,16 @@ def parse_event_id(value: str) -> tuple[str, int] | None:
     return stream_id, int(seq)
 
 
-@dataclass
+STANDALONE_STREAM_ID = "g"
+
+
+@dataclass(slots=True)
 class Session:
-    """One client session, bound to the user and the endpoint that created it."""
+    """One client session, bound to the user and the endpoint that created it.
+
+    The runtime parts (in-flight requests, the standalone stream, request streams, pending
+    gateway->client requests, subscriptions) are created on first use: an idle session holds only
+    what `initialize` negotiated (see docs/performance.md, idle sessions)."""
 
     id: str
     username: str
@@ -77,34 +93,68 @@ class Session:
     client_info: dict[str, Any]
     initialized: bool = False
     log_level: str | None = None
-    subscriptions: set[str] = field(default_factory=set)
     created_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
-    # Runtime only: in-flight client requests (for notifications/cancelled), the standalone stream's
-    # log and how many GET connections read it, the logs of request streams (for resumption), and
-    # gateway->client requests waiting for the client's answer.
-    in_flight: dict[Id, asyncio.Task[Any]] = field(default_factory=dict, repr=False)
-    standalone: EventStream = field(default_factory=lambda: EventStream("g", keep=64), repr=False)
+    # How many GET connections read the standalone stream.
     listeners: int = 0
-    request_streams: OrderedDict[str, EventStream] = field(default_factory=OrderedDict, repr=False)
-    pending: dict[Id, asyncio.Future[dict[str, Any]]] = field(default_factory=dict, repr=False)
     next_request_id: int = 0
+    _subscriptions: set[str] | None = field(default=None, init=False, repr=False)
+    _in_flight: dict[Id, asyncio.Task[Any]] | None = field(default=None, init=False, repr=False)
+    _standalone: EventStream | None = field(default=None, init=False, repr=False)
+    _request_streams: OrderedDict[str, EventStream] | None = field(default=None, init=False, repr=False)
+    _pending: dict[Id, asyncio.Future[dict[str, Any]]] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def subscriptions(self) -> set[str]:
+        """Resource URIs this session subscribed to."""
+        if self._subscriptions is None:
+            self._subscriptions = set()
+        return self._subscriptions
+
+    @property
+    def in_flight(self) -> dict[Id, asyncio.Task[Any]]:
+        """In-flight client requests by id (for notifications/cancelled)."""
+        if self._in_flight is None:
+            self._in_flight = {}
+        return self._in_flight
+
+    @property
+    def standalone(self) -> EventStream:
+        """The standalone stream's log (list_changed, resource updates, server->client requests)."""
+        if self._standalone is None:
+            self._standalone = EventStream(STANDALONE_STREAM_ID, keep=64)
+        return self._standalone
+
+    @property
+    def request_streams(self) -> OrderedDict[str, EventStream]:
+        """The logs of recent request streams, oldest first (for resumption)."""
+        if self._request_streams is None:
+            self._request_streams = OrderedDict()
+        return self._request_streams
+
+    @property
+    def pending(self) -> dict[Id, asyncio.Future[dict[str, Any]]]:
+        """Gateway->client requests waiting for the client's answer, by id."""
+        if self._pending is None:
+            self._pending = {}
+        return self._pending
 
     def open_request_stream(self) -> EventStream:
         """A new logged stream for one request's SSE answer; old finished ones are forgotten."""
         stream = EventStream(f"r{secrets.token_hex(6)}")
-        self.request_streams[stream.id] = stream
-        while len(self.request_streams) > STREAMS_KEPT:
-            oldest = next(iter(self.request_streams.values()))
+        streams = self.request_streams
+        streams[stream.id] = stream
+        while len(streams) > STREAMS_KEPT:
+            oldest = next(iter(streams.values()))
             if not oldest.done:
                 break
-            self.request_streams.popitem(last=False)
+            streams.popitem(last=False)
         return stream
 
     def find_stream(self, stream_id: str) -> EventStream | None:
-        if stream_id == self.standalone.id:
+        if stream_id == STANDALONE_STREAM_ID:
             return self.standalone
-        return self.request_streams.get(stream_id)
+        return self._request_streams.get(stream_id) if self._request_streams else None
 
     def has_capability(self, name: str, sub: str | None = None) -> bool:
         value = self.client_capabilities.get(name)
@@ -125,12 +175,13 @@ class Session:
             return True
 
     def close(self) -> None:
-        for task in self.in_flight.values():
+        for task in (self._in_flight or {}).values():
             task.cancel()
-        self.standalone.finish()
-        for stream in self.request_streams.values():
+        if self._standalone is not None:
+            self._standalone.finish()
+        for stream in (self._request_streams or {}).values():
             stream.finish()
-        for future in self.pending.values():
+        for future in (self._pending or {}).values():
             if not future.done():
                 future.cancel()
 

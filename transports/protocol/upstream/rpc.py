@@ -218,7 +218,18 @@ class RpcClient(UpstreamClient):
         era = self.config.era
         if era == LEGACY or not self.SPEAKS_MODERN:
             return await self._handshake()
-        found = await self._probe(required=era == MODERN)
+        try:
+            found = await self._probe(required=era == MODERN)
+        except UpstreamUnavailable as exc:
+            if self.HTTP or era == MODERN or self._open:
+                raise
+            # Some session-era stdio servers exit on a request before `initialize` (older SDKs): any error
+            # means the session era, so start the process again and run the handshake.
+            logger.info(
+                "%s: the upstream did not survive server/discover (%s); starting it again", self.config.name, exc
+            )
+            await self._restart_transport()
+            return await self._handshake()
         if found is not None:
             return await self._adopt(*found)
         try:
@@ -273,6 +284,15 @@ class RpcClient(UpstreamClient):
             raise UpstreamUnavailable(f"{name}: the upstream does not speak MCP 2026-07-28 ({why})")
         logger.debug("%s: speaking the session era: %s", name, why)
         return None
+
+    async def _restart_transport(self) -> None:
+        """Close the transport and open it again (a new process), within the same connect()."""
+        self._open = False
+        self._fail_all(f"{self.config.name}: restarting")
+        await self._close_transport(final=False)
+        self._generation += 1
+        await self._open_transport()
+        self._open = True
 
     async def _adopt(self, result: dict[str, Any], version: str) -> dict[str, Any]:
         self.era = MODERN
