@@ -286,3 +286,42 @@ async def test_resource_updates_reach_subscribers(relay):
             while "test://watched-resource" not in updates:
                 await anyio.sleep(0.1)
         await client.unsubscribe_resource("test://watched-resource")
+
+
+@pytest.fixture(scope="module")
+def modern_only(tmp_path_factory):
+    """A gateway in front of the fixture run 2026-07-28 only (it refuses `initialize`)."""
+    with (
+        running_upstream("streamable-http", era="modern") as upstream,
+        start_live_gateway(tmp_path_factory.mktemp("modern-only")) as gateway,
+    ):
+        out = gateway.manage("gateway_add", "fx", "--url", upstream.url)
+        assert "Registered 'fx'" in out
+        gateway.manage("server_add", "demo", "--gateway", "fx")
+        yield gateway
+
+
+async def test_a_session_client_completes_an_elicitation_with_a_modern_only_upstream(modern_only):
+    """Bridging session era -> 2026-07-28: the upstream answers `input_required`; its elicitation arrives
+    on the session client's call stream as an `elicitation/create` request, the client's answer goes back
+    as `inputResponses` with the upstream's requestState, and the call completes (2026-07-28
+    basic/patterns/mrtr; 2025-11-25 client/elicitation). Progress crosses too."""
+    asked: list[str] = []
+    progress: list[float] = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with sdk(modern_only, mode="legacy", elicitation_callback=elicit) as client:
+        assert client.protocol_version == "2025-11-25"
+        result = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+        assert asked == ["Who are you?"]
+        assert not result.is_error
+        assert "accept" in result.content[0].text
+        streamed = await client.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
+        assert not streamed.is_error
+    assert len(progress) >= 2
