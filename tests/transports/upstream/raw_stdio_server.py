@@ -1,10 +1,11 @@
 """A hand-written stdio upstream for behaviour the SDK server never shows.
 
 Run: python raw_stdio_server.py MODE
-(MODE: ignore-sigterm | env | bad | long-lines | early | noise | silent-discover)
+(MODE: ignore-sigterm | env | bad | long-lines | early | noise | silent-discover | die-on-discover)
 
 `silent-discover` never answers `server/discover` (like servers that drop requests before `initialize`);
-every other mode answers it with an empty result, which is no DiscoverResult.
+`die-on-discover` exits on it (like older SDK servers that crash on a request before `initialize`); every
+other mode answers it with an empty result, which is no DiscoverResult.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main() -> None:
             continue
         if mode == "silent-discover" and method == "server/discover":
             continue
+        if mode == "die-on-discover" and method == "server/discover":
+            sys.stderr.write("RuntimeError: Received request before initialization was complete\n")
+            sys.exit(1)
         if mode == "noise":
             sys.stdout.write("this is not json\n\n")
         if method == "initialize":

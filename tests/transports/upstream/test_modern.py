@@ -230,6 +230,18 @@ async def test_stdio_probe_without_answer_falls_back_after_the_probe_timeout() -
         await client.aclose()
 
 
+async def test_a_stdio_upstream_that_dies_of_the_probe_is_started_again_for_the_handshake() -> None:
+    """stdio, "Backward Compatibility": any error means a legacy server, even one that exits on a request
+    before `initialize`; the client starts it again and runs the handshake."""
+    client = create_client(make_config("stdio", args=(str(RAW), "die-on-discover"), era="auto"))
+    try:
+        await client.connect()
+        assert client.era == "legacy"
+        assert await client.request("anything") == {}
+    finally:
+        await client.aclose()
+
+
 async def test_stdio_probe_answered_with_something_else_falls_back() -> None:
     """Not a DiscoverResult (here an empty result): not modern evidence, so the handshake follows."""
     client = create_client(make_config("stdio", args=(str(RAW), "env"), era="auto"))
