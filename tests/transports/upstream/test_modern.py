@@ -956,3 +956,26 @@ async def test_an_abandoned_http_request_sends_no_cancellation_notice(fake: Fake
         assert client.connected
     finally:
         await client.aclose()
+
+
+async def test_a_result_that_took_input_is_not_cached(fake: FakeModern) -> None:
+    """A read that asked the user (basic/patterns/mrtr) is theirs: even with `ttlMs` it is not reused."""
+
+    def read(request: web.Request, body: dict[str, Any]) -> web.Response:
+        if "inputResponses" not in body["params"]:
+            asks = {"ok": {"method": "elicitation/create", "params": {"message": "Show it?"}}}
+            return fake.result(body, {"resultType": "input_required", "inputRequests": asks})
+        return fake.result(body, {"contents": [{"uri": "secret://x", "text": "s"}], "ttlMs": 60_000})
+
+    fake.handlers["resources/read"] = read
+    client = fake_client(fake)
+    await client.connect()
+    try:
+        seen = Recorder({"elicitation/create": {"result": {"action": "accept", "content": {}}}})
+        for _ in range(2):
+            result = await client.request("resources/read", {"uri": "secret://x"}, on_message=seen)
+            assert result["contents"][0]["text"] == "s"
+        assert len(seen.requests()) == 2
+        assert len(fake.bodies("resources/read")) == 4
+    finally:
+        await client.aclose()

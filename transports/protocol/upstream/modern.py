@@ -286,10 +286,10 @@ class ModernSession:
         key = ResultCache.key(method, params)
         if key is not None and (cached := self.cache.get(key)) is not None:
             return cached
-        result = await self._rounds(method, params, deadline, on_message, headers)
+        result, asked = await self._rounds(method, params, deadline, on_message, headers)
         if method == "tools/list" and self.http:
             result = self._learn_tools(result)
-        if key is not None:
+        if key is not None and not asked:  # a result that took the user's input is theirs alone
             self.cache.put(key, result)
         return result
 
@@ -306,9 +306,10 @@ class ModernSession:
         deadline: float,
         on_message: MessageHandler | None,
         headers: Mapping[str, str] | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bool]:
         """Send the request; answer `input_required` results through `on_message` and send it again
-        (a new JSON-RPC id each time) until the result is complete (basic/patterns/mrtr)."""
+        (a new JSON-RPC id each time) until the result is complete (basic/patterns/mrtr). Also says
+        whether there were such rounds."""
         current = params
         rounds = 0
         quiet_rounds = 0
@@ -316,7 +317,7 @@ class ModernSession:
             result = await self._once(method, current, deadline, on_message, headers)
             kind = result.get("resultType", "complete")
             if kind == "complete":
-                return result
+                return result, rounds > 0
             if kind != "input_required":
                 raise UpstreamUnavailable(f"{self.config.name}: unknown resultType {kind!r} in the answer to {method}")
             rounds += 1

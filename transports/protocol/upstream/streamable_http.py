@@ -256,16 +256,17 @@ class StreamableHttpClient(RpcClient):
         http_headers.add_extra(headers, call.headers, self.config.headers)
         body = orjson.dumps(message)
         # A listen stream may stay silent for long: reopen it after `stream_idle_timeout` like the GET stream.
-        timeout = self._stream_timeout if call.background else None
+        # (Other requests keep the session's timeouts: a connect deadline, the caller's deadline for the rest.)
+        options: dict[str, Any] = {"timeout": self._stream_timeout} if call.background else {}
         response: aiohttp.ClientResponse | None = None
         finished = False
         try:
             try:
-                response = await http.post(self.config.url, data=body, headers=headers, timeout=timeout)
+                response = await http.post(self.config.url, data=body, headers=headers, **options)
             except aiohttp.ServerDisconnectedError:
                 if call.method not in REPEATABLE and call.method != "server/discover":
                     raise
-                response = await http.post(self.config.url, data=body, headers=headers, timeout=timeout)
+                response = await http.post(self.config.url, data=body, headers=headers, **options)
             status = response.status
             if status >= 300:
                 error = await status_error(response, name, f"POST {call.method}")
