@@ -98,8 +98,19 @@ $(CONTEXTFORGE): | $(UV)
 
 contextforge: $(CONTEXTFORGE) ## Install IBM ContextForge (comparison target of the benchmark) into .tools/contextforge
 
-bench: dev contextforge ## Benchmark the gateway, its upstream and ContextForge on loopback; writes docs/performance.md (BENCH_ARGS=--quick)
-	$(PY) bench/run.py $(BENCH_ARGS)
+# py-spy (a sampling profiler, a Rust binary shipped as a PyPI wheel) for `bench/run.py --profile`: a benchmark
+# tool like ContextForge, so it goes into .tools/ (the venv that holds uv), not into the project's requirements.
+PY_SPY_VERSION := 0.4.3
+PY_SPY_STAMP := .tools/.py-spy-$(PY_SPY_VERSION)
+
+$(PY_SPY_STAMP): | $(UV)
+	.tools/bin/pip install -q py-spy==$(PY_SPY_VERSION)
+	@touch $@
+
+py-spy: $(PY_SPY_STAMP) ## Install the py-spy profiler into .tools/ (used by make bench)
+
+bench: dev contextforge py-spy ## Benchmark the gateway, its upstream and ContextForge on loopback, with profiles; writes docs/performance.md (BENCH_ARGS=--quick)
+	$(PY) bench/run.py --profile $(BENCH_ARGS)
 
 node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
 
@@ -110,4 +121,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev run test lint format lock clean node-tools bench contextforge
+.PHONY: help deps dev run test lint format lock clean node-tools bench contextforge py-spy

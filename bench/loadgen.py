@@ -1,7 +1,9 @@
 """The benchmark's load generator: an asyncio MCP client on aiohttp, one keep-alive connection per worker.
 
-Each worker opens a Streamable HTTP session (2025-11-25: `initialize`, then `notifications/initialized`),
-then repeats its workload's operation until the cell ends, recording one raw latency sample per operation.
+Each worker opens a Streamable HTTP session (2025-11-25: `initialize`, then `notifications/initialized`);
+once every worker has its session (or failed to open one) the warm-up starts, then the measured window; each
+worker repeats its workload's operation until the cell ends, recording one raw latency sample (and the
+operation's start time) per operation.
 Answers may be JSON or an SSE stream (the last `data:` line is the JSON-RPC response). Nothing here is
 specific to the gateway: the same code drives the upstream directly.
 """
@@ -125,6 +127,7 @@ class CellResult:
     errors: int = 0
     seconds: float = 0.0
     samples_ms: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # time.time() at the start of each sampled operation
     error_examples: list[str] = field(default_factory=list)
     loadgen_cpu_s: float = 0.0
     setup_errors: int = 0
@@ -169,14 +172,22 @@ async def run_cell(
     aliases: dict[str, str] | None = None,
     on_measure_start: Callable[[], None] | None = None,
     on_measure_end: Callable[[], None] | None = None,
+    setup_timeout: float = 120.0,
+    min_ops: int = 0,
+    max_duration: float = 60.0,
 ) -> CellResult:
-    """Drive `url` with `concurrency` workers for warmup + duration seconds; record only the `duration` part."""
+    """Drive `url` with `concurrency` workers for warmup + duration seconds; record only the `duration` part.
+
+    The workers' sessions are opened before the warm-up starts (waiting at most `setup_timeout` seconds). The
+    measured window lasts until `min_ops` operations have completed too, but at most `max_duration` seconds."""
     result = CellResult()
     recording = False
     stop = asyncio.Event()
 
+    sessions_settled = 0
+
     async def worker() -> None:
-        nonlocal recording
+        nonlocal recording, sessions_settled
         connector = aiohttp.TCPConnector(limit=1, force_close=False)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -189,8 +200,13 @@ async def run_cell(
                     result.setup_errors += 1
                     result.error_examples.append(f"setup: {exc!r}"[:300])
                     return
+                finally:
+                    sessions_settled += 1
+            else:
+                sessions_settled += 1
             try:
                 while not stop.is_set():
+                    wall = time.time()
                     started = time.perf_counter()
                     ok = True
                     try:
@@ -204,6 +220,7 @@ async def run_cell(
                         if ok:
                             result.ops += 1
                             result.samples_ms.append(elapsed)
+                            result.starts.append(wall)
                         else:
                             result.errors += 1
                     if not ok:
@@ -213,6 +230,10 @@ async def run_cell(
                     await client.close()
 
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    # Sessions first, outside the clock: a slow target must not spend its warm-up and window opening them.
+    deadline = time.monotonic() + setup_timeout
+    while sessions_settled < concurrency and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     await asyncio.sleep(warmup)
     if on_measure_start:
         on_measure_start()
@@ -220,6 +241,9 @@ async def run_cell(
     t0 = time.perf_counter()
     recording = True
     await asyncio.sleep(duration)
+    # A slow target (one operation taking longer than the window) gets a longer window, up to max_duration.
+    while result.ops < min_ops and time.perf_counter() - t0 < max_duration:
+        await asyncio.sleep(0.05)
     stop.set()
     result.seconds = time.perf_counter() - t0
     result.loadgen_cpu_s = _cpu_self() - cpu0
@@ -234,26 +258,43 @@ async def run_cell(
     return result
 
 
-async def open_idle_sessions(url: str, token: str | None, count: int, concurrency: int = 32) -> tuple[int, int]:
+@dataclass
+class IdleResult:
+    opened: int = 0
+    errors: int = 0
+    with_session_id: int = 0  # answers that carried Mcp-Session-Id (a stateless server sends none)
+    time_limited: bool = False  # stopped at the time limit before opening `count`
+    error_examples: list[str] = field(default_factory=list)
+
+
+async def open_idle_sessions(
+    url: str, token: str | None, count: int, concurrency: int = 32, time_limit: float | None = None
+) -> IdleResult:
     """Open `count` sessions (initialize + notifications/initialized only) and leave them open.
 
-    Returns (opened, errors). The sessions are not deleted: they live until the server stops.
+    The sessions are not deleted: they live until the server stops. With `time_limit` (seconds), no new
+    session is started after it has passed.
     """
-    opened = 0
-    errors = 0
+    result = IdleResult()
     queue = iter(range(count))
+    deadline = time.monotonic() + time_limit if time_limit else None
 
     async def worker() -> None:
-        nonlocal opened, errors
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
             for _ in queue:
+                if deadline is not None and time.monotonic() > deadline:
+                    result.time_limited = True
+                    return
                 client = McpClient(http, url, token)
                 try:
                     await client.open()
-                    opened += 1
-                except Exception:
-                    errors += 1
+                    result.opened += 1
+                    result.with_session_id += client.session_id is not None
+                except Exception as exc:
+                    result.errors += 1
+                    if len(result.error_examples) < 5:
+                        result.error_examples.append(repr(exc)[:300])
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return opened, errors
+    return result

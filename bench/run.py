@@ -1,9 +1,12 @@
 """MCP Gateway benchmark: `make bench` (or `.venv/bin/python bench/run.py [--quick] [--targets ...] [--workloads ...]`).
 
-Starts, on 127.0.0.1 only, the upstream fixture server (tests/fixtures/upstream_server.py) and the gateway in
-front of it (one worker process per target), drives every target with the same asyncio/aiohttp load generator
-(bench/loadgen.py), interleaving targets within each workload and concurrency, stops everything, and writes
-bench/results/<timestamp>.json and docs/performance.md.
+Starts, on 127.0.0.1 only, the upstream fixture server (tests/fixtures/upstream_server.py), bulk fixtures serving
+exactly 10, 1,000 and 10,000 tools, the gateway in front of them and ContextForge when installed (one worker
+process per target), drives every target with the same asyncio/aiohttp load generator (bench/loadgen.py),
+interleaving targets within each workload and concurrency, for --repeat rounds (each figure is the median over
+rounds), optionally profiles the gateway with py-spy (--profile), measures idle-session memory, stops
+everything, and writes bench/results/<timestamp>.json and docs/performance.md (with bench/findings.md, the
+hand-written findings, embedded). Every server process logs its GC pauses (bench/gcprobe/sitecustomize.py).
 
 The figure that holds on a shared machine is CPU milliseconds per request of the server process
 (utime+stime from /proc/PID/stat before and after the measured window, divided by the requests served).
@@ -24,6 +27,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +53,16 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
 MANY_TOOLS = 10_000
 MANY_TOOLS_PAGE = 100  # the gateway's default GATEWAY_MCP_PAGE_SIZE; the upstream pages the same way
+# Bulk upstreams: the fixture serving exactly N tools (bulk_0000...) and nothing else of its own tools. `direct`
+# talks to each; gateways and ContextForge register only the largest and serve the smaller sizes through virtual
+# servers holding exactly its first N tools, so every target lists the same number of tools.
+BULK_SIZES = {"b10": 10, "b1k": 1_000, "b10k": MANY_TOOLS}
+BULK_SOURCE = "b10k"
+GC_PROBE_DIR = ROOT / "bench" / "gcprobe"  # sitecustomize.py: logs GC pauses when BENCH_GC_LOG is set
+PY_SPY = ROOT / ".tools" / "bin" / "py-spy"
+MIN_OPS = 3  # a cell's window is stretched until this many operations completed (slow targets, long walks)...
+MAX_CELL_SECONDS = 45.0  # ...up to this long
+FINDINGS_PATH = ROOT / "bench" / "findings.md"  # hand-written findings, embedded in docs/performance.md
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -87,12 +101,19 @@ class Server:
     health_path: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def gc_log(self) -> Path:
+        return self.log_path.with_suffix(".gc.log")
+
     def start(self, timeout: float = 60.0) -> None:
+        env = dict(self.env)
+        env["BENCH_GC_LOG"] = str(self.gc_log)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GC_PROBE_DIR), env.get("PYTHONPATH", "")) if p)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
                 cwd=ROOT,
-                env=self.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,11 +161,24 @@ class Server:
                 continue
 
 
+def gc_pauses(server: Server, t0: float, t1: float) -> list[tuple[float, int, float]]:
+    """(end time, generation, pause ms) of the collections logged by the process between t0 and t1."""
+    out = []
+    with contextlib.suppress(OSError), open(server.gc_log) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                end, gen, ms = float(parts[0]), int(parts[1]), float(parts[2])
+                if t0 <= end and end - ms / 1000 <= t1:
+                    out.append((end, gen, ms))
+    return out
+
+
 def start_upstream(state: Path, name: str, many_tools: int = 0) -> Server:
     port = free_port()
     argv = [PYTHON, str(UPSTREAM_SCRIPT), "--transport", "streamable-http", "--port", str(port)]
     if many_tools:
-        argv += ["--many-tools", str(many_tools), "--page-size", str(MANY_TOOLS_PAGE)]
+        argv += ["--many-tools", str(many_tools), "--page-size", str(MANY_TOOLS_PAGE), "--bulk-only"]
     server = Server(name, argv, dict(os.environ), port, state / f"{name}.log")
     server.start()
     return server
@@ -160,13 +194,16 @@ class TargetSpec:
     """One thing to measure. kind "direct": the upstream fixture itself; "gateway": the gateway in front of it."""
 
     name: str
-    kind: str  # "direct" | "gateway"
+    kind: str  # "direct" | "gateway" | "contextforge"
     server: str = "daphne"  # daphne | uvicorn
     db: str = "sqlite"  # sqlite (embedded default) | postgres (+ Redis: production settings)
     description: str = ""
     workloads: tuple[str, ...] | None = None  # None: every workload
     default: bool = True  # False: only when named in --targets (contextforge: also when installed)
+    max_concurrency: int | None = None  # cells above it are not run for this target (said in the report)
 
+
+CF_MAX_CONCURRENCY = 32
 
 TARGETS: list[TargetSpec] = [
     TargetSpec("direct", "direct", description="upstream fixture server alone (mcp SDK, uvicorn inside)"),
@@ -180,9 +217,10 @@ TARGETS: list[TargetSpec] = [
     TargetSpec(
         "contextforge",
         "contextforge",
-        description="IBM ContextForge 1.1.0 (comparison, one worker, SQLite, rate limit off), from .tools/contextforge",
-        workloads=("tools_call", "tools_list"),
+        description="IBM ContextForge 1.1.0 (comparison, one worker, SQLite, rate limit off, its default stateless "
+        "Streamable HTTP), from .tools/contextforge",
         default=False,
+        max_concurrency=CF_MAX_CONCURRENCY,
     ),
 ]
 
@@ -191,14 +229,18 @@ TARGETS: list[TargetSpec] = [
 class LiveTarget:
     spec: TargetSpec
     token: str | None
-    urls: dict[str, str]  # upstream key ("up", "many") -> MCP endpoint URL
+    urls: dict[str, str]  # endpoint key ("up", "b10", "b1k", "b10k") -> MCP endpoint URL
     server: Server | None  # the gateway process (None for direct)
     upstreams: dict[str, Server]
     pg_db: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)  # upstream tool name -> the name this target serves
+    backends: dict[str, str] = field(default_factory=dict)  # endpoint key -> the upstream behind it
 
-    def pid(self, upstream_key: str) -> int:
-        return self.server.pid if self.server else self.upstreams[upstream_key].pid
+    def upstream(self, endpoint: str) -> Server:
+        return self.upstreams[self.backends.get(endpoint, endpoint)]
+
+    def pid(self, endpoint: str) -> int:
+        return self.server.pid if self.server else self.upstream(endpoint).pid
 
 
 def _pg_admin(sql: str) -> None:
@@ -208,7 +250,12 @@ def _pg_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], with_many: bool) -> LiveTarget:
+def bulk_names(count: int) -> list[str]:
+    """The fixture's bulk tool names, in its (and the gateway's name) order."""
+    return [f"bulk_{i:04d}" for i in range(count)]
+
+
+def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], bulk: bool) -> LiveTarget:
     tdir = state / spec.name
     tdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
@@ -245,11 +292,22 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], w
     target.token = manage("issue_token", "benchadmin", "--expires-in", "1d").strip().splitlines()[-1]
     manage("gateway_add", "up", "--url", f"http://{HOST}:{upstreams['up'].port}/mcp")
     manage("server_add", "bench", "--gateway", "up")
-    if with_many:
+    servers = {"up": "bench"}
+    if bulk:
         started = time.monotonic()
-        manage("gateway_add", "many", "--url", f"http://{HOST}:{upstreams['many'].port}/mcp", "--timeout", "300")
-        manage("server_add", "bulk", "--gateway", "many")
-        print(f"  {spec.name}: registered {MANY_TOOLS} tools in {time.monotonic() - started:.1f} s", flush=True)
+        source = upstreams[BULK_SOURCE]
+        manage("gateway_add", "many", "--url", f"http://{HOST}:{source.port}/mcp", "--timeout", "300")
+        for key, count in BULK_SIZES.items():
+            if count == MANY_TOOLS:
+                manage("server_add", f"bulk-{key}", "--gateway", "many")
+            else:
+                manage("server_add", f"bulk-{key}", *(a for name in bulk_names(count) for a in ("--tool", name)))
+            servers[key] = f"bulk-{key}"
+            target.backends[key] = BULK_SOURCE
+        print(
+            f"  {spec.name}: registered {MANY_TOOLS:,} tools and the bulk servers in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
     port = free_port()
     if spec.server == "uvicorn":
         argv = [
@@ -272,9 +330,7 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], w
     target.server = Server(spec.name, argv, env, port, tdir / "server.log", health_path="/health")
     target.server.start()
     base = f"http://{HOST}:{port}"
-    target.urls = {"up": f"{base}/servers/bench/mcp"}
-    if with_many:
-        target.urls["many"] = f"{base}/servers/bulk/mcp"
+    target.urls = {key: f"{base}/servers/{name}/mcp" for key, name in servers.items()}
     return target
 
 
@@ -282,7 +338,7 @@ CF_VENV = ROOT / ".tools" / "contextforge"
 CF_SECRET = "bench-jwt-secret-0123456789abcdefABCDEF-xyz!"
 
 
-def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Server]) -> LiveTarget:
+def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Server], bulk: bool) -> LiveTarget:
     """ContextForge in its own venv (see /work/shared/notes/contextforge-run.md); comparison only."""
     exe = CF_VENV / "bin" / "mcpgateway"
     if not exe.exists():
@@ -316,6 +372,17 @@ def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Serve
     )
     server.start(timeout=120)
     target = LiveTarget(spec, None, {}, server, upstreams)
+    try:
+        _configure_contextforge(target, env, bulk)
+    except BaseException:
+        server.stop()
+        raise
+    return target
+
+
+def _configure_contextforge(target: LiveTarget, env: dict[str, str], bulk: bool) -> None:
+    """Issue a token, register the upstreams and create the virtual servers the workloads use."""
+    spec, upstreams, port = target.spec, target.upstreams, target.server.port if target.server else 0
     token = (
         subprocess.run(
             [
@@ -346,33 +413,52 @@ def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Serve
         request = urllib.request.Request(base + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {token}")
         request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with urllib.request.urlopen(request, timeout=900) as response:
             return json.loads(response.read() or b"null")
 
-    api(
-        "POST",
-        "/gateways",
-        {
-            "name": "up",
-            "url": f"http://{HOST}:{upstreams['up'].port}/mcp",
+    def items(answer: Any) -> list[dict[str, Any]]:
+        return answer.get("items", answer) if isinstance(answer, dict) else answer
+
+    def register(name: str, upstream: Server) -> str:
+        body = {
+            "name": name,
+            "url": f"http://{HOST}:{upstream.port}/mcp",
             "transport": "STREAMABLEHTTP",
             "visibility": "public",
-        },
-    )
-    tools = api("GET", "/tools")
-    tools = tools.get("items", tools) if isinstance(tools, dict) else tools
-    by_original = {}
-    for tool in tools:
-        original = tool.get("originalName") or tool.get("original_name") or tool["name"]
-        by_original[original] = tool
-    target.aliases = {name: tool["name"] for name, tool in by_original.items()}
-    created = api(
-        "POST",
-        "/servers",
-        {"server": {"name": "bench", "associated_tools": [t["id"] for t in tools]}, "visibility": "public"},
-    )
-    target.urls = {"up": f"{base}/servers/{created['id']}/mcp"}
-    return target
+        }
+        return str(api("POST", "/gateways", body)["id"])
+
+    def create_server(name: str, tool_ids: list[str], resource_ids: list[str] | None = None) -> str:
+        server: dict[str, Any] = {"name": name, "associated_tools": tool_ids}
+        if resource_ids:
+            server["associated_resources"] = resource_ids
+        created = api("POST", "/servers", {"server": server, "visibility": "public"})
+        return f"{base}/servers/{created['id']}/mcp"
+
+    def original(tool: dict[str, Any]) -> str:
+        return str(tool.get("originalName") or tool.get("original_name") or tool["name"])
+
+    up_id = register("up", upstreams["up"])
+    bulk_id = None
+    if bulk:
+        started = time.monotonic()
+        bulk_id = register("many", upstreams[BULK_SOURCE])
+        print(f"  {spec.name}: registered {MANY_TOOLS:,} tools in {time.monotonic() - started:.1f} s", flush=True)
+    tools = items(api("GET", "/tools?limit=0"))  # 0: all (the default is a page of 50)
+    up_tools = [t for t in tools if str(t.get("gatewayId")) == up_id]
+    target.aliases = {original(t): t["name"] for t in up_tools}
+    up_resources = [r["id"] for r in items(api("GET", "/resources?limit=0")) if str(r.get("gatewayId")) == up_id]
+    target.urls = {"up": create_server("bench", [t["id"] for t in up_tools], up_resources)}
+    if bulk_id is not None:
+        started = time.monotonic()
+        by_name = {original(t): t["id"] for t in tools if str(t.get("gatewayId")) == bulk_id}
+        for key, count in BULK_SIZES.items():
+            ids = [by_name[name] for name in bulk_names(count) if name in by_name]
+            if len(ids) != count:
+                raise RuntimeError(f"{spec.name}: {len(ids)} of the {count} bulk tools registered")
+            target.urls[key] = create_server(f"bulk-{key}", ids)
+            target.backends[key] = BULK_SOURCE
+        print(f"  {spec.name}: created the bulk servers in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def teardown(target: LiveTarget) -> None:
@@ -395,10 +481,35 @@ async def op_tools_call_echo(client: loadgen.McpClient) -> None:
         raise loadgen.McpError(f"unexpected echo result {str(result)[:200]}")
 
 
-async def op_tools_list(client: loadgen.McpClient) -> None:
-    result = await client.request("tools/list", {})
-    if not result.get("tools"):
-        raise loadgen.McpError("empty tools/list")
+def op_tools_list_first(count: int) -> loadgen.Operation:
+    """tools/list without a cursor; the page must hold min(count, page size) tools."""
+    expected = min(count, MANY_TOOLS_PAGE)
+
+    async def op(client: loadgen.McpClient) -> None:
+        result = await client.request("tools/list", {})
+        if len(result.get("tools") or ()) != expected:
+            raise loadgen.McpError(f"tools/list first page: {len(result.get('tools') or ())} tools, not {expected}")
+
+    return op
+
+
+def op_tools_walk(count: int) -> loadgen.Operation:
+    """Every page of tools/list, following nextCursor; one operation is the whole walk of `count` tools."""
+
+    async def op(client: loadgen.McpClient) -> None:
+        seen = 0
+        params: dict[str, Any] = {}
+        for _ in range(count // 10 + 10):  # a bound, in case a server keeps returning a cursor
+            result = await client.request("tools/list", params)
+            seen += len(result.get("tools") or ())
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+            params = {"cursor": cursor}
+        if seen != count:
+            raise loadgen.McpError(f"tools/list walk: {seen} tools, not {count}")
+
+    return op
 
 
 async def op_resources_read(client: loadgen.McpClient) -> None:
@@ -417,27 +528,49 @@ class Workload:
     name: str
     description: str
     operation: loadgen.Operation
-    upstream: str = "up"  # which upstream (and gateway virtual server) it runs against
+    endpoint: str = "up"  # "up": the fixture (gateway server `bench`); b10/b1k/b10k: the bulk upstream of that size
     session_per_op: bool = False  # True: each operation opens (and ends) its own session
     max_concurrency: int | None = None
 
 
 WORKLOADS: list[Workload] = [
     Workload("tools_call", 'tools/call echo {"message":"hi"}', op_tools_call_echo),
-    Workload("tools_list", "tools/list, first page (the fixture's own tools, one page)", op_tools_list),
+    Workload("tools_list_10", "tools/list, first page of 10 tools (one page)", op_tools_list_first(10), "b10"),
+    Workload(
+        "tools_list_1k",
+        f"tools/list, first page of 1,000 tools ({MANY_TOOLS_PAGE} per page)",
+        op_tools_list_first(1_000),
+        "b1k",
+        max_concurrency=32,
+    ),
+    Workload(
+        "tools_list_10k",
+        f"tools/list, first page of {MANY_TOOLS:,} tools ({MANY_TOOLS_PAGE} per page)",
+        op_tools_list_first(MANY_TOOLS),
+        "b10k",
+        max_concurrency=32,
+    ),
+    Workload(
+        "tools_walk_1k",
+        f"tools/list full walk of 1,000 tools: every page by nextCursor ({1_000 // MANY_TOOLS_PAGE} requests per op)",
+        op_tools_walk(1_000),
+        "b1k",
+        max_concurrency=32,
+    ),
+    Workload(
+        "tools_walk_10k",
+        f"tools/list full walk of {MANY_TOOLS:,} tools ({MANY_TOOLS // MANY_TOOLS_PAGE} requests per op; c=1 only: "
+        "one walk through the direct upstream takes about 0.3 s of its CPU)",
+        op_tools_walk(MANY_TOOLS),
+        "b10k",
+        max_concurrency=1,
+    ),
     Workload("resources_read", "resources/read test://static-text", op_resources_read),
     Workload(
         "initialize",
         "session setup: initialize + notifications/initialized + DELETE (3 HTTP requests per op)",
         op_initialize,
         session_per_op=True,
-    ),
-    Workload(
-        "tools_list_10k",
-        f"tools/list, first page of {MANY_TOOLS:,} tools ({MANY_TOOLS_PAGE} per page)",
-        op_tools_list,
-        upstream="many",
-        max_concurrency=32,
     ),
 ]
 
@@ -447,26 +580,68 @@ WORKLOADS: list[Workload] = [
 # ------------------------------------------------------------------------------------------------------------
 
 
+def gc_summary(pauses: list[tuple[float, int, float]], seconds: float) -> dict[str, Any]:
+    """Collections in a window: full (generation 2) ones, and the pause time of all logged ones."""
+    full = [ms for _, gen, ms in pauses if gen == 2]
+    return {
+        "full": len(full),
+        "full_max_ms": round(max(full), 1) if full else None,
+        "pause_ms_per_s": round(sum(ms for _, _, ms in pauses) / seconds, 1) if seconds else None,
+        "max_ms": round(max(ms for _, _, ms in pauses), 1) if pauses else None,
+    }
+
+
+def tail_in_gc(result: loadgen.CellResult, pauses: list[tuple[float, int, float]], p99: float | None) -> float | None:
+    """Share of the operations at or above p99 that overlapped a GC pause of >= 10 ms (server or upstream)."""
+    if p99 is None or not result.samples_ms:
+        return None
+    long_pauses = [(end - ms / 1000, end) for end, _, ms in pauses if ms >= 10]
+    slow = [(s, s + ms / 1000) for s, ms in zip(result.starts, result.samples_ms, strict=True) if ms >= p99]
+    if not slow:
+        return None
+    hit = sum(any(a < e and b > s for a, b in long_pauses) for s, e in slow)
+    return round(hit / len(slow), 3)
+
+
 def measure_cell(
-    target: LiveTarget, workload: Workload, concurrency: int, warmup: float, duration: float
+    target: LiveTarget,
+    workload: Workload,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    profile_out: Path | None = None,
+    profile_rate: int = 250,
 ) -> dict[str, Any]:
+    upstream = target.upstream(workload.endpoint)
     gw_pid = target.server.pid if target.server else None
-    up_pid = target.upstreams[workload.upstream].pid
+    up_pid = upstream.pid
     marks: dict[str, float] = {}
+    spy: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
+        marks["t0"] = time.time()
         marks["up0"] = proc_cpu_seconds(up_pid)
         if gw_pid:
             marks["gw0"] = proc_cpu_seconds(gw_pid)
+        if profile_out is not None:
+            # py-spy samples the serving process without pausing it (--nonblocking) until SIGINT at the end
+            argv = [str(PY_SPY), "record", "--pid", str(target.pid(workload.endpoint)), "--rate", str(profile_rate)]
+            argv += ["--format", "raw", "--nolineno", "--nonblocking", "--output", str(profile_out)]
+            spy.append(
+                subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            )
 
     def end() -> None:
+        marks["t1"] = time.time()
         marks["up1"] = proc_cpu_seconds(up_pid)
         if gw_pid:
             marks["gw1"] = proc_cpu_seconds(gw_pid)
+        for process in spy:
+            process.send_signal(signal.SIGINT)
 
     result = asyncio.run(
         loadgen.run_cell(
-            url=target.urls[workload.upstream],
+            url=target.urls[workload.endpoint],
             token=target.token,
             operation=workload.operation,
             concurrency=concurrency,
@@ -476,8 +651,17 @@ def measure_cell(
             aliases=target.aliases,
             on_measure_start=start,
             on_measure_end=end,
+            min_ops=MIN_OPS,
+            max_duration=MAX_CELL_SECONDS,
         )
     )
+    for process in spy:
+        try:
+            _, err = process.communicate(timeout=60)
+            if process.returncode not in (0, -signal.SIGINT) and not (profile_out and profile_out.exists()):
+                print(f"  py-spy failed ({process.returncode}): {err.decode(errors='replace')[-500:]}", flush=True)
+        except subprocess.TimeoutExpired:
+            process.kill()
     row = result.summary()
 
     def per_op(seconds: float) -> float | None:  # None when no operation completed in the window
@@ -491,15 +675,26 @@ def measure_cell(
     else:
         row["server_cpu_ms_per_op"] = row["upstream_cpu_ms_per_op"]
         row["server_rss_mb"] = row["upstream_rss_mb"]
+    window = marks["t1"] - marks["t0"]
+    up_pauses = gc_pauses(upstream, marks["t0"], marks["t1"])
+    row["upstream_gc"] = gc_summary(up_pauses, window)
+    all_pauses = list(up_pauses)
+    if target.server:
+        server_pauses = gc_pauses(target.server, marks["t0"], marks["t1"])
+        row["server_gc"] = gc_summary(server_pauses, window)
+        all_pauses += server_pauses
+    else:
+        row["server_gc"] = row["upstream_gc"]
+    row["tail_in_gc"] = tail_in_gc(result, all_pauses, row["p99_ms"])
     return row
 
 
-def idle_sessions(target: LiveTarget, steps: list[int]) -> list[dict[str, Any]]:
+def idle_sessions(target: LiveTarget, steps: list[int], time_limit: float | None) -> list[dict[str, Any]]:
     """RSS of the serving process before and after opening idle sessions, cumulatively up to each step."""
     if target.server:
-        # A fresh gateway process, so the figure is not inflated by the heap high-water mark of the load cells.
+        # A fresh process, so the figure is not inflated by the heap high-water mark of the load cells.
         target.server.stop()
-        target.server.start()
+        target.server.start(timeout=120)
         asyncio.run(
             loadgen.open_idle_sessions(target.urls["up"], target.token, 1, concurrency=1)
         )  # warm: snapshot, auth
@@ -509,13 +704,19 @@ def idle_sessions(target: LiveTarget, steps: list[int]) -> list[dict[str, Any]]:
     opened_total = first = 0 if not target.server else 1
     for step in steps:
         t0 = time.monotonic()
-        opened, errors = asyncio.run(loadgen.open_idle_sessions(target.urls["up"], target.token, step - opened_total))
-        opened_total += opened
+        got = asyncio.run(
+            loadgen.open_idle_sessions(target.urls["up"], target.token, step - opened_total, time_limit=time_limit)
+        )
+        opened_total += got.opened
         time.sleep(0.5)
         rss = proc_rss_mb(pid)
         row = {
+            "step": step,
             "sessions": opened_total,
-            "errors": errors,
+            "errors": got.errors,
+            "with_session_id": got.with_session_id,
+            "time_limited": got.time_limited,
+            "error_examples": got.error_examples,
             "rss_before_mb": base,
             "rss_after_mb": rss,
             "delta_mb": round(rss - base, 1),
@@ -526,6 +727,143 @@ def idle_sessions(target: LiveTarget, steps: list[int]) -> list[dict[str, Any]]:
             row["upstream_rss_mb"] = proc_rss_mb(target.upstreams["up"].pid)
         out.append(row)
         print(f"  idle sessions {target.spec.name}: {row}", flush=True)
+        if got.time_limited:
+            break
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Profiles (--profile): py-spy on the serving process during chosen cells
+# ------------------------------------------------------------------------------------------------------------
+
+PROFILE_CELLS = (("gw-daphne-sqlite", "tools_call", 1), ("gw-daphne-sqlite", "tools_call", 32))
+
+# Where a leaf frame's time goes: by function for the socket system calls, else by its file (first match wins).
+LEAF_FUNCTIONS: dict[str, str] = {
+    "untilConcludes (twisted/python/util.py)": "socket send() to the client (Twisted writeSomeData; kernel time)",
+    "_SelectorSocketTransport.write (asyncio/selector_events.py)": "socket send() to the upstream (asyncio transport; kernel time)",
+}
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("JSON (orjson/json)", ("/orjson", "/json/")),
+    (
+        "upstream client (transports/protocol/upstream, aiohttp, yarl, multidict)",
+        ("/transports/protocol/upstream/", "/aiohttp/", "/yarl/", "/multidict/", "/aiohappyeyeballs/", "/propcache/"),
+    ),
+    (
+        "daphne + Twisted (HTTP parsing, reactor, access log)",
+        ("/twisted/", "/daphne/", "/zope/", "/autobahn/", "/txaio/", "/incremental/", "/email/"),
+    ),
+    ("Channels + asgiref (ASGI routing, consumer plumbing)", ("/channels/", "/asgiref/")),
+    ("Django", ("/django/",)),
+    ("auth crypto (PyJWT, cryptography)", ("/jwt/", "/cryptography/")),
+    (
+        "the gateway's own code (endpoint, protocol core, auth, catalog)",
+        ("/transports/", "/registry/", "/gateway_project/", "/federation/"),
+    ),
+    ("asyncio (event loop, tasks, futures, selectors)", ("/asyncio/", "/selectors.py", "/contextvars", "/concurrent/")),
+]
+# Leaves that are a wait, not work: py-spy cannot always tell a thread blocked in epoll from one running.
+WAITING = ("EpollSelector.select (selectors.py)",)
+
+
+def _frame_file(frame: str) -> str:
+    """'func (path)' -> '/path' (py-spy gives paths relative to site-packages or the stdlib)."""
+    if frame.endswith(")") and " (" in frame:
+        return "/" + frame.rsplit(" (", 1)[1][:-1].lstrip("/")
+    return frame
+
+
+def short_frame(frame: str) -> str:
+    if frame.endswith(")") and " (" in frame:
+        func, path = frame[:-1].rsplit(" (", 1)
+        for marker in ("site-packages/", "/lib/python3.12/", str(ROOT) + "/"):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+                break
+        return f"{func} ({path})"
+    return frame
+
+
+def categorize(leaf: str) -> str:
+    if leaf in LEAF_FUNCTIONS:
+        return LEAF_FUNCTIONS[leaf]
+    path = _frame_file(leaf)
+    for name, needles in CATEGORIES:
+        if any(n in path for n in needles):
+            return name
+    return "other (stdlib and the rest)"
+
+
+def parse_profile(path: Path, top: int = 25) -> dict[str, Any]:
+    """py-spy raw (collapsed) stacks -> own and total share per function, own share per category."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    cats: dict[str, int] = {}
+    samples = waiting = 0
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = [short_frame(fr) for fr in stack.split(";") if fr and not fr.startswith("process ")]
+            frames = [fr for fr in frames if not fr.startswith("thread ")]
+            if not frames:
+                continue
+            leaf = frames[-1]
+            if leaf in WAITING:
+                waiting += count
+                continue
+            samples += count
+            own[leaf] = own.get(leaf, 0) + count
+            for fr in set(frames):
+                total[fr] = total.get(fr, 0) + count
+            cat = categorize(leaf)
+            cats[cat] = cats.get(cat, 0) + count
+    if not samples:
+        return {"samples": 0, "waiting": waiting}
+
+    def pct(n: int) -> float:
+        return round(100 * n / samples, 1)
+
+    return {
+        "samples": samples,
+        "waiting": waiting,
+        "top_own": [(fr, pct(n), pct(total[fr])) for fr, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]],
+        "top_total": [
+            (fr, pct(own.get(fr, 0)), pct(n)) for fr, n in sorted(total.items(), key=lambda kv: -kv[1])[:top]
+        ],
+        "categories": [(name, pct(n)) for name, n in sorted(cats.items(), key=lambda kv: -kv[1])],
+    }
+
+
+def run_profiles(live: list[LiveTarget], state: Path, warmup: float, duration: float) -> list[dict[str, Any]]:
+    """Each PROFILE_CELLS cell once more, with py-spy attached (not part of the results' medians)."""
+    out = []
+    by_name = {t.spec.name: t for t in live}
+    workloads = {w.name: w for w in WORKLOADS}
+    for target_name, workload_name, concurrency in PROFILE_CELLS:
+        target = by_name.get(target_name)
+        if target is None:
+            continue
+        raw = state / f"profile-{target_name}-{workload_name}-c{concurrency}.txt"
+        row = measure_cell(target, workloads[workload_name], concurrency, warmup, duration, profile_out=raw)
+        profile = parse_profile(raw)
+        out.append(
+            {
+                "target": target_name,
+                "workload": workload_name,
+                "concurrency": concurrency,
+                "duration": duration,
+                "cell": {k: row[k] for k in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_op", "ops")},
+                **profile,
+            }
+        )
+        print(
+            f"  profile {target_name} {workload_name} c={concurrency}: {profile.get('samples', 0)} samples, "
+            f"cpu {row['server_cpu_ms_per_op']} ms/op",
+            flush=True,
+        )
     return out
 
 
@@ -565,6 +903,26 @@ def machine_info() -> dict[str, Any]:
         git = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
+    dirty: list[str] = []
+    with contextlib.suppress(Exception):
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        dirty = [line[3:] for line in status.splitlines() if line.strip()]
+    for tool, argv in (
+        (
+            "contextforge",
+            [
+                str(CF_VENV / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('mcp-contextforge-gateway'))",
+            ],
+        ),
+        ("py-spy", [str(PY_SPY), "--version"]),
+    ):
+        versions[tool] = None
+        with contextlib.suppress(Exception):
+            versions[tool] = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.split()[-1]
     mem = ""
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         mem = f.readline().split(":", 1)[1].strip()
@@ -576,6 +934,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "git_commit": git,
+        "git_modified": dirty,
     }
 
 
@@ -604,6 +963,14 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if measured:
         worst = {c["target"]: c for c in measured}
         parts = [f"{c['target']} c={c['concurrency']}: {fmt(c['server_cpu_ms_per_op'])} ms" for c in measured]
+        # The direct upstream's own CPU per call in the same cells: a yardstick for how fast this machine ran.
+        yardstick = [
+            f"c={d['concurrency']}: {fmt(d['server_cpu_ms_per_op'])} ms"
+            for d in cells
+            if d["workload"] == "tools_call" and d["target"] == "direct"
+        ]
+        if yardstick:
+            parts.append(f"(the direct upstream itself, same cells: {', '.join(yardstick)})")
 
         def under(c: dict[str, Any]) -> bool:
             return c["server_cpu_ms_per_op"] is not None and c["server_cpu_ms_per_op"] <= 1.0
@@ -654,15 +1021,22 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append((f"tools/list first page p50 ≤ 10 ms with {MANY_TOOLS:,} tools", "not measured", ""))
 
     # 4. 10,000 idle sessions ≤ 200 MB
-    idle = report.get("idle_sessions", {}).get(gw, [])
+    all_idle = report.get("idle_sessions", {})
+    idle = all_idle.get(gw, [])
     big = [r for r in idle if r["sessions"] >= 10_000]
     if big:
         r = big[-1]
+        others = [
+            f"{name}: {rs[-1]['rss_after_mb']} MB"
+            for name, rs in all_idle.items()
+            if name.startswith("gw-") and name != gw and rs and rs[-1]["sessions"] >= 10_000
+        ]
         rows.append(
             (
                 "10,000 idle sessions ≤ 200 MB (gateway RSS)",
                 "met" if r["rss_after_mb"] <= 200 and not r["errors"] else "not met",
-                f"{gw}: {r['rss_after_mb']} MB RSS after {r['sessions']:,} sessions (+{r['delta_mb']} MB, {r['errors']} errors)",
+                f"{gw}: {r['rss_after_mb']} MB RSS after {r['sessions']:,} sessions (+{r['delta_mb']} MB, {r['errors']} errors)"
+                + (f"; {'; '.join(others)}" if others else ""),
             )
         )
     elif idle:
@@ -691,6 +1065,27 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     else:
         rows.append(("no errors at c=256", "not measured", ""))
+
+    # 6. at least 15x ContextForge's tools/call throughput
+    pairs = []
+    for c in (1, 32):
+        g, cf = find(cells, gw, "tools_call", c), find(cells, "contextforge", "tools_call", c)
+        if g and cf and g["rps"] and cf["rps"]:
+            pairs.append((c, g["rps"] / cf["rps"], g, cf))
+    if pairs:
+        rows.append(
+            (
+                "tools/call ≥ 15× ContextForge's throughput",
+                "met" if all(ratio >= 15 for _, ratio, _, _ in pairs) else "not met",
+                "; ".join(
+                    f"c={c}: {ratio:.0f}× ({fmt(g['rps'], 0)} vs {fmt(cf['rps'], 0)} req/s; CPU per call "
+                    f"{fmt(g['server_cpu_ms_per_op'])} vs {fmt(cf['server_cpu_ms_per_op'])} ms)"
+                    for c, ratio, g, cf in pairs
+                ),
+            )
+        )
+    else:
+        rows.append(("tools/call ≥ 15× ContextForge's throughput", "not measured", ""))
     return rows
 
 
@@ -698,50 +1093,74 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
     m = report["machine"]
     cfg = report["config"]
     v = m["versions"]
+    cells = report["cells"]
     lines = [
         "# Performance",
         "",
-        "Generated by `make bench` (`bench/run.py`); do not edit by hand, rerun it. "
-        f"Raw results: `{json_path.relative_to(ROOT)}`.",
+        "Generated by `make bench` (`bench/run.py`); do not edit by hand, rerun it (the findings section comes from "
+        f"`bench/findings.md`, written by hand). Raw results: `{json_path.relative_to(ROOT)}`.",
         "",
         "## How to reproduce",
         "",
         "```bash",
-        "make bench                                   # full run (writes this file and bench/results/<timestamp>.json)",
-        ".venv/bin/python bench/run.py --quick        # shorter cells, c=1 and 32 only",
-        ".venv/bin/python bench/run.py --targets direct,gw-daphne-sqlite --workloads tools_call",
+        "make bench                                   # full run with profiles (writes this file and bench/results/<timestamp>.json)",
+        ".venv/bin/python bench/run.py --quick        # shorter cells, c=1 and 32 only, one round",
+        ".venv/bin/python bench/run.py --targets direct,gw-daphne-sqlite --workloads tools_call --profile",
+        ".venv/bin/python bench/run.py --from-json bench/results/<timestamp>.json   # re-render this file",
         "```",
         "",
         "Everything runs on 127.0.0.1 and stops by itself. The PostgreSQL target needs a server at "
         "`postgres://postgres@127.0.0.1:5432` (a database is created and dropped) and Redis at "
         "`redis://127.0.0.1:6379/1`; it is skipped with a message when they are not reachable. The `contextforge` "
-        "comparison target runs when ContextForge is installed in its own venv (not a project dependency): "
-        "`/root/.pyenv/versions/3.12.1/bin/python3 -m venv .tools/contextforge && "
-        ".tools/contextforge/bin/pip install mcp-contextforge-gateway==1.1.0` (any Python 3.12 or 3.13 works); "
-        "it runs `tools_call` and `tools_list` only, and it renames upstream tools (gateway prefix), so the harness maps `echo` to its name from `GET /tools`.",
+        "comparison target runs when ContextForge is installed in its own venv, not a project dependency (`make bench` "
+        "does it: `make contextforge` puts `mcp-contextforge-gateway==1.1.0` into `.tools/contextforge` with a "
+        "Python 3.12). It runs every workload at c ≤ "
+        f"{CF_MAX_CONCURRENCY}: at about 30 requests/s, c=256 spends its whole cell opening the 256 sessions "
+        "(an earlier run completed no operation there). It renames upstream tools (gateway prefix), so the harness "
+        "maps `echo` to its name from `GET /tools`; its virtual servers are built from the same bulk upstream with "
+        "the same tools as the gateway's. Its Streamable HTTP is stateless by default (no `Mcp-Session-Id`), and "
+        "it ran that way. `--profile` needs py-spy in `.tools/` (`make py-spy`, which `make bench` runs).",
         "",
         "## This run",
         "",
-        f"- Date: {report['started']} (UTC), duration {report['elapsed_s']:.0f} s, git `{m['git_commit']}`",
+        f"- Date: {report['started']} (UTC), duration {report['elapsed_s']:.0f} s, git `{m['git_commit']}`"
+        + (
+            f" plus uncommitted changes to {len(m['git_modified'])} tracked file(s): "
+            + ", ".join(f"`{f}`" for f in m["git_modified"][:12])
+            if m.get("git_modified")
+            else ""
+        ),
+        f"- Comparison and profiler: ContextForge {v.get('contextforge') or 'not installed'}, py-spy {v.get('py-spy') or 'not installed'}",
         f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['memory']} RAM, Linux {m['kernel']}",
         f"- Python {m['python']}; Django {v['django']}, channels {v['channels']}, daphne {v['daphne']} (Twisted {v['twisted']}), "
         f"uvicorn {v['uvicorn']} (uvloop {v['uvloop'] or 'not installed'}, httptools {v['httptools'] or 'not installed'}), "
         f"mcp {v['mcp']}, aiohttp {v['aiohttp']}, orjson {v['orjson']}, psycopg {v['psycopg']}, channels-redis {v['channels-redis']}",
-        f"- Cells: {cfg['warmup']} s warm-up + {cfg['duration']} s measured each, concurrencies {cfg['concurrency']}, "
-        f"targets interleaved within each workload and concurrency, {cfg['repeat']} round(s)",
+        f"- Cells: {cfg['warmup']} s warm-up + {cfg['duration']} s measured each (each worker's session is opened "
+        f"before the warm-up; a window is stretched until {MIN_OPS} operations completed, at most {MAX_CELL_SECONDS:.0f} s, "
+        f"which only the slowest cells need: ContextForge's walks and c=32), concurrencies {cfg['concurrency']}, targets interleaved within each workload and "
+        f"concurrency, **{cfg['repeat']} round(s)** (the target order alternates between rounds); every figure below "
+        "is the median over the rounds (with two rounds: their mean), errors are summed, and the `per round` column "
+        "shows each round's req/s and server CPU ms/op.",
         "- Each target is one worker process. The load generator (one asyncio process, aiohttp, one keep-alive "
         "connection and one MCP session per concurrent worker, protocol 2025-11-25) shares the machine with the "
         "servers, so requests/s and latency are bounded by the machine; CPU ms per request is the robust figure.",
-        "",
-        "Targets:",
-        "",
     ]
+    for note in report.get("machine_load", []):
+        lines.append(f"- Machine load {note}")
+    lines += ["", "Targets:", ""]
     for spec in report["targets"]:
         lines.append(f"- `{spec['name']}`: {spec['description']}")
     lines += ["", "Workloads:", ""]
     for w in report["workloads"]:
         lines.append(f"- `{w['name']}`: {w['description']}")
     lines += [
+        "",
+        "The `tools_list_*` and `tools_walk_*` workloads run against upstream fixtures serving exactly 10, 1,000 and "
+        "10,000 tools (`--many-tools N --bulk-only`) for `direct`; the gateways and ContextForge register only the "
+        "10,000-tool upstream and serve the smaller sizes through virtual servers holding exactly its first 10 and "
+        "1,000 tools, so each target lists the same number of tools with the same names and schemas. Pages hold "
+        f"{MANY_TOOLS_PAGE} tools everywhere (the gateway's default `GATEWAY_MCP_PAGE_SIZE`, the fixture's "
+        "`--page-size`, ContextForge's default); each first page and each walk is checked for its tool count.",
         "",
         "## Budget (issue #4)",
         "",
@@ -757,65 +1176,193 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "## Results",
         "",
         "`server CPU` is the CPU time of the serving process per operation: the gateway process for `gw-*` "
-        "targets, the upstream itself for `direct`. `upstream CPU` is the upstream fixture's CPU per operation "
-        "(for `direct` it is the same process). `RSS` is the serving process's VmRSS at the end of the cell. "
+        "targets and ContextForge, the upstream itself for `direct`. `upstream CPU` is the upstream fixture's CPU per "
+        "operation (for `direct` it is the same process). `RSS` is the serving process's VmRSS at the end of the cell. "
         "`vs direct` is this target's requests/s and p50 divided by `direct`'s in the same cell of this run, and "
-        "the p50 latency it adds (negative: faster than direct, e.g. answered from the catalog snapshot without the upstream). `upstream busy` is the upstream fixture's CPU use during the cell in percent of one "
+        "the p50 latency it adds (negative: faster than direct, e.g. answered from the catalog snapshot without the "
+        "upstream). `upstream busy` is the upstream fixture's CPU use during the cell in percent of one "
         "core (upstream CPU ms/op × req/s): near 100% the upstream (one process of the `mcp` SDK), not the gateway, "
-        "bounds requests/s and latency, so compare the gateway by its own CPU ms/op there.",
+        "bounds requests/s and latency, so compare the gateway by its own CPU ms/op there. For the walks one "
+        "operation is the whole walk (10 or 100 requests).",
         "",
-        "| workload | c | target | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU ms/op | upstream CPU ms/op | upstream busy | RSS MB | loadgen CPU ms/op | vs direct: req/s, p50, +p50 ms |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| workload | c | target | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU ms/op | upstream CPU ms/op | upstream busy | RSS MB | loadgen CPU ms/op | vs direct: req/s, p50, +p50 ms | per round: req/s · CPU ms/op |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for c in report["cells"]:
-        d = find(report["cells"], "direct", c["workload"], c["concurrency"])
+    for c in cells:
+        d = find(cells, "direct", c["workload"], c["concurrency"])
         up_cpu = c["upstream_cpu_ms_per_op"]
         busy = f"{up_cpu * c['rps'] / 10:.0f}%" if up_cpu is not None else "–"
         ratio = ""
         if d and c["target"] != "direct" and d["rps"] and c["p50_ms"] is not None and d["p50_ms"]:
             ratio = f"{c['rps'] / d['rps']:.2f}×, {c['p50_ms'] / d['p50_ms']:.2f}×, {c['p50_ms'] - d['p50_ms']:+.2f}"
+        per_round = " / ".join(f"{fmt(r['rps'], 0)} · {fmt(r['server_cpu_ms_per_op'], 3)}" for r in c.get("rounds", []))
         lines.append(
             f"| {c['workload']} | {c['concurrency']} | {c['target']} | {fmt(c['rps'], 0)} | {fmt(c['p50_ms'])} | "
             f"{fmt(c['p90_ms'])} | {fmt(c['p99_ms'])} | {c['errors']} | {fmt(c['server_cpu_ms_per_op'], 3)} | "
-            f"{fmt(c['upstream_cpu_ms_per_op'], 3)} | {busy} | {fmt(c['server_rss_mb'], 0)} | {fmt(c['loadgen_cpu_ms_per_op'], 3)} | {ratio} |"
+            f"{fmt(c['upstream_cpu_ms_per_op'], 3)} | {busy} | {fmt(c['server_rss_mb'], 0)} | {fmt(c['loadgen_cpu_ms_per_op'], 3)} | {ratio} | {per_round} |"
         )
-    empty = [c for c in report["cells"] if not c["ops"]]
+    empty = [c for c in cells if not c["ops"]]
     if empty:
+        lines += ["", "Cells with no completed operation in the measured window:", ""]
+        lines += [f"- {c['target']} / {c['workload']} / c={c['concurrency']}" for c in empty]
+    if report.get("skipped_cells"):
         lines += [
             "",
-            "Cells with no completed operation in the measured window (every worker still opening its session):",
-            "",
+            f"Cells not run (above the target's concurrency limit): {', '.join(report['skipped_cells'])}.",
         ]
-        lines += [f"- {c['target']} / {c['workload']} / c={c['concurrency']}" for c in empty]
-    errs = [c for c in report["cells"] if c["error_examples"]]
+    errs = [c for c in cells if c["error_examples"]]
     if errs:
         lines += ["", "Errors seen (first examples):", ""]
         for c in errs:
             lines.append(f"- {c['target']} / {c['workload']} / c={c['concurrency']}: `{c['error_examples'][0][:200]}`")
+
+    cf_cells = [c for c in cells if c["target"] == "contextforge"]
+    if cf_cells:
+        lines += [
+            "",
+            "## Gateway vs ContextForge",
+            "",
+            "Pair by pair within this run: requests/s of each gateway target divided by ContextForge's, and "
+            "ContextForge's CPU per operation divided by the gateway's.",
+            "",
+            "| workload | c | ContextForge req/s | ContextForge CPU ms/op | "
+            + " | ".join(f"{t}: req/s ×, CPU ×" for t in ("gw-daphne-sqlite", "gw-daphne-pg", "gw-uvicorn-sqlite"))
+            + " |",
+            "|---|---:|---:|---:|---|---|---|",
+        ]
+        for cf in cf_cells:
+            parts = []
+            for t in ("gw-daphne-sqlite", "gw-daphne-pg", "gw-uvicorn-sqlite"):
+                g = find(cells, t, cf["workload"], cf["concurrency"])
+                if g and g["rps"] and cf["rps"] and g["server_cpu_ms_per_op"] and cf["server_cpu_ms_per_op"]:
+                    parts.append(
+                        f"{g['rps'] / cf['rps']:.0f}×, {cf['server_cpu_ms_per_op'] / g['server_cpu_ms_per_op']:.0f}×"
+                    )
+                else:
+                    parts.append("–")
+            lines.append(
+                f"| {cf['workload']} | {cf['concurrency']} | {fmt(cf['rps'], 1)} | {fmt(cf['server_cpu_ms_per_op'], 1)} | "
+                + " | ".join(parts)
+                + " |"
+            )
+
+    tail = [c for c in cells if c["workload"] == "tools_call" and c.get("upstream_gc")]
+    if tail:
+        lines += [
+            "",
+            "## Latency tail and garbage collection (tools_call)",
+            "",
+            "Every server process of the run logs its garbage-collector pauses (`bench/gcprobe/sitecustomize.py`, on "
+            "`PYTHONPATH` with `BENCH_GC_LOG`: one line per collection of ≥ 1 ms or of generation 2). Per cell "
+            "(the middle round): full (generation 2) collections in the measured window and the longest, the pause time per second "
+            "of all logged collections, for the serving process and for the upstream fixture; `p99 ops in a GC "
+            "pause` is the share of operations at or above the cell's p99 whose time overlapped a pause of ≥ 10 ms "
+            "in either process (median over rounds).",
+            "",
+            "| c | target | p50 ms | p99 ms | max ms | server: full GCs, longest ms, pause ms/s | upstream: full GCs, longest ms, pause ms/s | p99 ops in a GC pause |",
+            "|---:|---|---:|---:|---:|---|---|---:|",
+        ]
+
+        def gc_text(g: dict[str, Any] | None) -> str:
+            if not g:
+                return "–"
+            return f"{g['full']}, {fmt(g['full_max_ms'], 0)}, {fmt(g['pause_ms_per_s'], 1)}"
+
+        for c in tail:
+            server_gc = gc_text(c.get("server_gc")) if c["target"] != "direct" else "(the upstream)"
+            share = f"{c['tail_in_gc'] * 100:.0f}%" if c.get("tail_in_gc") is not None else "–"
+            lines.append(
+                f"| {c['concurrency']} | {c['target']} | {fmt(c['p50_ms'])} | {fmt(c['p99_ms'])} | {fmt(c['max_ms'])} | "
+                f"{server_gc} | {gc_text(c.get('upstream_gc'))} | {share} |"
+            )
+
+    profiles = report.get("profiles") or []
+    if profiles:
+        lines += [
+            "",
+            "## Profiles",
+            "",
+            "py-spy (`record --nonblocking --nolineno`, Python frames only, "
+            f"{cfg.get('profile_duration') or ''} s measured, 250 samples/s) on the serving process during an extra cell "
+            "run after the rounds (not part of the results above). Samples where the event loop waits in `epoll` "
+            "are left out (counted as `waiting`); the rest is the process at work. `own` is the share of those samples "
+            "with the function at the top of the stack, `total` with it anywhere in the stack. Time in C code "
+            "(orjson, the socket system calls, CPython itself) counts as the Python function that called it; the two "
+            "`send()` rows are the kernel's time writing to the sockets.",
+        ]
+        for prof in profiles:
+            cell = prof["cell"]
+            lines += [
+                "",
+                f"### {prof['target']}, {prof['workload']}, c={prof['concurrency']}",
+                "",
+                f"{prof.get('samples', 0):,} samples at work ({prof.get('waiting', 0):,} waiting); the cell under py-spy: {fmt(cell['rps'], 0)} req/s, "
+                f"p50 {fmt(cell['p50_ms'])} ms, p99 {fmt(cell['p99_ms'])} ms, server CPU {fmt(cell['server_cpu_ms_per_op'], 3)} ms/op.",
+            ]
+            if not prof.get("samples"):
+                lines.append("")
+                lines.append("No samples (py-spy could not attach; see the run's output).")
+                continue
+            lines += ["", "Own time by where the code lives (leaf frame's file):", "", "| part | own % |", "|---|---:|"]
+            for name, pct in prof["categories"]:
+                lines.append(f"| {name} | {pct} |")
+            lines += ["", "Top functions by own time:", "", "| function | own % | total % |", "|---|---:|---:|"]
+            for frame, own_pct, total_pct in prof["top_own"][:20]:
+                lines.append(f"| `{frame}` | {own_pct} | {total_pct} |")
+            lines += [
+                "",
+                "Top functions by total time (frames in more than 85% of the samples, the event loop and daphne's "
+                "entry points, are left out):",
+                "",
+                "| function | own % | total % |",
+                "|---|---:|---:|",
+            ]
+            for frame, own_pct, total_pct in [t for t in prof["top_total"] if t[2] <= 85][:20]:
+                lines.append(f"| `{frame}` | {own_pct} | {total_pct} |")
+
     idle = report.get("idle_sessions", {})
     if idle:
+        limit = cfg.get("idle_time_limit")
         lines += [
             "",
             "## Idle sessions",
             "",
             "Sessions opened with `initialize` + `notifications/initialized` only (32 at a time) and left open; VmRSS of the serving "
-            "process. Gateways are restarted first (a fresh process that has served one session, with the catalog of "
-            "both upstreams loaded, including the 10,000 bulk tools when `tools_list_10k` ran); the direct upstream is measured "
-            "as it is after all its cells (for gateways, the upstream fixture's RSS is shown too: the gateway may hold an upstream session per client session).",
+            "process. Gateways and ContextForge are restarted first (a fresh process that has served one session, with the catalog of "
+            "every upstream loaded, including the 10,000 bulk tools when the bulk workloads ran); the direct upstream is measured "
+            "as it is after all its cells (for gateways, the upstream fixture's RSS is shown too: the gateway may hold an upstream "
+            "session per client session). `with id`: answers that carried an `Mcp-Session-Id` (a stateless server keeps no session). "
+            + (
+                f"ContextForge opens about 35 sessions/s, so each of its steps stops starting new sessions after {limit:.0f} s "
+                "(`time limit`) to keep the run short; the row shows how far it got."
+                if limit
+                else ""
+            ),
             "",
-            "| target | sessions open | errors | RSS before MB | RSS after MB | delta MB | KB per session | upstream RSS MB | seconds |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| target | sessions open | with id | errors | RSS before MB | RSS after MB | delta MB | KB per session | upstream RSS MB | seconds | time limit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for name, rows in idle.items():
             for r in rows:
                 lines.append(
-                    f"| {name} | {r['sessions']:,} | {r['errors']} | {r['rss_before_mb']} | {r['rss_after_mb']} | {r['delta_mb']} | "
-                    f"{fmt(r['kb_per_session'], 1)} | {fmt(r.get('upstream_rss_mb'), 1)} | {r['seconds']} |"
+                    f"| {name} | {r['sessions']:,} | {('yes' if r['with_session_id'] else 'none') if 'with_session_id' in r else '–'} | {r['errors']} | {r['rss_before_mb']} | "
+                    f"{r['rss_after_mb']} | {r['delta_mb']} | {fmt(r['kb_per_session'], 1)} | {fmt(r.get('upstream_rss_mb'), 1)} | "
+                    f"{r['seconds']} | {'reached before ' + format(r.get('step', 0), ',') if r.get('time_limited') else ''} |"
                 )
+        idle_errors = [(n, r) for n, rows in idle.items() for r in rows if r.get("error_examples")]
+        if idle_errors:
+            lines += ["", "Idle-session errors (first examples):", ""]
+            for n, r in idle_errors:
+                lines.append(f"- {n} at {r['sessions']:,}: `{r['error_examples'][0][:200]}`")
     if report.get("setup"):
         lines += ["", "## Setup notes", ""]
         for note in report["setup"]:
             lines.append(f"- {note}")
+    if FINDINGS_PATH.exists():
+        findings = FINDINGS_PATH.read_text().strip().split("\n")
+        if findings and findings[0].startswith("# "):
+            findings = findings[1:]
+        lines += ["", "## Findings (hand-written: `bench/findings.md`)", "", *findings]
     lines.append("")
     DOC_PATH.write_text("\n".join(lines))
 
@@ -828,7 +1375,7 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="MCP Gateway benchmark (loopback only).")
     parser.add_argument(
-        "--quick", action="store_true", help="short cells (0.5 s + 2 s), c=1 and 32, 1,000 idle sessions"
+        "--quick", action="store_true", help="short cells (0.5 s + 2 s), c=1 and 32, one round, 1,000 idle sessions"
     )
     parser.add_argument(
         "--targets", default="", help=f"comma-separated subset of: {', '.join(t.name for t in TARGETS)}"
@@ -837,12 +1384,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workloads", default="", help=f"comma-separated subset of: {', '.join(w.name for w in WORKLOADS)}"
     )
     parser.add_argument("--concurrency", default="", help="comma-separated, e.g. 1,32,256")
-    parser.add_argument("--duration", type=float, help="measured seconds per cell")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell")
-    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (results keep the median-rps round)")
+    parser.add_argument("--duration", type=float, help="measured seconds per cell (default 3; --quick 2)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
+    parser.add_argument(
+        "--repeat", type=int, help="interleaved rounds; each figure is the median over rounds (default 2; --quick 1)"
+    )
     parser.add_argument(
         "--idle-sessions", default="", help="comma-separated cumulative steps, e.g. 1000,10000; 0 to skip"
     )
+    parser.add_argument(
+        "--idle-time-limit",
+        type=float,
+        default=120.0,
+        help="seconds per idle-session step for ContextForge (about 35 sessions/s); 0: none",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"also run py-spy ({PY_SPY.relative_to(ROOT)}, `make py-spy`) on the gateway during "
+        + ", ".join(f"{t} {w} c={c}" for t, w, c in PROFILE_CELLS),
+    )
+    parser.add_argument("--profile-duration", type=float, default=8.0, help="measured seconds of a profiled cell")
     parser.add_argument("--no-doc", action="store_true", help="write the JSON only, not docs/performance.md")
     parser.add_argument("--from-json", metavar="PATH", help="only re-render docs/performance.md from a results JSON")
     return parser.parse_args(argv)
@@ -871,6 +1433,62 @@ def pg_and_redis_available() -> str | None:
     return None
 
 
+MEDIAN_KEYS = (
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "server_cpu_ms_per_op",
+    "upstream_cpu_ms_per_op",
+    "loadgen_cpu_ms_per_op",
+    "server_rss_mb",
+    "upstream_rss_mb",
+    "tail_in_gc",
+)
+
+
+def combine_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its rounds: the median of each figure (None when no round has it); errors and operations
+    summed; every round's own figures kept under "rounds"."""
+    cell = dict(rows[0])
+    for key in MEDIAN_KEYS:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        cell[key] = round(statistics.median(values), 4) if values else None
+    cell["ops"] = sum(r["ops"] for r in rows)
+    cell["errors"] = sum(r["errors"] for r in rows)
+    cell["error_examples"] = [e for r in rows for e in r["error_examples"]][:5]
+    for key in ("server_gc", "upstream_gc"):
+        cell[key] = rows[len(rows) // 2].get(key)
+    cell["rounds"] = [
+        {k: r.get(k) for k in ("round", "rps", "p50_ms", "p99_ms", "server_cpu_ms_per_op", "errors")} for r in rows
+    ]
+    return cell
+
+
+def machine_load() -> str:
+    """The 1-minute load average and the busiest processes that are not ours (other work on the machine)."""
+    ours = {os.getpid()}
+    try:
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[0]
+        ps = subprocess.run(
+            ["ps", "-eo", "pid,ppid,pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True
+        ).stdout.splitlines()
+    except OSError:
+        return ""
+    busy = []
+    for line in ps:
+        parts = line.split(None, 3)
+        if len(parts) == 4 and float(parts[2]) >= 20 and int(parts[0]) not in ours and int(parts[1]) not in ours:
+            busy.append(f"{parts[3]} {parts[2]}%")
+    with contextlib.suppress(OSError), open("/proc/pressure/cpu") as f:
+        load += f" (CPU pressure: {f.readline().split()[2]})"  # avg60: share of time some task waited for a CPU
+    return f"load average {load}" + (
+        f"; busy processes not started by the benchmark: {', '.join(busy[:5])}" if busy else ""
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -879,8 +1497,9 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(report, json_path)
         print(f"wrote {DOC_PATH.relative_to(ROOT)} from {json_path.relative_to(ROOT)}")
         return 0
-    warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
-    duration = args.duration if args.duration is not None else (2.0 if args.quick else 5.0)
+    warmup = args.warmup if args.warmup is not None else 0.5
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 3.0)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 2)
     concurrency = [int(x) for x in args.concurrency.split(",") if x] or ([1, 32] if args.quick else [1, 32, 256])
     idle_steps = (
         [int(x) for x in args.idle_sessions.split(",") if x]
@@ -897,10 +1516,14 @@ def main(argv: list[str] | None = None) -> int:
     if not targets or not workloads:
         print("no targets or workloads selected", file=sys.stderr)
         return 2
+    if args.profile and not PY_SPY.exists():
+        print(f"--profile needs py-spy at {PY_SPY.relative_to(ROOT)}: run `make py-spy`", file=sys.stderr)
+        return 2
     started = dt.datetime.now(dt.UTC)
     t_start = time.monotonic()
     setup_notes: list[str] = []
-    with_many = any(w.upstream == "many" for w in workloads)
+    load_notes = [f"before: {machine_load()}"]
+    bulk = any(w.endpoint in BULK_SIZES for w in workloads)
     if any(t.db == "postgres" for t in targets):
         problem = pg_and_redis_available()
         if problem:
@@ -912,17 +1535,23 @@ def main(argv: list[str] | None = None) -> int:
     upstreams: dict[str, Server] = {}
     cells: list[dict[str, Any]] = []
     idle: dict[str, list[dict[str, Any]]] = {}
+    profiles: list[dict[str, Any]] = []
+    skipped: list[str] = []
     with state_dir() as state:
         try:
             print("starting upstream fixture servers", flush=True)
             upstreams["up"] = start_upstream(state, "upstream")
-            if with_many:
-                upstreams["many"] = start_upstream(state, "upstream-many", MANY_TOOLS)
+            if bulk:
+                needed = {w.endpoint for w in workloads if w.endpoint in BULK_SIZES}
+                if any(t.kind != "direct" for t in targets):
+                    needed.add(BULK_SOURCE)
+                for key in sorted(needed, key=lambda k: BULK_SIZES[k]):
+                    upstreams[key] = start_upstream(state, f"upstream-{key}", BULK_SIZES[key])
             for spec in targets:
                 print(f"setting up {spec.name}", flush=True)
                 if spec.kind == "contextforge":
                     try:
-                        live.append(setup_contextforge(spec, state, upstreams))
+                        live.append(setup_contextforge(spec, state, upstreams, bulk))
                     except Exception as exc:
                         setup_notes.append(f"skipped {spec.name}: {exc!r}"[:500])
                         print(setup_notes[-1], flush=True)
@@ -930,16 +1559,21 @@ def main(argv: list[str] | None = None) -> int:
                     urls = {k: f"http://{HOST}:{s.port}/mcp" for k, s in upstreams.items()}
                     live.append(LiveTarget(spec, None, urls, None, upstreams))
                 else:
-                    live.append(setup_gateway(spec, state, upstreams, with_many))
+                    live.append(setup_gateway(spec, state, upstreams, bulk))
             rounds: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-            for rnd in range(args.repeat):
+            for rnd in range(repeat):
+                order = live if rnd % 2 == 0 else live[::-1]  # alternate the order so no target always goes first
                 for workload in workloads:
                     for c in concurrency:
                         if workload.max_concurrency and c > workload.max_concurrency:
                             continue
                         # interleaved: every target once per (workload, c) before moving on
-                        for target in live:
+                        for target in order:
                             if target.spec.workloads is not None and workload.name not in target.spec.workloads:
+                                continue
+                            if target.spec.max_concurrency and c > target.spec.max_concurrency:
+                                if rnd == 0:
+                                    skipped.append(f"{target.spec.name} / {workload.name} / c={c}")
                                 continue
                             row = measure_cell(target, workload, c, warmup, duration)
                             row.update(target=target.spec.name, workload=workload.name, concurrency=c, round=rnd)
@@ -950,13 +1584,25 @@ def main(argv: list[str] | None = None) -> int:
                                 f"cpu {row['server_cpu_ms_per_op']} ms/op (upstream {row['upstream_cpu_ms_per_op']})",
                                 flush=True,
                             )
-            for rows in rounds.values():
-                rows.sort(key=lambda r: r["rps"])
-                cells.append(rows[len(rows) // 2])
+                load_notes.append(f"after round {rnd + 1}: {machine_load()}")
+            order_index = {(t.spec.name): i for i, t in enumerate(live)}
+            for (_, _, _), rows in sorted(
+                rounds.items(),
+                key=lambda kv: (
+                    [w.name for w in workloads].index(kv[0][1]),
+                    kv[0][2],
+                    order_index.get(kv[0][0], 0),
+                ),
+            ):
+                cells.append(combine_rounds(rows))
+            if args.profile:
+                profiles = run_profiles(live, state, warmup, args.profile_duration)
             if idle_steps:
                 for target in live:
-                    if target.spec.kind != "contextforge":
-                        idle[target.spec.name] = idle_sessions(target, idle_steps)
+                    limit = (
+                        args.idle_time_limit if target.spec.kind == "contextforge" and args.idle_time_limit else None
+                    )
+                    idle[target.spec.name] = idle_sessions(target, idle_steps, limit)
         finally:
             for target in live:
                 teardown(target)
@@ -967,18 +1613,23 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.strftime("%Y-%m-%d %H:%M"),
         "elapsed_s": round(time.monotonic() - t_start, 1),
         "machine": machine_info(),
+        "machine_load": load_notes,
         "config": {
             "warmup": warmup,
             "duration": duration,
             "concurrency": concurrency,
-            "repeat": args.repeat,
+            "repeat": repeat,
             "quick": args.quick,
             "idle_steps": idle_steps,
+            "idle_time_limit": args.idle_time_limit,
+            "profile_duration": args.profile_duration if args.profile else None,
         },
         "targets": [{"name": t.spec.name, "description": t.spec.description} for t in live],
         "workloads": [{"name": w.name, "description": w.description} for w in workloads],
         "cells": cells,
+        "skipped_cells": skipped,
         "idle_sessions": idle,
+        "profiles": profiles,
         "setup": setup_notes,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
