@@ -12,6 +12,7 @@ import asyncio
 import base64
 import bisect
 import logging
+import operator
 import re
 import time
 from collections.abc import Callable
@@ -273,8 +274,7 @@ def page(entries: tuple[Any, ...], key: str, cursor: str | None, size: int) -> t
     start = 0
     if cursor is not None:
         last = decode_cursor(cursor)
-        keys = [getattr(e, key) for e in entries]
-        start = bisect.bisect_right(keys, last)
+        start = bisect.bisect_right(entries, last, key=operator.attrgetter(key))  # O(log n), no key list
     chunk = list(entries[start : start + size])
     more = start + size < len(entries)
     return chunk, (encode_cursor(getattr(chunk[-1], key)) if more and chunk else None)
