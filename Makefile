@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SERVER ?= daphne
 BOOT_PYTHON ?= python3
 UV_VERSION := 0.13.9
 VENV := .venv
@@ -49,11 +50,17 @@ deps: $(VENV)/.deps-run ## Create .venv (Python >= 3.12) and install runtime dep
 
 dev: $(VENV)/.deps-dev ## Also install test and lint tools
 
-run: deps ## Set up and serve the gateway with daphne on HOST:PORT (default 127.0.0.1:8000)
+run: deps ## Set up and serve the gateway on HOST:PORT (default 127.0.0.1:8000) with daphne, or SERVER=uvicorn
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py ensure_superuser
+ifeq ($(SERVER),uvicorn)
+	exec $(VENV)/bin/uvicorn gateway_project.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+else ifeq ($(SERVER),daphne)
 	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) gateway_project.asgi:application
+else
+	@echo "SERVER must be daphne or uvicorn (got '$(SERVER)')" >&2; exit 2
+endif
 
 test: dev ## Set up and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
