@@ -70,9 +70,10 @@ class LiveGateway:
 
 
 @contextlib.contextmanager
-def start_live_gateway(state: Path, **overrides: str) -> Iterator[LiveGateway]:
-    """daphne on a free port with its own SQLite database, an admin and a token; stopped on exit."""
-    port = free_port()
+def start_live_gateway(state: Path, *, port: int | None = None, **overrides: str) -> Iterator[LiveGateway]:
+    """daphne on a free port (or ``port``: starting again on the same port and ``state`` restarts the same
+    gateway, as a client sees it) with its own SQLite database, an admin and a token; stopped on exit."""
+    port = port or free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
