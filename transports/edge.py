@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
@@ -75,3 +76,31 @@ class CredentialCache:
 
 
 credentials = CredentialCache()
+
+
+class EdgeRefused(Exception):
+    """A request refused at the edge: the HTTP status, a message for the client, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or []
+
+
+def scope_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """An ASGI scope's headers as a dict of lower-case names to stripped values."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1").strip() for k, v in scope["headers"]}
+
+
+async def admit(headers: dict[str, str], authorization: str | None = None) -> auth.Principal:
+    """The checks every MCP endpoint makes, in this order, with the Streamable HTTP endpoint's statuses
+    and messages: Host (421, DNS rebinding), Origin (403), credentials (401 with WWW-Authenticate).
+    ``authorization`` replaces the Authorization header (a WebSocket's allowed ?token=)."""
+    host = headers.get("host", "")
+    if not host_allowed(host):
+        raise EdgeRefused(421, f"Misdirected request: host {host!r} is not served here.")
+    if not origin_allowed(headers.get("origin"), host):
+        raise EdgeRefused(403, "Forbidden: this Origin may not use the MCP endpoint.")
+    try:
+        return await credentials.principal(authorization if authorization is not None else headers.get("authorization"))
+    except AuthenticationFailed as exc:
+        raise EdgeRefused(401, exc.message, [(b"www-authenticate", auth.WWW_AUTHENTICATE.encode())]) from None

@@ -1,0 +1,205 @@
+"""The legacy HTTP+SSE transport (MCP 2024-11-05, basic/transports "HTTP with SSE") as lean ASGI apps.
+
+``GET /sse`` (or ``/servers/<name>/sse``) opens the session and its stream; the first event,
+``endpoint``, names the URL the client POSTs every JSON-RPC message to (``/message?session_id=…``);
+each POST is taken with 202 and everything for the client arrives on the stream as ``event:
+message``. Closing the stream ends the session. The session plumbing is ``transports.connection``;
+all MCP semantics are the protocol core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.conf import settings
+
+from transports import edge
+from transports.connection import Connection, ConnectionClosed
+from transports.protocol import jsonrpc
+from transports.protocol.catalog import CatalogUnavailable
+from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.sessions import SessionLimitReached
+
+logger = logging.getLogger(__name__)
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+KEEPALIVE = b": keep-alive\n\n"
+
+# The open streams of this process, by session id (the id in the message URL).
+streams: dict[str, Connection] = {}
+
+
+class HttpError(Exception):
+    """Answer with this status and a JSON-RPC error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: int = jsonrpc.INVALID_REQUEST,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        request_id: jsonrpc.Id | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers, self.request_id = status, message, code, headers, request_id
+
+
+async def _send_error(send: Any, exc: HttpError) -> None:
+    body = jsonrpc.dumps(jsonrpc.error_response(exc.request_id, JsonRpcError(exc.code, exc.message)))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers + (exc.headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _event(message: dict[str, Any]) -> bytes:
+    return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
+
+
+async def _admit(scope: dict[str, Any], method: str) -> tuple[dict[str, str], Any, str | None]:
+    """Edge checks, then the HTTP method: the headers, the caller and the virtual server's name."""
+    headers = edge.scope_headers(scope)
+    try:
+        principal = await edge.admit(headers)
+    except edge.EdgeRefused as exc:
+        raise HttpError(exc.status, exc.message, headers=exc.headers) from None
+    if scope["method"] != method:
+        raise HttpError(405, f"Method {scope['method']} not allowed.", headers=[(b"allow", method.encode())])
+    return headers, principal, scope.get("url_route", {}).get("kwargs", {}).get("server")
+
+
+class SseEndpoint:
+    """ASGI app for GET /sse and /servers/<server>/sse: the session's stream."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            headers, principal, server = await _admit(scope, "GET")
+            accepted = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
+            if "accept" in headers and not {"text/event-stream", "*/*"} & accepted:
+                raise HttpError(406, "Not Acceptable: the stream needs Accept: text/event-stream.")
+            try:
+                connection = await Connection.open(
+                    username=principal.username, scopes=principal.scopes, server=server, transport="sse"
+                )
+            except JsonRpcError as exc:
+                raise HttpError(exc.http_status, exc.message, exc.code) from None
+            except SessionLimitReached as exc:
+                raise HttpError(503, f"Service Unavailable: {exc}.", jsonrpc.SERVER_ERROR) from None
+        except HttpError as exc:
+            await _send_error(send, exc)
+            return
+        except CatalogUnavailable as exc:
+            await _send_error(send, HttpError(503, str(exc), jsonrpc.INTERNAL_ERROR))
+            return
+        session_id = connection.session.id
+        streams[session_id] = connection
+        prefix = scope.get("root_path", "") + (f"/servers/{server}" if server else "")
+        endpoint = f"{prefix}/message?session_id={session_id}"
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            first = f"event: endpoint\ndata: {endpoint}\n\n".encode()
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await self._stream(connection, send, disconnected)
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:  # the client went away while we wrote
+            pass
+        finally:
+            disconnected.cancel()
+            streams.pop(session_id, None)
+            connection.close()
+
+    async def _stream(self, connection: Connection, send: Any, disconnected: asyncio.Future[Any]) -> None:
+        keepalive = settings.GATEWAY_SSE_KEEPALIVE
+        while not disconnected.done():
+            getter: asyncio.Future[Any] = asyncio.ensure_future(connection.outbox.get())
+            await asyncio.wait({getter, disconnected}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                if not disconnected.done():
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                continue
+            message = getter.result()
+            if message is None:  # the session ended (or the client fell too far behind)
+                return
+            await send({"type": "http.response.body", "body": _event(message), "more_body": True})
+
+
+class MessageEndpoint:
+    """ASGI app for POST /message and /servers/<server>/message: one JSON-RPC message of a session."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self._post(scope, receive, send)
+        except HttpError as exc:
+            await _send_error(send, exc)
+
+    async def _post(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers, principal, server = await _admit(scope, "POST")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        session_id = (query.get("session_id") or [""])[0]
+        if not session_id:
+            raise HttpError(400, "Bad Request: the session_id query parameter is required (open GET /sse first).")
+        connection = streams.get(session_id)
+        # A session belongs to who opened it and where: anything else looks like an unknown session.
+        if connection is None or not _owns(connection, principal.username, server):
+            raise HttpError(404, "Session not found: its stream is closed or it never existed; open GET /sse again.")
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise HttpError(415, "Unsupported Media Type: send Content-Type: application/json.")
+        body = await _read_body(receive)
+        try:
+            payload = jsonrpc.loads(body)
+        except JsonRpcError as exc:
+            raise HttpError(400, exc.message, exc.code) from None
+        if isinstance(payload, list):
+            raise HttpError(400, "Invalid Request: the HTTP+SSE transport takes one JSON-RPC message per POST.")
+        try:
+            message = jsonrpc.validate(payload)
+        except JsonRpcError as exc:
+            request_id = payload.get("id") if isinstance(payload, dict) else None
+            request_id = request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
+            raise HttpError(400, exc.message, exc.code, request_id=request_id) from None
+        try:
+            await connection.receive(message)
+        except ConnectionClosed:
+            raise HttpError(404, "Session not found: its stream has closed; open GET /sse again.") from None
+        await send({"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _owns(connection: Connection, username: str, server: str | None) -> bool:
+    return connection.session.username == username and connection.session.server == server
+
+
+async def _read_body(receive: Any) -> bytes:
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    chunks, size = [], 0
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            raise HttpError(400, "The client went away.")
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+        if not event.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            return
+
+
+sse_endpoint = SseEndpoint()
+message_endpoint = MessageEndpoint()
