@@ -14,6 +14,7 @@ from federation.api import router as federation_router
 from registry.api import router as registry_router
 from registry.auth import WWW_AUTHENTICATE
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden
+from transports.rpc import router as rpc_router
 
 api = NinjaAPI(
     title="MCP Gateway API",
@@ -24,6 +25,11 @@ api = NinjaAPI(
 )
 api.add_router("/", registry_router)
 api.add_router("/", federation_router)
+
+# JSON-RPC over plain HTTP lives at the root (/rpc, /servers/<name>/rpc), beside the MCP endpoints rather
+# than under /api/, so it is its own small NinjaAPI; it answers in JSON-RPC and documents itself in the README.
+rpc_api = NinjaAPI(title="MCP Gateway JSON-RPC", version="1", urls_namespace="rpc", docs_url=None, openapi_url=None)
+rpc_api.add_router("/", rpc_router)
 
 
 def _json(request: HttpRequest, body: dict[str, Any], status: int) -> HttpResponse:
