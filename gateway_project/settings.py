@@ -142,6 +142,9 @@ GATEWAY_MAX_SESSIONS = env_int("GATEWAY_MAX_SESSIONS", 10_000, minimum=1)
 GATEWAY_AUTH_CACHE_SECONDS = env_float("GATEWAY_AUTH_CACHE_SECONDS", 30.0, minimum=0.0)
 # Seconds between keep-alive comments on idle SSE streams.
 GATEWAY_SSE_KEEPALIVE = env_float("GATEWAY_SSE_KEEPALIVE", 15.0, minimum=1.0)
+# WebSocket clients may send their bearer token as ?token= (browsers cannot set the Authorization
+# header on a WebSocket). Off by default: URLs end up in logs and histories.
+GATEWAY_WS_QUERY_TOKEN = env_bool("GATEWAY_WS_QUERY_TOKEN", False)
 # The `retry` (milliseconds) sent in the first event of each SSE stream: how long a 2025-11-25 client
 # waits before resuming a dropped stream with Last-Event-ID.
 GATEWAY_SSE_RETRY_MS = env_int("GATEWAY_SSE_RETRY_MS", 1000, minimum=0)

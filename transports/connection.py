@@ -23,6 +23,7 @@ from transports.runtime import get_core
 logger = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 1024  # messages waiting for a slow client; more closes the connection
+FELL_BEHIND = 4429  # the WebSocket close code for that (4000 + HTTP 429; see transports/websocket.py)
 MAX_IN_FLIGHT = 64  # requests of one connection answered at the same time
 FOLLOW_WAIT = 60.0  # seconds between checks of the standalone stream when nothing happens
 # Fields core.initialize negotiates on the session it makes; copied onto the connection's session.
@@ -82,7 +83,7 @@ class Connection:
                 self.session.username,
                 OUTBOX_SIZE,
             )
-            self.close(1008, "The client did not read its messages fast enough.")
+            self.close(FELL_BEHIND, "The client did not read its messages fast enough.")
             raise ConnectionClosed(self.transport) from None
 
     def close(self, code: int | None = None, reason: str = "") -> None:
@@ -182,7 +183,7 @@ class Connection:
                 await self.send(message)
                 seq = number
             if stream.done:
-                self.close(1000, "The session ended.")
+                self.close(None, "The session ended.")
                 return
             await stream.wait(seq, FOLLOW_WAIT)
 

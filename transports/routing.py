@@ -4,7 +4,7 @@ from typing import Any
 
 from django.urls import path
 
-from transports import sse
+from transports import sse, websocket
 from transports.streamable_http import endpoint
 
 http_urlpatterns: list[Any] = [
@@ -18,4 +18,7 @@ http_urlpatterns: list[Any] = [
     path("message", sse.message_endpoint),  # type: ignore[arg-type]
     path("servers/<slug:server>/message", sse.message_endpoint),  # type: ignore[arg-type]
 ]
-websocket_urlpatterns: list[Any] = []
+websocket_urlpatterns: list[Any] = [
+    path("ws", websocket.endpoint),  # type: ignore[arg-type]
+    path("servers/<slug:server>/ws", websocket.endpoint),  # type: ignore[arg-type]
+]
