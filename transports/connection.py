@@ -11,7 +11,6 @@ answered by the protocol core (``transports.protocol.server.McpCore``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import Any
 
@@ -26,8 +25,6 @@ OUTBOX_SIZE = 1024  # messages waiting for a slow client; more closes the connec
 FELL_BEHIND = 4429  # the WebSocket close code for that (4000 + HTTP 429; see transports/websocket.py)
 MAX_IN_FLIGHT = 64  # requests of one connection answered at the same time
 FOLLOW_WAIT = 60.0  # seconds between checks of the standalone stream when nothing happens
-# Fields core.initialize negotiates on the session it makes; copied onto the connection's session.
-_IDENTITY = frozenset({"id", "created_at", "last_seen", "listeners", "next_request_id"})
 
 
 class ConnectionClosed(Exception):
@@ -137,8 +134,12 @@ class Connection:
         core = get_core()
         self._initialize_started = True
         try:
-            negotiated, result = await core.initialize(
-                message, username=self.session.username, scopes=self.session.scopes, server=self.session.server
+            _, result = await core.initialize(
+                message,
+                username=self.session.username,
+                scopes=self.session.scopes,
+                server=self.session.server,
+                session=self.session,
             )
         except JsonRpcError as exc:
             self._initialize_started = False  # the client may try again
@@ -150,10 +151,6 @@ class Connection:
             error = JsonRpcError(jsonrpc.SERVER_ERROR, f"Service unavailable: {exc}.")
             await self.send(jsonrpc.error_response(message["id"], error))
             return
-        for field in dataclasses.fields(Session):
-            if field.init and field.name not in _IDENTITY:
-                setattr(self.session, field.name, getattr(negotiated, field.name))
-        core.sessions.delete(negotiated.id)
         await self.send(jsonrpc.response(message["id"], result))
         standalone = self.session.standalone
         self._spawn(self._follow(standalone, standalone.seq))

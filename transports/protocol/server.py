@@ -218,9 +218,18 @@ class McpCore:
         }
 
     async def initialize(
-        self, message: dict[str, Any], *, username: str, scopes: frozenset[str], server: str | None
+        self,
+        message: dict[str, Any],
+        *,
+        username: str,
+        scopes: frozenset[str],
+        server: str | None,
+        session: Session | None = None,
     ) -> tuple[Session, dict[str, Any]]:
-        """Negotiate a version and open a session; returns the session and the InitializeResult."""
+        """Negotiate a version and open a session; returns the session and the InitializeResult.
+
+        ``session``: a session the transport opened before `initialize` (HTTP+SSE names it in its
+        `endpoint` event, a WebSocket has one per connection); it takes what is negotiated."""
         params = message.get("params") or {}
         capabilities = params.get("capabilities")
         client_info = params.get("clientInfo")
@@ -233,14 +242,18 @@ class McpCore:
         if view is None:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"No enabled virtual server named {server!r}.", http_status=404)
         version = versions.negotiate(params.get("protocolVersion"))
-        session = self.sessions.create(
-            username=username,
-            scopes=scopes,
-            server=server,
-            protocol_version=version,
-            client_capabilities=capabilities,
-            client_info=client_info,
-        )
+        if session is None:
+            session = self.sessions.create(
+                username=username,
+                scopes=scopes,
+                server=server,
+                protocol_version=version,
+                client_capabilities=capabilities,
+                client_info=client_info,
+            )
+        else:
+            session.protocol_version, session.client_capabilities = version, capabilities
+            session.client_info = client_info
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": self.capabilities(),
