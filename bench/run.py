@@ -265,6 +265,8 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         DJANGO_SUPERUSER_USERNAME="benchadmin",
         DJANGO_SUPERUSER_PASSWORD="bench-admin-password-" + secrets.token_hex(8),
         LOG_LEVEL="WARNING",
+        # The idle-sessions workload opens 10,000 sessions as one user.
+        GATEWAY_MAX_SESSIONS_PER_USER="0",
     )
     pg_db = None
     if spec.db == "postgres":

@@ -20,6 +20,29 @@ def check_environment(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     ]
 
 
+@register(Tags.compatibility)
+def check_session_store(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """GATEWAY_SESSION_STORE names a store this process can use."""
+    store = getattr(settings, "GATEWAY_SESSION_STORE", "auto")
+    if store not in ("auto", "memory", "redis"):
+        return [
+            Error(
+                f"GATEWAY_SESSION_STORE is {store!r}; it must be auto, memory or redis.",
+                hint="auto keeps sessions in Redis when REDIS_URL is set, else in memory.",
+                id="gateway.E002",
+            )
+        ]
+    if store == "redis" and not getattr(settings, "REDIS_URL", None):
+        return [
+            Error(
+                "GATEWAY_SESSION_STORE is redis but REDIS_URL is not set.",
+                hint="Set REDIS_URL (redis://host:6379/0), or use auto or memory.",
+                id="gateway.E003",
+            )
+        ]
+    return []
+
+
 @register(Tags.security)
 def check_auth_disabled(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     """Turning authentication off is allowed but never silent."""

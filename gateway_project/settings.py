@@ -135,8 +135,18 @@ GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS", [])
 GATEWAY_MCP_PAGE_SIZE = env_int("GATEWAY_MCP_PAGE_SIZE", 100, minimum=1)
 # A session-era session ends after this many seconds without a request (and no open stream).
 GATEWAY_SESSION_IDLE_TIMEOUT = env_float("GATEWAY_SESSION_IDLE_TIMEOUT", 3600.0, minimum=1.0)
-# Most sessions one gateway process holds; more get HTTP 503 with a JSON-RPC error.
+# Most sessions one gateway process holds (with the shared store: the whole deployment holds);
+# more get HTTP 503 with a JSON-RPC error.
 GATEWAY_MAX_SESSIONS = env_int("GATEWAY_MAX_SESSIONS", 10_000, minimum=1)
+# Most sessions one user holds at once (0: no bound); more get HTTP 429 naming this setting.
+GATEWAY_MAX_SESSIONS_PER_USER = env_int("GATEWAY_MAX_SESSIONS_PER_USER", 1000, minimum=0)
+# Most open streams (SSE, GET, subscriptions/listen, WebSocket) one process serves, and one user may
+# hold on one process (0: no per-user bound); more get 503 / 429.
+GATEWAY_MAX_STREAMS = env_int("GATEWAY_MAX_STREAMS", 10_000, minimum=1)
+GATEWAY_MAX_STREAMS_PER_USER = env_int("GATEWAY_MAX_STREAMS_PER_USER", 100, minimum=0)
+# Where session-era sessions live: "memory" (this process only), "redis" (shared by every replica;
+# needs REDIS_URL), or "auto" (redis when REDIS_URL is set).
+GATEWAY_SESSION_STORE = env_str("GATEWAY_SESSION_STORE", "auto").lower()
 # Seconds a verified credential is remembered by the MCP endpoints (revocations and password
 # changes take effect within this time).
 GATEWAY_AUTH_CACHE_SECONDS = env_float("GATEWAY_AUTH_CACHE_SECONDS", 30.0, minimum=0.0)

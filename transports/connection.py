@@ -14,9 +14,10 @@ import asyncio
 import logging
 from typing import Any
 
+from transports import edge
 from transports.protocol import jsonrpc, versions
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import EventStream, Session
+from transports.protocol.sessions import EventLog, Session
 from transports.runtime import get_core
 
 logger = logging.getLogger(__name__)
@@ -49,19 +50,26 @@ class Connection:
     async def open(cls, *, username: str, scopes: frozenset[str], server: str | None, transport: str) -> Connection:
         """A session for a new connection, before ``initialize``: it offers no client capability, so the
         client is asked nothing until it has declared what it can answer. Raises JsonRpcError (unknown
-        virtual server, HTTP status 404), SessionLimitReached or CatalogUnavailable."""
+        virtual server, HTTP status 404), SessionLimitReached, edge.EdgeRefused (no stream slot left)
+        or CatalogUnavailable."""
         core = get_core()
         snapshot = await core.catalog.get()
         if snapshot.view(server) is None:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"No enabled virtual server named {server!r}.", http_status=404)
-        session = core.sessions.create(
-            username=username,
-            scopes=scopes,
-            server=server,
-            protocol_version=versions.LATEST_LEGACY,
-            client_capabilities={},
-            client_info={},
-        )
+        edge.streams.acquire(username)
+        try:
+            session = await core.sessions.create(
+                connection=True,
+                username=username,
+                scopes=scopes,
+                server=server,
+                protocol_version=versions.LATEST_LEGACY,
+                client_capabilities={},
+                client_info={},
+            )
+        except BaseException:
+            edge.streams.release(username)
+            raise
         return cls(session, transport=transport)
 
     # -- to the client --------------------------------------------------------------------------
@@ -92,7 +100,8 @@ class Connection:
         for task in self._tasks:
             task.cancel()
         self.session.listeners -= 1
-        get_core().sessions.delete(self.session.id)
+        edge.streams.release(self.session.username)
+        get_core().sessions.discard(self.session.id)
         while True:  # make room for the end marker: nothing queued will be read any more
             try:
                 self.outbox.put_nowait(None)
@@ -110,7 +119,7 @@ class Connection:
         core = get_core()
         kind = jsonrpc.kind(message)
         if kind == "response":
-            core.accept_response(self.session, message)
+            await core.accept_response(self.session, message)
         elif kind == "notification":
             if self._initialize_started:
                 await core.notify(self.session, message)
@@ -152,8 +161,8 @@ class Connection:
             await self.send(jsonrpc.error_response(message["id"], error))
             return
         await self.send(jsonrpc.response(message["id"], result))
-        standalone = self.session.standalone
-        self._spawn(self._follow(standalone, standalone.seq))
+        standalone = core.sessions.standalone(self.session)
+        self._spawn(self._follow(standalone, await standalone.position()))
 
     async def _answer(self, message: dict[str, Any]) -> None:
         core = get_core()
@@ -170,16 +179,17 @@ class Connection:
         if answer is not None and not self.closed:  # None: cancelled by the client, nothing to send
             await self.send(answer)
 
-    async def _follow(self, stream: EventStream, seq: int) -> None:
+    async def _follow(self, stream: EventLog, seq: int) -> None:
         """Forward the session's standalone messages (list_changed, resource updates) to the outbox;
         when the session ends elsewhere, close the connection."""
         while True:
-            for number, message in stream.after(seq):
+            events, done = await stream.read(seq)
+            for number, message in events:
                 if number > seq + 1:
                     logger.warning("%s session %s lost %d standalone messages", self.transport, stream.id, number - seq)
                 await self.send(message)
                 seq = number
-            if stream.done:
+            if done or self.session.closed:
                 self.close(None, "The session ended.")
                 return
             await stream.wait(seq, FOLLOW_WAIT)

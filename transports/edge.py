@@ -6,8 +6,10 @@ so the hot path neither hashes a password nor queries the database on every requ
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,3 +106,51 @@ async def admit(headers: dict[str, str], authorization: str | None = None) -> au
         return await credentials.principal(authorization if authorization is not None else headers.get("authorization"))
     except AuthenticationFailed as exc:
         raise EdgeRefused(401, exc.message, [(b"www-authenticate", auth.WWW_AUTHENTICATE.encode())]) from None
+
+
+class StreamSlots:
+    """The long-lived streams this process serves (SSE, GET, subscriptions/listen, WebSocket):
+    at most GATEWAY_MAX_STREAMS in all and GATEWAY_MAX_STREAMS_PER_USER per user (0: no bound)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_user: dict[str, int] = {}
+
+    def acquire(self, username: str) -> None:
+        """Take a slot or raise EdgeRefused: 429 for the user's bound, 503 for the process's."""
+        limit, mine = settings.GATEWAY_MAX_STREAMS_PER_USER, self.per_user.get(username, 0)
+        if limit and mine >= limit:
+            raise EdgeRefused(
+                429,
+                f"Too Many Requests: user {username!r} already has {mine} open streams on this gateway process "
+                f"(GATEWAY_MAX_STREAMS_PER_USER={limit}); close one first.",
+            )
+        if self.total >= settings.GATEWAY_MAX_STREAMS:
+            raise EdgeRefused(
+                503,
+                f"Service Unavailable: this gateway process serves its maximum of {settings.GATEWAY_MAX_STREAMS} "
+                "open streams (GATEWAY_MAX_STREAMS); retry later or on another replica.",
+            )
+        self.total += 1
+        self.per_user[username] = mine + 1
+
+    def release(self, username: str) -> None:
+        self.total -= 1
+        left = self.per_user.get(username, 1) - 1
+        if left > 0:
+            self.per_user[username] = left
+        else:
+            self.per_user.pop(username, None)
+
+
+streams = StreamSlots()
+
+
+@contextlib.contextmanager
+def stream_slot(username: str) -> Iterator[None]:
+    """Hold one of the process's stream slots for the body (raises EdgeRefused when none is left)."""
+    streams.acquire(username)
+    try:
+        yield
+    finally:
+        streams.release(username)

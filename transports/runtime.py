@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from registry import events
+from transports.protocol.replicas import Mesh
 from transports.protocol.server import McpCore
 from transports.protocol.sessions import SessionStore
+from transports.protocol.shared_sessions import RedisSessionStore
 
 _core: McpCore | None = None
 # Set by federation (which may import transports, not the reverse): re-read an upstream's catalog.
@@ -19,10 +23,26 @@ def get_core() -> McpCore:
     """The process-wide McpCore (sessions, catalog snapshot, upstream pool)."""
     global _core
     if _core is None:
+        limits: dict[str, Any] = {
+            "idle_timeout": settings.GATEWAY_SESSION_IDLE_TIMEOUT,
+            "max_sessions": settings.GATEWAY_MAX_SESSIONS,
+            "max_per_user": settings.GATEWAY_MAX_SESSIONS_PER_USER,
+        }
+        store = settings.GATEWAY_SESSION_STORE
+        mesh = None
+        sessions: SessionStore | RedisSessionStore
+        if store == "redis" or (store == "auto" and settings.REDIS_URL):
+            from channels.layers import get_channel_layer
+
+            if not settings.REDIS_URL:
+                raise ImproperlyConfigured("GATEWAY_SESSION_STORE=redis needs REDIS_URL.")
+            mesh = Mesh(get_channel_layer())
+            sessions = RedisSessionStore(settings.REDIS_URL, mesh, **limits)
+        else:
+            sessions = SessionStore(**limits)
         core = McpCore(
-            sessions=SessionStore(
-                idle_timeout=settings.GATEWAY_SESSION_IDLE_TIMEOUT, max_sessions=settings.GATEWAY_MAX_SESSIONS
-            ),
+            sessions=sessions,
+            mesh=mesh,
             page_size=settings.GATEWAY_MCP_PAGE_SIZE,
             tool_timeout=settings.GATEWAY_TOOL_TIMEOUT,
             request_state_secret=settings.SECRET_KEY.encode(),

@@ -21,7 +21,9 @@ from transports.connection import Connection, ConnectionClosed
 from transports.protocol import jsonrpc
 from transports.protocol.catalog import CatalogUnavailable
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.replicas import ReplicaGone
 from transports.protocol.sessions import SessionLimitReached
+from transports.runtime import get_core
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,11 @@ class SseEndpoint:
                 )
             except JsonRpcError as exc:
                 raise HttpError(exc.http_status, exc.message, exc.code) from None
+            except edge.EdgeRefused as exc:  # no stream slot left
+                raise HttpError(exc.status, exc.message, jsonrpc.SERVER_ERROR) from None
             except SessionLimitReached as exc:
-                raise HttpError(503, f"Service Unavailable: {exc}.", jsonrpc.SERVER_ERROR) from None
+                what = "Too Many Requests" if exc.status == 429 else "Service Unavailable"
+                raise HttpError(exc.status, f"{what}: {exc}.", jsonrpc.SERVER_ERROR) from None
         except HttpError as exc:
             await _send_error(send, exc)
             return
@@ -99,6 +104,9 @@ class SseEndpoint:
             return
         session_id = connection.session.id
         streams[session_id] = connection
+        mesh = get_core().mesh
+        if mesh is not None:  # POSTs of this session that reach another replica come here
+            mesh.handlers["sse.message"] = _forwarded_message
         prefix = scope.get("root_path", "") + (f"/servers/{server}" if server else "")
         endpoint = f"{prefix}/message?session_id={session_id}"
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
@@ -147,8 +155,11 @@ class MessageEndpoint:
         if not session_id:
             raise HttpError(400, "Bad Request: the session_id query parameter is required (open GET /sse first).")
         connection = streams.get(session_id)
+        owner = None if connection is not None else await _remote_owner(session_id, principal.username, server)
         # A session belongs to who opened it and where: anything else looks like an unknown session.
-        if connection is None or not _owns(connection, principal.username, server):
+        if (connection is None and owner is None) or (
+            connection is not None and not _owns(connection, principal.username, server)
+        ):
             raise HttpError(404, "Session not found: its stream is closed or it never existed; open GET /sse again.")
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -167,7 +178,10 @@ class MessageEndpoint:
             request_id = request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
             raise HttpError(400, exc.message, exc.code, request_id=request_id) from None
         try:
-            await connection.receive(message)
+            if connection is not None:
+                await connection.receive(message)
+            elif not await _forward(owner, session_id, message):  # type: ignore[arg-type]
+                raise ConnectionClosed("sse")
         except ConnectionClosed:
             raise HttpError(404, "Session not found: its stream has closed; open GET /sse again.") from None
         await send({"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]})
@@ -176,6 +190,42 @@ class MessageEndpoint:
 
 def _owns(connection: Connection, username: str, server: str | None) -> bool:
     return connection.session.username == username and connection.session.server == server
+
+
+async def _remote_owner(session_id: str, username: str, server: str | None) -> str | None:
+    """The replica holding the stream of this session, when the sessions are shared and it is another one."""
+    core = get_core()
+    if core.mesh is None:
+        return None
+    session = await core.sessions.get(session_id)
+    if session is None or session.owner in (None, core.mesh.tag):
+        return None
+    if session.username != username or session.server != server:
+        return None
+    return session.owner
+
+
+async def _forward(owner: str, session_id: str, message: dict[str, Any]) -> bool:
+    """Hand a POSTed message to the replica holding the session's stream; False when it is gone."""
+    mesh = get_core().mesh
+    assert mesh is not None
+    try:
+        result = await mesh.call(owner, "sse.message", {"sid": session_id, "message": message}, timeout=10.0)
+    except ReplicaGone as exc:
+        logger.info("HTTP+SSE message for session %s not delivered: %s", session_id, exc)
+        return False
+    return bool(result and result.get("ok"))
+
+
+async def _forwarded_message(body: dict[str, Any], emit: Any) -> dict[str, Any]:
+    connection = streams.get(body["sid"])
+    if connection is None:
+        return {"ok": False}
+    try:
+        await connection.receive(body["message"])
+    except ConnectionClosed:
+        return {"ok": False}
+    return {"ok": True}
 
 
 async def _read_body(receive: Any) -> bytes:

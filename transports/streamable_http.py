@@ -20,7 +20,7 @@ from transports import edge
 from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogUnavailable
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import EventStream, Session, SessionLimitReached, parse_event_id
+from transports.protocol.sessions import EventLog, Session, SessionLimitReached, parse_event_id
 from transports.runtime import get_core
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ class StreamableHttpEndpoint:
             elif method == "GET":
                 await self._get(receive, send, headers, principal, server)
             elif method == "DELETE":
-                session = self._session(headers, principal, server)
-                get_core().sessions.delete(session.id)
+                session = await self._session(headers, principal, server)
+                await get_core().sessions.delete(session.id)
                 await _send_json(send, 200, None)
             else:
                 raise HttpError(
@@ -105,18 +105,21 @@ class StreamableHttpEndpoint:
         except HttpError as exc:
             body = jsonrpc.error_response(None, JsonRpcError(exc.code, exc.message))
             await _send_json(send, exc.status, body, exc.headers)
+        except edge.EdgeRefused as exc:  # a bound on open streams
+            body = jsonrpc.error_response(None, JsonRpcError(jsonrpc.SERVER_ERROR, exc.message))
+            await _send_json(send, exc.status, body, exc.headers)
         except CatalogUnavailable as exc:
             await _send_json(send, 503, jsonrpc.error_response(None, JsonRpcError(jsonrpc.INTERNAL_ERROR, str(exc))))
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _session(self, headers: dict[str, str], principal: Any, server: str | None) -> Session:
+    async def _session(self, headers: dict[str, str], principal: Any, server: str | None) -> Session:
         session_id = headers.get("mcp-session-id")
         if not session_id:
             raise HttpError(
                 400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required (send initialize first)."
             )
-        session = get_core().sessions.get(session_id)
+        session = await get_core().sessions.get(session_id)
         # A session is bound to who opened it and where: anything else looks like an unknown session.
         if session is None or session.username != principal.username or session.server != server:
             raise HttpError(
@@ -176,7 +179,7 @@ class StreamableHttpEndpoint:
         ):
             await self._modern(receive, send, headers, principal, server, payload)
             return
-        session = self._session(headers, principal, server)
+        session = await self._session(headers, principal, server)
         if isinstance(payload, list):
             if not versions.allows_batches(session.protocol_version):
                 raise HttpError(
@@ -198,7 +201,7 @@ class StreamableHttpEndpoint:
             return
         kind = jsonrpc.kind(message)
         if kind == "response":
-            core.accept_response(session, message)
+            await core.accept_response(session, message)
             await _send_json(send, 202, None)
         elif kind == "notification":
             await core.notify(session, message)
@@ -217,7 +220,8 @@ class StreamableHttpEndpoint:
             await _send_json(send, status, jsonrpc.error_response(message.get("id"), exc))
             return
         except SessionLimitReached as exc:
-            raise HttpError(503, jsonrpc.SERVER_ERROR, f"Service Unavailable: {exc}.") from None
+            what = "Too Many Requests" if exc.status == 429 else "Service Unavailable"
+            raise HttpError(exc.status, jsonrpc.SERVER_ERROR, f"{what}: {exc}.") from None
         await _send_json(send, 200, jsonrpc.response(message["id"], result), [(b"mcp-session-id", session.id.encode())])
 
     async def _request(self, send: Any, session: Session, message: dict[str, Any]) -> None:
@@ -225,7 +229,7 @@ class StreamableHttpEndpoint:
         on 2025-11-25 sessions always streams, with a priming event and `retry`, so a client whose
         connection drops mid-call resumes with GET + Last-Event-ID (SEP-1699)."""
         core = get_core()
-        stream: EventStream | None = None
+        stream: EventLog | None = None
         connected = True
 
         async def write(body: bytes, more: bool = True) -> None:
@@ -236,9 +240,9 @@ class StreamableHttpEndpoint:
                 except (OSError, RuntimeError):  # the client went away: the log keeps what follows
                     connected = False
 
-        async def start_sse() -> EventStream:
+        async def start_sse() -> EventLog:
             nonlocal stream
-            stream = session.open_request_stream()
+            stream = core.sessions.open_stream(session)
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if versions.has_priming_events(session.protocol_version):
                 await write(_priming(f"{stream.id}:0"))
@@ -246,7 +250,7 @@ class StreamableHttpEndpoint:
 
         async def emit(related: dict[str, Any]) -> None:
             target = stream or await start_sse()
-            await write(_sse_event(related, target.append(related)))
+            await write(_sse_event(related, await target.append(related)))
 
         if message["method"] in STREAMED_METHODS and versions.has_priming_events(session.protocol_version):
             await start_sse()
@@ -256,8 +260,8 @@ class StreamableHttpEndpoint:
         except JsonRpcError as exc:
             answer = jsonrpc.error_response(message["id"], exc)
         if stream is not None:
-            body = _sse_event(answer, stream.append(answer)) if answer is not None else b""
-            stream.finish()
+            body = _sse_event(answer, await stream.append(answer)) if answer is not None else b""
+            await stream.finish()
             await write(body, more=False)
         elif answer is None:  # cancelled before saying anything: an empty stream, no response
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -271,7 +275,7 @@ class StreamableHttpEndpoint:
         answers: list[dict[str, Any]] = []
 
         async def emit(related: dict[str, Any]) -> None:
-            core.push(session, related)  # a batch answers in one JSON body: related messages go to GET
+            await core.push(session, related)  # a batch answers in one JSON body: related messages go to GET
 
         for item in batch:
             try:
@@ -281,7 +285,7 @@ class StreamableHttpEndpoint:
                 continue
             kind = jsonrpc.kind(message)
             if kind == "response":
-                core.accept_response(session, message)
+                await core.accept_response(session, message)
             elif kind == "notification":
                 await core.notify(session, message)
             elif message["method"] == "initialize":
@@ -372,6 +376,20 @@ class StreamableHttpEndpoint:
     ) -> None:
         """subscriptions/listen: an SSE stream that stays open; acknowledgement first, then the
         notifications the filter asked for, each tagged with the subscription id."""
+        try:
+            edge.streams.acquire(principal.username)
+        except edge.EdgeRefused as exc:
+            error = JsonRpcError(jsonrpc.SERVER_ERROR, exc.message)
+            await _send_json(send, exc.status, jsonrpc.error_response(message["id"], error))
+            return
+        try:
+            await self._listening(receive, send, message, envelope, principal, server)
+        finally:
+            edge.streams.release(principal.username)
+
+    async def _listening(
+        self, receive: Any, send: Any, message: dict[str, Any], envelope: Any, principal: Any, server: str | None
+    ) -> None:
         core = get_core()
         try:
             listener = await core.listen(
@@ -413,44 +431,47 @@ class StreamableHttpEndpoint:
             raise HttpError(
                 406, jsonrpc.INVALID_REQUEST, "Not Acceptable: the GET stream needs Accept: text/event-stream."
             )
-        session = self._session(headers, principal, server)
+        session = await self._session(headers, principal, server)
+        core = get_core()
         resume = parse_event_id(headers.get("last-event-id", ""))
-        stream = session.find_stream(resume[0]) if resume else None
+        stream = await core.sessions.find_stream(session, resume[0]) if resume else None
         if stream is None:  # a fresh standalone stream (or one we can no longer resume): new messages only
-            stream, seq, resumed = session.standalone, session.standalone.seq, False
+            stream, resumed = core.sessions.standalone(session), False
+            seq = await stream.position()
         else:
             seq, resumed = resume[1], True  # type: ignore[index]
         keepalive = settings.GATEWAY_SSE_KEEPALIVE
-        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
-        session.listeners += 1
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            if not resumed and versions.has_priming_events(session.protocol_version):
-                await send({"type": "http.response.body", "body": _priming(f"{stream.id}:{seq}"), "more_body": True})
-            else:
-                await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-            while not disconnected.done():
-                for number, message in stream.after(seq):
+        with edge.stream_slot(principal.username):
+            disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+            session.listeners += 1
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                if not resumed and versions.has_priming_events(session.protocol_version):
                     await send(
-                        {
-                            "type": "http.response.body",
-                            "body": _sse_event(message, f"{stream.id}:{number}"),
-                            "more_body": True,
-                        }
+                        {"type": "http.response.body", "body": _priming(f"{stream.id}:{seq}"), "more_body": True}
                     )
-                    seq = number
-                if stream.done and seq >= stream.seq:
-                    break
-                waiter = asyncio.ensure_future(stream.wait(seq, keepalive))
-                await asyncio.wait({waiter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-                if not waiter.done():
-                    waiter.cancel()
-                elif not waiter.result() and not disconnected.done():
-                    await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            session.listeners -= 1
-            disconnected.cancel()
+                else:
+                    await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+                while not disconnected.done():
+                    events, done = await stream.read(seq)
+                    for number, message in events:
+                        body = _sse_event(message, f"{stream.id}:{number}")
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        seq = number
+                    if done or session.closed:
+                        break
+                    waiter = asyncio.ensure_future(stream.wait(seq, keepalive))
+                    await asyncio.wait({waiter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+                    if not waiter.done():
+                        waiter.cancel()
+                    elif not waiter.result() and not disconnected.done():
+                        if not await core.sessions.alive(session):  # ended (DELETE, expiry) elsewhere
+                            break
+                        await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                session.listeners -= 1
+                disconnected.cancel()
 
 
 async def _wait_disconnect(receive: Any) -> None:

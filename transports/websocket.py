@@ -60,16 +60,23 @@ class WebSocketEndpoint:
         server = scope.get("url_route", {}).get("kwargs", {}).get("server")
         try:
             principal = await edge.admit(headers, _query_authorization(scope, headers))
+        except edge.EdgeRefused as exc:
+            await _refuse(send, CLOSE_UNAUTHORIZED, exc.message)
+            return
+        try:
             connection = await Connection.open(
                 username=principal.username, scopes=principal.scopes, server=server, transport="websocket"
             )
-        except edge.EdgeRefused as exc:  # only credentials are left to refuse here
-            await _refuse(send, CLOSE_UNAUTHORIZED, exc.message)
+        except edge.EdgeRefused as exc:  # no stream slot left: 4429 for the user's bound, 4503 for the process's
+            await _refuse(send, 4000 + exc.status, exc.message, jsonrpc.SERVER_ERROR)
             return
         except JsonRpcError as exc:
             await _refuse(send, CLOSE_NOT_FOUND, exc.message, exc.code)
             return
-        except (SessionLimitReached, CatalogUnavailable) as exc:
+        except SessionLimitReached as exc:
+            await _refuse(send, 4000 + exc.status, f"Session limit: {exc}.", jsonrpc.SERVER_ERROR)
+            return
+        except CatalogUnavailable as exc:
             await _refuse(send, CLOSE_UNAVAILABLE, f"Service unavailable: {exc}.", jsonrpc.SERVER_ERROR)
             return
         writer = asyncio.ensure_future(_write(connection, send))

@@ -24,7 +24,8 @@ from asgiref.sync import sync_to_async
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 30.0
+POLL_SECONDS = 30.0  # with a Redis channel layer, which carries every process's change notices
+LOCAL_POLL_SECONDS = 2.0  # with the in-memory layer: changes by other processes (manage.py) arrive by polling
 RETRY_SECONDS = 1.0
 
 
@@ -372,23 +373,31 @@ class CatalogCache:
 
     async def _listen(self) -> None:
         """Follow catalog.changed on the channel layer; poll the version when it is quiet."""
-        from channels.layers import get_channel_layer
+        from channels.layers import InMemoryChannelLayer, get_channel_layer
 
         from registry.events import CATALOG_GROUP
 
         layer = get_channel_layer()
-        channel = await layer.new_channel() if layer is not None else None
+        poll = POLL_SECONDS if layer is not None and not isinstance(layer, InMemoryChannelLayer) else LOCAL_POLL_SECONDS
+        channel: str | None = None
+        # One receive stays pending across quiet periods: cancelling it would make the Redis pub/sub
+        # layer forget the channel (and its group membership).
+        receiver: asyncio.Future[dict[str, Any]] | None = None
         while True:
             try:
-                if layer is not None and channel is not None:
-                    await layer.group_add(CATALOG_GROUP, channel)
-                    try:
-                        message = await asyncio.wait_for(layer.receive(channel), POLL_SECONDS)
-                    except TimeoutError:
-                        message = None
+                message = None
+                if layer is not None:
+                    if channel is None:
+                        channel = await layer.new_channel()
+                        await layer.group_add(CATALOG_GROUP, channel)
+                    if receiver is None:
+                        receiver = asyncio.ensure_future(layer.receive(channel))
+                    done, _ = await asyncio.wait({receiver}, timeout=poll)
+                    if done:
+                        finished, receiver = receiver, None
+                        message = finished.result()
                 else:
-                    await asyncio.sleep(POLL_SECONDS)
-                    message = None
+                    await asyncio.sleep(poll)
                 current = self._snapshot.version if self._snapshot else -1
                 if message is not None:
                     if int(message.get("version", -1)) != current:
@@ -396,7 +405,10 @@ class CatalogCache:
                 elif await sync_to_async(_read_version, thread_sensitive=False)() != current:
                     self.invalidate()
             except asyncio.CancelledError:
+                if receiver is not None:
+                    receiver.cancel()
                 raise
             except Exception:  # never let the listener die on a broken layer or database
                 logger.warning("catalog listener error; retrying", exc_info=True)
+                channel, receiver = None, None
                 await asyncio.sleep(1.0)

@@ -21,8 +21,10 @@ from typing import Any
 from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogCache, Snapshot, View, page
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.replicas import Mesh, ReplicaGone
 from transports.protocol.rounds import ParkedCall, ParkedCalls
 from transports.protocol.sessions import LOG_LEVELS, Session, SessionStore
+from transports.protocol.shared_sessions import RedisSessionStore
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from transports.protocol.upstreams import FULL_CAPABILITIES, UpstreamPool, capability_profile
 
@@ -68,6 +70,8 @@ class Exchange:
     modern: bool = False
     parked: ParkedCall | None = None
     upstream_headers: dict[str, str] | None = None
+    # Ids of our requests to the client name the replica waiting for the answer: gw-<replica>-<n>.
+    request_prefix: str = "gw-"
 
     async def client_request(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         """Ask the client something and wait for its answer: on this stream with a later POST for a
@@ -78,7 +82,7 @@ class Exchange:
             return await self.parked.ask(method, params or {})
         session = self.session
         session.next_request_id += 1
-        request_id = f"gw-{session.next_request_id}"
+        request_id = f"{self.request_prefix}{session.next_request_id}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         session.pending[request_id] = future
         try:
@@ -126,6 +130,25 @@ class Listener:
                 self.queue.get_nowait()
 
 
+def _session_era_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A modern upstream's answer for a session client: without the 2026-07-28 result fields and the
+    upstream's own serverInfo (the client met the gateway at initialize, not the upstream)."""
+    cleaned = {k: v for k, v in result.items() if k not in _MODERN_RESULT_FIELDS}
+    meta = cleaned.get("_meta")
+    if isinstance(meta, dict) and modern.META_SERVER_INFO in meta:
+        rest = {k: v for k, v in meta.items() if k != modern.META_SERVER_INFO}
+        if rest:
+            cleaned["_meta"] = rest
+        else:
+            del cleaned["_meta"]
+    return cleaned
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("sending notifications failed", exc_info=task.exception())
+
+
 def _forbidden(what: str) -> JsonRpcError:
     return JsonRpcError(jsonrpc.SERVER_ERROR, f"Forbidden: your credentials do not allow {what}.")
 
@@ -159,7 +182,8 @@ class McpCore:
         self,
         *,
         catalog: CatalogCache | None = None,
-        sessions: SessionStore | None = None,
+        sessions: SessionStore | RedisSessionStore | None = None,
+        mesh: Mesh | None = None,
         upstreams: UpstreamPool | None = None,
         page_size: int = 100,
         tool_timeout: float = 60.0,
@@ -172,6 +196,14 @@ class McpCore:
     ) -> None:
         self.catalog = catalog or CatalogCache()
         self.sessions = sessions or SessionStore()
+        # Other replicas (a shared session store): answers, cancellations and retries that land on a
+        # replica other than the one running the call are forwarded there.
+        self.mesh = mesh
+        self.request_prefix = f"gw-{mesh.tag}-" if mesh is not None else "gw-"
+        if mesh is not None:
+            mesh.notices["answer"] = self._forwarded_answer
+            mesh.notices["cancel"] = self._forwarded_cancel
+            mesh.handlers["round"] = self._forwarded_round
         self.upstreams = upstreams or UpstreamPool(request_timeout=tool_timeout)
         self.page_size = page_size
         self.tool_timeout = tool_timeout
@@ -243,7 +275,7 @@ class McpCore:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"No enabled virtual server named {server!r}.", http_status=404)
         version = versions.negotiate(params.get("protocolVersion"))
         if session is None:
-            session = self.sessions.create(
+            session = await self.sessions.create(
                 username=username,
                 scopes=scopes,
                 server=server,
@@ -254,6 +286,8 @@ class McpCore:
         else:
             session.protocol_version, session.client_capabilities = version, capabilities
             session.client_info = client_info
+            if session.owner is not None:
+                await self.sessions.save(session)
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": self.capabilities(),
@@ -266,18 +300,31 @@ class McpCore:
         view = snapshot.view(session.server)
         if view is None:
             raise JsonRpcError(jsonrpc.INVALID_REQUEST, f"The virtual server {session.server!r} is no longer enabled.")
-        return Exchange(session=session, snapshot=snapshot, view=view, emit=emit, request_id=request_id)
+        return Exchange(
+            session=session,
+            snapshot=snapshot,
+            view=view,
+            emit=emit,
+            request_id=request_id,
+            request_prefix=self.request_prefix,
+        )
 
     # -- gateway -> client notifications ------------------------------------------------------
 
-    def push(self, session: Session, message: dict[str, Any]) -> None:
-        """Log a message on the session's standalone stream; open GET connections deliver it, and a
-        client that reconnects with Last-Event-ID gets what it missed (up to the log's bound)."""
-        session.standalone.append(message)
+    async def push(self, session: Session, message: dict[str, Any]) -> None:
+        """Log a message on the session's standalone stream; open GET connections deliver it (on any
+        replica), and a client that reconnects with Last-Event-ID gets what it missed (up to the
+        log's bound)."""
+        await self.sessions.standalone(session).append(message)
 
     def _catalog_changed(self, previous: Snapshot, current: Snapshot) -> None:
+        task = asyncio.ensure_future(self._announce_changes(previous, current))
+        task.add_done_callback(_log_failure)
+
+    async def _announce_changes(self, previous: Snapshot, current: Snapshot) -> None:
         """list_changed for each session whose view changed; resources/updated for changed subscribed
-        resources. Each endpoint's view is compared once, however many sessions use it."""
+        resources. Each endpoint's view is compared once, however many sessions use it. With shared
+        sessions every replica sees the change: the one that claims a session's notice sends it."""
         changed: dict[str | None, list[str] | None] = {}
 
         def changes_of(server: str | None) -> list[str] | None:
@@ -301,17 +348,19 @@ class McpCore:
                         and (before.text, before.blob) != (after.text, after.blob)
                     ):
                         listener.put("notifications/resources/updated", {"uri": uri})
-        for session in self.sessions.all():
+        for session in self.sessions.local():
             methods = changes_of(session.server)
             if methods is None:
                 continue
-            for method in methods:
-                self.push(session, jsonrpc.notification(method))
             old, new = previous.view(session.server), current.view(session.server)
+            notices = [jsonrpc.notification(method) for method in methods]
             for uri in session.subscriptions:
                 before, after = old.resource_by_uri.get(uri), new.resource_by_uri.get(uri)  # type: ignore[union-attr]
                 if before is not None and after is not None and (before.text, before.blob) != (after.text, after.blob):
-                    self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+                    notices.append(jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+            if notices and await self.sessions.claim(session, f"v{current.version}"):
+                for notice in notices:
+                    await self.push(session, notice)
 
     async def _upstream_notification(self, gateway: str, message: dict[str, Any]) -> dict[str, Any] | None:
         """Messages from an upstream that belong to no call."""
@@ -327,9 +376,9 @@ class McpCore:
                 r.uri for r in snapshot.catalog.resources if r.gateway == gateway and r.upstream_uri == upstream_uri
             }
             uris.add(str(upstream_uri))
-            for session in self.sessions.all():
+            for session in list(self.sessions.local()):
                 for uri in session.subscriptions & uris:
-                    self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+                    await self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
             for listener in list(self.listeners):
                 for uri in listener.uris & uris:
                     listener.put("notifications/resources/updated", {"uri": uri})
@@ -360,23 +409,49 @@ class McpCore:
 
     # -- dispatch -----------------------------------------------------------------------------
 
-    def accept_response(self, session: Session, message: dict[str, Any]) -> None:
-        """A client's answer to one of our requests: wake whoever waits for it."""
-        future = session.pending.get(message.get("id"))  # type: ignore[arg-type]
-        if future is not None and not future.done():
-            future.set_result(message)
+    async def accept_response(self, session: Session, message: dict[str, Any]) -> None:
+        """A client's answer to one of our requests: wake whoever waits for it (on the replica its
+        id names, when that is another one)."""
+        request_id = message.get("id")
+        future = session.pending.get(request_id)  # type: ignore[arg-type]
+        if future is not None:
+            if not future.done():
+                future.set_result(message)
+            return
+        if self.mesh is None or not isinstance(request_id, str) or not request_id.startswith("gw-"):
+            return
+        tag = request_id[3:].partition("-")[0]
+        if tag and tag != self.mesh.tag:
+            await self.mesh.send(tag, "answer", {"sid": session.id, "message": message})
+
+    async def _forwarded_answer(self, body: dict[str, Any]) -> None:
+        session = self.sessions.get_local(body["sid"])
+        if session is not None:
+            await self.accept_response(session, body["message"])
 
     async def notify(self, session: Session, message: dict[str, Any]) -> None:
         """A client notification."""
         method = message["method"]
         params = message.get("params") or {}
         if method == "notifications/initialized":
-            session.initialized = True
+            if not session.initialized:
+                session.initialized = True
+                await self.sessions.save(session, "initialized")
         elif method == "notifications/cancelled":
-            task = session.in_flight.get(params.get("requestId"))  # type: ignore[arg-type]
+            request_id = params.get("requestId")
+            task = session.in_flight.get(request_id)  # type: ignore[arg-type]
             if task is not None:
                 task.cancel()
+            elif self.mesh is not None and session.shared and isinstance(request_id, str | int):
+                # The call may run on another replica: every replica looks for it.
+                await self.mesh.broadcast("cancel", {"sid": session.id, "requestId": request_id})
         # notifications/progress and roots/list_changed from the client need no action yet.
+
+    async def _forwarded_cancel(self, body: dict[str, Any]) -> None:
+        session = self.sessions.get_local(body["sid"])
+        task = session.in_flight.get(body["requestId"]) if session is not None else None
+        if task is not None:
+            task.cancel()
 
     async def handle(self, message: dict[str, Any], exchange: Exchange) -> dict[str, Any] | None:
         """Answer one request; None when it was cancelled (nothing is sent for it)."""
@@ -407,8 +482,8 @@ class McpCore:
             return jsonrpc.error_response(request_id, JsonRpcError(jsonrpc.INTERNAL_ERROR, "Internal error"))
         finally:
             session.in_flight.pop(request_id, None)
-        if not exchange.modern and "resultType" in result:  # a modern upstream's answer to a session client
-            result = {k: v for k, v in result.items() if k not in _MODERN_RESULT_FIELDS}
+        if not exchange.modern and ("resultType" in result or "_meta" in result):
+            result = _session_era_result(result)
         return jsonrpc.response(request_id, result)
 
     # -- 2026-07-28 (stateless) -----------------------------------------------------------------
@@ -462,6 +537,9 @@ class McpCore:
                 removed = " (removed in 2026-07-28)" if method in MODERN_REMOVED or method == "initialize" else ""
                 raise JsonRpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}{removed}")
             params = message.get("params") or {}
+            owner = self._round_owner(method, params, username, server)
+            if owner is not None:
+                return await self._forward_round(owner, message, username, scopes, server, emit, headers)
             if method == "tools/call":
                 tool = view.tool_by_name.get(params.get("name"))  # type: ignore[arg-type]
                 arguments = params.get("arguments")
@@ -486,6 +564,58 @@ class McpCore:
         if answer is None:
             return None
         return self._modern_answer(method, answer, view)
+
+    def _round_owner(self, method: str, params: dict[str, Any], username: str, server: str | None) -> str | None:
+        """The replica holding the parked call a retry continues, when that is another replica."""
+        token = params.get("requestState")
+        if self.mesh is None or method not in modern.MRTR_METHODS or token is None:
+            return None
+        state = self.sealer.open(token, principal=username, server=server, digest=modern.request_digest(method, params))
+        tag, dot, _ = state.call_id.partition(".")
+        if not dot or tag == self.mesh.tag or self.parked.get(state.call_id) is not None:
+            return None
+        return tag
+
+    async def _forward_round(
+        self,
+        owner: str,
+        message: dict[str, Any],
+        username: str,
+        scopes: frozenset[str],
+        server: str | None,
+        emit: Emit,
+        headers: Mapping[str, str],
+    ) -> dict[str, Any] | None:
+        """Run a retry on the replica whose parked call it continues; its progress comes back to ``emit``."""
+        assert self.mesh is not None
+        body = {
+            "message": message,
+            "username": username,
+            "scopes": sorted(scopes),
+            "server": server,
+            "headers": dict(headers),
+        }
+        try:
+            return await self.mesh.call(owner, "round", body, timeout=self.tool_timeout + 30, emit=emit)
+        except ReplicaGone as exc:
+            logger.warning("retry of a parked call could not reach its replica: %s", exc)
+            raise JsonRpcError(
+                jsonrpc.INVALID_PARAMS,
+                "Invalid params: requestState rejected: the call it continues has ended (the gateway replica "
+                "running it is gone); send the request again without inputResponses and requestState.",
+            ) from None
+
+    async def _forwarded_round(self, body: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
+        message = body["message"]
+        return await self.handle_modern(
+            message,
+            modern.parse_envelope(message),
+            username=body["username"],
+            scopes=frozenset(body["scopes"]),
+            server=body["server"],
+            emit=emit,
+            headers=body["headers"],
+        )
 
     def _discover(self, view: View) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -550,9 +680,8 @@ class McpCore:
             self.parked.resume(call, ex.emit)
             call.answer(responses or {})
         else:
-            call = ParkedCall(
-                id=modern.new_call_id(), principal=session.username, server=session.server, digest=digest, expires=0.0
-            )
+            call_id = modern.new_call_id() if self.mesh is None else f"{self.mesh.tag}.{modern.new_call_id()}"
+            call = ParkedCall(id=call_id, principal=session.username, server=session.server, digest=digest, expires=0.0)
             self.parked.add(call)
             call.emit_to = ex.emit
             ex.parked, ex.emit = call, call.emit
@@ -938,7 +1067,9 @@ class McpCore:
             if not followers:
                 await self._upstream_request(ex, gateway, "resources/subscribe", {"uri": upstream_uri}, shared=True)
             followers.add(ex.session.id)
-        ex.session.subscriptions.add(uri)
+        if uri not in ex.session.subscriptions:
+            ex.session.subscriptions.add(uri)
+            await self.sessions.save(ex.session, "subscriptions")
         return {}
 
     async def _resources_unsubscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
@@ -947,6 +1078,7 @@ class McpCore:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: resources/unsubscribe needs a uri.")
         if uri in ex.session.subscriptions:
             ex.session.subscriptions.discard(uri)
+            await self.sessions.save(ex.session, "subscriptions")
             origin = self._resource_origin(ex.view, uri)
             if origin is not None and origin[0] is not None:
                 key = (origin[0], origin[1])
@@ -1015,4 +1147,5 @@ class McpCore:
         if level not in LOG_LEVELS:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LOG_LEVELS)}.")
         ex.session.log_level = str(level)
+        await self.sessions.save(ex.session, "log_level")
         return {}

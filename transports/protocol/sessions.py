@@ -1,8 +1,10 @@
 """Session-era (2024-11-05 .. 2025-11-25) sessions: what `initialize` negotiated, and the live
 plumbing for messages from the gateway to the client.
 
-The store is in process memory here; keeping sessions in Redis for many replicas is the job of the
-replicas issue, behind the same methods.
+``SessionStore`` keeps them in this process's memory (the embedded default, one process);
+``transports.protocol.shared_sessions.RedisSessionStore`` keeps them in Redis so that any replica
+can take any request of a session (docs/replicas.md). Both hand out event logs with the same async
+interface (``EventLog``): in memory here, Redis streams there.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from transports.protocol.jsonrpc import Id
 
@@ -21,9 +23,30 @@ EVENTS_PER_STREAM = 256  # events kept per stream for resumption (Last-Event-ID)
 STREAMS_KEPT = 16  # finished request streams kept per session for resumption
 
 
+class EventLog(Protocol):
+    """The numbered messages of one SSE stream, kept (bounded) so a client can resume it with
+    Last-Event-ID on any connection. Event ids are '<stream id>:<sequence>'."""
+
+    id: str
+
+    async def append(self, message: dict[str, Any]) -> str:
+        """Log a message; returns its event id."""
+
+    async def read(self, after: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """The events after sequence ``after``, and whether the stream has ended after them."""
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        """Wait until there is an event after ``after`` or the stream ended; False on timeout."""
+
+    async def finish(self) -> None:
+        """Mark the stream ended (a resumed request stream closes after its response)."""
+
+    async def position(self) -> int:
+        """The sequence number of the latest event (a new reader starts after it)."""
+
+
 class EventStream:
-    """The messages of one SSE stream, numbered and kept (bounded) so a client can resume it with
-    Last-Event-ID on any connection. Event ids are '<stream id>:<sequence>'.
+    """An ``EventLog`` in process memory.
 
     The wake-up event exists only once someone waits (most streams are never waited on), which
     keeps a stream, and so an idle session, small."""
@@ -37,25 +60,29 @@ class EventStream:
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
         self._changed: asyncio.Event | None = None
 
-    def append(self, message: dict[str, Any]) -> str:
-        """Log a message; returns its event id."""
+    async def append(self, message: dict[str, Any]) -> str:
         self.seq += 1
         self.events.append((self.seq, message))
         if self._changed is not None:
             self._changed.set()
         return f"{self.id}:{self.seq}"
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.done = True
         if self._changed is not None:
             self._changed.set()
 
-    def after(self, seq: int) -> list[tuple[int, dict[str, Any]]]:
-        return [(n, m) for n, m in self.events if n > seq]
+    async def read(self, after: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        return [(n, m) for n, m in self.events if n > after], self.done
 
-    async def wait(self, seq: int, timeout: float) -> bool:
-        """Wait until there is an event after ``seq`` or the stream is done; False on timeout."""
-        while self.seq <= seq and not self.done:
+    async def position(self) -> int:
+        return self.seq
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        while self.seq <= after and not self.done:
             if self._changed is None:
                 self._changed = asyncio.Event()
             self._changed.clear()
@@ -82,7 +109,9 @@ class Session:
 
     The runtime parts (in-flight requests, the standalone stream, request streams, pending
     gateway->client requests, subscriptions) are created on first use: an idle session holds only
-    what `initialize` negotiated (see docs/performance.md, idle sessions)."""
+    what `initialize` negotiated (see docs/performance.md, idle sessions). In-flight requests and
+    pending gateway->client requests are always this process's own; with a shared store the rest
+    is read from Redis on every request (``shared``)."""
 
     id: str
     username: str
@@ -95,9 +124,14 @@ class Session:
     log_level: str | None = None
     created_at: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
-    # How many GET connections read the standalone stream.
+    # How many GET connections (or the one HTTP+SSE / WebSocket connection) of this process read it.
     listeners: int = 0
     next_request_id: int = 0
+    # Kept in Redis (Streamable HTTP sessions with a shared store); False: this process holds it all.
+    shared: bool = False
+    # The replica holding the session's connection (HTTP+SSE, WebSocket) when the store is shared.
+    owner: str | None = None
+    closed: bool = False
     _subscriptions: set[str] | None = field(default=None, init=False, repr=False)
     _in_flight: dict[Id, asyncio.Task[Any]] | None = field(default=None, init=False, repr=False)
     _standalone: EventStream | None = field(default=None, init=False, repr=False)
@@ -120,14 +154,14 @@ class Session:
 
     @property
     def standalone(self) -> EventStream:
-        """The standalone stream's log (list_changed, resource updates, server->client requests)."""
+        """The standalone stream's log in memory (list_changed, resource updates, server->client requests)."""
         if self._standalone is None:
             self._standalone = EventStream(STANDALONE_STREAM_ID, keep=64)
         return self._standalone
 
     @property
     def request_streams(self) -> OrderedDict[str, EventStream]:
-        """The logs of recent request streams, oldest first (for resumption)."""
+        """The logs of recent request streams in memory, oldest first (for resumption)."""
         if self._request_streams is None:
             self._request_streams = OrderedDict()
         return self._request_streams
@@ -138,6 +172,11 @@ class Session:
         if self._pending is None:
             self._pending = {}
         return self._pending
+
+    @property
+    def busy(self) -> bool:
+        """Something of this process is attached to it (a stream, a call, a question to the client)."""
+        return bool(self.listeners or self._in_flight or self._pending)
 
     def open_request_stream(self) -> EventStream:
         """A new logged stream for one request's SSE answer; old finished ones are forgotten."""
@@ -175,61 +214,121 @@ class Session:
             return True
 
     def close(self) -> None:
+        """Stop this process's work for the session (its calls, its questions, its streams)."""
+        self.closed = True
         for task in (self._in_flight or {}).values():
             task.cancel()
         if self._standalone is not None:
-            self._standalone.finish()
+            self._standalone.close()
         for stream in (self._request_streams or {}).values():
-            stream.finish()
+            stream.close()
         for future in (self._pending or {}).values():
             if not future.done():
                 future.cancel()
 
 
 class SessionLimitReached(Exception):
-    """No room for another session."""
+    """No room for another session (``status``: 429 for a per-user bound, 503 for the process's)."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def per_user_limit_message(username: str, limit: int) -> str:
+    return (
+        f"user {username!r} already holds its maximum of {limit} sessions (GATEWAY_MAX_SESSIONS_PER_USER); "
+        "end one (DELETE, or close its stream) or wait for an idle one to expire"
+    )
 
 
 class SessionStore:
-    """Sessions of this process, expiring after ``idle_timeout`` seconds without a request."""
+    """Sessions of this process, in memory, expiring after ``idle_timeout`` seconds without a request
+    (never while a stream of theirs is open)."""
 
-    def __init__(self, *, idle_timeout: float = 3600.0, max_sessions: int = 10_000) -> None:
+    def __init__(self, *, idle_timeout: float = 3600.0, max_sessions: int = 10_000, max_per_user: int = 0) -> None:
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
+        self.max_per_user = max_per_user  # 0: no per-user bound
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._per_user: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, **fields: Any) -> Session:
+    async def create(self, *, connection: bool = False, **fields: Any) -> Session:
+        """A new session (``connection``: bound to one HTTP+SSE or WebSocket connection of this process)."""
         self._expire()
         if len(self._sessions) >= self.max_sessions:
-            raise SessionLimitReached(f"this gateway process holds its maximum of {self.max_sessions} sessions")
+            raise SessionLimitReached(
+                f"this gateway process holds its maximum of {self.max_sessions} sessions (GATEWAY_MAX_SESSIONS)"
+            )
+        username = fields["username"]
+        if self.max_per_user and self._per_user.get(username, 0) >= self.max_per_user:
+            raise SessionLimitReached(per_user_limit_message(username, self.max_per_user), 429)
         session = Session(id=secrets.token_urlsafe(24), **fields)
         self._sessions[session.id] = session
+        self._per_user[username] = self._per_user.get(username, 0) + 1
         return session
 
-    def get(self, session_id: str) -> Session | None:
+    async def get(self, session_id: str) -> Session | None:
+        return self.get_local(session_id)
+
+    def get_local(self, session_id: str) -> Session | None:
         session = self._sessions.get(session_id)
         if session is None:
             return None
         now = time.monotonic()
         if now - session.last_seen > self.idle_timeout and not session.listeners:
-            self.delete(session_id)
+            self._drop(session_id)
             return None
         session.last_seen = now
         self._sessions.move_to_end(session_id)
         return session
 
-    def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str) -> bool:
+        return self._drop(session_id)
+
+    def _drop(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
+        left = self._per_user.get(session.username, 1) - 1
+        if left:
+            self._per_user[session.username] = left
+        else:
+            self._per_user.pop(session.username, None)
         session.close()
         return True
 
-    def all(self) -> list[Session]:
+    def discard(self, session_id: str) -> None:
+        """End a session now, from synchronous code (a connection closing)."""
+        self._drop(session_id)
+
+    async def alive(self, session: Session) -> bool:
+        """The session still exists (an open stream asks now and then; it also keeps it from expiring)."""
+        return not session.closed and session.id in self._sessions
+
+    async def save(self, session: Session, *names: str) -> None:
+        """Persist fields a request changed (``initialized``, ``log_level``, ``subscriptions``): in
+        memory there is nothing to do."""
+
+    def local(self) -> list[Session]:
+        """The sessions this process serves notifications for (here: all of them)."""
         return list(self._sessions.values())
+
+    async def claim(self, session: Session, key: str) -> bool:
+        """True for the one replica that should send the notification named ``key`` (here: always)."""
+        return True
+
+    def standalone(self, session: Session) -> EventLog:
+        return session.standalone
+
+    def open_stream(self, session: Session) -> EventLog:
+        return session.open_request_stream()
+
+    async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:
+        return session.find_stream(stream_id)
 
     def _expire(self) -> None:
         limit = time.monotonic() - self.idle_timeout
@@ -237,4 +336,4 @@ class SessionStore:
             oldest = next(iter(self._sessions.values()))
             if oldest.last_seen >= limit or oldest.listeners:
                 break
-            self.delete(oldest.id)
+            self._drop(oldest.id)

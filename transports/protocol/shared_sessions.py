@@ -1,0 +1,367 @@
+"""Session-era sessions kept in Redis, so that any replica can take any request of a session.
+
+What a session negotiated lives in a Redis hash ``<prefix>s:<id>`` that expires after the idle
+timeout (refreshed as the session is used); the logs of its SSE streams are Redis streams, numbered
+by a counter, so ``Last-Event-ID`` resumes on any replica; readers are woken over the Channels layer
+(``Mesh.watch``). Per process remain only what cannot travel: the tasks of the calls this replica
+runs and the futures of its questions to the client (an answer posted elsewhere is forwarded here,
+see ``McpCore``), and the HTTP+SSE / WebSocket connections it holds (their sessions are recorded
+here with their ``owner`` so a POST to another replica reaches them). docs/replicas.md has the whole
+picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from transports.protocol import jsonrpc
+from transports.protocol.replicas import Mesh
+from transports.protocol.sessions import (
+    EVENTS_PER_STREAM,
+    STANDALONE_STREAM_ID,
+    EventLog,
+    Session,
+    SessionLimitReached,
+    per_user_limit_message,
+)
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CACHE = 10_000  # sessions whose objects this process keeps between requests
+STANDALONE_KEEP = 64
+
+# KEYS: log, counter, readers; ARGV: field, payload, ttl, keep. Returns {sequence, readers elsewhere}.
+_APPEND = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], n .. '-1', ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {n, redis.call('EXISTS', KEYS[3])}
+"""
+
+
+class RedisLog:
+    """An ``EventLog`` in a Redis stream: entry ids are '<sequence>-1'; an entry with field 'd'
+    marks the end of a request stream."""
+
+    def __init__(self, store: RedisSessionStore, session_id: str, stream_id: str, keep: int) -> None:
+        self.store, self.session_id, self.id, self.keep = store, session_id, stream_id, keep
+        base = f"{store.prefix}e:{session_id}:{stream_id}"
+        self._log, self._counter, self._readers = base, base + ":n", base + ":r"
+
+    async def _add(self, field: str, payload: bytes) -> int:
+        store = self.store
+        seq, readers = await store.run_append(
+            [self._log, self._counter, self._readers], [field, payload, int(store.idle_timeout) + 60, self.keep]
+        )
+        if readers:
+            await store.mesh.wake(self.session_id, self.id)
+        else:
+            store.mesh._wake_local(self.session_id, self.id)
+        return int(seq)
+
+    async def append(self, message: dict[str, Any]) -> str:
+        return f"{self.id}:{await self._add('m', jsonrpc.dumps(message))}"
+
+    async def finish(self) -> None:
+        await self._add("d", b"1")
+
+    async def read(self, after: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        entries = await self.store.redis().xrange(self._log, f"{after + 1}-0", "+")
+        events: list[tuple[int, dict[str, Any]]] = []
+        done = False
+        for entry_id, fields in entries:
+            if b"d" in fields:
+                done = True
+                continue
+            events.append((int(entry_id.split(b"-")[0]), json.loads(fields[b"m"])))
+        return events, done
+
+    async def position(self) -> int:
+        value = await self.store.redis().get(self._counter)
+        return int(value or 0)
+
+    async def exists(self) -> bool:
+        return bool(await self.store.redis().exists(self._counter))
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        async with self.store.mesh.watch(self.session_id, self.id) as grew:
+            await self.store.redis().set(self._readers, 1, ex=int(timeout) + 5)
+            if await self.position() > after:
+                return True
+            try:
+                await asyncio.wait_for(grew.wait(), timeout)
+            except TimeoutError:
+                return False
+            return True
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("removing a session from Redis failed", exc_info=task.exception())
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class RedisSessionStore:
+    """Sessions shared by the replicas (see the module docstring); the same methods as
+    ``transports.protocol.sessions.SessionStore``."""
+
+    def __init__(
+        self,
+        url: str,
+        mesh: Mesh,
+        *,
+        idle_timeout: float = 3600.0,
+        max_sessions: int = 10_000,
+        max_per_user: int = 0,
+        prefix: str = "mcpgw:",
+    ) -> None:
+        self.url = url
+        self.mesh = mesh
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self.max_per_user = max_per_user
+        self.prefix = prefix
+        self._local: OrderedDict[str, Session] = OrderedDict()
+        self._refreshed: dict[str, float] = {}
+        self._client: aioredis.Redis | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._script: Any = None
+        self._script_client: aioredis.Redis | None = None
+        mesh.notices["session.ended"] = self._ended
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+    def redis(self) -> Any:  # redis.asyncio.Redis (its type hints do not follow decode_responses)
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = aioredis.Redis.from_url(self.url)
+            self._client_loop = loop
+        return self._client
+
+    async def run_append(self, keys: list[str], args: list[Any]) -> list[int]:
+        client = self.redis()
+        if self._script_client is not client:
+            self._script, self._script_client = client.register_script(_APPEND), client
+        result: list[int] = await self._script(keys=keys, args=args)
+        return result
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.prefix}s:{session_id}"
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def create(self, *, connection: bool = False, **fields: Any) -> Session:
+        username = fields["username"]
+        now = time.time()
+        everyone, mine = f"{self.prefix}all", f"{self.prefix}u:{username}"
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.zremrangebyscore(everyone, "-inf", now)
+        pipe.zcard(everyone)
+        pipe.zremrangebyscore(mine, "-inf", now)
+        pipe.zcard(mine)
+        _, total, _, own = await pipe.execute()
+        if total >= self.max_sessions:
+            raise SessionLimitReached(
+                f"the gateway holds its maximum of {self.max_sessions} sessions (GATEWAY_MAX_SESSIONS)"
+            )
+        if self.max_per_user and own >= self.max_per_user:
+            raise SessionLimitReached(per_user_limit_message(username, self.max_per_user), 429)
+        session = Session(
+            id=secrets.token_urlsafe(24),
+            shared=not connection,
+            owner=self.mesh.tag if connection else None,
+            **fields,
+        )
+        expires = now + self.idle_timeout
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.hset(self._key(session.id), mapping=self._record(session))
+        pipe.expire(self._key(session.id), int(self.idle_timeout))
+        pipe.zadd(everyone, {session.id: expires})
+        pipe.zadd(mine, {session.id: expires})
+        await pipe.execute()
+        self._remember(session)
+        self._refreshed[session.id] = time.monotonic()
+        return session
+
+    def _record(self, session: Session) -> dict[str, str]:
+        return {
+            "u": session.username,
+            "sc": _dump(sorted(session.scopes)),
+            "sv": _dump(session.server),
+            "pv": session.protocol_version,
+            "cc": _dump(session.client_capabilities),
+            "ci": _dump(session.client_info),
+            "in": "1" if session.initialized else "0",
+            "ll": session.log_level or "",
+            "sub": _dump(sorted(session.subscriptions)),
+            "own": session.owner or "",
+        }
+
+    async def get(self, session_id: str) -> Session | None:
+        session = self._local.get(session_id)
+        if session is not None and session.owner == self.mesh.tag:
+            session.last_seen = time.monotonic()  # a connection of ours: alive while it is open
+            await self._refresh(session)
+            return session
+        try:
+            record = await self.redis().hgetall(self._key(session_id))
+        except ValueError:  # an id Redis cannot take as a key part
+            return None
+        if not record:
+            if session is not None:
+                self._forget(session_id)
+            return None
+        fields = {k.decode(): v.decode() for k, v in record.items()}
+        if session is None:
+            session = Session(
+                id=session_id,
+                username=fields["u"],
+                scopes=frozenset(json.loads(fields["sc"])),
+                server=json.loads(fields["sv"]),
+                protocol_version=fields["pv"],
+                client_capabilities={},
+                client_info={},
+                shared=not fields.get("own"),
+                owner=fields.get("own") or None,
+            )
+        session.protocol_version = fields["pv"]
+        session.client_capabilities = json.loads(fields["cc"])
+        session.client_info = json.loads(fields["ci"])
+        session.initialized = fields.get("in") == "1"
+        session.log_level = fields.get("ll") or None
+        subscriptions = json.loads(fields.get("sub", "[]"))
+        if subscriptions or session._subscriptions:
+            session._subscriptions = set(subscriptions)
+        session.last_seen = time.monotonic()
+        self._remember(session)
+        await self._refresh(session)
+        return session
+
+    def get_local(self, session_id: str) -> Session | None:
+        """This process's object of the session, if it has one (no Redis round trip)."""
+        return self._local.get(session_id)
+
+    async def _refresh(self, session: Session) -> None:
+        """Push the expiry back, at most a few times per idle period."""
+        now = time.monotonic()
+        if now - self._refreshed.get(session.id, 0.0) < self.idle_timeout / 8:
+            return
+        self._refreshed[session.id] = now
+        expires = time.time() + self.idle_timeout
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.expire(self._key(session.id), int(self.idle_timeout))
+        pipe.zadd(f"{self.prefix}all", {session.id: expires})
+        pipe.zadd(f"{self.prefix}u:{session.username}", {session.id: expires})
+        await pipe.execute()
+
+    async def alive(self, session: Session) -> bool:
+        """The session still exists; an open stream asks now and then, which also keeps it from expiring."""
+        if session.closed:
+            return False
+        if session.owner == self.mesh.tag:
+            return True
+        if not await self.redis().exists(self._key(session.id)):
+            self._forget(session.id)
+            return False
+        self._refreshed.pop(session.id, None)
+        await self._refresh(session)
+        return True
+
+    def discard(self, session_id: str) -> None:
+        """End a session from synchronous code (its connection closed): forgotten here at once,
+        removed from Redis soon after."""
+        self._forget(session_id)
+        task = asyncio.ensure_future(self.delete(session_id))
+        task.add_done_callback(_log_failure)
+
+    async def delete(self, session_id: str) -> bool:
+        session = self._local.get(session_id)
+        username = session.username if session is not None else None
+        if username is None:
+            raw = await self.redis().hget(self._key(session_id), "u")
+            username = raw.decode() if raw else None
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.delete(self._key(session_id))
+        base = f"{self.prefix}e:{session_id}:{STANDALONE_STREAM_ID}"
+        pipe.delete(base, base + ":n")
+        pipe.zrem(f"{self.prefix}all", session_id)
+        if username is not None:
+            pipe.zrem(f"{self.prefix}u:{username}", session_id)
+        deleted = (await pipe.execute())[0]
+        self._forget(session_id)
+        await self.mesh.broadcast("session.ended", {"sid": session_id})
+        return bool(deleted)
+
+    async def _ended(self, body: dict[str, Any]) -> None:
+        session = self._local.get(body["sid"])
+        if session is not None and session.owner != self.mesh.tag:
+            self._forget(body["sid"])
+
+    def _forget(self, session_id: str) -> None:
+        self._refreshed.pop(session_id, None)
+        session = self._local.pop(session_id, None)
+        if session is not None:
+            session.close()
+            self.mesh._wake_local(session_id, STANDALONE_STREAM_ID)
+
+    def _remember(self, session: Session) -> None:
+        self._local[session.id] = session
+        self._local.move_to_end(session.id)
+        if len(self._local) > LOCAL_CACHE:
+            for old in list(self._local.values())[: len(self._local) - LOCAL_CACHE]:
+                if not old.busy and old.owner != self.mesh.tag:
+                    self._local.pop(old.id, None)
+                    self._refreshed.pop(old.id, None)
+
+    async def save(self, session: Session, *names: str) -> None:
+        """Write the named fields (all of them when none is named) to the session's record."""
+        record = self._record(session)
+        short = {"initialized": "in", "log_level": "ll", "subscriptions": "sub", "protocol_version": "pv"}
+        mapping = {short[name]: record[short[name]] for name in names} if names else record
+        await self.redis().hset(self._key(session.id), mapping=mapping)
+
+    def local(self) -> list[Session]:
+        """Sessions whose notifications this replica may have to write: those with a stream open here
+        (a GET stream, or the connection of an HTTP+SSE / WebSocket session)."""
+        return [s for s in self._local.values() if s.listeners or s.owner == self.mesh.tag]
+
+    async def claim(self, session: Session, key: str) -> bool:
+        if not session.shared:
+            return True
+        claimed = await self.redis().set(f"{self.prefix}c:{session.id}:{key}", 1, nx=True, ex=120)
+        return bool(claimed)
+
+    # -- event logs ---------------------------------------------------------------------------
+
+    def standalone(self, session: Session) -> EventLog:
+        if not session.shared:
+            return session.standalone
+        return RedisLog(self, session.id, STANDALONE_STREAM_ID, STANDALONE_KEEP)
+
+    def open_stream(self, session: Session) -> EventLog:
+        if not session.shared:
+            return session.open_request_stream()
+        return RedisLog(self, session.id, f"r{secrets.token_hex(6)}", EVENTS_PER_STREAM)
+
+    async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:
+        if not session.shared:
+            return session.find_stream(stream_id)
+        if stream_id == STANDALONE_STREAM_ID:
+            return self.standalone(session)
+        if not stream_id.startswith("r") or not stream_id[1:].isalnum() or len(stream_id) > 16:
+            return None
+        log = RedisLog(self, session.id, stream_id, EVENTS_PER_STREAM)
+        return log if await log.exists() else None
