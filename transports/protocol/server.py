@@ -194,8 +194,8 @@ class McpCore:
         cache_scope: str = "private",
         instructions: str | None = None,
     ) -> None:
-        self.catalog = catalog or CatalogCache()
-        self.sessions = sessions or SessionStore()
+        self.catalog = catalog if catalog is not None else CatalogCache()
+        self.sessions = sessions if sessions is not None else SessionStore()
         # Other replicas (a shared session store): answers, cancellations and retries that land on a
         # replica other than the one running the call are forwarded there.
         self.mesh = mesh
@@ -204,7 +204,7 @@ class McpCore:
             mesh.notices["answer"] = self._forwarded_answer
             mesh.notices["cancel"] = self._forwarded_cancel
             mesh.handlers["round"] = self._forwarded_round
-        self.upstreams = upstreams or UpstreamPool(request_timeout=tool_timeout)
+        self.upstreams = upstreams if upstreams is not None else UpstreamPool(request_timeout=tool_timeout)
         self.page_size = page_size
         self.tool_timeout = tool_timeout
         # 2026-07-28: sealed requestState, calls parked between rounds, listen streams, cache hints.

@@ -1,0 +1,118 @@
+"""Limits and lifecycle of sessions and streams (issue #6 item 8), with the in-memory store and with
+the shared Redis store: idle sessions expire, sessions per user and open streams per user are
+bounded with an error that names the setting, and the bound frees up when a session or stream ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.transports.conftest import start_live_gateway
+from tests.transports.test_streamable_http import Raw, init_body
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
+IDLE = 3.0
+
+
+def _redis_answers() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="module", params=["in-memory", "shared-redis"])
+def gateway(request, tmp_path_factory):
+    overrides = {
+        "GATEWAY_MAX_SESSIONS_PER_USER": "2",
+        "GATEWAY_MAX_STREAMS_PER_USER": "2",
+        "GATEWAY_SESSION_IDLE_TIMEOUT": str(IDLE),
+        "GATEWAY_SSE_KEEPALIVE": "1",
+    }
+    if request.param == "shared-redis":
+        if not _redis_answers():
+            pytest.skip(f"Redis does not answer at {REDIS_TEST_URL}")
+        redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+        overrides["REDIS_URL"] = REDIS_TEST_URL
+    with start_live_gateway(tmp_path_factory.mktemp(f"limits-{request.param}"), **overrides) as live:
+        yield live
+    if request.param == "shared-redis":
+        redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+
+
+def _delete(raw: Raw) -> None:
+    assert raw.http.delete(raw.url, headers={"Mcp-Session-Id": raw.session_id or ""}).status_code == 200
+
+
+def test_sessions_per_user_are_bounded_and_freed_by_delete(gateway):
+    first, second, third = Raw(gateway), Raw(gateway), Raw(gateway)
+    first.initialize()
+    second.initialize()
+    refused = third.post(init_body())
+    assert refused.status_code == 429, refused.text
+    message = refused.json()["error"]["message"]
+    assert "GATEWAY_MAX_SESSIONS_PER_USER" in message
+    assert "user 'admin' already holds its maximum of 2 sessions" in message
+    _delete(first)
+    third.initialize()
+    _delete(second)
+    _delete(third)
+
+
+def test_an_idle_session_expires(gateway):
+    raw = Raw(gateway)
+    raw.initialize()
+    assert "result" in raw.call("ping")
+    time.sleep(IDLE + 1.5)
+    response = raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    assert response.status_code == 404
+    assert "Session not found" in response.json()["error"]["message"]
+
+
+@contextlib.contextmanager
+def _get_stream(raw: Raw) -> Iterator[httpx2.Response]:
+    headers = {"Accept": "text/event-stream", "Mcp-Session-Id": raw.session_id, "MCP-Protocol-Version": raw.version}
+    with raw.http.stream("GET", raw.url, headers=headers) as response:
+        yield response
+
+
+def test_open_streams_per_user_are_bounded_on_every_transport(gateway):
+    raw = Raw(gateway)
+    raw.initialize()
+    with _get_stream(raw) as one, _get_stream(raw) as two:
+        assert one.status_code == two.status_code == 200
+        with _get_stream(raw) as three:
+            assert three.status_code == 429
+            message = json.loads(three.read())["error"]["message"]
+            assert "GATEWAY_MAX_STREAMS_PER_USER=2" in message
+        sse = raw.http.get(gateway.url + "/sse", headers={"Accept": "text/event-stream"})
+        assert sse.status_code == 429
+        assert "GATEWAY_MAX_STREAMS_PER_USER" in sse.json()["error"]["message"]
+        ws_url = gateway.url.replace("http://", "ws://") + "/ws"
+        with connect(
+            ws_url, subprotocols=["mcp"], additional_headers={"Authorization": f"Bearer {gateway.token}"}
+        ) as ws:
+            refusal = json.loads(ws.recv(timeout=10))
+            assert "GATEWAY_MAX_STREAMS_PER_USER" in refusal["error"]["message"]
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4429
+    # both streams closed: a new one opens again (the server notices the disconnects promptly)
+    deadline = time.monotonic() + 10
+    while True:
+        with _get_stream(raw) as again:
+            if again.status_code == 200 or time.monotonic() > deadline:
+                assert again.status_code == 200
+                break
+        time.sleep(0.2)
+    _delete(raw)
