@@ -62,7 +62,20 @@ else
 	@echo "SERVER must be daphne or uvicorn (got '$(SERVER)')" >&2; exit 2
 endif
 
-test: dev ## Set up and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)
+# nginx is the round-robin proxy of the two-replica test (tests/replicas); Debian's nginx-light is enough.
+system-deps: ## Install the system packages the tests need (nginx-light, with apt-get) when they are missing
+	@if command -v nginx >/dev/null || test -x /usr/sbin/nginx; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "make: nginx not found and no apt-get here; install nginx (the two-replica test needs it)" >&2; exit 1; \
+	else \
+		sudo=; if [ "$$(id -u)" != 0 ]; then sudo=sudo; \
+			command -v sudo >/dev/null || { echo "make: nginx not found; install nginx-light as root (the two-replica test needs it)" >&2; exit 1; }; \
+		fi; \
+		echo "Installing nginx-light (for the two-replica test)"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nginx-light; \
+	fi
+
+test: dev system-deps ## Set up and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: dev ## ruff, mypy, import-linter contracts, Django system checks, missing migrations
@@ -128,4 +141,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev run test lint format lock clean node-tools bench contextforge py-spy
+.PHONY: help deps dev system-deps run test lint format lock clean node-tools bench contextforge py-spy

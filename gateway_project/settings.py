@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway_project.env import (
     ERRORS as SETTINGS_ERRORS,  # noqa: F401 - read by gateway_project.checks
@@ -73,7 +74,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Pub/sub ignores the database number: name it in the prefix, so that deployments sharing
+            # one Redis server on different databases do not hear each other.
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"mcpgw-db{urlsplit(REDIS_URL).path.strip('/') or '0'}:"},
         }
     }
     CACHES = {

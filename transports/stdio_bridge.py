@@ -343,6 +343,8 @@ class StdioBridge:
             return  # cancelled by the client: no answer (utilities/cancellation)
         except BridgeError as exc:
             answer = _error(request_id, exc.code, exc.message)
+        except _SessionGone as exc:  # a new session answered 404 too
+            answer = _error(request_id, jsonrpc.SERVER_ERROR, f"The request was not processed: {exc}; try again.")
         except Exception as exc:  # a bug must not take the bridge down, nor leave the client waiting
             logger.exception("relaying %s failed", message.get("method"))
             answer = _error(request_id, jsonrpc.INTERNAL_ERROR, f"Internal error in the stdio wrapper: {exc}")
@@ -354,7 +356,8 @@ class StdioBridge:
         deadline = _Deadline(self.config.reconnect_timeout)
         while True:
             try:
-                answer, session_id = await self._post_capturing(message, self._post_headers(session=False))
+                # With a session open, the gateway answers a second initialize with -32600, as on every transport.
+                answer, session_id = await self._post_capturing(message, self._post_headers())
                 break
             except (_Unreachable, _Lost) as exc:
                 if not await deadline.wait():
@@ -576,7 +579,7 @@ class StdioBridge:
             if on_response is not None:
                 on_response(response)
             if status == 404 and "Mcp-Session-Id" in headers:
-                raise _SessionGone()
+                raise _SessionGone("the gateway does not know this session (HTTP 404)")
             if status >= 300:
                 return await self._status_answer(response, request_id)
             if request_id is None:

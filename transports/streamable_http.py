@@ -9,6 +9,7 @@ session. All MCP semantics live in ``transports.protocol``; this file only frame
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -171,6 +172,13 @@ class StreamableHttpEndpoint:
             and "id" in payload
             and not modern.is_modern(payload)
         ):
+            live = await get_core().sessions.get(headers["mcp-session-id"]) if "mcp-session-id" in headers else None
+            if live is not None and live.username == principal.username and live.server == server:
+                # basic/lifecycle: initialize opens a session; a session's own initialize is a mistake
+                # (a stale or unknown id falls through: the client is starting over).
+                error = JsonRpcError(jsonrpc.INVALID_REQUEST, "The session is already initialized.")
+                await _send_json(send, 400, jsonrpc.error_response(payload.get("id"), error))
+                return
             await self._initialize(send, payload, principal, server)
             return
         if modern.is_modern(payload) or (
@@ -359,8 +367,10 @@ class StreamableHttpEndpoint:
         finally:
             if not work.done():  # the client closed the stream: that is the cancellation
                 work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
             disconnected.cancel()
-        if work.cancelled():
+        if work.cancelled() or disconnected.done():
             return
         answer = work.result()
         if streaming:

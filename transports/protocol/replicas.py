@@ -58,6 +58,10 @@ class Mesh:
         self._watched: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def started(self) -> bool:
+        return self._started is not None and self._started.done() and self._started.exception() is None
+
     async def start(self) -> None:
         """Join the layer (once; later calls wait for the first)."""
         if self._started is None:

@@ -295,7 +295,14 @@ class McpCore:
         }
         return session, result
 
+    async def joined(self) -> None:
+        """Be reachable by the other replicas before doing anything they may have to forward here
+        (an answer to our question, a cancellation, a retry of a parked call)."""
+        if self.mesh is not None and not self.mesh.started:
+            await self.mesh.start()
+
     async def exchange(self, session: Session, emit: Emit, request_id: jsonrpc.Id | None = None) -> Exchange:
+        await self.joined()
         snapshot = await self.catalog.get()
         view = snapshot.view(session.server)
         if view is None:
@@ -530,6 +537,7 @@ class McpCore:
         method = message["method"]
         request_id = message["id"]
         try:
+            await self.joined()
             snapshot, view = await self.modern_view(server)
             if method == "server/discover":
                 return self._modern_answer(method, jsonrpc.response(request_id, self._discover(view)), view)
