@@ -635,6 +635,25 @@ async def test_a_catalog_change_through_a_reaches_a_stream_held_by_b_within_a_se
     assert delay < 1.0, f"list_changed took {delay:.2f} s"
 
 
+async def test_an_upstream_resource_update_reaches_the_stream_held_by_the_other_replica(cluster):
+    """server/resources#subscriptions: resources/subscribe taken by B (which holds the upstream subscription), the
+    session's GET stream on A; the upstream's notifications/resources/updated, received by B, arrives on A."""
+    a, b = cluster.a.url, cluster.b.url
+    uri = "test://watched-resource"
+    async with asyncio.timeout(LIMIT), http_client(cluster) as http:
+        session = StreamableSession(cluster, http)
+        await session.initialize(a)
+        await session.accepted(a, request("notifications/initialized"))
+        async with session.get(a) as stream:
+            assert "result" in await session.call(b, "resources/subscribe", {"uri": uri}, "sub")
+            assert "result" in await session.call(b, "tools/call", {"name": "test_trigger_resource_update"}, "t")
+            update = await stream.until(
+                lambda m: m.get("method") == "notifications/resources/updated", "notifications/resources/updated"
+            )
+            assert update["params"] == {"uri": uri}
+            assert "result" in await session.call(b, "resources/unsubscribe", {"uri": uri}, "unsub")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # e. A 2026-07-28 input_required round begun on A, completed on B
 # --------------------------------------------------------------------------------------------------------------

@@ -383,7 +383,9 @@ class McpCore:
                 r.uri for r in snapshot.catalog.resources if r.gateway == gateway and r.upstream_uri == upstream_uri
             }
             uris.add(str(upstream_uri))
-            for session in list(self.sessions.local()):
+            # Every session this replica knows with a subscription: the upstream subscription is held by
+            # the replica that took the resources/subscribe, whoever holds the session's stream now.
+            for session in self.sessions.known():
                 for uri in session.subscriptions & uris:
                     await self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
             for listener in list(self.listeners):

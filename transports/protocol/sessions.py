@@ -175,8 +175,9 @@ class Session:
 
     @property
     def busy(self) -> bool:
-        """Something of this process is attached to it (a stream, a call, a question to the client)."""
-        return bool(self.listeners or self._in_flight or self._pending)
+        """Something of this process is attached to it (a stream, a call, a question to the client, a
+        resource subscription whose upstream subscription this process holds)."""
+        return bool(self.listeners or self._in_flight or self._pending or self._subscriptions)
 
     def open_request_stream(self) -> EventStream:
         """A new logged stream for one request's SSE answer; old finished ones are forgotten."""
@@ -315,6 +316,10 @@ class SessionStore:
 
     def local(self) -> list[Session]:
         """The sessions this process serves notifications for (here: all of them)."""
+        return list(self._sessions.values())
+
+    def known(self) -> list[Session]:
+        """Every session this process has an object for (here: all of them)."""
         return list(self._sessions.values())
 
     async def claim(self, session: Session, key: str) -> bool:

@@ -338,6 +338,10 @@ class RedisSessionStore:
         (a GET stream, or the connection of an HTTP+SSE / WebSocket session)."""
         return [s for s in self._local.values() if s.listeners or s.owner == self.mesh.tag]
 
+    def known(self) -> list[Session]:
+        """Every session this process has an object for (those it served lately)."""
+        return list(self._local.values())
+
     async def claim(self, session: Session, key: str) -> bool:
         if not session.shared:
             return True
