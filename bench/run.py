@@ -265,8 +265,9 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         DJANGO_SUPERUSER_USERNAME="benchadmin",
         DJANGO_SUPERUSER_PASSWORD="bench-admin-password-" + secrets.token_hex(8),
         LOG_LEVEL="WARNING",
-        # The idle-sessions workload opens 10,000 sessions as one user.
+        # The idle-sessions and initialize workloads open many thousands of sessions as one user.
         GATEWAY_MAX_SESSIONS_PER_USER="0",
+        GATEWAY_MAX_SESSIONS="1000000",
     )
     pg_db = None
     if spec.db == "postgres":
@@ -275,6 +276,9 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         _pg_admin(f'CREATE DATABASE "{pg_db}"')
         env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
         env["REDIS_URL"] = BENCH_REDIS_URL
+        import redis
+
+        redis.Redis.from_url(BENCH_REDIS_URL).flushdb()  # the bench's own database: sessions of an earlier run go
     else:
         env["DATABASE_URL"] = f"sqlite:///{tdir / 'gateway.sqlite3'}"
 
