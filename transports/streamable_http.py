@@ -268,8 +268,11 @@ class StreamableHttpEndpoint:
         except JsonRpcError as exc:
             answer = jsonrpc.error_response(message["id"], exc)
         if stream is not None:
-            body = _sse_event(answer, await stream.append(answer)) if answer is not None else b""
-            await stream.finish()
+            if answer is not None:  # the answer ends the stream's log (one write)
+                body = _sse_event(answer, await stream.append(answer, last=True))
+            else:
+                body = b""
+                await stream.finish()
             await write(body, more=False)
         elif answer is None:  # cancelled before saying anything: an empty stream, no response
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})

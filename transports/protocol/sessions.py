@@ -29,8 +29,8 @@ class EventLog(Protocol):
 
     id: str
 
-    async def append(self, message: dict[str, Any]) -> str:
-        """Log a message; returns its event id."""
+    async def append(self, message: dict[str, Any], *, last: bool = False) -> str:
+        """Log a message (``last``: and end the stream); returns its event id."""
 
     async def read(self, after: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
         """The events after sequence ``after``, and whether the stream has ended after them."""
@@ -60,9 +60,11 @@ class EventStream:
         self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep)
         self._changed: asyncio.Event | None = None
 
-    async def append(self, message: dict[str, Any]) -> str:
+    async def append(self, message: dict[str, Any], *, last: bool = False) -> str:
         self.seq += 1
         self.events.append((self.seq, message))
+        if last:
+            self.done = True
         if self._changed is not None:
             self._changed.set()
         return f"{self.id}:{self.seq}"

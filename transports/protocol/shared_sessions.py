@@ -37,14 +37,36 @@ logger = logging.getLogger(__name__)
 
 LOCAL_CACHE = 10_000  # sessions whose objects this process keeps between requests
 STANDALONE_KEEP = 64
+# Seconds a session's local copy is trusted without reading Redis. Changes made by another replica
+# arrive sooner as a `session.changed` notice; this only bounds the damage of a lost notice.
+REVALIDATE_SECONDS = 5.0
 
-# KEYS: log, counter, readers; ARGV: field, payload, ttl, keep. Returns {sequence, readers elsewhere}.
+# KEYS: log, counter, readers; ARGV: field, payload, ttl, keep, last ("1": also end the stream).
+# Returns {sequence, readers elsewhere}.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], n .. '-1', ARGV[1], ARGV[2])
+if ARGV[5] == '1' then
+  redis.call('XADD', KEYS[1], (redis.call('INCR', KEYS[2])) .. '-1', 'd', '1')
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {n, redis.call('EXISTS', KEYS[3])}
+"""
+
+# KEYS: all sessions, the user's sessions, the record; ARGV: now, expires, most in all, most for the
+# user (0: no bound), ttl, session id, then the record's field/value pairs. Returns 0, or 1 / 2 when
+# the deployment's / the user's bound is reached.
+_CREATE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+redis.call('HSET', KEYS[3], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+return 0
 """
 
 
@@ -57,10 +79,12 @@ class RedisLog:
         base = f"{store.prefix}e:{session_id}:{stream_id}"
         self._log, self._counter, self._readers = base, base + ":n", base + ":r"
 
-    async def _add(self, field: str, payload: bytes) -> int:
+    async def _add(self, field: str, payload: bytes, last: bool = False) -> int:
         store = self.store
-        seq, readers = await store.run_append(
-            [self._log, self._counter, self._readers], [field, payload, int(store.idle_timeout) + 60, self.keep]
+        seq, readers = await store.run_script(
+            "append",
+            [self._log, self._counter, self._readers],
+            [field, payload, int(store.idle_timeout) + 60, self.keep, "1" if last else "0"],
         )
         if readers:
             await store.mesh.wake(self.session_id, self.id)
@@ -68,8 +92,8 @@ class RedisLog:
             store.mesh._wake_local(self.session_id, self.id)
         return int(seq)
 
-    async def append(self, message: dict[str, Any]) -> str:
-        return f"{self.id}:{await self._add('m', jsonrpc.dumps(message))}"
+    async def append(self, message: dict[str, Any], *, last: bool = False) -> str:
+        return f"{self.id}:{await self._add('m', jsonrpc.dumps(message), last)}"
 
     async def finish(self) -> None:
         await self._add("d", b"1")
@@ -137,9 +161,11 @@ class RedisSessionStore:
         self._refreshed: dict[str, float] = {}
         self._client: aioredis.Redis | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._script: Any = None
+        self._validated: dict[str, float] = {}
+        self._scripts: dict[str, Any] = {}
         self._script_client: aioredis.Redis | None = None
         mesh.notices["session.ended"] = self._ended
+        mesh.notices["session.changed"] = self._changed
 
     def __len__(self) -> int:
         return len(self._local)
@@ -151,12 +177,12 @@ class RedisSessionStore:
             self._client_loop = loop
         return self._client
 
-    async def run_append(self, keys: list[str], args: list[Any]) -> list[int]:
+    async def run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         client = self.redis()
         if self._script_client is not client:
-            self._script, self._script_client = client.register_script(_APPEND), client
-        result: list[int] = await self._script(keys=keys, args=args)
-        return result
+            self._scripts = {"append": client.register_script(_APPEND), "create": client.register_script(_CREATE)}
+            self._script_client = client
+        return await self._scripts[name](keys=keys, args=args)
 
     def _key(self, session_id: str) -> str:
         return f"{self.prefix}s:{session_id}"
@@ -165,35 +191,28 @@ class RedisSessionStore:
 
     async def create(self, *, connection: bool = False, **fields: Any) -> Session:
         username = fields["username"]
-        now = time.time()
-        everyone, mine = f"{self.prefix}all", f"{self.prefix}u:{username}"
-        pipe = self.redis().pipeline(transaction=False)
-        pipe.zremrangebyscore(everyone, "-inf", now)
-        pipe.zcard(everyone)
-        pipe.zremrangebyscore(mine, "-inf", now)
-        pipe.zcard(mine)
-        _, total, _, own = await pipe.execute()
-        if total >= self.max_sessions:
-            raise SessionLimitReached(
-                f"the gateway holds its maximum of {self.max_sessions} sessions (GATEWAY_MAX_SESSIONS)"
-            )
-        if self.max_per_user and own >= self.max_per_user:
-            raise SessionLimitReached(per_user_limit_message(username, self.max_per_user), 429)
         session = Session(
             id=secrets.token_urlsafe(24),
             shared=not connection,
             owner=self.mesh.tag if connection else None,
             **fields,
         )
-        expires = now + self.idle_timeout
-        pipe = self.redis().pipeline(transaction=False)
-        pipe.hset(self._key(session.id), mapping=self._record(session))
-        pipe.expire(self._key(session.id), int(self.idle_timeout))
-        pipe.zadd(everyone, {session.id: expires})
-        pipe.zadd(mine, {session.id: expires})
-        await pipe.execute()
+        now = time.time()
+        record = [item for pair in self._record(session).items() for item in pair]
+        bounds = [self.max_sessions, self.max_per_user, int(self.idle_timeout)]
+        refused = await self.run_script(
+            "create",
+            [f"{self.prefix}all", f"{self.prefix}u:{username}", self._key(session.id)],
+            [now, now + self.idle_timeout, *bounds, session.id, *record],
+        )
+        if refused == 1:
+            raise SessionLimitReached(
+                f"the gateway holds its maximum of {self.max_sessions} sessions (GATEWAY_MAX_SESSIONS)"
+            )
+        if refused == 2:
+            raise SessionLimitReached(per_user_limit_message(username, self.max_per_user), 429)
         self._remember(session)
-        self._refreshed[session.id] = time.monotonic()
+        self._refreshed[session.id] = self._validated[session.id] = time.monotonic()
         return session
 
     def _record(self, session: Session) -> dict[str, str]:
@@ -212,10 +231,19 @@ class RedisSessionStore:
 
     async def get(self, session_id: str) -> Session | None:
         session = self._local.get(session_id)
-        if session is not None and session.owner == self.mesh.tag:
-            session.last_seen = time.monotonic()  # a connection of ours: alive while it is open
-            await self._refresh(session)
-            return session
+        now = time.monotonic()
+        if (
+            session is not None
+            and not session.closed
+            and (
+                session.owner == self.mesh.tag  # a connection of ours: alive while it is open
+                or now - self._validated.get(session_id, 0.0) < REVALIDATE_SECONDS
+            )
+        ):
+            session.last_seen = now
+            self._local.move_to_end(session_id)
+            await self._refresh(session)  # finds out when it expired meanwhile
+            return None if session.closed else session
         try:
             record = await self.redis().hgetall(self._key(session_id))
         except ValueError:  # an id Redis cannot take as a key part
@@ -245,7 +273,7 @@ class RedisSessionStore:
         subscriptions = json.loads(fields.get("sub", "[]"))
         if subscriptions or session._subscriptions:
             session._subscriptions = set(subscriptions)
-        session.last_seen = time.monotonic()
+        session.last_seen = self._validated[session_id] = time.monotonic()
         self._remember(session)
         await self._refresh(session)
         return session
@@ -265,7 +293,9 @@ class RedisSessionStore:
         pipe.expire(self._key(session.id), int(self.idle_timeout))
         pipe.zadd(f"{self.prefix}all", {session.id: expires})
         pipe.zadd(f"{self.prefix}u:{session.username}", {session.id: expires})
-        await pipe.execute()
+        exists, _, _ = await pipe.execute()
+        if not exists and session.owner != self.mesh.tag:  # it expired (or ended) meanwhile
+            self._forget(session.id)
 
     async def alive(self, session: Session) -> bool:
         """The session still exists; an open stream asks now and then, which also keeps it from expiring."""
@@ -305,6 +335,10 @@ class RedisSessionStore:
         await self.mesh.broadcast("session.ended", {"sid": session_id})
         return bool(deleted)
 
+    async def _changed(self, body: dict[str, Any]) -> None:
+        if body.get("from") != self.mesh.tag:
+            self._validated.pop(body["sid"], None)  # read it again on its next request
+
     async def _ended(self, body: dict[str, Any]) -> None:
         session = self._local.get(body["sid"])
         if session is not None and session.owner != self.mesh.tag:
@@ -312,6 +346,7 @@ class RedisSessionStore:
 
     def _forget(self, session_id: str) -> None:
         self._refreshed.pop(session_id, None)
+        self._validated.pop(session_id, None)
         session = self._local.pop(session_id, None)
         if session is not None:
             session.close()
@@ -325,6 +360,7 @@ class RedisSessionStore:
                 if not old.busy and old.owner != self.mesh.tag:
                     self._local.pop(old.id, None)
                     self._refreshed.pop(old.id, None)
+                    self._validated.pop(old.id, None)
 
     async def save(self, session: Session, *names: str) -> None:
         """Write the named fields (all of them when none is named) to the session's record."""
@@ -332,6 +368,8 @@ class RedisSessionStore:
         short = {"initialized": "in", "log_level": "ll", "subscriptions": "sub", "protocol_version": "pv"}
         mapping = {short[name]: record[short[name]] for name in names} if names else record
         await self.redis().hset(self._key(session.id), mapping=mapping)
+        if session.shared:  # other replicas drop their copy
+            await self.mesh.broadcast("session.changed", {"sid": session.id, "from": self.mesh.tag})
 
     def local(self) -> list[Session]:
         """Sessions whose notifications this replica may have to write: those with a stream open here
