@@ -368,7 +368,8 @@ class RedisSessionStore:
         short = {"initialized": "in", "log_level": "ll", "subscriptions": "sub", "protocol_version": "pv"}
         mapping = {short[name]: record[short[name]] for name in names} if names else record
         await self.redis().hset(self._key(session.id), mapping=mapping)
-        if session.shared:  # other replicas drop their copy
+        if session.shared and names != ("initialized",):  # other replicas drop their copy (nothing
+            # acts on `initialized`, so that one may reach them with their next read)
             await self.mesh.broadcast("session.changed", {"sid": session.id, "from": self.mesh.tag})
 
     def local(self) -> list[Session]:
