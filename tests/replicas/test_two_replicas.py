@@ -696,6 +696,43 @@ async def test_an_input_required_round_begun_on_a_completes_by_retrying_on_b(clu
     assert text_of(final) == USER_TEXT
 
 
+async def test_a_retry_whose_replica_is_gone_gets_a_precise_error_on_b(cluster):
+    """The parked call dies with A: B's forwarded retry is not taken within the mesh's 5 s, and the client gets
+    -32602 saying the call ended and what to do, not a hang or a 500 (then A is started again)."""
+    arguments = {"message": "Who are you?"}
+    async with asyncio.timeout(LIMIT + 30), http_client(cluster) as http:
+        first = await modern_call(
+            cluster,
+            http,
+            cluster.a.url,
+            "tools/call",
+            {"name": "test_elicitation", "arguments": arguments},
+            "ask",
+            capabilities=ELICITATION,
+        )
+        result = first["result"]
+        assert result["resultType"] == "input_required", result
+        await asyncio.to_thread(cluster.stop_a)
+        try:
+            retry = {
+                "name": "test_elicitation",
+                "arguments": arguments,
+                "inputResponses": {"user": USER},
+                "requestState": result["requestState"],
+            }
+            body, headers = modern_request("tools/call", retry, "retry", capabilities=ELICITATION)
+            response = await http.post(
+                cluster.endpoint(cluster.b.url), content=json.dumps(body).encode(), headers=headers
+            )
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["code"] == -32602
+            assert "the call it continues has ended (the gateway replica running it is gone)" in error["message"]
+            assert "send the request again without inputResponses and requestState" in error["message"]
+        finally:
+            await asyncio.to_thread(cluster.start_a)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # f. Stopping A (last: the other tests expect both replicas up)
 # --------------------------------------------------------------------------------------------------------------
