@@ -54,6 +54,7 @@ run: deps ## Set up and serve the gateway on HOST:PORT (default 127.0.0.1:8000) 
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py ensure_superuser
+	@echo "Serving MCP Gateway on http://$(HOST):$(PORT)/ with $(SERVER): admin /admin/, API /api/docs, MCP /mcp and /servers/<name>/mcp (Ctrl-C stops)"
 ifeq ($(SERVER),uvicorn)
 	exec $(VENV)/bin/uvicorn gateway_project.asgi:application --host $(HOST) --port $(PORT) --no-access-log
 else ifeq ($(SERVER),daphne)

@@ -49,12 +49,16 @@ class WebSocketEndpoint:
             return
         headers = edge.scope_headers(scope)
         host = headers.get("host", "")
-        if (
-            not edge.host_allowed(host)
-            or not edge.origin_allowed(headers.get("origin"), host)
-            or SUBPROTOCOL not in scope.get("subprotocols", ())
-        ):
-            await send({"type": "websocket.close"})  # before accept: the handshake is refused (403)
+        reason = None
+        if not edge.host_allowed(host):
+            reason = f"host {host!r} is not served here"
+        elif not edge.origin_allowed(headers.get("origin"), host):
+            reason = f"origin {headers.get('origin')!r} is not allowed"
+        elif SUBPROTOCOL not in scope.get("subprotocols", ()):
+            reason = f"the client did not offer the subprotocol {SUBPROTOCOL!r} (offered: {scope.get('subprotocols')})"
+        if reason is not None:  # before accept: the handshake is refused (403), which carries no body
+            logger.info("WebSocket handshake refused: %s", reason)
+            await send({"type": "websocket.close"})
             return
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         server = scope.get("url_route", {}).get("kwargs", {}).get("server")

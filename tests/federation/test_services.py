@@ -198,12 +198,12 @@ def test_gateway_add_command_takes_the_era():
     call_command(*args, "--era", "legacy", stdout=out)
     gateway = Gateway.objects.get(name="fx")
     assert (gateway.era, gateway.detected_era) == ("legacy", "legacy")
-    assert "protocol 2025-11-25, Session era" in out.getvalue()
+    assert "protocol 2025-11-25, session era)" in out.getvalue()
     call_command(
         "gateway_add", "fx2", "--command", stdio["command"], *[f"--arg={a}" for a in stdio["args"]], stdout=out
     )
     assert Gateway.objects.get(name="fx2").detected_era == "modern"  # auto: the dual-era fixture is spoken to modern
-    assert "protocol 2026-07-28, 2026-07-28 (stateless)" in out.getvalue()
+    assert "protocol 2026-07-28, stateless era)" in out.getvalue()
 
 
 @pytest.mark.django_db

@@ -44,7 +44,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
         start_live_gateway(tmp_path_factory.mktemp("new-user-walks")) as live,
     ):
         assert "Registered 'fx'" in live.manage("gateway_add", "fx", "--url", upstream.url)
-        assert f"Endpoint: /servers/{SERVER}/mcp" in live.manage("server_add", SERVER, "--gateway", "fx")
+        assert f"Endpoints: /servers/{SERVER}/mcp (Streamable HTTP), /servers/{SERVER}/sse (HTTP+SSE)" in live.manage(
+            "server_add", SERVER, "--gateway", "fx"
+        )
         yield live
         log = live.log.read_text() if live.log else ""
         assert "Traceback" not in log, log[-5000:]

@@ -101,7 +101,8 @@ class Command(BaseCommand):
         info = gateway.server_info
         self.stdout.write(
             f"Registered {gateway.name!r} ({info.get('name', '?')} {info.get('version', '')}, "
-            f"protocol {gateway.protocol_version}, {gateway.get_detected_era_display()}): {report.summary()}."
+            f"protocol {gateway.protocol_version}, {'stateless' if gateway.detected_era == 'modern' else 'session'} "
+            f"era): {report.summary()}."
         )
         for upstream, catalog in report.renamed.items():
             self.stdout.write(f"  {upstream} is listed as {catalog} (the name was taken)")

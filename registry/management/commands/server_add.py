@@ -45,5 +45,13 @@ class Command(BaseCommand):
         gateways = ", ".join(g.name for g in server.gateways.all()) or "none"
         self.stdout.write(
             f"{verb} virtual server {server.name!r}: gateways {gateways}; {server.tools.count()} single tools. "
-            f"Endpoint: /servers/{server.name}/mcp"
+            f"Endpoints: {_endpoints(server.name)}"
         )
+
+
+def _endpoints(name: str) -> str:
+    base = f"/servers/{name}"
+    return (
+        f"{base}/mcp (Streamable HTTP), {base}/sse (HTTP+SSE), {base}/ws (WebSocket), "
+        f"{base}/rpc (JSON-RPC over plain HTTP)"
+    )
