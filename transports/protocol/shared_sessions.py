@@ -13,6 +13,7 @@ picture.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
@@ -225,7 +226,7 @@ class RedisSessionStore:
             "ci": _dump(session.client_info),
             "in": "1" if session.initialized else "0",
             "ll": session.log_level or "",
-            "sub": _dump(sorted(session.subscriptions)),
+            "sub": _dump(sorted(session._subscriptions or ())),
             "own": session.owner or "",
         }
 
@@ -356,7 +357,7 @@ class RedisSessionStore:
         self._local[session.id] = session
         self._local.move_to_end(session.id)
         if len(self._local) > LOCAL_CACHE:
-            for old in list(self._local.values())[: len(self._local) - LOCAL_CACHE]:
+            for old in list(itertools.islice(self._local.values(), len(self._local) - LOCAL_CACHE)):
                 if not old.busy and old.owner != self.mesh.tag:
                     self._local.pop(old.id, None)
                     self._refreshed.pop(old.id, None)
