@@ -172,14 +172,12 @@ class StreamableHttpEndpoint:
             and "id" in payload
             and not modern.is_modern(payload)
         ):
+            # The session the request names, if it is live and the caller's (a stale or unknown id: the
+            # client is starting over).
             live = await get_core().sessions.get(headers["mcp-session-id"]) if "mcp-session-id" in headers else None
-            if live is not None and live.username == principal.username and live.server == server:
-                # basic/lifecycle: initialize opens a session; a session's own initialize is a mistake
-                # (a stale or unknown id falls through: the client is starting over).
-                error = JsonRpcError(jsonrpc.INVALID_REQUEST, "The session is already initialized.")
-                await _send_json(send, 400, jsonrpc.error_response(payload.get("id"), error))
-                return
-            await self._initialize(send, payload, principal, server)
+            if live is not None and (live.username != principal.username or live.server != server):
+                live = None
+            await self._initialize(send, payload, principal, server, live)
             return
         if modern.is_modern(payload) or (
             "mcp-session-id" not in headers
@@ -217,11 +215,13 @@ class StreamableHttpEndpoint:
         else:
             await self._request(send, session, message)
 
-    async def _initialize(self, send: Any, message: dict[str, Any], principal: Any, server: str | None) -> None:
+    async def _initialize(
+        self, send: Any, message: dict[str, Any], principal: Any, server: str | None, current: Session | None
+    ) -> None:
         try:
             jsonrpc.validate(message)
             session, result = await get_core().initialize(
-                message, username=principal.username, scopes=principal.scopes, server=server
+                message, username=principal.username, scopes=principal.scopes, server=server, current=current
             )
         except JsonRpcError as exc:
             status = exc.http_status if exc.http_status != 200 else 400

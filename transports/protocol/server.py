@@ -149,6 +149,10 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         logger.error("sending notifications failed", exc_info=task.exception())
 
 
+def _already_initialized() -> JsonRpcError:
+    return JsonRpcError(jsonrpc.INVALID_REQUEST, "The session is already initialized.")
+
+
 def _forbidden(what: str) -> JsonRpcError:
     return JsonRpcError(jsonrpc.SERVER_ERROR, f"Forbidden: your credentials do not allow {what}.")
 
@@ -257,11 +261,16 @@ class McpCore:
         scopes: frozenset[str],
         server: str | None,
         session: Session | None = None,
+        current: Session | None = None,
     ) -> tuple[Session, dict[str, Any]]:
         """Negotiate a version and open a session; returns the session and the InitializeResult.
 
         ``session``: a session the transport opened before `initialize` (HTTP+SSE names it in its
-        `endpoint` event, a WebSocket has one per connection); it takes what is negotiated."""
+        `endpoint` event, a WebSocket has one per connection); it takes what is negotiated.
+        ``current``: the live session the request was sent in, if any (basic/lifecycle: initialize
+        opens a session; inside one it is refused)."""
+        if current is not None:
+            raise _already_initialized()
         params = message.get("params") or {}
         capabilities = params.get("capabilities")
         client_info = params.get("clientInfo")
@@ -469,7 +478,7 @@ class McpCore:
         handler = self._methods.get(method)
         if handler is None:
             if method == "initialize":
-                error = JsonRpcError(jsonrpc.INVALID_REQUEST, "The session is already initialized.")
+                error = _already_initialized()
             else:
                 error = JsonRpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
             return jsonrpc.error_response(request_id, error)
