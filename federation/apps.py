@@ -9,6 +9,6 @@ class FederationConfig(AppConfig):
 
     def ready(self) -> None:
         from federation.services import refresh_after_list_changed
-        from transports import runtime
+        from transports.protocol import hooks
 
-        runtime.upstream_list_changed_hook = refresh_after_list_changed
+        hooks.upstream_lists_changed.connect(refresh_after_list_changed)

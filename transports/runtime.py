@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -15,8 +14,6 @@ from transports.protocol.sessions import SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
 
 _core: McpCore | None = None
-# Set by federation (which may import transports, not the reverse): re-read an upstream's catalog.
-upstream_list_changed_hook: Callable[[str], Awaitable[None]] | None = None
 
 
 def get_core() -> McpCore:
@@ -52,14 +49,8 @@ def get_core() -> McpCore:
             cache_scope="private" if settings.GATEWAY_AUTH_REQUIRED else "public",
         )
         events.add_local_listener(_invalidate_snapshot)
-        core.on_upstream_list_changed = _upstream_list_changed
         _core = core
     return _core
-
-
-async def _upstream_list_changed(gateway: str) -> None:
-    if upstream_list_changed_hook is not None:
-        await upstream_list_changed_hook(gateway)
 
 
 def _invalidate_snapshot() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from transports.protocol import jsonrpc, modern, versions
+from transports.protocol import hooks, jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogCache, Snapshot, View, page
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.replicas import Mesh, ReplicaGone
@@ -222,8 +222,6 @@ class McpCore:
         self.cache_scope = cache_scope
         self.instructions = instructions
         self.catalog.on_change = self._catalog_changed
-        # Set by federation: re-read an upstream's catalog after it announced a list change.
-        self.on_upstream_list_changed: Callable[[str], Awaitable[None]] | None = None
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._upstream_subscriptions: dict[tuple[str, str], set[str]] = {}
         self.upstreams.on_notification = self._upstream_notification
@@ -409,19 +407,15 @@ class McpCore:
         sends our own list_changed to the sessions that see a difference."""
         logger.info("upstream %s changed its lists; refreshing", gateway)
         self._offered.pop(gateway, None)
-        if self.on_upstream_list_changed is None:
+        if not hooks.upstream_lists_changed.connected:
             return
         running = self._refreshing.get(gateway)
         if running is not None and not running.done():
             return
-        hook = self.on_upstream_list_changed
 
         async def refresh() -> None:
             await asyncio.sleep(REFRESH_DEBOUNCE)  # several notifications in a burst: one refresh
-            try:
-                await hook(gateway)
-            except Exception:
-                logger.warning("refreshing upstream %s after list_changed failed", gateway, exc_info=True)
+            await hooks.upstream_lists_changed.send(gateway)
 
         self._refreshing[gateway] = asyncio.ensure_future(refresh())
 

@@ -1,0 +1,49 @@
+"""Declared extension points of the protocol core.
+
+Other apps react to what the core sees by connecting a receiver in their ``AppConfig.ready()``
+(``hooks.upstream_lists_changed.connect(fn)``); the core never imports them and nobody sets a module
+global from outside. Receivers are coroutines; one that fails is logged and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Receiver = Callable[..., Awaitable[None]]
+
+
+class Hook:
+    """A named list of async receivers, called in the order they were connected."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._receivers: list[Receiver] = []
+
+    def connect(self, receiver: Receiver) -> None:
+        """Add ``receiver`` (once: connecting it again changes nothing)."""
+        if receiver not in self._receivers:
+            self._receivers.append(receiver)
+
+    def disconnect(self, receiver: Receiver) -> None:
+        if receiver in self._receivers:
+            self._receivers.remove(receiver)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._receivers)
+
+    async def send(self, *args: Any) -> None:
+        for receiver in list(self._receivers):
+            try:
+                await receiver(*args)
+            except Exception:
+                logger.warning("hook %s: receiver %r failed", self.name, receiver, exc_info=True)
+
+
+# An upstream said its tools, prompts or resources changed (argument: the gateway's name). Federation
+# re-reads the upstream; the catalog change that follows sends the gateway's own list_changed.
+upstream_lists_changed = Hook("upstream_lists_changed")
