@@ -21,3 +21,7 @@ GATEWAY_ENCRYPTION_KEYS = []
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
     DATABASES["default"]["OPTIONS"].pop("init_command", None)
+else:
+    # A scratch database of this run's own (pytest-django creates and drops it), so two test runs on
+    # one PostgreSQL server never share or drop each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_mcpgw_{os.getpid()}"}
