@@ -5,7 +5,7 @@ client down it: answers, the messages a call sends before its result (progress, 
 the client), and the session's standalone messages (list_changed, resource updates). So the session
 is made when the connection opens and ends when it closes, and a ``Connection`` is the session plus
 a bounded outbox that the adapter's writer drains. The adapters only frame bytes; every method is
-answered by the protocol core (``transports.protocol.server.McpCore``).
+answered by the protocol core (``transports.protocol.core.McpCore``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import logging
 from typing import Any
 
 from transports import edge
-from transports.protocol import jsonrpc, versions
+from transports.protocol import jsonrpc
+from transports.protocol.core import Caller, lifecycle_error
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.sessions import EventLog, Session
 from transports.runtime import get_core
@@ -35,8 +36,9 @@ class ConnectionClosed(Exception):
 class Connection:
     """A session whose every message to the client goes through ``outbox`` (``None`` = close)."""
 
-    def __init__(self, session: Session, *, transport: str) -> None:
+    def __init__(self, session: Session, caller: Caller, *, transport: str) -> None:
         self.session = session
+        self.caller = caller
         self.transport = transport
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_SIZE)
         self.closed = False
@@ -47,30 +49,19 @@ class Connection:
         session.listeners += 1  # an open connection keeps its session from idling out
 
     @classmethod
-    async def open(cls, *, username: str, scopes: frozenset[str], server: str | None, transport: str) -> Connection:
-        """A session for a new connection, before ``initialize``: it offers no client capability, so the
-        client is asked nothing until it has declared what it can answer. Raises JsonRpcError (unknown
-        virtual server, HTTP status 404), SessionLimitReached, edge.EdgeRefused (no stream slot left)
-        or CatalogUnavailable."""
+    async def open(cls, caller: Caller, *, transport: str) -> Connection:
+        """A session for a new connection, before ``initialize``. Raises JsonRpcError (unknown virtual
+        server, HTTP status 404), SessionLimitReached, edge.EdgeRefused (no stream slot left) or
+        CatalogUnavailable."""
         core = get_core()
-        snapshot = await core.catalog.get()
-        if snapshot.view(server) is None:
-            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"No enabled virtual server named {server!r}.", http_status=404)
-        edge.streams.acquire(username)
+        await core.view(caller.server)  # an unknown virtual server takes no stream slot
+        edge.streams.acquire(caller.username)
         try:
-            session = await core.sessions.create(
-                connection=True,
-                username=username,
-                scopes=scopes,
-                server=server,
-                protocol_version=versions.LATEST_LEGACY,
-                client_capabilities={},
-                client_info={},
-            )
+            session = await core.open_session(caller)
         except BaseException:
-            edge.streams.release(username)
+            edge.streams.release(caller.username)
             raise
-        return cls(session, transport=transport)
+        return cls(session, caller, transport=transport)
 
     # -- to the client --------------------------------------------------------------------------
 
@@ -101,7 +92,7 @@ class Connection:
             task.cancel()
         self.session.listeners -= 1
         edge.streams.release(self.session.username)
-        get_core().sessions.discard(self.session.id)
+        get_core().close_session(self.session)
         while True:  # make room for the end marker: nothing queued will be read any more
             try:
                 self.outbox.put_nowait(None)
@@ -117,24 +108,19 @@ class Connection:
         if self.closed:
             raise ConnectionClosed(self.transport)
         core = get_core()
-        kind = jsonrpc.kind(message)
-        if kind == "response":
-            await core.accept_response(self.session, message)
-        elif kind == "notification":
-            if self._initialize_started:
-                await core.notify(self.session, message)
-        elif message["method"] == "initialize" and not self._initialize_started:
-            await self._initialize(message)
-        elif not self._initialize_started and message["method"] != "ping":
-            # basic/lifecycle: initialize MUST be the first interaction (a 2026-07-28 server/discover
-            # probe gets this error too, and the client falls back to initialize).
-            error = JsonRpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: send initialize first.")
-            await self.send(jsonrpc.error_response(message["id"], error))
-        elif len(self._tasks) >= MAX_IN_FLIGHT:
+        if jsonrpc.kind(message) != "request":
+            if jsonrpc.kind(message) == "response" or self._initialize_started:
+                await core.take(self.session, message)
+            return
+        error = lifecycle_error(message["method"], initialize_started=self._initialize_started)
+        if error is None and message["method"] != "initialize" and len(self._tasks) >= MAX_IN_FLIGHT:
             error = JsonRpcError(
                 jsonrpc.SERVER_ERROR, f"Too many requests in flight on this connection (at most {MAX_IN_FLIGHT})."
             )
+        if error is not None:
             await self.send(jsonrpc.error_response(message["id"], error))
+        elif message["method"] == "initialize":
+            await self._initialize(message)
         else:
             self._spawn(self._answer(message))
 
@@ -143,13 +129,7 @@ class Connection:
         core = get_core()
         self._initialize_started = True
         try:
-            _, result = await core.initialize(
-                message,
-                username=self.session.username,
-                scopes=self.session.scopes,
-                server=self.session.server,
-                session=self.session,
-            )
+            _, result = await core.initialize(message, self.caller, session=self.session)
         except JsonRpcError as exc:
             self._initialize_started = False  # the client may try again
             await self.send(jsonrpc.error_response(message["id"], exc))
@@ -161,16 +141,12 @@ class Connection:
             await self.send(jsonrpc.error_response(message["id"], error))
             return
         await self.send(jsonrpc.response(message["id"], result))
-        standalone = core.sessions.standalone(self.session)
+        standalone = core.standalone(self.session)
         self._spawn(self._follow(standalone, await standalone.position()))
 
     async def _answer(self, message: dict[str, Any]) -> None:
-        core = get_core()
         try:
-            exchange = await core.exchange(self.session, self.send, message["id"])
-            answer = await core.handle(message, exchange)
-        except JsonRpcError as exc:
-            answer = jsonrpc.error_response(message["id"], exc)
+            answer = await get_core().answer(self.session, message, self.send)
         except ConnectionClosed:
             return
         except Exception:  # never leave a request unanswered because of a bug or an outage

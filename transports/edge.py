@@ -1,4 +1,6 @@
-"""Checks every MCP transport makes once, at the edge: Host, Origin, and who is calling.
+"""Admission: the checks every MCP transport makes once, at the edge, in one function (``admit``):
+Host, Origin, and who is calling; the place where rate and concurrency limits go. The bounds on
+long-lived streams (``streams``) live here too.
 
 Credentials are verified through ``registry.auth`` and remembered for GATEWAY_AUTH_CACHE_SECONDS,
 so the hot path neither hashes a password nor queries the database on every request.
@@ -20,6 +22,7 @@ from django.http.request import split_domain_port, validate_host
 from registry import auth
 from registry.conf import auth_required
 from registry.exceptions import AuthenticationFailed
+from transports.protocol.core import Caller
 
 AUTH_CACHE_SIZE = 10_000
 
@@ -93,19 +96,34 @@ def scope_headers(scope: dict[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1").strip() for k, v in scope["headers"]}
 
 
-async def admit(headers: dict[str, str], authorization: str | None = None) -> auth.Principal:
+def refuse_handshake(headers: dict[str, str]) -> str | None:
+    """Why a connection may not even be opened (Host, Origin), or None: for a WebSocket handshake,
+    which can be refused before ``admit`` could say more."""
+    host = headers.get("host", "")
+    if not host_allowed(host):
+        return f"host {host!r} is not served here"
+    if not origin_allowed(headers.get("origin"), host):
+        return f"origin {headers.get('origin')!r} is not allowed"
+    return None
+
+
+async def admit(headers: dict[str, str], server: str | None, authorization: str | None = None) -> Caller:
     """The checks every MCP endpoint makes, in this order, with the Streamable HTTP endpoint's statuses
     and messages: Host (421, DNS rebinding), Origin (403), credentials (401 with WWW-Authenticate).
-    ``authorization`` replaces the Authorization header (a WebSocket's allowed ?token=)."""
+    Returns the ``Caller`` the protocol core serves. ``authorization`` replaces the Authorization
+    header (a WebSocket's allowed ?token=)."""
     host = headers.get("host", "")
     if not host_allowed(host):
         raise EdgeRefused(421, f"Misdirected request: host {host!r} is not served here.")
     if not origin_allowed(headers.get("origin"), host):
         raise EdgeRefused(403, "Forbidden: this Origin may not use the MCP endpoint.")
     try:
-        return await credentials.principal(authorization if authorization is not None else headers.get("authorization"))
+        principal = await credentials.principal(
+            authorization if authorization is not None else headers.get("authorization")
+        )
     except AuthenticationFailed as exc:
         raise EdgeRefused(401, exc.message, [(b"www-authenticate", auth.WWW_AUTHENTICATE.encode())]) from None
+    return Caller(principal.username, principal.scopes, server, headers)
 
 
 class StreamSlots:

@@ -25,10 +25,11 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from registry.auth import WWW_AUTHENTICATE
-from registry.exceptions import AuthenticationFailed
 from transports import edge
 from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogUnavailable, View
+from transports.protocol.core import Caller
+from transports.protocol.exchange import discard
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.upstream import headers as mcp_headers
 from transports.runtime import get_core
@@ -52,10 +53,6 @@ def _answer(body: Any, status: int = 200, headers: dict[str, str] | None = None)
 
 def _refuse(status: int, code: int, message: str, request_id: Any = None, **headers: str) -> HttpResponse:
     return _answer(jsonrpc.error_response(request_id, JsonRpcError(code, message)), status, headers)
-
-
-async def _discard(message: dict[str, Any]) -> None:
-    """Progress and log notifications have nowhere to go: the answer is one JSON body."""
 
 
 def _envelope(message: dict[str, Any]) -> modern.Envelope:
@@ -93,12 +90,15 @@ async def rpc_server(request: HttpRequest, server: str) -> HttpResponse:
 
 async def serve(request: HttpRequest, server: str | None) -> HttpResponse:
     """Answer one JSON-RPC request for the whole catalog (``server`` None) or one virtual server."""
-    if not edge.origin_allowed(request.headers.get("Origin"), request.get_host()):
-        return _refuse(403, jsonrpc.INVALID_REQUEST, "Forbidden: this Origin may not use the JSON-RPC endpoint.")
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    headers["host"] = request.get_host()  # Django checked it against ALLOWED_HOSTS already
     try:
-        principal = await edge.credentials.principal(request.headers.get("Authorization"))
-    except AuthenticationFailed as exc:
-        return _refuse(401, jsonrpc.INVALID_REQUEST, exc.message, **{"WWW-Authenticate": WWW_AUTHENTICATE})
+        caller = await edge.admit(headers, server)
+    except edge.EdgeRefused as exc:
+        if exc.status == 403:
+            return _refuse(403, jsonrpc.INVALID_REQUEST, "Forbidden: this Origin may not use the JSON-RPC endpoint.")
+        extra = {"WWW-Authenticate": WWW_AUTHENTICATE} if exc.status == 401 else {}
+        return _refuse(exc.status, jsonrpc.INVALID_REQUEST, exc.message, **extra)
     if (request.content_type or "").lower() != "application/json":
         return _refuse(415, jsonrpc.INVALID_REQUEST, "Unsupported Media Type: send Content-Type: application/json.")
     try:
@@ -122,35 +122,26 @@ async def serve(request: HttpRequest, server: str | None) -> HttpResponse:
         return HttpResponse(status=204)
     if kind == "response":
         return _refuse(400, jsonrpc.INVALID_REQUEST, "Invalid Request: there is no session here to answer.")
-    return await _dispatch(message, principal, server)
+    return await _dispatch(message, caller)
 
 
-async def _dispatch(message: dict[str, Any], principal: Any, server: str | None) -> HttpResponse:
+async def _dispatch(message: dict[str, Any], caller: Caller) -> HttpResponse:
     core = get_core()
     request_id, method = message["id"], message["method"]
     try:
-        _snapshot, view = await core.modern_view(server)
+        view = await core.view(caller.server)
         if method in NEEDS_SESSION:
             raise JsonRpcError(
                 jsonrpc.METHOD_NOT_FOUND,
                 f"Method not found: {method} needs a session or a stream; use the MCP endpoint "
-                f"({'/servers/' + server if server else ''}/mcp).",
+                f"({'/servers/' + caller.server if caller.server else ''}/mcp).",
             )
         envelope = _envelope(message)
         if method == "ping":  # gone from 2026-07-28, still what a health probe asks: the core's own answer
-            session = core.modern_session(envelope, username=principal.username, scopes=principal.scopes, server=server)
-            exchange = await core.exchange(session, _discard, request_id)
-            answer = await core.handle(message, exchange)
+            answer = await core.answer(core.envelope_session(envelope, caller), message, discard)
         else:
-            answer = await core.handle_modern(
-                message,
-                envelope,
-                username=principal.username,
-                scopes=principal.scopes,
-                server=server,
-                emit=_discard,
-                headers=_mirrored_headers(message, view),
-            )
+            mirrored = Caller(caller.username, caller.scopes, caller.server, _mirrored_headers(message, view))
+            answer = await core.handle_stateless(message, envelope, mirrored, discard)
     except CatalogUnavailable as exc:
         return _refuse(503, jsonrpc.INTERNAL_ERROR, str(exc), request_id)
     except JsonRpcError as exc:

@@ -8,12 +8,25 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from registry import events
+from transports.catalog_source import DatabaseSource
+from transports.protocol.catalog import CatalogCache
+from transports.protocol.core import McpCore
 from transports.protocol.replicas import Mesh
-from transports.protocol.server import McpCore
 from transports.protocol.sessions import SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
 
 _core: McpCore | None = None
+
+
+def render_prompt(template: str, declared: list[dict[str, Any]], given: dict[str, str]) -> str:
+    """A local prompt's text (the registry's sandboxed Jinja2); ValueError with the client's message."""
+    from registry.exceptions import InvalidInput
+    from registry.prompts import render
+
+    try:
+        return render(template, declared, given)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
 
 
 def get_core() -> McpCore:
@@ -38,6 +51,7 @@ def get_core() -> McpCore:
         else:
             sessions = SessionStore(**limits)
         core = McpCore(
+            catalog=CatalogCache(DatabaseSource()),
             sessions=sessions,
             mesh=mesh,
             page_size=settings.GATEWAY_MCP_PAGE_SIZE,
@@ -47,6 +61,7 @@ def get_core() -> McpCore:
             max_parked_calls=settings.GATEWAY_MAX_PARKED_CALLS,
             cache_ttl_ms=settings.GATEWAY_CACHE_TTL_MS,
             cache_scope="private" if settings.GATEWAY_AUTH_REQUIRED else "public",
+            prompt_renderer=render_prompt,
         )
         events.add_local_listener(_invalidate_snapshot)
         _core = core

@@ -20,6 +20,7 @@ from transports import edge
 from transports.connection import Connection, ConnectionClosed
 from transports.protocol import jsonrpc
 from transports.protocol.catalog import CatalogUnavailable
+from transports.protocol.core import Caller
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.replicas import ReplicaGone
 from transports.protocol.sessions import SessionLimitReached
@@ -64,16 +65,16 @@ def _event(message: dict[str, Any]) -> bytes:
     return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
 
 
-async def _admit(scope: dict[str, Any], method: str) -> tuple[dict[str, str], Any, str | None]:
-    """Edge checks, then the HTTP method: the headers, the caller and the virtual server's name."""
-    headers = edge.scope_headers(scope)
+async def _admit(scope: dict[str, Any], method: str) -> Caller:
+    """Edge checks, then the HTTP method."""
+    server = scope.get("url_route", {}).get("kwargs", {}).get("server")
     try:
-        principal = await edge.admit(headers)
+        caller = await edge.admit(edge.scope_headers(scope), server)
     except edge.EdgeRefused as exc:
         raise HttpError(exc.status, exc.message, headers=exc.headers) from None
     if scope["method"] != method:
         raise HttpError(405, f"Method {scope['method']} not allowed.", headers=[(b"allow", method.encode())])
-    return headers, principal, scope.get("url_route", {}).get("kwargs", {}).get("server")
+    return caller
 
 
 class SseEndpoint:
@@ -81,14 +82,13 @@ class SseEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
-            headers, principal, server = await _admit(scope, "GET")
+            caller = await _admit(scope, "GET")
+            headers, server = caller.headers, caller.server
             accepted = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
             if "accept" in headers and not {"text/event-stream", "*/*"} & accepted:
                 raise HttpError(406, "Not Acceptable: the stream needs Accept: text/event-stream.")
             try:
-                connection = await Connection.open(
-                    username=principal.username, scopes=principal.scopes, server=server, transport="sse"
-                )
+                connection = await Connection.open(caller, transport="sse")
             except JsonRpcError as exc:
                 raise HttpError(exc.http_status, exc.message, exc.code) from None
             except edge.EdgeRefused as exc:  # no stream slot left
@@ -149,17 +149,16 @@ class MessageEndpoint:
             await _send_error(send, exc)
 
     async def _post(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        headers, principal, server = await _admit(scope, "POST")
+        caller = await _admit(scope, "POST")
+        headers = caller.headers
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         session_id = (query.get("session_id") or [""])[0]
         if not session_id:
             raise HttpError(400, "Bad Request: the session_id query parameter is required (open GET /sse first).")
         connection = streams.get(session_id)
-        owner = None if connection is not None else await _remote_owner(session_id, principal.username, server)
+        owner = None if connection is not None else await get_core().session_owner(caller, session_id)
         # A session belongs to who opened it and where: anything else looks like an unknown session.
-        if (connection is None and owner is None) or (
-            connection is not None and not _owns(connection, principal.username, server)
-        ):
+        if (connection is None and owner is None) or (connection is not None and not _owns(connection, caller)):
             raise HttpError(404, "Session not found: its stream is closed or it never existed; open GET /sse again.")
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -188,21 +187,8 @@ class MessageEndpoint:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _owns(connection: Connection, username: str, server: str | None) -> bool:
-    return connection.session.username == username and connection.session.server == server
-
-
-async def _remote_owner(session_id: str, username: str, server: str | None) -> str | None:
-    """The replica holding the stream of this session, when the sessions are shared and it is another one."""
-    core = get_core()
-    if core.mesh is None:
-        return None
-    session = await core.sessions.get(session_id)
-    if session is None or session.owner in (None, core.mesh.tag):
-        return None
-    if session.username != username or session.server != server:
-        return None
-    return session.owner
+def _owns(connection: Connection, caller: Caller) -> bool:
+    return connection.caller.username == caller.username and connection.caller.server == caller.server
 
 
 async def _forward(owner: str, session_id: str, message: dict[str, Any]) -> bool:

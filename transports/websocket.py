@@ -48,13 +48,8 @@ class WebSocketEndpoint:
         if event["type"] != "websocket.connect":
             return
         headers = edge.scope_headers(scope)
-        host = headers.get("host", "")
-        reason = None
-        if not edge.host_allowed(host):
-            reason = f"host {host!r} is not served here"
-        elif not edge.origin_allowed(headers.get("origin"), host):
-            reason = f"origin {headers.get('origin')!r} is not allowed"
-        elif SUBPROTOCOL not in scope.get("subprotocols", ()):
+        reason = edge.refuse_handshake(headers)
+        if reason is None and SUBPROTOCOL not in scope.get("subprotocols", ()):
             reason = f"the client did not offer the subprotocol {SUBPROTOCOL!r} (offered: {scope.get('subprotocols')})"
         if reason is not None:  # before accept: the handshake is refused (403), which carries no body
             logger.info("WebSocket handshake refused: %s", reason)
@@ -63,14 +58,12 @@ class WebSocketEndpoint:
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         server = scope.get("url_route", {}).get("kwargs", {}).get("server")
         try:
-            principal = await edge.admit(headers, _query_authorization(scope, headers))
+            caller = await edge.admit(headers, server, _query_authorization(scope, headers))
         except edge.EdgeRefused as exc:
             await _refuse(send, CLOSE_UNAUTHORIZED, exc.message)
             return
         try:
-            connection = await Connection.open(
-                username=principal.username, scopes=principal.scopes, server=server, transport="websocket"
-            )
+            connection = await Connection.open(caller, transport="websocket")
         except edge.EdgeRefused as exc:  # no stream slot left: 4429 for the user's bound, 4503 for the process's
             await _refuse(send, 4000 + exc.status, exc.message, jsonrpc.SERVER_ERROR)
             return

@@ -1,9 +1,10 @@
 """The in-process catalog snapshot: what the MCP methods read instead of the database.
 
-A snapshot is immutable and built once per catalog version from ``registry.selectors.catalog_rows``.
-``CatalogCache`` hands out the current one and rebuilds it when the version moves: right away for
-changes committed in this process (a local listener), through the channel-layer group for changes
-made elsewhere, and by a slow database poll for anything missed. Steady-state requests make no query.
+A snapshot is immutable and built once per catalog version from the rows a ``CatalogSource`` reads
+(the database's, through ``transports.catalog_source``; no Django here). ``CatalogCache`` hands out
+the current one and rebuilds it when the version moves: right away when invalidated (a commit in
+this process), and when the source's watcher sees another process's change (the channel-layer group,
+a slow version poll). Steady-state requests make no query.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
-
-from asgiref.sync import sync_to_async
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 30.0  # with a Redis channel layer, which carries every process's change notices
-LOCAL_POLL_SECONDS = 2.0  # with the in-memory layer: changes by other processes (manage.py) arrive by polling
 RETRY_SECONDS = 1.0
 
 
@@ -142,8 +139,8 @@ def _clean(wire: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in wire.items() if v not in (None, "", {}, [])}
 
 
-def build_snapshot(rows: dict[str, Any]) -> Snapshot:
-    """Turn ``catalog_rows`` into immutable views."""
+def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool] | None = None) -> Snapshot:
+    """Turn ``catalog_rows`` into immutable views (without the tools ``servable`` refuses)."""
     tools = {
         row["id"]: ToolEntry(
             name=row["name"],
@@ -166,6 +163,8 @@ def build_snapshot(rows: dict[str, Any]) -> Snapshot:
         )
         for row in rows["tools"]
     }
+    if servable is not None:
+        tools = {key: tool for key, tool in tools.items() if servable(tool)}
     resources = {
         row["id"]: ResourceEntry(
             uri=row["uri"],
@@ -284,27 +283,38 @@ def page(entries: tuple[Any, ...], key: str, cursor: str | None, size: int) -> t
 # -- the per-process cache --------------------------------------------------------------------
 
 
-def _read_rows() -> dict[str, Any]:
-    from registry.selectors import catalog_rows
+class CatalogSource(Protocol):
+    """Where the catalog comes from (the database, in ``transports.catalog_source``)."""
 
-    return _closing(catalog_rows)
+    async def rows(self) -> dict[str, Any]:
+        """The catalog's rows (the shape of ``registry.selectors.catalog_rows``)."""
 
-
-def _read_version() -> int:
-    from registry.events import catalog_version
-
-    return _closing(catalog_version)
+    async def watch(self, version: Callable[[], int], invalidate: Callable[[], None]) -> None:
+        """Run until cancelled: call ``invalidate`` when the catalog's version differs from ``version()``."""
 
 
-def _closing(read: Callable[[], Any]) -> Any:
-    """Run a read in a worker thread and close that thread's connection: rebuilds are rare, and an
-    idle connection per pool thread would only hold database slots."""
-    from django.db import connection
+EMPTY_ROWS: dict[str, Any] = {
+    "version": 0,
+    "tools": [],
+    "resources": [],
+    "resource_templates": [],
+    "prompts": [],
+    "servers": [],
+    "gateways": [],
+}
 
-    try:
-        return read()
-    finally:
-        connection.close()
+
+class StaticSource:
+    """A catalog that never changes by itself (tests, and a core with no database)."""
+
+    def __init__(self, rows: dict[str, Any] | None = None) -> None:
+        self._rows = rows or EMPTY_ROWS
+
+    async def rows(self) -> dict[str, Any]:
+        return self._rows
+
+    async def watch(self, version: Callable[[], int], invalidate: Callable[[], None]) -> None:
+        await asyncio.Event().wait()
 
 
 class CatalogUnavailable(Exception):
@@ -314,7 +324,10 @@ class CatalogUnavailable(Exception):
 class CatalogCache:
     """The current snapshot of this process, rebuilt when the catalog version changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: CatalogSource | None = None) -> None:
+        self.source: CatalogSource = source if source is not None else StaticSource()
+        # Which tools can be served (a backend is enabled for their kind); the others are left out.
+        self.servable: Callable[[ToolEntry], bool] | None = None
         self._snapshot: Snapshot | None = None
         self._wanted = 1  # bumped by every invalidation
         self._built = 0  # the `_wanted` value the current snapshot was built for
@@ -349,8 +362,7 @@ class CatalogCache:
                     break
                 target = self._wanted
                 try:
-                    # Not thread-sensitive: a rebuild may start while a catalog write holds that thread.
-                    rows = await sync_to_async(_read_rows, thread_sensitive=False)()
+                    rows = await self.source.rows()
                 except Exception as exc:
                     # Keep serving the last good snapshot while the database is unreachable; retry soon.
                     self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -359,7 +371,7 @@ class CatalogCache:
                         raise CatalogUnavailable("The catalog cannot be loaded right now; try again shortly.") from exc
                     logger.warning("catalog rebuild failed, serving v%s: %s", self._snapshot.version, exc)
                     break
-                previous, self._snapshot = self._snapshot, build_snapshot(rows)
+                previous, self._snapshot = self._snapshot, build_snapshot(rows, servable=self.servable)
                 self._built = target
                 logger.debug("catalog snapshot v%s built", self._snapshot.version)
                 if self.on_change is not None and previous is not None:
@@ -372,43 +384,12 @@ class CatalogCache:
             return self._snapshot
 
     async def _listen(self) -> None:
-        """Follow catalog.changed on the channel layer; poll the version when it is quiet."""
-        from channels.layers import InMemoryChannelLayer, get_channel_layer
-
-        from registry.events import CATALOG_GROUP
-
-        layer = get_channel_layer()
-        poll = POLL_SECONDS if layer is not None and not isinstance(layer, InMemoryChannelLayer) else LOCAL_POLL_SECONDS
-        channel: str | None = None
-        # One receive stays pending across quiet periods: cancelling it would make the Redis pub/sub
-        # layer forget the channel (and its group membership).
-        receiver: asyncio.Future[dict[str, Any]] | None = None
+        """Follow the source's change notices; never let the watcher die on a broken source."""
         while True:
             try:
-                message = None
-                if layer is not None:
-                    if channel is None:
-                        channel = await layer.new_channel()
-                        await layer.group_add(CATALOG_GROUP, channel)
-                    if receiver is None:
-                        receiver = asyncio.ensure_future(layer.receive(channel))
-                    done, _ = await asyncio.wait({receiver}, timeout=poll)
-                    if done:
-                        finished, receiver = receiver, None
-                        message = finished.result()
-                else:
-                    await asyncio.sleep(poll)
-                current = self._snapshot.version if self._snapshot else -1
-                if message is not None:
-                    if int(message.get("version", -1)) != current:
-                        self.invalidate()
-                elif await sync_to_async(_read_version, thread_sensitive=False)() != current:
-                    self.invalidate()
+                await self.source.watch(lambda: self._snapshot.version if self._snapshot else -1, self.invalidate)
             except asyncio.CancelledError:
-                if receiver is not None:
-                    receiver.cancel()
                 raise
-            except Exception:  # never let the listener die on a broken layer or database
-                logger.warning("catalog listener error; retrying", exc_info=True)
-                channel, receiver = None, None
-                await asyncio.sleep(1.0)
+            except Exception:
+                logger.warning("catalog watcher error; retrying", exc_info=True)
+                await asyncio.sleep(RETRY_SECONDS)

@@ -1,0 +1,202 @@
+"""Fan-out of what changes for many clients at once: catalog list changes, resource updates, and the
+upstream subscriptions that feed them.
+
+A catalog change (a new snapshot) becomes `notifications/*/list_changed` for each session and listen
+stream whose view changed, and `notifications/resources/updated` for changed resources they follow.
+An upstream's `resources/updated` reaches every session and listen stream that follows the resource;
+its list_changed makes federation re-read it (``hooks.upstream_lists_changed``), and the catalog change
+that follows is announced as above. One upstream subscription serves every follower of a resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from transports.protocol import hooks, jsonrpc
+from transports.protocol.catalog import CatalogCache, Snapshot, View
+from transports.protocol.exchange import Exchange
+from transports.protocol.relay import LIST_CHANGED, UpstreamRelay
+from transports.protocol.sessions import Session, SessionStore
+from transports.protocol.shared_sessions import RedisSessionStore
+
+if TYPE_CHECKING:
+    from transports.protocol.listen import Listener
+
+logger = logging.getLogger(__name__)
+
+REFRESH_DEBOUNCE = 0.2
+
+
+def list_changes(old: View, new: View) -> list[str]:
+    """The list_changed notifications that tell a client of ``old`` about ``new``."""
+
+    def wires(view: View, kind: str) -> list[dict[str, Any]]:
+        return [entry.wire for entry in getattr(view, kind)]
+
+    methods = [
+        f"notifications/{kind}/list_changed" for kind in ("tools", "prompts") if wires(old, kind) != wires(new, kind)
+    ]
+    if wires(old, "resources") != wires(new, "resources") or wires(old, "templates") != wires(new, "templates"):
+        methods.append("notifications/resources/list_changed")
+    return methods
+
+
+def resource_origin(view: View, uri: str) -> tuple[str | None, str] | None:
+    """(gateway or None for a local resource, the upstream's URI), or None when not in the view."""
+    resource = view.resource_by_uri.get(uri)
+    if resource is not None:
+        return resource.gateway, resource.upstream_uri
+    template = view.template_for(uri)
+    if template is not None:
+        return template.gateway, uri
+    return None
+
+
+def _changed(old: View, new: View, uri: str) -> bool:
+    before, after = old.resource_by_uri.get(uri), new.resource_by_uri.get(uri)
+    return before is not None and after is not None and (before.text, before.blob) != (after.text, after.blob)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("sending notifications failed", exc_info=task.exception())
+
+
+class Fanout:
+    """Delivers changes to every session and listen stream they concern."""
+
+    def __init__(self, *, catalog: CatalogCache, sessions: SessionStore | RedisSessionStore) -> None:
+        self.catalog = catalog
+        self.sessions = sessions
+        self.relay: UpstreamRelay | None = None  # set by the core once the relay exists
+        self.listeners: set[Listener] = set()
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        # (gateway, upstream URI) -> who follows it: session ids and "listen:<n>" tags.
+        self._followers: dict[tuple[str, str], set[str]] = {}
+        catalog.on_change = self.catalog_changed
+
+    async def push(self, session: Session, message: dict[str, Any]) -> None:
+        """Log a message on the session's standalone stream; open GET connections deliver it (on any
+        replica), and a client that reconnects with Last-Event-ID gets what it missed (up to the
+        log's bound)."""
+        await self.sessions.standalone(session).append(message)
+
+    # -- catalog changes ------------------------------------------------------------------------
+
+    def catalog_changed(self, previous: Snapshot, current: Snapshot) -> None:
+        task = asyncio.ensure_future(self.announce(previous, current))
+        task.add_done_callback(_log_failure)
+
+    async def announce(self, previous: Snapshot, current: Snapshot) -> None:
+        """list_changed for each session whose view changed; resources/updated for changed subscribed
+        resources. Each endpoint's view is compared once, however many sessions use it. With shared
+        sessions every replica sees the change: the one that claims a session's notice sends it."""
+        changed: dict[str | None, list[str] | None] = {}
+
+        def changes_of(server: str | None) -> list[str] | None:
+            if server not in changed:
+                old, new = previous.view(server), current.view(server)
+                changed[server] = None if old is None or new is None else list_changes(old, new)
+            return changed[server]
+
+        for listener in list(self.listeners):
+            for method in changes_of(listener.server) or ():
+                if listener.wants(method):
+                    listener.put(method)
+            old_view, new_view = previous.view(listener.server), current.view(listener.server)
+            if old_view is not None and new_view is not None:
+                for uri in listener.uris:
+                    if _changed(old_view, new_view, uri):
+                        listener.put("notifications/resources/updated", {"uri": uri})
+        for session in self.sessions.local():
+            methods = changes_of(session.server)
+            if methods is None:
+                continue
+            old, new = previous.view(session.server), current.view(session.server)
+            notices = [jsonrpc.notification(method) for method in methods]
+            for uri in session.subscriptions:
+                if _changed(old, new, uri):  # type: ignore[arg-type]
+                    notices.append(jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+            if notices and await self.sessions.claim(session, f"v{current.version}"):
+                for notice in notices:
+                    await self.push(session, notice)
+
+    # -- from upstreams -------------------------------------------------------------------------
+
+    async def upstream_message(self, gateway: str, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Messages from an upstream that belong to no call (or concern every client)."""
+        method = message.get("method")
+        if "id" in message:
+            return {
+                "error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": "No client call is waiting for this request."}
+            }
+        if method == "notifications/resources/updated":
+            upstream_uri = (message.get("params") or {}).get("uri")
+            snapshot = await self.catalog.get()
+            uris = {
+                r.uri for r in snapshot.catalog.resources if r.gateway == gateway and r.upstream_uri == upstream_uri
+            }
+            uris.add(str(upstream_uri))
+            # Every session this replica knows with a subscription: the upstream subscription is held by
+            # the replica that took the resources/subscribe, whoever holds the session's stream now.
+            for session in self.sessions.known():
+                for uri in session.subscriptions & uris:
+                    await self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+            for listener in list(self.listeners):
+                for uri in listener.uris & uris:
+                    listener.put("notifications/resources/updated", {"uri": uri})
+        elif method in LIST_CHANGED:
+            self.upstream_lists_changed(gateway)
+        return None
+
+    def upstream_lists_changed(self, gateway: str) -> None:
+        """Re-read the upstream's catalog (one refresh at a time); the catalog change that follows
+        sends our own list_changed to the sessions that see a difference."""
+        logger.info("upstream %s changed its lists; refreshing", gateway)
+        if self.relay is not None:
+            self.relay.forget_offered(gateway)
+        if not hooks.upstream_lists_changed.connected:
+            return
+        running = self._refreshing.get(gateway)
+        if running is not None and not running.done():
+            return
+
+        async def refresh() -> None:
+            await asyncio.sleep(REFRESH_DEBOUNCE)  # several notifications in a burst: one refresh
+            await hooks.upstream_lists_changed.send(gateway)
+
+        self._refreshing[gateway] = asyncio.ensure_future(refresh())
+
+    # -- upstream subscriptions -----------------------------------------------------------------
+
+    async def follow(self, ex: Exchange, gateway: str, upstream_uri: str, follower: str) -> None:
+        """``follower`` wants the upstream's updates of ``upstream_uri``: subscribe upstream for the first
+        one (raises JsonRpcError when the upstream refuses)."""
+        assert self.relay is not None
+        key = (gateway, upstream_uri)
+        followers = self._followers.setdefault(key, set())
+        if not followers:
+            try:
+                await self.relay.request(ex, gateway, "resources/subscribe", {"uri": upstream_uri}, shared=True)
+            except BaseException:
+                if not followers:
+                    self._followers.pop(key, None)
+                raise
+        followers.add(follower)
+
+    async def unfollow(self, ex: Exchange | None, gateway: str, upstream_uri: str, follower: str) -> None:
+        """``follower`` no longer wants the updates: unsubscribe upstream after the last one (``ex``
+        None: the endpoint is gone, only forget)."""
+        assert self.relay is not None
+        key = (gateway, upstream_uri)
+        followers = self._followers.get(key)
+        if followers is None:
+            return
+        followers.discard(follower)
+        if followers:
+            return
+        self._followers.pop(key, None)
+        if ex is not None:
+            await self.relay.request(ex, gateway, "resources/unsubscribe", {"uri": upstream_uri}, shared=True)

@@ -1,0 +1,221 @@
+"""The relay to upstream MCP servers: one request out, and what the upstream sends back meanwhile.
+
+``UpstreamRelay.request`` sends a client's request to an upstream over the pooled client of the
+client's capability profile, and passes the upstream's messages for that call back to the client:
+progress (with per-call tokens, since upstream sessions are shared by many clients), logs at the
+client's level, and server-to-client requests (sampling, elicitation, roots) only when the client
+declared the capability; anything else gets -32601. Notifications that concern every client
+(list_changed, resources/updated) go to ``notices`` (the fan-out).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from transports.protocol import jsonrpc, modern
+from transports.protocol.exchange import Exchange
+from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.sessions import LOG_LEVELS
+from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from transports.protocol.upstreams import FULL_CAPABILITIES, UpstreamPool, capability_profile
+
+logger = logging.getLogger(__name__)
+
+LIST_CHANGED = frozenset(
+    {"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"}
+)
+OFFERED_MAX_PAGES = 100
+# What each server-to-client request needs the client to have declared: (capability, sub-capability).
+NEEDS = {
+    "sampling/createMessage": ("sampling", None),
+    "roots/list": ("roots", None),
+    "elicitation/create": ("elicitation", "form"),
+}
+_token_counter = itertools.count(1)
+
+Notices = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+def upstream_error(gateway: str, exc: Exception, timeout: float | None = None) -> JsonRpcError:
+    """The JSON-RPC error a client gets for an upstream's failure."""
+    if isinstance(exc, UpstreamError):
+        return JsonRpcError(exc.code, exc.message, exc.data)
+    if isinstance(exc, UpstreamTimeout):
+        return JsonRpcError(jsonrpc.REQUEST_TIMEOUT, f"Upstream {gateway!r} did not answer within {timeout or 0:g} s.")
+    return JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {exc}")
+
+
+class UpstreamRelay:
+    """Requests to upstreams on behalf of clients, with the upstream's in-call messages relayed back."""
+
+    def __init__(self, pool: UpstreamPool, *, timeout: float, notices: Notices) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.notices = notices
+        self._levels: weakref.WeakKeyDictionary[UpstreamClient, str] = weakref.WeakKeyDictionary()
+        # Tool names each upstream session offers to its capability profile (None: could not tell).
+        self._offered: dict[str, weakref.WeakKeyDictionary[UpstreamClient, frozenset[str] | None]] = {}
+
+    def forget_offered(self, gateway: str) -> None:
+        """The upstream's lists changed: what it offers to each profile is asked again."""
+        self._offered.pop(gateway, None)
+
+    async def request(
+        self,
+        ex: Exchange,
+        gateway: str,
+        method: str,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        shared: bool = False,
+        tool: str | None = None,
+    ) -> dict[str, Any]:
+        """Relay one request to an upstream, passing its progress, logs and requests back to the client.
+
+        ``shared``: on the upstream session that declares every client capability (catalog reads and
+        subscriptions, which serve many clients); else on the one of this client's profile."""
+        row = ex.snapshot.upstreams.get(gateway)
+        if row is None and not self.pool.has_override(gateway):
+            raise JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is disabled.")
+        meta = params.get("_meta")
+        client_meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        client_token = client_meta.get("progressToken")
+        upstream_params = dict(params)
+        upstream_token = None
+        if ex.modern:  # the client's envelope is not the upstream's: its client will add its own
+            client_meta = {k: v for k, v in client_meta.items() if k not in modern.META_KEYS}
+            upstream_params["_meta"] = client_meta
+            for field in modern.MRTR_FIELDS:
+                upstream_params.pop(field, None)
+        if client_token is not None:
+            # Upstream sessions are shared by many clients: give each call a token of its own.
+            upstream_token = f"gw-{next(_token_counter)}"
+            upstream_params["_meta"] = {**client_meta, "progressToken": upstream_token}
+
+        async def relay(message: dict[str, Any]) -> dict[str, Any] | None:
+            return await self._from_upstream(ex, gateway, message, client_token, upstream_token)
+
+        try:
+            # The upstream session that declares what this client declared (shared: the one that declares all).
+            profile = None if shared else capability_profile(ex.session.client_capabilities)
+            client = await self.pool.get(gateway, row or {}, profile)
+            if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
+                await self._check_offered(gateway, client, tool, profile)
+            if ex.session.log_level is not None:
+                await self._log_level(client, ex.session.log_level)
+            if ex.upstream_headers:
+                return await client.request(
+                    method, upstream_params, timeout=timeout, on_message=relay, headers=ex.upstream_headers
+                )
+            return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
+        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
+            raise upstream_error(gateway, exc, timeout or self.timeout) from None
+
+    async def _from_upstream(
+        self, ex: Exchange, gateway: str, message: dict[str, Any], client_token: Any, upstream_token: str | None
+    ) -> dict[str, Any] | None:
+        """A message the upstream sent during one call: to the client, to every client, or refused."""
+        method = message.get("method")
+        params = dict(message.get("params") or {})
+        if "id" not in message:  # a notification tied to the call
+            if method in LIST_CHANGED or method == "notifications/resources/updated":
+                await self.notices(gateway, message)  # for every client, not just this caller
+                return None
+            if method == "notifications/progress":
+                if client_token is None or params.get("progressToken") != upstream_token:
+                    return None
+                params["progressToken"] = client_token
+            elif method == "notifications/message" and not ex.session.wants_log(str(params.get("level", "info"))):
+                return None
+            await ex.emit(jsonrpc.notification(str(method), params))
+            return None
+        needed = NEEDS.get(str(method))
+        if needed is None:
+            return {"error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": f"Method not found: {method}"}}
+        if needed[0] == "elicitation" and params.get("mode") == "url":
+            needed = ("elicitation", "url")
+        if not ex.session.has_capability(*needed):
+            if ex.parked is not None:  # 2026-07-28: the request fails, naming what it needed (basic/index)
+                capability = needed[0] if needed[1] is None else f"{needed[0]}.{needed[1]}"
+                ex.parked.fail(
+                    JsonRpcError(
+                        jsonrpc.MISSING_CLIENT_CAPABILITY,
+                        f"Missing required client capability: {capability} (the upstream asked for {method}).",
+                        {"requiredCapabilities": {needed[0]: {needed[1]: {}} if needed[1] else {}}},
+                    )
+                )
+            return {
+                "error": {
+                    "code": jsonrpc.METHOD_NOT_FOUND,
+                    "message": f"The client did not declare the {needed[0]} capability.",
+                }
+            }
+        try:
+            answer = await ex.client_request(str(method), params)
+        except TimeoutError:
+            return {"error": {"code": jsonrpc.REQUEST_TIMEOUT, "message": "The client did not answer in time."}}
+        if "error" in answer:
+            return {"error": answer["error"]}
+        return {"result": answer.get("result", {})}
+
+    async def _check_offered(self, gateway: str, client: UpstreamClient, tool: str, profile: dict[str, Any]) -> None:
+        """-32021 when the upstream offers ``tool`` to a fully capable client (it is in the catalog) but
+        not on the session of this client's capability profile: some upstreams list a tool only to
+        clients that can answer what it asks (2026-07-28 basic/index, MissingRequiredClientCapability)."""
+        offered = self._offered.setdefault(gateway, weakref.WeakKeyDictionary())
+        if client not in offered:
+            offered[client] = await self._tool_names(client)
+        known = offered[client]
+        if known is None or tool in known:
+            return
+        missing: dict[str, Any] = {}
+        for name, value in FULL_CAPABILITIES.items():
+            if name not in profile:
+                missing[name] = value
+            elif name == "elicitation" and set(value) - set(profile[name]):
+                missing[name] = {mode: {} for mode in set(value) - set(profile[name])}
+        raise JsonRpcError(
+            jsonrpc.MISSING_CLIENT_CAPABILITY,
+            f"Missing required client capability: the upstream offers {tool!r} only to clients that declare "
+            f"more of: {', '.join(sorted(missing))}.",
+            {"requiredCapabilities": missing},
+        )
+
+    async def _tool_names(self, client: UpstreamClient) -> frozenset[str] | None:
+        names: set[str] = set()
+        cursor = None
+        try:
+            for _ in range(OFFERED_MAX_PAGES):
+                listed = await client.request("tools/list", {"cursor": cursor} if cursor else {}, timeout=10.0)
+                tools = listed.get("tools")
+                if not isinstance(tools, list):
+                    return None
+                names.update(t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str))
+                cursor = listed.get("nextCursor")
+                if not cursor:
+                    return frozenset(names)
+        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable):
+            return None
+        return None
+
+    async def _log_level(self, client: UpstreamClient, level: str) -> None:
+        """Make sure the upstream sends logs at least as detailed as ``level`` (its session is shared:
+        the level only ever goes down; the gateway filters per client). For a 2026-07-28 client this
+        maps the request's `_meta` log level onto the upstream's `logging/setLevel`."""
+        current = self._levels.get(client)
+        if current is not None and LOG_LEVELS.index(current) <= LOG_LEVELS.index(level):
+            return
+        capabilities = (client.initialize_result or {}).get("capabilities") or {}
+        if "logging" not in capabilities:
+            return
+        try:
+            await client.request("logging/setLevel", {"level": level}, timeout=5.0)
+        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
+            logger.info("upstream refused logging/setLevel %s: %s", level, exc)
+            return
+        self._levels[client] = level
