@@ -59,7 +59,8 @@ class CatalogForm(forms.ModelForm):  # type: ignore[type-arg]
         if self.rejection is not None:
             errors = self.rejection.errors or {"__all__": [self.rejection.message]}
             for name, found in errors.items():
-                self.add_error(name if name in self.fields else None, found)  # e.g. "credentials": the form's
+                # a key the form has no field for (such as "credentials") becomes a non-field error
+                self.add_error(name if name in self.fields else None, found)
         return data
 
     def service_data(self) -> dict[str, Any]:
