@@ -1,6 +1,10 @@
 """The Django admin for the catalog: search, filters, bulk enable/disable, formatted JSON fields
-with errors shown on the field, and write-only upstream credentials. Writes go through the same
-services as the REST API, so the catalog version is bumped and announced the same way."""
+with errors shown on the field, and write-only upstream credentials.
+
+Forms only parse what was typed; every add, change, delete, bulk delete and enable/disable goes
+through ``registry.services``, so the admin applies the same rules as the REST API and commands and
+each save is one catalog change announced on commit. An error a service raises on save is shown on
+the form like any other validation error (see ``CatalogAdmin.changeform_view``)."""
 
 from __future__ import annotations
 
@@ -9,13 +13,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
-from registry import events, services
+from registry import services
 from registry.choices import AuthType
+from registry.exceptions import CatalogError
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, Tool, VirtualServer
 
 admin.site.site_header = "MCP Gateway"
@@ -44,9 +48,56 @@ class PrettyJSONField(forms.JSONField):
         return super().to_python(value)
 
 
-class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Shared behaviour: formatted JSON, enable/disable actions, writes that bump the catalog version."""
+class CatalogForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A catalog entry's form: it parses the input and hands it to the services as they take it."""
 
+    # An error the service raised when this very input was saved (set by CatalogAdmin.get_form).
+    rejection: CatalogError | None = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.rejection is not None:
+            errors = self.rejection.errors or {"__all__": [self.rejection.message]}
+            for name, found in errors.items():
+                # a key the form has no field for (such as "credentials") becomes a non-field error
+                self.add_error(name if name in self.fields else None, found)
+        return data
+
+    def service_data(self) -> dict[str, Any]:
+        """The cleaned model fields as the services take them: references by natural key."""
+        data: dict[str, Any] = {}
+        opts = self.instance._meta
+        for field in [*opts.concrete_fields, *opts.many_to_many]:
+            if field.name not in self.cleaned_data:
+                continue
+            value = self.cleaned_data[field.name]
+            if field.many_to_many:
+                value = [_natural_key(obj) for obj in value]
+            elif field.many_to_one and value is not None:
+                value = _natural_key(value)
+            data[field.name] = value
+        return data
+
+
+def _natural_key(obj: models.Model) -> str:
+    return str(getattr(obj, services.UNIQUE_KEY[type(obj)]))
+
+
+class ServiceRejected(Exception):
+    """A service refused the admin's save; its transaction is rolled back and the form shown again."""
+
+    def __init__(self, error: CatalogError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+REJECTION = "catalog_rejection"  # the request attribute that carries it to the form of the second pass
+
+
+class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Shared behaviour: formatted JSON, enable/disable actions, every write through the services."""
+
+    form = CatalogForm
     formfield_overrides = {models.JSONField: {"form_class": PrettyJSONField}}
     actions = ["enable_selected", "disable_selected"]
     list_per_page = 50
@@ -67,18 +118,48 @@ class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         count = services.entries_set_enabled(queryset, enabled=False)
         self.message_user(request, f"Disabled {count} {self.model._meta.verbose_name_plural}.", messages.SUCCESS)
 
-    # The admin validates with the model's own rules (ModelForm runs full_clean); after its save,
-    # bump the catalog version in the same transaction (the admin wraps each change form in one).
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ServiceRejected as rejected:
+            # The admin validates the form before it saves and cannot take an error back from
+            # save_model; the save's transaction has rolled back, so run the view once more with the
+            # service's error on the form: it renders invalid, with the error on its field.
+            setattr(request, REJECTION, rejected.error)
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        rejection = getattr(request, REJECTION, None)
+        if rejection is not None:
+            form = type(form.__name__, (form,), {"rejection": rejection})
+        return form
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        try:
+            if change:
+                services.entry_update(obj, data=form.service_data())
+            else:
+                stored = services.entry_create(self.model, data=form.service_data())
+                obj.pk = stored.pk  # the admin goes on with its own object (history, redirect)
+                obj.refresh_from_db()
+        except CatalogError as exc:
+            raise ServiceRejected(exc) from exc
+
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        events.catalog_changed()
+        """Nothing left to save: the service set the members with the entry (the catalog has no inlines)."""
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         services.entry_delete(obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        super().delete_queryset(request, queryset)
-        events.catalog_changed()
+        services.entries_delete(queryset)
 
 
 class TagFilter(admin.SimpleListFilter):
@@ -95,8 +176,10 @@ class TagFilter(admin.SimpleListFilter):
         return queryset
 
 
-class GatewayForm(forms.ModelForm):  # type: ignore[type-arg]
+class GatewayForm(CatalogForm):
     """Credentials are write-only: blank fields keep what is stored; nothing stored is ever shown."""
+
+    credentials: dict[str, Any] | None = None  # what to store, None to keep what is stored
 
     username = forms.CharField(required=False, help_text="Basic: the username.")
     password = forms.CharField(
@@ -147,14 +230,16 @@ class GatewayForm(forms.ModelForm):  # type: ignore[type-arg]
                 return data
             headers[name.strip()] = value.strip()
         keep = self.instance.pk and auth_type == self.instance.auth_type and not any(given.values()) and not headers
-        if not keep:
-            credentials = {k: v for k, v in given.items() if v}
+        if not keep:  # the service checks them (a missing token is an error) and encrypts them
+            self.credentials = {k: v for k, v in given.items() if v}
             if headers:
-                credentials["headers"] = headers
-            try:
-                self.instance.set_credentials(auth_type, credentials)
-            except ValidationError as exc:
-                self.add_error(None, exc.messages)  # a non-field error: the form has no "credentials" field
+                self.credentials["headers"] = headers
+        return data
+
+    def service_data(self) -> dict[str, Any]:
+        data = super().service_data()
+        if self.credentials is not None:
+            data["credentials"] = self.credentials
         return data
 
 
@@ -242,7 +327,7 @@ class ToolAdmin(CatalogAdmin):
         return ", ".join(obj.tags)
 
 
-class ResourceForm(forms.ModelForm):  # type: ignore[type-arg]
+class ResourceForm(CatalogForm):
     """The binary content is not editable here; an empty text box is "no text" when another source exists."""
 
     class Meta:

@@ -19,10 +19,9 @@ from cryptography.fernet import Fernet
 from django.db import models, transaction
 from ninja import Schema
 
-from registry import crypto, events, schemas, selectors
+from registry import crypto, events, schemas, selectors, services
 from registry.exceptions import InvalidInput, SecretError
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
-from registry.services import _apply, _validated_save
 
 FORMAT = "mcp-gateway-catalog"
 VERSION = 1
@@ -229,9 +228,6 @@ def _store(kind: Kind, instance: Any, item: dict[str, Any], credentials: dict[st
         else:  # exported without secrets: keep the kind, the operator supplies the values later
             instance.auth_type = auth_type
     try:
-        m2m = _apply(instance, data)
-        _validated_save(instance)
+        services.entry_save(instance, data=data)  # no event of its own: catalog_import sends one
     except InvalidInput as exc:
         raise InvalidInput(f"{where} ({item.get(kind.natural_key)!r}): {exc.message}", errors=exc.errors) from None
-    for name, objs in m2m.items():
-        getattr(instance, name).set(objs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from federation import services
-from federation.services import UpstreamCatalog, catalog_name
+from federation.services import UpstreamCatalog
 from registry.choices import Health
 from registry.exceptions import InvalidInput
 from registry.models import Gateway, Prompt, Resource, Tool
@@ -50,16 +50,6 @@ def test_a_taken_name_gets_the_gateway_prefix_and_keeps_the_upstream_name(upstre
     assert renamed.name == "fx_echo"
     assert renamed.upstream_name == "echo"
     assert report.renamed == {"echo": "fx_echo"}
-
-
-def test_prefixed_names_stay_within_64_characters_and_unique():
-    long = "x" * 80
-    first = catalog_name("gateway-one", long, {long})
-    second = catalog_name("gateway-two", long, {long})
-    assert len(first) <= 64
-    assert len(second) <= 64
-    assert first != second
-    assert catalog_name("g", "free", set()) == "free"
 
 
 @pytest.mark.django_db

@@ -7,6 +7,7 @@ from django.test import Client
 
 from registry import events, services
 from registry.choices import AuthType
+from registry.exceptions import Conflict
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, Tool, VirtualServer
 from tests.factories import (
     GatewayFactory,
@@ -355,6 +356,77 @@ def test_deleting_through_the_admin_bumps_the_version(client, catalog):
     assert response.status_code == 302
     assert not Resource.objects.exists()
     assert events.catalog_version() == version + 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes go through the services: one validation path, one catalog change per save
+# ---------------------------------------------------------------------------------------------
+
+
+def test_admin_writes_call_the_registry_services(client, catalog, monkeypatch):
+    """Add, change, delete and bulk delete call entry_create, entry_update, entry_delete and entries_delete."""
+    calls = []
+    for name in ("entry_create", "entry_update", "entry_delete", "entries_delete"):
+        real = getattr(services, name)
+        spy = lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k)  # noqa: E731
+        monkeypatch.setattr(services, name, spy)
+
+    assert client.post("/admin/registry/tool/add/", tool_form(catalog["web"])).status_code == 302
+    tool = Tool.objects.get(name="weather.get")
+    url = f"/admin/registry/tool/{tool.pk}/change/"
+    assert client.post(url, {**form_values(client.get(url)), "title": "Rain"}).status_code == 302
+    assert client.post(f"/admin/registry/tool/{tool.pk}/delete/", {"post": "yes"}).status_code == 302
+    pks = list(Prompt.objects.values_list("pk", flat=True))
+    data = {"action": "delete_selected", "_selected_action": pks, "post": "yes"}
+    assert client.post("/admin/registry/prompt/", data).status_code == 302
+    assert calls == ["entry_create", "entry_update", "entry_delete", "entries_delete"]
+    assert not Prompt.objects.exists()
+
+
+def test_an_admin_save_is_one_catalog_change_announced_on_commit(client, catalog, django_capture_on_commit_callbacks):
+    """Adding a virtual server with members bumps the version once and leaves one announcement for the commit."""
+    page = client.get("/admin/registry/virtualserver/add/")
+    tools = [str(pk) for pk in Tool.objects.values_list("pk", flat=True)]
+    data = {**{k: v for k, v in form_values(page).items() if v != ""}, "name": "second", "tools": tools}
+    version = events.catalog_version()
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post("/admin/registry/virtualserver/add/", data)
+    assert response.status_code == 302, field_errors(response)
+    server = VirtualServer.objects.get(name="second")
+    assert server.tools.count() == len(tools)
+    assert events.catalog_version() == version + 1
+    assert [callback.__module__ for callback in callbacks].count("registry.events") == 1
+
+
+def test_a_services_rule_rejects_admin_input_with_a_form_error(client, db):
+    """Credentials are checked by the service, not the form: a bad header name comes back as a form
+    error (not a server error), nothing is stored and the version stays."""
+    data = {**form_values(client.get("/admin/registry/gateway/add/")), "name": "hdr", "url": "https://h/mcp"}
+    data["auth_type"] = "headers"
+    version = events.catalog_version()
+    response = client.post("/admin/registry/gateway/add/", {**data, "headers": "Bad Name: v"})
+    assert response.status_code == 200
+    assert non_field_errors(response) == ["'Bad Name' is not a valid header name."]
+    assert not Gateway.objects.filter(name="hdr").exists()
+    assert events.catalog_version() == version
+
+
+def test_an_error_the_service_raises_while_saving_is_shown_on_its_field(client, catalog, monkeypatch):
+    """As when another writer takes the name between the form's checks and the save: the service's
+    Conflict is shown on the name field, and what the failed save had written is rolled back."""
+    real = services.entry_create
+
+    def create_then_conflict(model, *, data):
+        real(model, data=data)
+        raise Conflict(f"A tool with name {data['name']!r} already exists.", errors={"name": ["Already taken."]})
+
+    monkeypatch.setattr(services, "entry_create", create_then_conflict)
+    version = events.catalog_version()
+    response = client.post("/admin/registry/tool/add/", tool_form(catalog["web"]))
+    assert response.status_code == 200
+    assert field_errors(response) == {"name": ["Already taken."]}
+    assert not Tool.objects.filter(name="weather.get").exists()
+    assert events.catalog_version() == version
 
 
 # ---------------------------------------------------------------------------------------------
