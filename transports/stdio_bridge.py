@@ -40,27 +40,34 @@ from transports.protocol import jsonrpc
 from transports.protocol.upstream import headers as mcp_headers
 from transports.protocol.upstream.http import EVENT_STREAM, JSON, REPEATABLE, content_type
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
+from transports.protocol.vocabulary import (
+    CANCELLED,
+    HEADER_MISMATCH,
+    INITIALIZE,
+    INITIALIZED,
+    LIST_CHANGED,
+    LISTEN_FLAGS,
+    LOGGING_SET_LEVEL,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_PROTOCOL_VERSION,
+    META_SUBSCRIPTION_ID,
+    RESOURCES_SUBSCRIBE,
+    RESOURCES_UNSUBSCRIBE,
+    RESOURCES_UPDATED,
+    SERVER_DISCOVER,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+    SUBSCRIPTIONS_LISTEN,
+    TOOLS_CALL,
+    TOOLS_LIST,
+)
 
 logger = logging.getLogger("transports.stdio_bridge")
 
 TOKEN_ENV = "MCP_GATEWAY_TOKEN"
 URL_ENV = "MCP_GATEWAY_URL"
-META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-ENVELOPE_KEYS = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, "io.modelcontextprotocol/clientInfo")
-LIST_CHANGED = (
-    "notifications/tools/list_changed",
-    "notifications/prompts/list_changed",
-    "notifications/resources/list_changed",
-)
-# subscriptions/listen filter flags and the notification each stands for (basic/patterns/subscriptions).
-LISTEN_FLAGS = {
-    "toolsListChanged": "notifications/tools/list_changed",
-    "promptsListChanged": "notifications/prompts/list_changed",
-    "resourcesListChanged": "notifications/resources/list_changed",
-}
-LISTEN_ACK = "notifications/subscriptions/acknowledged"
+# What of a client's envelope the wrapper's own tools/list carries (not its log level).
+TOOLS_LIST_ENVELOPE = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO)
 ERROR_BODY_LIMIT = 64 * 1024
 MAX_BACKOFF = 2.0
 TOOLS_LIST_MAX_PAGES = 100
@@ -253,7 +260,7 @@ class StdioBridge:
         if "id" not in message:
             await self._notification(message)
             return
-        if message["method"] == "initialize" and not is_modern(message):
+        if message["method"] == INITIALIZE and not is_modern(message):
             # Nothing else of the session can be sent before its id is known: handled in line.
             await self._initialize(message)
             return
@@ -263,7 +270,7 @@ class StdioBridge:
         task.add_done_callback(lambda _t: self._inflight.pop(request_id, None))
 
     async def _notification(self, message: dict[str, Any]) -> None:
-        if message["method"] == "notifications/cancelled":
+        if message["method"] == CANCELLED:
             params = message.get("params") or {}
             running = self._inflight.get(params.get("requestId"))
             if running is not None and running[1]:
@@ -407,11 +414,11 @@ class StdioBridge:
                     raise BridgeError(self._unreachable(exc)) from None
                 continue
             if isinstance(answer, dict) and "result" in answer:
-                if method == "logging/setLevel":
+                if method == LOGGING_SET_LEVEL:
                     self._log_level = params.get("level")
-                elif method == "resources/subscribe" and isinstance(params.get("uri"), str):
+                elif method == RESOURCES_SUBSCRIBE and isinstance(params.get("uri"), str):
                     self._subscriptions.add(params["uri"])
-                elif method == "resources/unsubscribe":
+                elif method == RESOURCES_UNSUBSCRIBE:
                     self._subscriptions.discard(params.get("uri"))
             return answer
 
@@ -432,7 +439,7 @@ class StdioBridge:
         name = mcp_headers.name_header(method, params)
         if name is not None:
             headers["Mcp-Name"] = name
-        if method == "tools/call":
+        if method == TOOLS_CALL:
             annotations = self._param_headers.get(params.get("name"))  # type: ignore[arg-type]
             if annotations:
                 headers.update(mcp_headers.param_values(annotations, params.get("arguments") or {}))
@@ -448,13 +455,13 @@ class StdioBridge:
 
     async def _read_tools(self, meta: dict[str, Any]) -> None:
         """List the tools (every page) to learn their header annotations, with the caller's envelope."""
-        envelope = {k: v for k, v in meta.items() if k in ENVELOPE_KEYS}
+        envelope = {k: v for k, v in meta.items() if k in TOOLS_LIST_ENVELOPE}
         cursor: str | None = None
         for _ in range(TOOLS_LIST_MAX_PAGES):
             params: dict[str, Any] = {"_meta": envelope}
             if cursor:
                 params["cursor"] = cursor
-            request = jsonrpc.request(f"mcp-gateway-stdio-{next(_internal_ids)}", "tools/list", params)
+            request = jsonrpc.request(f"mcp-gateway-stdio-{next(_internal_ids)}", TOOLS_LIST, params)
             answer = await self._post(request, self._modern_headers(request), forward=_drop)
             self._learn_tools(answer)
             result = answer.get("result") if isinstance(answer, dict) else None
@@ -464,7 +471,7 @@ class StdioBridge:
 
     async def _modern_request(self, message: dict[str, Any]) -> dict[str, Any] | None:
         method, params = message["method"], message.get("params") or {}
-        if method == "subscriptions/listen":
+        if method == SUBSCRIPTIONS_LISTEN:
             await self._modern_listen(message)
             return None
         deadline = _Deadline(self.config.reconnect_timeout)
@@ -477,7 +484,7 @@ class StdioBridge:
                     raise BridgeError(self._unreachable(exc)) from None
                 continue
             except _Lost as exc:
-                if method not in REPEATABLE and method != "server/discover":
+                if method not in REPEATABLE and method != SERVER_DISCOVER:
                     raise BridgeError(
                         f"The connection to the gateway broke while {method} was running ({exc}); it may or "
                         "may not have completed."
@@ -485,13 +492,13 @@ class StdioBridge:
                 if not await deadline.wait():
                     raise BridgeError(self._unreachable(exc)) from None
                 continue
-            if method == "tools/list":
+            if method == TOOLS_LIST:
                 self._learn_tools(answer)
             elif (
-                method == "tools/call"
+                method == TOOLS_CALL
                 and not learnt
                 and isinstance(answer, dict)
-                and (answer.get("error") or {}).get("code") == jsonrpc.HEADER_MISMATCH
+                and (answer.get("error") or {}).get("code") == HEADER_MISMATCH
                 and params.get("name") not in self._param_headers
             ):
                 # A tool whose arguments travel in headers, called before the client listed tools.
@@ -513,7 +520,7 @@ class StdioBridge:
 
         async def deliver(item: Any) -> None:
             nonlocal acknowledged, deadline
-            if isinstance(item, dict) and item.get("method") == LISTEN_ACK:
+            if isinstance(item, dict) and item.get("method") == SUBSCRIPTIONS_ACKNOWLEDGED:
                 deadline = _Deadline(self.config.reconnect_timeout)
                 if acknowledged:
                     await self._missed(request_id, wanted)
@@ -542,7 +549,7 @@ class StdioBridge:
             if wanted.get(flag) is True:
                 await self._emit(jsonrpc.notification(method, {"_meta": meta}))
         for uri in wanted.get("resourceSubscriptions") or []:
-            await self._emit(jsonrpc.notification("notifications/resources/updated", {"uri": uri, "_meta": meta}))
+            await self._emit(jsonrpc.notification(RESOURCES_UPDATED, {"uri": uri, "_meta": meta}))
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -689,7 +696,7 @@ class StdioBridge:
                 self._ready.set()
 
     async def _reinitialize(self) -> None:
-        request = jsonrpc.request(f"mcp-gateway-stdio-{next(_internal_ids)}", "initialize", self._init_params)
+        request = jsonrpc.request(f"mcp-gateway-stdio-{next(_internal_ids)}", INITIALIZE, self._init_params)
         deadline = _Deadline(self.config.reconnect_timeout)
         while True:
             try:
@@ -711,11 +718,11 @@ class StdioBridge:
         self.renewals += 1
         logger.warning("the gateway no longer knew the session (it restarted?): opened a new one")
         headers = self._post_headers()
-        await self._post(jsonrpc.notification("notifications/initialized"), headers)
+        await self._post(jsonrpc.notification(INITIALIZED), headers)
         if self._log_level:
-            await self._internal("logging/setLevel", {"level": self._log_level})
+            await self._internal(LOGGING_SET_LEVEL, {"level": self._log_level})
         for uri in sorted(self._subscriptions):
-            await self._internal("resources/subscribe", {"uri": uri})
+            await self._internal(RESOURCES_SUBSCRIBE, {"uri": uri})
         for method in LIST_CHANGED:  # anything may have changed while the client was away
             await self._emit(jsonrpc.notification(method))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from transports.protocol.upstream import TRANSPORTS, UpstreamConfig, UpstreamError, create_client, headers, modern
-from transports.protocol.upstream.base import META_LOG_LEVEL, describe_server
+from transports.protocol.upstream.base import describe_server
 from transports.protocol.upstream.rpc import strip_envelope
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
+from transports.protocol.vocabulary import META_LOG_LEVEL
 
 
 def feed_all(parser: SSEParser, *chunks: bytes) -> list[tuple[str, str, str | None]]:

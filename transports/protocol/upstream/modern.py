@@ -34,25 +34,48 @@ import orjson
 
 from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream.base import (
+    MessageHandler,
+    UpstreamConfig,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from transports.protocol.vocabulary import (
+    CACHEABLE_METHODS,
+    CANCELLED,
     HEADER_MISMATCH,
+    INITIALIZED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    LEGACY_VERSIONS,
     LOG_LEVELS,
+    LOGGING_SET_LEVEL,
     META_CLIENT_CAPABILITIES,
     META_CLIENT_INFO,
     META_INPUT_KEY,
     META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
     METHOD_NOT_FOUND,
-    MISSING_REQUIRED_CLIENT_CAPABILITY,
-    MODERN_PROTOCOL_VERSIONS,
-    SUPPORTED_PROTOCOL_VERSIONS,
+    MISSING_CLIENT_CAPABILITY,
+    MODERN_VERSIONS,
+    PING,
+    PROMPTS_LIST,
+    PROMPTS_LIST_CHANGED,
+    RESOURCES_LIST,
+    RESOURCES_LIST_CHANGED,
+    RESOURCES_READ,
+    RESOURCES_SUBSCRIBE,
+    RESOURCES_TEMPLATES_LIST,
+    RESOURCES_UNSUBSCRIBE,
+    RESOURCES_UPDATED,
+    ROOTS_LIST_CHANGED,
+    SERVER_DISCOVER,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+    SUBSCRIPTIONS_LISTEN,
+    TOOLS_CALL,
+    TOOLS_LIST,
+    TOOLS_LIST_CHANGED,
     UNSUPPORTED_PROTOCOL_VERSION,
-    MessageHandler,
-    UpstreamConfig,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -60,18 +83,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("transports.protocol.upstream")
 
-# Results that carry cache hints (`ttlMs`, `cacheScope`): lists, reads and discover.
-CACHEABLE = frozenset(
-    {"server/discover", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
-)
 # What each list change makes stale.
 STALE_AFTER = {
-    "notifications/tools/list_changed": ("tools/list",),
-    "notifications/prompts/list_changed": ("prompts/list",),
-    "notifications/resources/list_changed": ("resources/list", "resources/templates/list"),
+    TOOLS_LIST_CHANGED: (TOOLS_LIST,),
+    PROMPTS_LIST_CHANGED: (PROMPTS_LIST,),
+    RESOURCES_LIST_CHANGED: (RESOURCES_LIST, RESOURCES_TEMPLATES_LIST),
 }
 # Notifications a client sends in a session that mean nothing in 2026-07-28.
-SESSION_ONLY_NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/roots/list_changed"})
+SESSION_ONLY_NOTIFICATIONS = frozenset({INITIALIZED, ROOTS_LIST_CHANGED})
+# Capabilities whose `listChanged` the listen stream asks for, with the filter flag of each.
 LISTEN_FILTERS = (
     ("tools", "toolsListChanged"),
     ("prompts", "promptsListChanged"),
@@ -112,7 +132,7 @@ def _supported(error: UpstreamError) -> list[str] | None:
 
 def mutual_modern(supported: list[str] | None) -> str | None:
     """The newest 2026-07-28-era version both sides speak."""
-    return next((v for v in MODERN_PROTOCOL_VERSIONS if supported and v in supported), None)
+    return next((v for v in MODERN_VERSIONS if supported and v in supported), None)
 
 
 def probe_verdict(error: UpstreamError, *, http: bool) -> tuple[str, str | None]:
@@ -126,10 +146,10 @@ def probe_verdict(error: UpstreamError, *, http: bool) -> tuple[str, str | None]
         version = mutual_modern(supported)
         if version is not None:
             return "retry", version
-        if supported is not None and not any(v in SUPPORTED_PROTOCOL_VERSIONS for v in supported):
+        if supported is not None and not any(v in LEGACY_VERSIONS for v in supported):
             return "modern-refused", None  # a modern-only server that shares no version with us
         return "legacy", None
-    if http and error.code in (HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY):
+    if http and error.code in (HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY):
         return "modern-refused", None
     return "legacy", None
 
@@ -161,7 +181,7 @@ class ResultCache:
 
     @staticmethod
     def key(method: str, params: Mapping[str, Any] | None) -> tuple[str, str] | None:
-        if method not in CACHEABLE:
+        if method not in CACHEABLE_METHODS:
             return None
         relevant = {k: v for k, v in (params or {}).items() if k != "_meta"}
         try:
@@ -231,7 +251,7 @@ class ModernSession:
         self._tool_headers: dict[str, http_headers.ParamHeaders] = {}
         self._input_ids = itertools.count(1)
         self._closed = False
-        key = ResultCache.key("server/discover", {})
+        key = ResultCache.key(SERVER_DISCOVER, {})
         if key is not None:
             self.cache.put(key, discover)
 
@@ -257,7 +277,7 @@ class ModernSession:
     def notification(self, method: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The notification to send for `notify()`, or None when it has no meaning in 2026-07-28 (on HTTP
         that includes `notifications/cancelled`: closing the response stream cancels)."""
-        if method in SESSION_ONLY_NOTIFICATIONS or (self.http and method == "notifications/cancelled"):
+        if method in SESSION_ONLY_NOTIFICATIONS or (self.http and method == CANCELLED):
             logger.debug("%s: %s is not sent to a 2026-07-28 upstream", self.config.name, method)
             return None
         return {"jsonrpc": "2.0", "method": method, "params": self.envelope(params, with_log_level=False)}
@@ -274,20 +294,20 @@ class ModernSession:
         headers: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout
-        if method == "ping":  # removed in 2026-07-28; discover is the cheapest liveness check
-            await self._once("server/discover", {}, deadline, None, None)
+        if method == PING:  # removed in 2026-07-28; discover is the cheapest liveness check
+            await self._once(SERVER_DISCOVER, {}, deadline, None, None)
             return {}
-        if method == "logging/setLevel":
+        if method == LOGGING_SET_LEVEL:
             return self._set_level(params)
-        if method == "resources/subscribe":
+        if method == RESOURCES_SUBSCRIBE:
             return await self._subscribe(params, deadline)
-        if method == "resources/unsubscribe":
+        if method == RESOURCES_UNSUBSCRIBE:
             return await self._unsubscribe(params, deadline)
         key = ResultCache.key(method, params)
         if key is not None and (cached := self.cache.get(key)) is not None:
             return cached
         result, asked = await self._rounds(method, params, deadline, on_message, headers)
-        if method == "tools/list" and self.http:
+        if method == TOOLS_LIST and self.http:
             result = self._learn_tools(result)
         if key is not None and not asked:  # a result that took the user's input is theirs alone
             self.cache.put(key, result)
@@ -371,7 +391,7 @@ class ModernSession:
                 # versioning, "Protocol Version Negotiation": retry once with a version from `supported`.
                 self.version = version
                 return await self._send(method, params, deadline, on_message, extra)
-            if not (self.http and exc.code == HEADER_MISMATCH and method == "tools/call"):
+            if not (self.http and exc.code == HEADER_MISMATCH and method == TOOLS_CALL):
                 raise
             await self._relearn_tools(deadline)
             again = self._headers_for(method, params, headers)
@@ -464,7 +484,7 @@ class ModernSession:
         self, method: str, params: Mapping[str, Any] | None, headers: Mapping[str, str] | None
     ) -> dict[str, str] | None:
         extra: dict[str, str] = {}
-        if self.http and method == "tools/call" and params:
+        if self.http and method == TOOLS_CALL and params:
             annotations = self._tool_headers.get(str(params.get("name")))
             if annotations:
                 extra.update(http_headers.param_values(annotations, params.get("arguments")))
@@ -501,7 +521,7 @@ class ModernSession:
     async def _relearn_tools(self, deadline: float) -> None:
         cursor: str | None = None
         for _ in range(100):
-            page = await self._send("tools/list", {"cursor": cursor} if cursor else {}, deadline, None, None)
+            page = await self._send(TOOLS_LIST, {"cursor": cursor} if cursor else {}, deadline, None, None)
             self._learn_tools(page)
             next_cursor = page.get("nextCursor")
             if not isinstance(next_cursor, str) or not next_cursor:
@@ -514,9 +534,9 @@ class ModernSession:
         """A notification arrived: forget cached results it makes stale."""
         for stale in STALE_AFTER.get(method, ()):
             self.cache.drop(stale)
-        if method == "notifications/resources/updated":
+        if method == RESOURCES_UPDATED:
             uri = params.get("uri")
-            self.cache.drop("resources/read", uri if isinstance(uri, str) else None)
+            self.cache.drop(RESOURCES_READ, uri if isinstance(uri, str) else None)
 
     def _capability(self, kind: str) -> Mapping[str, Any]:
         capabilities = self.discover.get("capabilities")
@@ -616,7 +636,7 @@ class ModernSession:
 
         async def on_message(message: dict[str, Any]) -> dict[str, Any] | None:
             nonlocal failures
-            if message.get("method") == "notifications/subscriptions/acknowledged":
+            if message.get("method") == SUBSCRIPTIONS_ACKNOWLEDGED:
                 params = message.get("params")
                 granted = params.get("notifications") if isinstance(params, Mapping) else None
                 self.granted = dict(granted) if isinstance(granted, Mapping) else {}
@@ -630,7 +650,7 @@ class ModernSession:
         while not self._closed and client.connected and client._generation == generation:
             try:
                 await client._call(
-                    "subscriptions/listen",
+                    SUBSCRIPTIONS_LISTEN,
                     self.envelope({"notifications": wanted}, with_log_level=False),
                     timeout=None,
                     on_message=on_message,

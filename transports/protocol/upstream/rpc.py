@@ -34,15 +34,6 @@ from typing import Any
 
 from transports.protocol.upstream import modern as stateless
 from transports.protocol.upstream.base import (
-    ENVELOPE_KEYS,
-    INTERNAL_ERROR,
-    LEGACY,
-    META_SUBSCRIPTION_ID,
-    METHOD_NOT_FOUND,
-    MODERN,
-    MODERN_PROTOCOL_VERSIONS,
-    SUPPORTED_PROTOCOL_VERSIONS,
-    UNSUPPORTED_PROTOCOL_VERSION,
     MessageHandler,
     NotificationHandler,
     UpstreamClient,
@@ -51,19 +42,26 @@ from transports.protocol.upstream.base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from transports.protocol.vocabulary import (
+    CANCELLED,
+    ENVELOPE_KEYS,
+    INITIALIZE,
+    INITIALIZED,
+    INTERNAL_ERROR,
+    LEGACY,
+    LEGACY_VERSIONS,
+    META_SUBSCRIPTION_ID,
+    METHOD_NOT_FOUND,
+    MODERN,
+    MODERN_VERSIONS,
+    PING,
+    PROGRESS,
+    SERVER_DISCOVER,
+    SESSION_NOTIFICATIONS,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 
 logger = logging.getLogger("transports.protocol.upstream")
-
-# Notifications about the session as a whole: never attributed to a call.
-SESSION_NOTIFICATIONS = frozenset(
-    {
-        "notifications/tools/list_changed",
-        "notifications/prompts/list_changed",
-        "notifications/resources/list_changed",
-        "notifications/resources/updated",
-        "notifications/roots/list_changed",
-    }
-)
 
 _CANCEL_NOTIFY_TIMEOUT = 5.0
 _CLOSE_NOTICE_WAIT = 1.0
@@ -250,14 +248,14 @@ class RpcClient(UpstreamClient):
         """`server/discover` with the modern envelope: (result, version) for a modern upstream, None for
         a legacy one. Outages raise: they say nothing about the era."""
         name = self.config.name
-        version = MODERN_PROTOCOL_VERSIONS[0]
+        version = MODERN_VERSIONS[0]
         why = ""
         for _attempt in range(2):
             params = stateless.enveloped({}, version=version, config=self.config)
             timeout = None if self.HTTP else self.config.probe_timeout
             try:
                 result = await self._call(
-                    "server/discover", params, timeout=timeout, on_message=None, internal=True, modern=version
+                    SERVER_DISCOVER, params, timeout=timeout, on_message=None, internal=True, modern=version
                 )
             except UpstreamError as exc:
                 verdict, retry = stateless.probe_verdict(exc, http=self.HTTP)
@@ -310,16 +308,16 @@ class RpcClient(UpstreamClient):
             "clientInfo": dict(self.config.client_info),
         }
         try:
-            result = await self._call("initialize", params, timeout=None, on_message=None, internal=True)
+            result = await self._call(INITIALIZE, params, timeout=None, on_message=None, internal=True)
         except UpstreamError as exc:
             raise UpstreamUnavailable(f"{self.config.name}: initialize was refused: {exc}") from exc
         version = result.get("protocolVersion")
-        if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        if version not in LEGACY_VERSIONS:
             raise UpstreamUnavailable(f"{self.config.name}: unsupported protocol version {version!r} in initialize")
         self.protocol_version = version
         self.initialize_result = result
         self.era = LEGACY
-        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await self._send({"jsonrpc": "2.0", "method": INITIALIZED})
         self._initialized = True
         await self._after_initialize()
         return result
@@ -436,7 +434,7 @@ class RpcClient(UpstreamClient):
         params: dict[str, Any] = {"requestId": call.id, "reason": reason}
         if call.modern is not None and self._modern is not None:
             params = self._modern.envelope(params, with_log_level=False)
-        self._send_soon({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
+        self._send_soon({"jsonrpc": "2.0", "method": CANCELLED, "params": params})
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         """Send a message in the background (the caller cannot wait), tracked so aclose() lets it leave."""
@@ -544,7 +542,7 @@ class RpcClient(UpstreamClient):
         params = message.get("params")
         if not isinstance(params, dict):
             params = {}
-        if method == "notifications/cancelled":
+        if method == CANCELLED:
             task = self._server_requests.get(params.get("requestId"))
             if task is not None:
                 task.cancel()
@@ -561,7 +559,7 @@ class RpcClient(UpstreamClient):
                 message = {**message, "params": params}
         if self._modern is not None:
             self._modern.observe(method, params)
-        if method == "notifications/progress":
+        if method == PROGRESS:
             token = params.get("progressToken")
             call = self._tokens.get(token) if _is_token(token) else None
             if call is None or call.on_message is None:
@@ -594,7 +592,7 @@ class RpcClient(UpstreamClient):
             # modern client MUST NOT send responses: nothing can be done with it.
             logger.warning("%s: dropped a %s request from a 2026-07-28 upstream", self.config.name, method)
             return
-        if method == "ping":
+        if method == PING:
             self._send_soon({"jsonrpc": "2.0", "id": request_id, "result": {}})
             return
         # Requests are attributed even when they came on the standalone GET stream: servers built on the

@@ -29,8 +29,6 @@ import orjson
 from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream import modern as stateless
 from transports.protocol.upstream.base import (
-    HEADER_MISMATCH,
-    MISSING_REQUIRED_CLIENT_CAPABILITY,
     UpstreamConfig,
     UpstreamError,
     UpstreamUnavailable,
@@ -47,6 +45,15 @@ from transports.protocol.upstream.http import (
 )
 from transports.protocol.upstream.rpc import Call, RpcClient
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
+from transports.protocol.vocabulary import (
+    HEADER_MISMATCH,
+    INITIALIZE,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MISSING_CLIENT_CAPABILITY,
+    PARSE_ERROR,
+    SERVER_DISCOVER,
+)
 
 logger = logging.getLogger("transports.protocol.upstream")
 
@@ -59,7 +66,9 @@ _DRAIN_TIMEOUT = 2.0
 # JSON-RPC errors a 2026-07-28 server answers with HTTP 400 for a request it understood (basic/index,
 # streamable-http "Server Validation"). Any other 400 to a modern request means the upstream no longer
 # speaks 2026-07-28: the connection is dropped so that the next connect() detects the era again.
-_MODERN_400_CODES = frozenset({-32700, -32600, -32602, HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY})
+_MODERN_400_CODES = frozenset(
+    {PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY}
+)
 
 
 class _StreamState:
@@ -138,7 +147,7 @@ class StreamableHttpClient(RpcClient):
             return
         body = orjson.dumps(message)
         repeatable = call.method in REPEATABLE
-        if call.method == "initialize":
+        if call.method == INITIALIZE:
             await self._post(body, call, None, repeatable=True)
             return
         if self._renew_lock.locked():  # a new session is being set up: wait for its id
@@ -168,7 +177,7 @@ class StreamableHttpClient(RpcClient):
         if http is None or http.closed:
             raise UpstreamUnavailable(f"{self.config.name}: not connected")
         name = self.config.name
-        handshake = call is not None and call.method == "initialize"
+        handshake = call is not None and call.method == INITIALIZE
         headers = self._headers(session_id, handshake=handshake)
         if call is not None:
             http_headers.add_extra(headers, call.headers, self.config.headers)
@@ -264,7 +273,7 @@ class StreamableHttpClient(RpcClient):
             try:
                 response = await http.post(self.config.url, data=body, headers=headers, **options)
             except aiohttp.ServerDisconnectedError:
-                if call.method not in REPEATABLE and call.method != "server/discover":
+                if call.method not in REPEATABLE and call.method != SERVER_DISCOVER:
                     raise
                 response = await http.post(self.config.url, data=body, headers=headers, **options)
             status = response.status
