@@ -57,11 +57,11 @@ class LegacySseClient(RpcClient):
                 raise UpstreamUnavailable(f"{name}: the SSE URL did not answer with an event stream")
             raise UpstreamUnavailable(str(error), status=response.status)
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._reader = self._spawn(self._read(response, ready, self._generation))
+        self._reader = self.spawn(self._read(response, ready, self._generation))
         self.endpoint = await ready
 
     async def _close_transport(self, *, final: bool) -> None:
-        await self._settle([self._reader])
+        await self.settle([self._reader])
         self._reader = None
         self.endpoint = None
         if final and self._http is not None:

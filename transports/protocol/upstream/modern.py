@@ -27,14 +27,15 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 import orjson
 
 from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream.base import (
     MessageHandler,
+    NotificationHandler,
     UpstreamConfig,
     UpstreamError,
     UpstreamTimeout,
@@ -77,9 +78,6 @@ from transports.protocol.vocabulary import (
     TOOLS_LIST_CHANGED,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
-
-if TYPE_CHECKING:
-    from transports.protocol.upstream.rpc import RpcClient
 
 logger = logging.getLogger("transports.protocol.upstream")
 
@@ -232,10 +230,41 @@ def _without(params: Mapping[str, Any] | None, *keys: str) -> dict[str, Any]:
     return {k: v for k, v in (params or {}).items() if k not in keys}
 
 
+class Engine(Protocol):
+    """What a `ModernSession` uses of the JSON-RPC engine it runs on (`RpcClient`), and nothing more."""
+
+    config: UpstreamConfig
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def notification_handler(self) -> NotificationHandler | None: ...
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float | None,
+        on_message: MessageHandler | None,
+        modern: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: bool = False,
+    ) -> dict[str, Any]: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    async def settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None: ...
+
+
 class ModernSession:
     """What a client needs to speak 2026-07-28 to one upstream: see the module docstring."""
 
-    def __init__(self, client: RpcClient, version: str, discover: dict[str, Any], *, http: bool) -> None:
+    def __init__(self, client: Engine, version: str, discover: dict[str, Any], *, http: bool) -> None:
         self.client = client
         self.config = client.config
         self.version = version
@@ -266,7 +295,7 @@ class ModernSession:
     async def close(self) -> None:
         self._closed = True
         listener, self._listener = self._listener, None
-        await self.client._settle([listener])
+        await self.client.settle([listener])
 
     # ---- envelope --------------------------------------------------------------------------------
 
@@ -407,12 +436,11 @@ class ModernSession:
         on_message: MessageHandler | None,
         extra: dict[str, str] | None,
     ) -> dict[str, Any]:
-        return await self.client._call(
+        return await self.client.call(
             method,
             self.envelope(params),
             timeout=self._remaining(deadline),
             on_message=on_message,
-            internal=False,
             modern=self.version,
             headers=extra,
         )
@@ -424,7 +452,7 @@ class ModernSession:
         `params._meta["dev.mcp-gateway/inputKey"]`); the answers become `inputResponses`. An error answer
         (the gateway's client refused or failed) ends the request with that error: 2026-07-28 has no way
         to hand an error back as an input response."""
-        handler = on_message or self.client._handler
+        handler = on_message or self.client.notification_handler
         limit = asyncio.Semaphore(max(1, self.config.max_server_requests))
 
         async def answer(key: str, request: Any) -> tuple[str, dict[str, Any]]:
@@ -601,28 +629,28 @@ class ModernSession:
         old = self._listener
         if not wanted:
             self._listener = None
-            await self.client._settle([old])
+            await self.client.settle([old])
             return {}
         if not self._listen_supported:
             if strict:
                 raise UpstreamError(METHOD_NOT_FOUND, "Method not found: the upstream has no subscriptions/listen")
             return None
         acknowledged: asyncio.Future[dict[str, Any] | BaseException] = asyncio.get_running_loop().create_future()
-        task = self.client._spawn(self._listen(wanted, acknowledged))
+        task = self.client.spawn(self._listen(wanted, acknowledged))
         await asyncio.wait([acknowledged], timeout=max(wait, 0.0))
         outcome = acknowledged.result() if acknowledged.done() else None
         if isinstance(outcome, dict):
             self._listener = task
             if old is not None and old is not task:
-                await self.client._settle([old])
+                await self.client.settle([old])
             return outcome
         if strict:
-            await self.client._settle([task])
+            await self.client.settle([task])
             if isinstance(outcome, BaseException):
                 raise outcome
             raise UpstreamUnavailable(f"{self.config.name}: subscriptions/listen was not acknowledged in time")
         self._listener = task
-        await self.client._settle([old])
+        await self.client.settle([old])
         return None
 
     async def _listen(
@@ -631,7 +659,7 @@ class ModernSession:
         """Keep one `subscriptions/listen` request open (basic/patterns/subscriptions): reopen it when it
         ends or breaks, with a growing pause, until the client closes or reconnects."""
         client = self.client
-        generation = client._generation
+        generation = client.generation
         failures = 0
 
         async def on_message(message: dict[str, Any]) -> dict[str, Any] | None:
@@ -644,17 +672,16 @@ class ModernSession:
                 if not acknowledged.done():
                     acknowledged.set_result(self.granted)
                 return None
-            handler = client._handler  # nothing on this stream belongs to a call
+            handler = client.notification_handler  # nothing on this stream belongs to a call
             return await handler(message) if handler is not None else None
 
-        while not self._closed and client.connected and client._generation == generation:
+        while not self._closed and client.connected and client.generation == generation:
             try:
-                await client._call(
+                await client.call(
                     SUBSCRIPTIONS_LISTEN,
                     self.envelope({"notifications": wanted}, with_log_level=False),
                     timeout=None,
                     on_message=on_message,
-                    internal=False,
                     modern=self.version,
                     background=True,
                 )

@@ -184,6 +184,45 @@ class RpcClient(UpstreamClient):
     def set_notification_handler(self, handler: NotificationHandler | None) -> None:
         self._handler = handler
 
+    # ---- the surface the 2026-07-28 session (stateless.ModernSession) runs on ----------------------
+
+    @property
+    def notification_handler(self) -> NotificationHandler | None:
+        """Where messages that belong to no call go (set with `set_notification_handler`)."""
+        return self._handler
+
+    @property
+    def generation(self) -> int:
+        """The number of the current connection: it changes at every connect, so a loop started on one
+        connection can tell that it is stale."""
+        return self._generation
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float | None,
+        on_message: MessageHandler | None,
+        modern: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: bool = False,
+    ) -> dict[str, Any]:
+        """One JSON-RPC request on the wire, params as given (no envelope added or removed, no era
+        routing): the result, or UpstreamError / UpstreamTimeout / UpstreamUnavailable. `modern` is the
+        2026-07-28 version the request speaks; `background` marks a long-lived request (a listen stream)
+        that is never taken for the owner of an unattributed message."""
+        return await self._call(
+            method,
+            params,
+            timeout=timeout,
+            on_message=on_message,
+            internal=False,
+            modern=modern,
+            headers=headers,
+            background=background,
+        )
+
     async def connect(self) -> dict[str, Any]:
         async with self._connect_lock:
             result = self.discover_result if self.era == MODERN else self.initialize_result
@@ -365,7 +404,7 @@ class RpcClient(UpstreamClient):
             if notices:  # cancellation notices and answers already on their way get a moment to leave
                 await asyncio.wait(notices, timeout=_CLOSE_NOTICE_WAIT)
             await self._teardown("client closed", final=True)
-            await self._settle(list(self._background))
+            await self.settle(list(self._background))
 
     # ---- calls -----------------------------------------------------------------------------------
 
@@ -438,7 +477,7 @@ class RpcClient(UpstreamClient):
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         """Send a message in the background (the caller cannot wait), tracked so aclose() lets it leave."""
-        task = self._spawn(self._send_quietly(message))
+        task = self.spawn(self._send_quietly(message))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
@@ -449,8 +488,9 @@ class RpcClient(UpstreamClient):
         except (UpstreamUnavailable, UpstreamError, TimeoutError) as exc:
             logger.debug("%s: could not send %s: %s", self.config.name, message.get("method"), exc)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run a coroutine in the background, keeping a reference and logging how it failed."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a coroutine in the background, keeping a reference and logging how it failed (the client
+        waits for such tasks when it closes)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._task_done)
@@ -609,7 +649,7 @@ class RpcClient(UpstreamClient):
         if key in self._server_requests:
             self._reply_error(request_id, INTERNAL_ERROR, "Duplicate request id")
             return
-        task = self._spawn(self._answer(handler, message))
+        task = self.spawn(self._answer(handler, message))
         self._server_requests[key] = task
         task.add_done_callback(lambda _t: self._server_requests.pop(key, None))
 
@@ -671,9 +711,9 @@ class RpcClient(UpstreamClient):
         self._fail_all(f"{self.config.name}: {reason}")
         await self._close_transport(final=final)
 
-    # Helpers for subclasses.
+    # Helpers for subclasses and the 2026-07-28 session.
 
-    async def _settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None:
+    async def settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None:
         """Cancel tasks and wait (bounded) for them to finish; their errors are logged by `_task_done`."""
         live = [task for task in tasks if task is not None and not task.done()]
         for task in live:

@@ -113,7 +113,7 @@ class StreamableHttpClient(RpcClient):
         self.session_id = None
 
     async def _close_transport(self, *, final: bool) -> None:
-        await self._settle([self._listener])
+        await self.settle([self._listener])
         self._listener = None
         await self._delete_session()
         if final and self._http is not None:
@@ -123,9 +123,9 @@ class StreamableHttpClient(RpcClient):
     async def _after_initialize(self) -> None:
         """Open the standalone GET stream and wait (briefly) until the server has answered it, so that
         nothing the server sends right after the handshake is lost."""
-        await self._settle([self._listener])
+        await self.settle([self._listener])
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._listener = self._spawn(self._listen(self.session_id, self._generation, answered))
+        self._listener = self.spawn(self._listen(self.session_id, self._generation, answered))
         await asyncio.wait([answered], timeout=min(self.config.connect_timeout, _STREAM_OPEN_WAIT))
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -208,7 +208,7 @@ class StreamableHttpClient(RpcClient):
                     if call.future.done() and not response.content.at_eof():
                         # The response is in; let the stream's end arrive in the background, so that the
                         # keep-alive connection goes back to the pool instead of being closed.
-                        self._spawn(self._drain(response))
+                        self.spawn(self._drain(response))
                         detached = True
                 elif kind == JSON:
                     body = await read_body(response, self.config.max_message_size, name)
@@ -287,7 +287,7 @@ class StreamableHttpClient(RpcClient):
                 if not call.future.done():
                     raise UpstreamUnavailable(f"{name}: the stream of {call.method} ended before its response")
                 if not response.content.at_eof():
-                    self._spawn(self._drain(response))  # the connection goes back to the pool afterwards
+                    self.spawn(self._drain(response))  # the connection goes back to the pool afterwards
                     response = None
             elif kind == JSON:
                 await self._receive(loads(await read_body(response, self.config.max_message_size, name), name), call)
@@ -426,7 +426,7 @@ class StreamableHttpClient(RpcClient):
             if self.session_id != expired:
                 return
             logger.info("%s: session expired; re-initializing", self.config.name)
-            await self._settle([self._listener])
+            await self.settle([self._listener])
             self._listener = None
             self.session_id = None
             try:

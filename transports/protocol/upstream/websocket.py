@@ -54,7 +54,7 @@ class WebSocketClient(RpcClient):
         if ws.protocol != SUBPROTOCOL:
             logger.info("%s: the server did not confirm the %r subprotocol", name, SUBPROTOCOL)
         self._ws = ws
-        self._reader = self._spawn(self._read(ws, self._generation))
+        self._reader = self.spawn(self._read(ws, self._generation))
 
     async def _close_transport(self, *, final: bool) -> None:
         ws, self._ws = self._ws, None
@@ -64,7 +64,7 @@ class WebSocketClient(RpcClient):
                     await ws.close()
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
-        await self._settle([self._reader])
+        await self.settle([self._reader])
         self._reader = None
         if final and self._http is not None:
             await self._http.close()
