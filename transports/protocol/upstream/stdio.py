@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
-from transports.protocol.upstream.rpc import RpcClient
+from transports.protocol.upstream.engine import RpcClient
 
 logger = logging.getLogger("transports.protocol.upstream")
 stderr_logger = logging.getLogger("transports.protocol.upstream.stderr")

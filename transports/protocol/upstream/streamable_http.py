@@ -27,12 +27,13 @@ import aiohttp
 import orjson
 
 from transports.protocol.upstream import headers as http_headers
-from transports.protocol.upstream import modern as stateless
+from transports.protocol.upstream import stateless
 from transports.protocol.upstream.base import (
     UpstreamConfig,
     UpstreamError,
     UpstreamUnavailable,
 )
+from transports.protocol.upstream.engine import Call, RpcClient
 from transports.protocol.upstream.http import (
     EVENT_STREAM,
     JSON,
@@ -43,7 +44,6 @@ from transports.protocol.upstream.http import (
     read_body,
     status_error,
 )
-from transports.protocol.upstream.rpc import Call, RpcClient
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
 from transports.protocol.vocabulary import (
     HEADER_MISMATCH,

@@ -4,7 +4,7 @@ A transport subclass opens and closes its connection, sends messages and feeds e
 receives to `_receive`. This class does the rest: request ids, pending calls and their deadlines,
 `notifications/cancelled`, era detection (the `server/discover` probe, then the initialize handshake
 when the upstream is not modern), and routing what the upstream sends. With a modern (2026-07-28)
-upstream, requests go through a `ModernSession` (modern.py).
+upstream, requests go through a `ModernSession` (stateless.py).
 
 Routing of messages from the upstream (see docs/upstream-clients.md):
 - a response resolves the pending call with its id;
@@ -32,7 +32,7 @@ from abc import abstractmethod
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from transports.protocol.upstream import modern as stateless
+from transports.protocol.upstream import stateless
 from transports.protocol.upstream.base import (
     MessageHandler,
     NotificationHandler,
