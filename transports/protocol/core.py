@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transports.protocol import jsonrpc, modern, versions
+from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import ToolBackends
 from transports.protocol.backends.upstream_mcp import UpstreamMcpBackend
 from transports.protocol.catalog import CatalogCache, View
@@ -39,7 +40,7 @@ from transports.protocol.upstreams import UpstreamPool
 SERVER_NAME = "mcp-gateway"
 SERVER_VERSION = "0.1.0"
 # Requests that always answer on a resumable SSE stream (2025-11-25 sessions): the long-running ones.
-STREAMED_METHODS = frozenset({"tools/call"})
+STREAMED_METHODS = frozenset({mcp.TOOLS_CALL})
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,9 @@ def lifecycle_error(method: str, *, initialize_started: bool) -> JsonRpcError | 
     """basic/lifecycle on a connection (HTTP+SSE, WebSocket): initialize comes first and only once;
     before it only ping is answered (a 2026-07-28 server/discover probe gets this error too, and the
     client falls back to initialize)."""
-    if method == "initialize":
+    if method == mcp.INITIALIZE:
         return already_initialized() if initialize_started else None
-    if not initialize_started and method != "ping":
+    if not initialize_started and method != mcp.PING:
         return JsonRpcError(jsonrpc.INVALID_REQUEST, "Invalid Request: send initialize first.")
     return None
 
@@ -184,7 +185,7 @@ class McpCore:
 
     def discover(self, view: View) -> dict[str, Any]:
         result: dict[str, Any] = {
-            "supportedVersions": list(versions.MODERN_VERSIONS),
+            "supportedVersions": list(mcp.MODERN_VERSIONS),
             "capabilities": self.capabilities(),
         }
         if self.instructions:
@@ -255,7 +256,7 @@ class McpCore:
             username=caller.username,
             scopes=caller.scopes,
             server=caller.server,
-            protocol_version=versions.LATEST_LEGACY,
+            protocol_version=mcp.LATEST_LEGACY,
             client_capabilities={},
             client_info={},
         )
@@ -282,7 +283,7 @@ class McpCore:
                 http_status=404,
             )
         version = caller.headers.get("mcp-protocol-version")
-        if version is not None and version not in versions.LEGACY_VERSIONS:
+        if version is not None and version not in mcp.LEGACY_VERSIONS:
             raise JsonRpcError(
                 jsonrpc.INVALID_REQUEST, f"Bad Request: unsupported MCP-Protocol-Version {version!r}.", http_status=400
             )
@@ -396,11 +397,11 @@ class McpCore:
         """A client notification."""
         method = message["method"]
         params = message.get("params") or {}
-        if method == "notifications/initialized":
+        if method == mcp.INITIALIZED:
             if not session.initialized:
                 session.initialized = True
                 await self.sessions.save(session, "initialized")
-        elif method == "notifications/cancelled":
+        elif method == mcp.CANCELLED:
             request_id = params.get("requestId")
             task = session.in_flight.get(request_id)  # type: ignore[arg-type]
             if task is not None:
@@ -422,12 +423,12 @@ class McpCore:
         """A decoded Streamable HTTP POST body: a session's initialize, a 2026-07-28 request, or a
         session-era message or batch (basic/transports#streamable-http, both eras)."""
         headers = caller.headers
-        initialize = isinstance(payload, dict) and payload.get("method") == "initialize" and "id" in payload
+        initialize = isinstance(payload, dict) and payload.get("method") == mcp.INITIALIZE and "id" in payload
         if initialize and not modern.is_modern(payload):
             return await self._initialize(payload, caller)
         if modern.is_modern(payload) or (
             "mcp-session-id" not in headers
-            and headers.get("mcp-protocol-version", versions.DEFAULT_HEADER_VERSION) not in versions.LEGACY_VERSIONS
+            and headers.get("mcp-protocol-version", mcp.DEFAULT_HEADER_VERSION) not in mcp.LEGACY_VERSIONS
         ):
             return await self._stateless(payload, caller)
         try:
@@ -490,7 +491,7 @@ class McpCore:
                 continue
             if jsonrpc.kind(message) != "request":
                 await self.take(session, message)
-            elif message["method"] == "initialize":
+            elif message["method"] == mcp.INITIALIZE:
                 error = JsonRpcError(jsonrpc.INVALID_REQUEST, "initialize cannot be batched.")
                 answers.append(jsonrpc.error_response(message["id"], error))
             else:
@@ -516,7 +517,7 @@ class McpCore:
         except JsonRpcError as exc:
             status = exc.http_status if exc.http_status != 200 else modern.HTTP_STATUS.get(exc.code, 400)
             return Outcome(status, jsonrpc.error_response(request_id, exc))
-        if message["method"] == "subscriptions/listen":
+        if message["method"] == mcp.SUBSCRIPTIONS_LISTEN:
 
             async def listen() -> Listener:
                 return await self.listen(message, envelope, caller)

@@ -15,9 +15,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from transports.protocol import hooks, jsonrpc
+from transports.protocol import vocabulary as mcp
 from transports.protocol.catalog import CatalogCache, Snapshot, View
 from transports.protocol.exchange import Exchange
-from transports.protocol.relay import LIST_CHANGED, UpstreamRelay
+from transports.protocol.relay import UpstreamRelay
 from transports.protocol.sessions import Session, SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
 
@@ -109,7 +110,7 @@ class Fanout:
             if old_view is not None and new_view is not None:
                 for uri in listener.uris:
                     if _changed(old_view, new_view, uri):
-                        listener.put("notifications/resources/updated", {"uri": uri})
+                        listener.put(mcp.RESOURCES_UPDATED, {"uri": uri})
         for session in self.sessions.local():
             methods = changes_of(session.server)
             if methods is None:
@@ -118,7 +119,7 @@ class Fanout:
             notices = [jsonrpc.notification(method) for method in methods]
             for uri in session.subscriptions:
                 if _changed(old, new, uri):  # type: ignore[arg-type]
-                    notices.append(jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+                    notices.append(jsonrpc.notification(mcp.RESOURCES_UPDATED, {"uri": uri}))
             if notices and await self.sessions.claim(session, f"v{current.version}"):
                 for notice in notices:
                     await self.push(session, notice)
@@ -132,7 +133,7 @@ class Fanout:
             return {
                 "error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": "No client call is waiting for this request."}
             }
-        if method == "notifications/resources/updated":
+        if method == mcp.RESOURCES_UPDATED:
             upstream_uri = (message.get("params") or {}).get("uri")
             snapshot = await self.catalog.get()
             uris = {
@@ -143,11 +144,11 @@ class Fanout:
             # the replica that took the resources/subscribe, whoever holds the session's stream now.
             for session in self.sessions.known():
                 for uri in session.subscriptions & uris:
-                    await self.push(session, jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
+                    await self.push(session, jsonrpc.notification(mcp.RESOURCES_UPDATED, {"uri": uri}))
             for listener in list(self.listeners):
                 for uri in listener.uris & uris:
-                    listener.put("notifications/resources/updated", {"uri": uri})
-        elif method in LIST_CHANGED:
+                    listener.put(mcp.RESOURCES_UPDATED, {"uri": uri})
+        elif method in mcp.LIST_CHANGED:
             self.upstream_lists_changed(gateway)
         return None
 
@@ -179,7 +180,7 @@ class Fanout:
         followers = self._followers.setdefault(key, set())
         if not followers:
             try:
-                await self.relay.request(ex, gateway, "resources/subscribe", {"uri": upstream_uri}, shared=True)
+                await self.relay.request(ex, gateway, mcp.RESOURCES_SUBSCRIBE, {"uri": upstream_uri}, shared=True)
             except BaseException:
                 if not followers:
                     self._followers.pop(key, None)
@@ -199,4 +200,4 @@ class Fanout:
             return
         self._followers.pop(key, None)
         if ex is not None:
-            await self.relay.request(ex, gateway, "resources/unsubscribe", {"uri": upstream_uri}, shared=True)
+            await self.relay.request(ex, gateway, mcp.RESOURCES_UNSUBSCRIBE, {"uri": upstream_uri}, shared=True)

@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0 envelopes for MCP: parsing, validation, encoding and the error codes in use.
+"""JSON-RPC 2.0 envelopes for MCP: parsing, validation and encoding (the error codes are in vocabulary.py).
 
 No Django here: the wire format is shared by every transport and the upstream clients.
 """
@@ -9,20 +9,46 @@ from typing import Any
 
 import orjson
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-# Implementation-defined (-32000..-32019): the SDKs use -32000 for transport errors, -32001 for timeouts.
-SERVER_ERROR = -32000
-REQUEST_TIMEOUT = -32001
-RESOURCE_NOT_FOUND = -32002  # 2024-11-05 .. 2025-11-25
-URL_ELICITATION_REQUIRED = -32042  # 2025-11-25
-# 2026-07-28
-HEADER_MISMATCH = -32020
-MISSING_CLIENT_CAPABILITY = -32021
-UNSUPPORTED_PROTOCOL_VERSION = -32022
+from transports.protocol.vocabulary import (
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    MISSING_CLIENT_CAPABILITY,
+    PARSE_ERROR,
+    REQUEST_TIMEOUT,
+    RESOURCE_NOT_FOUND,
+    SERVER_ERROR,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    URL_ELICITATION_REQUIRED,
+)
+
+__all__ = [
+    # The error codes, declared in vocabulary.py and importable from here too.
+    "HEADER_MISMATCH",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "MISSING_CLIENT_CAPABILITY",
+    "PARSE_ERROR",
+    "REQUEST_TIMEOUT",
+    "RESOURCE_NOT_FOUND",
+    "SERVER_ERROR",
+    "UNSUPPORTED_PROTOCOL_VERSION",
+    "URL_ELICITATION_REQUIRED",
+    "Id",
+    "JsonRpcError",
+    "dumps",
+    "error_response",
+    "kind",
+    "loads",
+    "notification",
+    "request",
+    "response",
+    "validate",
+]
 
 Id = str | int
 

@@ -9,7 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from transports.protocol import jsonrpc, modern, versions
+from transports.protocol import jsonrpc
+from transports.protocol import vocabulary as mcp
 from transports.protocol.catalog import CatalogCache
 from transports.protocol.exchange import Exchange, discard
 from transports.protocol.fanout import Fanout, resource_origin
@@ -46,7 +47,7 @@ class Listener:
         """Queue a notification tagged with the subscription id; a listener that cannot keep up is
         closed rather than allowed to grow without bound."""
         body = dict(params or {})
-        body["_meta"] = {**body.get("_meta", {}), modern.META_SUBSCRIPTION_ID: self.id}
+        body["_meta"] = {**body.get("_meta", {}), mcp.META_SUBSCRIPTION_ID: self.id}
         try:
             self.queue.put_nowait(jsonrpc.notification(method, body))
         except asyncio.QueueFull:
@@ -130,7 +131,7 @@ class ListenStreams:
         }
         if "resourceSubscriptions" in wanted:
             honoured["resourceSubscriptions"] = followed
-        listener.put("notifications/subscriptions/acknowledged", {"notifications": honoured})
+        listener.put(mcp.SUBSCRIPTIONS_ACKNOWLEDGED, {"notifications": honoured})
         self.fanout.listeners.add(listener)
         return listener
 
@@ -141,9 +142,7 @@ class ListenStreams:
             try:
                 snapshot = await self.catalog.get()
                 view = snapshot.view(listener.server)
-                session = Session(
-                    "", listener.username, frozenset(), listener.server, versions.MODERN_VERSIONS[0], {}, {}
-                )
+                session = Session("", listener.username, frozenset(), listener.server, mcp.LATEST_MODERN, {}, {})
                 ex = None if view is None else Exchange(session, snapshot, view, discard, modern=True)
                 await self.fanout.unfollow(ex, gateway, upstream_uri, listener.tag)
             except Exception:

@@ -13,14 +13,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from transports.protocol import jsonrpc, modern
+from transports.protocol import jsonrpc
+from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import CallContext, ToolBackends
 from transports.protocol.catalog import page
 from transports.protocol.exchange import Exchange
 from transports.protocol.fanout import Fanout, resource_origin
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.relay import UpstreamRelay
-from transports.protocol.sessions import LOG_LEVELS, SessionStore
+from transports.protocol.sessions import SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ def session_era_result(result: dict[str, Any]) -> dict[str, Any]:
     upstream's own serverInfo (the client met the gateway at initialize, not the upstream)."""
     cleaned = {k: v for k, v in result.items() if k not in _MODERN_RESULT_FIELDS}
     meta = cleaned.get("_meta")
-    if isinstance(meta, dict) and modern.META_SERVER_INFO in meta:
-        rest = {k: v for k, v in meta.items() if k != modern.META_SERVER_INFO}
+    if isinstance(meta, dict) and mcp.META_SERVER_INFO in meta:
+        rest = {k: v for k, v in meta.items() if k != mcp.META_SERVER_INFO}
         if rest:
             cleaned["_meta"] = rest
         else:
@@ -80,18 +81,18 @@ class Methods:
         self.tool_timeout = tool_timeout
         self.render_prompt = prompt_renderer or _no_renderer
         self.table: dict[str, Method] = {
-            "ping": self.ping,
-            "tools/list": self.tools_list,
-            "tools/call": self.tools_call,
-            "resources/list": self.resources_list,
-            "resources/templates/list": self.templates_list,
-            "resources/read": self.resources_read,
-            "resources/subscribe": self.resources_subscribe,
-            "resources/unsubscribe": self.resources_unsubscribe,
-            "prompts/list": self.prompts_list,
-            "prompts/get": self.prompts_get,
+            mcp.PING: self.ping,
+            mcp.TOOLS_LIST: self.tools_list,
+            mcp.TOOLS_CALL: self.tools_call,
+            mcp.RESOURCES_LIST: self.resources_list,
+            mcp.RESOURCES_TEMPLATES_LIST: self.templates_list,
+            mcp.RESOURCES_READ: self.resources_read,
+            mcp.RESOURCES_SUBSCRIBE: self.resources_subscribe,
+            mcp.RESOURCES_UNSUBSCRIBE: self.resources_unsubscribe,
+            mcp.PROMPTS_LIST: self.prompts_list,
+            mcp.PROMPTS_GET: self.prompts_get,
             "completion/complete": self.complete,
-            "logging/setLevel": self.set_level,
+            mcp.LOGGING_SET_LEVEL: self.set_level,
         }
 
     def __contains__(self, method: str) -> bool:
@@ -103,7 +104,7 @@ class Methods:
         request_id = message["id"]
         handler = self.table.get(method)
         if handler is None:
-            error = already_initialized() if method == "initialize" else None
+            error = already_initialized() if method == mcp.INITIALIZE else None
             error = error or JsonRpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
             return jsonrpc.error_response(request_id, error)
         session = exchange.session
@@ -203,7 +204,7 @@ class Methods:
             if template is None or template.gateway is None:
                 raise JsonRpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
             gateway, upstream_uri = template.gateway, uri
-        result = await self.relay.request(ex, gateway, "resources/read", {**params, "uri": upstream_uri})
+        result = await self.relay.request(ex, gateway, mcp.RESOURCES_READ, {**params, "uri": upstream_uri})
         if upstream_uri != uri:
             for item in result.get("contents", []):
                 if isinstance(item, dict) and item.get("uri") == upstream_uri:
@@ -252,7 +253,7 @@ class Methods:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
         if prompt.gateway is not None:
             return await self.relay.request(
-                ex, prompt.gateway, "prompts/get", {**params, "name": prompt.upstream_name, "arguments": arguments}
+                ex, prompt.gateway, mcp.PROMPTS_GET, {**params, "name": prompt.upstream_name, "arguments": arguments}
             )
         try:
             text = self.render_prompt(prompt.template, prompt.arguments, arguments)
@@ -288,8 +289,10 @@ class Methods:
 
     async def set_level(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         level = params.get("level")
-        if level not in LOG_LEVELS:
-            raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LOG_LEVELS)}.")
+        if level not in mcp.LOG_LEVELS:
+            raise JsonRpcError(
+                jsonrpc.INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(mcp.LOG_LEVELS)}."
+            )
         ex.session.log_level = str(level)
         await self.sessions.save(ex.session, "log_level")
         return {}

@@ -24,18 +24,24 @@ import orjson
 
 from transports.protocol import jsonrpc, versions
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import LOG_LEVELS
+from transports.protocol.vocabulary import (
+    ENVELOPE_KEYS,
+    LOG_LEVELS,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_LOG_LEVEL,
+    META_PROTOCOL_VERSION,
+    NAME_FIELDS,
+)
 
-META_PROTOCOL_VERSION = versions.META_PROTOCOL_VERSION
-META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
-META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
-META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-META_KEYS = frozenset({META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL})
+# Declared in vocabulary.py; the server side reads them here too (modern.META_*).
+from transports.protocol.vocabulary import META_SERVER_INFO as META_SERVER_INFO
+from transports.protocol.vocabulary import META_SUBSCRIPTION_ID as META_SUBSCRIPTION_ID
+
+META_KEYS = ENVELOPE_KEYS  # the per-request envelope (the server side's name for it)
 
 # Methods whose target is mirrored in Mcp-Name, and where it sits in params.
-NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+NAME_BEARING = NAME_FIELDS
 # Methods that may answer with an InputRequiredResult (basic/patterns/mrtr, "Supported Requests").
 MRTR_METHODS = frozenset(NAME_BEARING)
 MRTR_FIELDS = ("inputResponses", "requestState")

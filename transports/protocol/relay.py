@@ -17,17 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from transports.protocol import jsonrpc, modern
+from transports.protocol import vocabulary as mcp
 from transports.protocol.exchange import Exchange
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import LOG_LEVELS
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from transports.protocol.upstreams import FULL_CAPABILITIES, UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
 
-LIST_CHANGED = frozenset(
-    {"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"}
-)
 OFFERED_MAX_PAGES = 100
 # What each server-to-client request needs the client to have declared: (capability, sub-capability).
 NEEDS = {
@@ -88,7 +85,7 @@ class UpstreamRelay:
         upstream_params = dict(params)
         upstream_token = None
         if ex.modern:  # the client's envelope is not the upstream's: its client will add its own
-            client_meta = {k: v for k, v in client_meta.items() if k not in modern.META_KEYS}
+            client_meta = {k: v for k, v in client_meta.items() if k not in mcp.ENVELOPE_KEYS}
             upstream_params["_meta"] = client_meta
             for field in modern.MRTR_FIELDS:
                 upstream_params.pop(field, None)
@@ -123,14 +120,14 @@ class UpstreamRelay:
         method = message.get("method")
         params = dict(message.get("params") or {})
         if "id" not in message:  # a notification tied to the call
-            if method in LIST_CHANGED or method == "notifications/resources/updated":
+            if method in mcp.LIST_CHANGED or method == mcp.RESOURCES_UPDATED:
                 await self.notices(gateway, message)  # for every client, not just this caller
                 return None
-            if method == "notifications/progress":
+            if method == mcp.PROGRESS:
                 if client_token is None or params.get("progressToken") != upstream_token:
                     return None
                 params["progressToken"] = client_token
-            elif method == "notifications/message" and not ex.session.wants_log(str(params.get("level", "info"))):
+            elif method == mcp.LOG_MESSAGE and not ex.session.wants_log(str(params.get("level", "info"))):
                 return None
             await ex.emit(jsonrpc.notification(str(method), params))
             return None
@@ -191,7 +188,7 @@ class UpstreamRelay:
         cursor = None
         try:
             for _ in range(OFFERED_MAX_PAGES):
-                listed = await client.request("tools/list", {"cursor": cursor} if cursor else {}, timeout=10.0)
+                listed = await client.request(mcp.TOOLS_LIST, {"cursor": cursor} if cursor else {}, timeout=10.0)
                 tools = listed.get("tools")
                 if not isinstance(tools, list):
                     return None
@@ -208,13 +205,13 @@ class UpstreamRelay:
         the level only ever goes down; the gateway filters per client). For a 2026-07-28 client this
         maps the request's `_meta` log level onto the upstream's `logging/setLevel`."""
         current = self._levels.get(client)
-        if current is not None and LOG_LEVELS.index(current) <= LOG_LEVELS.index(level):
+        if current is not None and mcp.LOG_LEVELS.index(current) <= mcp.LOG_LEVELS.index(level):
             return
         capabilities = (client.initialize_result or {}).get("capabilities") or {}
         if "logging" not in capabilities:
             return
         try:
-            await client.request("logging/setLevel", {"level": level}, timeout=5.0)
+            await client.request(mcp.LOGGING_SET_LEVEL, {"level": level}, timeout=5.0)
         except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
             logger.info("upstream refused logging/setLevel %s: %s", level, exc)
             return

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from transports.protocol.jsonrpc import Id
+from transports.protocol.vocabulary import LOG_LEVELS as LOG_LEVELS  # declared there; read from here too
 
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 EVENTS_PER_STREAM = 256  # events kept per stream for resumption (Last-Event-ID)
 STREAMS_KEPT = 16  # finished request streams kept per session for resumption
 

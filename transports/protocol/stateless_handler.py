@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from transports.protocol import jsonrpc, modern
+from transports.protocol import vocabulary as mcp
 from transports.protocol.catalog import CatalogCache, Snapshot, View
 from transports.protocol.exchange import Emit, Exchange
 from transports.protocol.jsonrpc import JsonRpcError
@@ -25,12 +26,6 @@ from transports.protocol.rounds import ParkedCall, ParkedCalls
 from transports.protocol.sessions import Session
 
 logger = logging.getLogger(__name__)
-
-# Methods of the session era that 2026-07-28 removed (basic/index): 404 + -32601 on the modern wire.
-MODERN_REMOVED = frozenset({"ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
-CACHEABLE_METHODS = frozenset(
-    {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "server/discover"}
-)
 
 
 def envelope_session(
@@ -103,16 +98,16 @@ class StatelessHandler:
         request_id = message["id"]
         try:
             snapshot, view = await self.view(server)
-            if method == "server/discover":
+            if method == mcp.SERVER_DISCOVER:
                 return self._decorate(method, jsonrpc.response(request_id, self.discover(view)), view)
-            if method not in self.methods or method in MODERN_REMOVED:
-                removed = " (removed in 2026-07-28)" if method in MODERN_REMOVED or method == "initialize" else ""
+            if method not in self.methods or method in mcp.MODERN_REMOVED:
+                removed = " (removed in 2026-07-28)" if method in mcp.MODERN_REMOVED or method == mcp.INITIALIZE else ""
                 raise JsonRpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}{removed}")
             params = message.get("params") or {}
             owner = self._round_owner(method, params, username, server)
             if owner is not None:
                 return await self._forward_round(owner, message, username, scopes, server, emit, headers)
-            if method == "tools/call":
+            if method == mcp.TOOLS_CALL:
                 tool = view.tool_by_name.get(params.get("name"))  # type: ignore[arg-type]
                 arguments = params.get("arguments")
                 if tool is not None and isinstance(arguments, dict):
@@ -146,13 +141,13 @@ class StatelessHandler:
             return answer
         result = dict(answer["result"])
         result.setdefault("resultType", "complete")
-        if method in CACHEABLE_METHODS and result["resultType"] == "complete":
+        if method in mcp.CACHEABLE_METHODS and result["resultType"] == "complete":
             ttl = result.get("ttlMs")
             result["ttlMs"] = min(ttl, self.cache_ttl_ms) if isinstance(ttl, int) and ttl >= 0 else self.cache_ttl_ms
             private = result.get("cacheScope") == "private" or self.cache_scope == "private"
             result["cacheScope"] = "private" if private else "public"
         meta = result.get("_meta")
-        result["_meta"] = {**(meta if isinstance(meta, dict) else {}), modern.META_SERVER_INFO: self.server_info(view)}
+        result["_meta"] = {**(meta if isinstance(meta, dict) else {}), mcp.META_SERVER_INFO: self.server_info(view)}
         return {**answer, "result": result}
 
     # -- rounds (basic/patterns/mrtr) -----------------------------------------------------------

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-# Session (legacy) era, newest first: the handshake era, selected by `initialize`.
-LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-LATEST_LEGACY = LEGACY_VERSIONS[0]
-# Stateless (modern) era: selected by `_meta["io.modelcontextprotocol/protocolVersion"]`.
-MODERN_VERSIONS = ("2026-07-28",)
-META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-# Without an MCP-Protocol-Version header, Streamable HTTP servers assume this version.
-DEFAULT_HEADER_VERSION = "2025-03-26"
+from transports.protocol.vocabulary import (
+    DEFAULT_HEADER_VERSION,
+    LATEST_LEGACY,
+    LEGACY_VERSIONS,
+    META_PROTOCOL_VERSION,
+    MODERN_VERSIONS,
+)
+
+__all__ = [
+    # Declared in vocabulary.py and importable from here too.
+    "DEFAULT_HEADER_VERSION",
+    "LATEST_LEGACY",
+    "LEGACY_VERSIONS",
+    "META_PROTOCOL_VERSION",
+    "MODERN_VERSIONS",
+    "allows_batches",
+    "has_priming_events",
+    "negotiate",
+]
 
 
 def negotiate(requested: object) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from transports.protocol.upstream import TRANSPORTS, UpstreamConfig, UpstreamError, create_client, headers, modern
-from transports.protocol.upstream.base import META_LOG_LEVEL, describe_server
-from transports.protocol.upstream.rpc import strip_envelope
+from transports.protocol.upstream import TRANSPORTS, UpstreamConfig, UpstreamError, create_client, headers, stateless
+from transports.protocol.upstream.base import describe_server
+from transports.protocol.upstream.engine import strip_envelope
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
+from transports.protocol.vocabulary import META_LOG_LEVEL
 
 
 def feed_all(parser: SSEParser, *chunks: bytes) -> list[tuple[str, str, str | None]]:
@@ -195,15 +196,15 @@ def test_extra_headers_never_replace_protected_or_configured_ones() -> None:
 def test_what_an_error_to_the_probe_means(code: int, data: object, http: bool, verdict: tuple[str, str | None]) -> None:
     """versioning, "Backward Compatibility": only a recognised modern error keeps the client modern; on stdio
     the fallback is not keyed to any one code."""
-    assert modern.probe_verdict(UpstreamError(code, "x", data), http=http) == verdict
+    assert stateless.probe_verdict(UpstreamError(code, "x", data), http=http) == verdict
 
 
 def test_the_result_cache() -> None:
     now = [0.0]
-    cache = modern.ResultCache(max_entries=2, max_bytes=100, clock=lambda: now[0])
-    key = modern.ResultCache.key("tools/list", {"cursor": "a", "_meta": {"progressToken": 1}})
-    assert key == modern.ResultCache.key("tools/list", {"cursor": "a"})
-    assert modern.ResultCache.key("tools/call", {}) is None
+    cache = stateless.ResultCache(max_entries=2, max_bytes=100, clock=lambda: now[0])
+    key = stateless.ResultCache.key("tools/list", {"cursor": "a", "_meta": {"progressToken": 1}})
+    assert key == stateless.ResultCache.key("tools/list", {"cursor": "a"})
+    assert stateless.ResultCache.key("tools/call", {}) is None
     assert key is not None
     cache.put(key, {"tools": [], "ttlMs": 1000})
     assert cache.get(key) == {"tools": [], "ttlMs": 1000}
@@ -216,7 +217,7 @@ def test_the_result_cache() -> None:
     assert cache.get(key) is None
     cache.put(key, {"resultType": "input_required", "ttlMs": 1000})
     assert cache.get(key) is None
-    keys = [modern.ResultCache.key("resources/read", {"uri": f"u{i}"}) for i in range(3)]
+    keys = [stateless.ResultCache.key("resources/read", {"uri": f"u{i}"}) for i in range(3)]
     for k in keys:
         assert k is not None
         cache.put(k, {"contents": [], "ttlMs": 1000})
@@ -232,7 +233,7 @@ def test_the_envelope() -> None:
     log level; the caller's own `_meta` stays, and its valid log level wins."""
     config = UpstreamConfig(name="u", transport="stdio", client_capabilities={"sampling": {}})
     params = {"name": "t", "_meta": {"progressToken": 1, "io.modelcontextprotocol/logLevel": "nonsense"}}
-    wrapped = modern.enveloped(params, version="2026-07-28", config=config, log_level="info")
+    wrapped = stateless.enveloped(params, version="2026-07-28", config=config, log_level="info")
     assert wrapped["_meta"] == {
         "progressToken": 1,
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -242,7 +243,7 @@ def test_the_envelope() -> None:
     }
     assert params["_meta"] == {"progressToken": 1, "io.modelcontextprotocol/logLevel": "nonsense"}
     own = {"_meta": {"io.modelcontextprotocol/logLevel": "error"}}
-    assert modern.enveloped(own, version="v", config=config, log_level="info")["_meta"][META_LOG_LEVEL] == "error"
+    assert stateless.enveloped(own, version="v", config=config, log_level="info")["_meta"][META_LOG_LEVEL] == "error"
     assert strip_envelope(wrapped) == {"name": "t", "_meta": {"progressToken": 1}}
     assert strip_envelope({"_meta": {"io.modelcontextprotocol/protocolVersion": "x"}}) == {}
     untouched = {"_meta": {"progressToken": 2}}

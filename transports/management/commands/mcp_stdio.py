@@ -1,7 +1,8 @@
 """`manage.py mcp_stdio --url URL [--token T]`: serve MCP on stdin/stdout, relayed to a gateway.
 
-A thin entry point: the relay is `transports.stdio_bridge` (no Django), which `scripts/mcp-gateway-stdio`
-runs too. Nothing but MCP messages is written to stdout; logs go to stderr.
+A thin entry point: the relay is the package `transports.stdio_bridge` (no Django; its options, logging and
+`serve` are in `stdio_bridge.cli`), which `scripts/mcp-gateway-stdio` runs too. Nothing but MCP messages is
+written to stdout; logs go to stderr.
 """
 
 from __future__ import annotations

@@ -8,10 +8,7 @@ stdio clients detect the upstream's protocol era (2026-07-28 or the session era)
 from __future__ import annotations
 
 from transports.protocol.upstream.base import (
-    ERAS,
-    MODERN_PROTOCOL_VERSIONS,
     MODERN_TRANSPORTS,
-    SUPPORTED_PROTOCOL_VERSIONS,
     TRANSPORTS,
     MessageHandler,
     NotificationHandler,
@@ -21,13 +18,16 @@ from transports.protocol.upstream.base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from transports.protocol.vocabulary import ERAS, MODERN
+from transports.protocol.vocabulary import LEGACY_VERSIONS as SUPPORTED_PROTOCOL_VERSIONS
+from transports.protocol.vocabulary import MODERN_VERSIONS as MODERN_PROTOCOL_VERSIONS
 
 
 def create_client(config: UpstreamConfig) -> UpstreamClient:
     """A new, unconnected client for the upstream (call `connect()` on it)."""
     if config.era not in ERAS:
         raise ValueError(f"unknown upstream era {config.era!r} (expected one of {', '.join(ERAS)})")
-    if config.era == "modern" and config.transport not in MODERN_TRANSPORTS:
+    if config.era == MODERN and config.transport not in MODERN_TRANSPORTS:
         raise ValueError(f"MCP 2026-07-28 has no {config.transport} transport; use era 'auto' or 'legacy'")
     if config.transport == "streamable-http":
         from transports.protocol.upstream.streamable_http import StreamableHttpClient

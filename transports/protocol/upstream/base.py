@@ -10,47 +10,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from transports.protocol.vocabulary import AUTO, LATEST_LEGACY, LEGACY, META_SERVER_INFO, MODERN, MODERN_VERSIONS
+
 TRANSPORTS = ("streamable-http", "sse", "websocket", "stdio")
 
-# Protocol versions of the handshake ("legacy") era that these clients speak. The upstream may answer
-# `initialize` with any of them; a version outside this set ends the connection attempt.
-SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-# Protocol versions of the stateless ("modern") era these clients speak, newest first.
-MODERN_PROTOCOL_VERSIONS = ("2026-07-28",)
-
-# `UpstreamConfig.era`: "auto" detects the upstream's era at every connect (versioning, "Backward
-# Compatibility with Initialization-Based Versions"); "legacy" always runs the `initialize` handshake;
-# "modern" requires `server/discover` to succeed. Only Streamable HTTP and stdio have a modern era.
-ERAS = ("auto", "legacy", "modern")
+# `UpstreamConfig.era` is one of vocabulary.ERAS: "auto" detects the upstream's era at every connect
+# (versioning, "Backward Compatibility with Initialization-Based Versions"); "legacy" always runs the
+# `initialize` handshake; "modern" requires `server/discover` to succeed. Only Streamable HTTP and stdio
+# have a modern era. The versions these clients speak are vocabulary.LEGACY_VERSIONS (an upstream may
+# answer `initialize` with any of them; another version ends the connection attempt) and MODERN_VERSIONS.
 MODERN_TRANSPORTS = ("streamable-http", "stdio")
-LEGACY = "legacy"
-MODERN = "modern"
-
-# Reserved `_meta` keys of 2026-07-28 (basic/index, "_meta").
-META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
-META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
-META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
-META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
-META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-# The gateway's own `_meta` key: the name a 2026-07-28 upstream gave an input request (its `inputRequests`
-# key), on the server->client request the client hands to `on_message` for it. The core reuses the name
-# when it asks its own client, and a session-era upstream may set it on its requests too.
-META_INPUT_KEY = "dev.mcp-gateway/inputKey"
-# The per-request envelope: set by the modern client, meaningless (and stripped) in a session.
-ENVELOPE_KEYS = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL)
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-
-# JSON-RPC error codes used when answering the upstream's own requests (and raised for modern upstreams).
-INVALID_PARAMS = -32602
-METHOD_NOT_FOUND = -32601
-INTERNAL_ERROR = -32603
-# 2026-07-28 error codes (basic/index, "Error Codes").
-HEADER_MISMATCH = -32020
-MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
-UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 
 def _default_client_info() -> dict[str, str]:
@@ -77,7 +48,7 @@ class UpstreamConfig:
     ca_bundle: str | None = field(default=None, repr=False)  # PEM text; replaces the system trust store
     connect_timeout: float = 10.0  # opening the transport plus the initialize handshake
     request_timeout: float = 60.0  # default deadline of request()
-    protocol_version: str = "2025-11-25"  # the version offered in initialize
+    protocol_version: str = LATEST_LEGACY  # the version offered in initialize
     client_info: Mapping[str, Any] = field(default_factory=_default_client_info)
     client_capabilities: Mapping[str, Any] = field(default_factory=dict)
     # Additions beyond the first contract, all with safe defaults:
@@ -89,7 +60,7 @@ class UpstreamConfig:
     max_server_requests: int = 32  # server->client requests handled at the same time; more get an error
     shutdown_grace: float = 2.0  # stdio: seconds between SIGTERM and SIGKILL
     # The 2026-07-28 ("modern") era:
-    era: str = "auto"  # "auto" | "legacy" | "modern" (see ERAS)
+    era: str = AUTO  # "auto" | "legacy" | "modern" (vocabulary.ERAS)
     probe_timeout: float = 5.0  # stdio: how long `server/discover` may stay unanswered before falling back
     max_input_rounds: int = 16  # multi-round-trip: `input_required` results answered per request, at most
     # `_meta` logLevel of 2026-07-28 requests until `logging/setLevel` says otherwise. "debug" gets every log
@@ -151,7 +122,7 @@ def describe_server(era: str | None, result: Mapping[str, Any] | None) -> dict[s
         meta = result.get("_meta")
         info = meta.get(META_SERVER_INFO) if isinstance(meta, Mapping) else None
         supported = result.get("supportedVersions")
-        mutual = [v for v in MODERN_PROTOCOL_VERSIONS if isinstance(supported, list) and v in supported]
+        mutual = [v for v in MODERN_VERSIONS if isinstance(supported, list) and v in supported]
         description["protocol_version"] = mutual[0] if mutual else None
     else:
         info = result.get("serverInfo")

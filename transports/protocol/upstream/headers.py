@@ -14,6 +14,8 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from transports.protocol.vocabulary import NAME_FIELDS
+
 SENTINEL_PREFIX = "=?base64?"
 SENTINEL_SUFFIX = "?="
 _TCHAR = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
@@ -70,7 +72,7 @@ def name_header(method: str, params: Mapping[str, Any] | None) -> str | None:
     (resources/read)."""
     if not params:
         return None
-    source = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}.get(method)
+    source = NAME_FIELDS.get(method)
     value = params.get(source) if source else None
     return encode_value(value) if isinstance(value, str) else None
 

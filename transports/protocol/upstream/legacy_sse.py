@@ -3,7 +3,7 @@
 GET the SSE URL and wait for `event: endpoint`; its data is the URL (resolved against the SSE URL, and
 required to be on the same origin, since our credentials ride along) to POST every message to. All
 answers, responses included, arrive as `event: message` on the GET stream, so messages are attributed
-to calls by the rule in `rpc.py`. The session lives as long as the GET stream: when it ends the
+to calls by the rule in `engine.py`. The session lives as long as the GET stream: when it ends the
 connection is lost and `connect()` starts a new one.
 """
 
@@ -20,8 +20,8 @@ from yarl import URL
 
 from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
+from transports.protocol.upstream.engine import Call, RpcClient
 from transports.protocol.upstream.http import EVENT_STREAM, JSON, content_type, new_session, repeatable, status_error
-from transports.protocol.upstream.rpc import Call, RpcClient
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
 
 logger = logging.getLogger("transports.protocol.upstream")
@@ -57,11 +57,11 @@ class LegacySseClient(RpcClient):
                 raise UpstreamUnavailable(f"{name}: the SSE URL did not answer with an event stream")
             raise UpstreamUnavailable(str(error), status=response.status)
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._reader = self._spawn(self._read(response, ready, self._generation))
+        self._reader = self.spawn(self._read(response, ready, self._generation))
         self.endpoint = await ready
 
     async def _close_transport(self, *, final: bool) -> None:
-        await self._settle([self._reader])
+        await self.settle([self._reader])
         self._reader = None
         self.endpoint = None
         if final and self._http is not None:

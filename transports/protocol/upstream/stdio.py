@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
-from transports.protocol.upstream.rpc import RpcClient
+from transports.protocol.upstream.engine import RpcClient
 
 logger = logging.getLogger("transports.protocol.upstream")
 stderr_logger = logging.getLogger("transports.protocol.upstream.stderr")
@@ -94,14 +94,14 @@ class StdioClient(RpcClient):
         except OSError as exc:
             raise UpstreamUnavailable(f"{name}: cannot start {self.config.command!r}: {exc}") from None
         self._process = process
-        self._stderr = self._spawn(self._drain_stderr(process))
-        self._reader = self._spawn(self._read(process, self._generation))
+        self._stderr = self.spawn(self._drain_stderr(process))
+        self._reader = self.spawn(self._read(process, self._generation))
 
     async def _close_transport(self, *, final: bool) -> None:
         process, self._process = self._process, None
         if process is not None:
             await self._stop(process)
-        await self._settle([self._reader, self._stderr])
+        await self.settle([self._reader, self._stderr])
         self._reader = self._stderr = None
 
     async def _stop(self, process: asyncio.subprocess.Process) -> None:

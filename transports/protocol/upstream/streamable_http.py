@@ -27,14 +27,13 @@ import aiohttp
 import orjson
 
 from transports.protocol.upstream import headers as http_headers
-from transports.protocol.upstream import modern as stateless
+from transports.protocol.upstream import stateless
 from transports.protocol.upstream.base import (
-    HEADER_MISMATCH,
-    MISSING_REQUIRED_CLIENT_CAPABILITY,
     UpstreamConfig,
     UpstreamError,
     UpstreamUnavailable,
 )
+from transports.protocol.upstream.engine import Call, RpcClient
 from transports.protocol.upstream.http import (
     EVENT_STREAM,
     JSON,
@@ -45,8 +44,16 @@ from transports.protocol.upstream.http import (
     read_body,
     status_error,
 )
-from transports.protocol.upstream.rpc import Call, RpcClient
 from transports.protocol.upstream.sse_parser import SSEError, SSEParser
+from transports.protocol.vocabulary import (
+    HEADER_MISMATCH,
+    INITIALIZE,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MISSING_CLIENT_CAPABILITY,
+    PARSE_ERROR,
+    SERVER_DISCOVER,
+)
 
 logger = logging.getLogger("transports.protocol.upstream")
 
@@ -59,7 +66,9 @@ _DRAIN_TIMEOUT = 2.0
 # JSON-RPC errors a 2026-07-28 server answers with HTTP 400 for a request it understood (basic/index,
 # streamable-http "Server Validation"). Any other 400 to a modern request means the upstream no longer
 # speaks 2026-07-28: the connection is dropped so that the next connect() detects the era again.
-_MODERN_400_CODES = frozenset({-32700, -32600, -32602, HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY})
+_MODERN_400_CODES = frozenset(
+    {PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY}
+)
 
 
 class _StreamState:
@@ -104,7 +113,7 @@ class StreamableHttpClient(RpcClient):
         self.session_id = None
 
     async def _close_transport(self, *, final: bool) -> None:
-        await self._settle([self._listener])
+        await self.settle([self._listener])
         self._listener = None
         await self._delete_session()
         if final and self._http is not None:
@@ -114,9 +123,9 @@ class StreamableHttpClient(RpcClient):
     async def _after_initialize(self) -> None:
         """Open the standalone GET stream and wait (briefly) until the server has answered it, so that
         nothing the server sends right after the handshake is lost."""
-        await self._settle([self._listener])
+        await self.settle([self._listener])
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._listener = self._spawn(self._listen(self.session_id, self._generation, answered))
+        self._listener = self.spawn(self._listen(self.session_id, self._generation, answered))
         await asyncio.wait([answered], timeout=min(self.config.connect_timeout, _STREAM_OPEN_WAIT))
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -138,7 +147,7 @@ class StreamableHttpClient(RpcClient):
             return
         body = orjson.dumps(message)
         repeatable = call.method in REPEATABLE
-        if call.method == "initialize":
+        if call.method == INITIALIZE:
             await self._post(body, call, None, repeatable=True)
             return
         if self._renew_lock.locked():  # a new session is being set up: wait for its id
@@ -168,7 +177,7 @@ class StreamableHttpClient(RpcClient):
         if http is None or http.closed:
             raise UpstreamUnavailable(f"{self.config.name}: not connected")
         name = self.config.name
-        handshake = call is not None and call.method == "initialize"
+        handshake = call is not None and call.method == INITIALIZE
         headers = self._headers(session_id, handshake=handshake)
         if call is not None:
             http_headers.add_extra(headers, call.headers, self.config.headers)
@@ -199,7 +208,7 @@ class StreamableHttpClient(RpcClient):
                     if call.future.done() and not response.content.at_eof():
                         # The response is in; let the stream's end arrive in the background, so that the
                         # keep-alive connection goes back to the pool instead of being closed.
-                        self._spawn(self._drain(response))
+                        self.spawn(self._drain(response))
                         detached = True
                 elif kind == JSON:
                     body = await read_body(response, self.config.max_message_size, name)
@@ -264,7 +273,7 @@ class StreamableHttpClient(RpcClient):
             try:
                 response = await http.post(self.config.url, data=body, headers=headers, **options)
             except aiohttp.ServerDisconnectedError:
-                if call.method not in REPEATABLE and call.method != "server/discover":
+                if call.method not in REPEATABLE and call.method != SERVER_DISCOVER:
                     raise
                 response = await http.post(self.config.url, data=body, headers=headers, **options)
             status = response.status
@@ -278,7 +287,7 @@ class StreamableHttpClient(RpcClient):
                 if not call.future.done():
                     raise UpstreamUnavailable(f"{name}: the stream of {call.method} ended before its response")
                 if not response.content.at_eof():
-                    self._spawn(self._drain(response))  # the connection goes back to the pool afterwards
+                    self.spawn(self._drain(response))  # the connection goes back to the pool afterwards
                     response = None
             elif kind == JSON:
                 await self._receive(loads(await read_body(response, self.config.max_message_size, name), name), call)
@@ -417,7 +426,7 @@ class StreamableHttpClient(RpcClient):
             if self.session_id != expired:
                 return
             logger.info("%s: session expired; re-initializing", self.config.name)
-            await self._settle([self._listener])
+            await self.settle([self._listener])
             self._listener = None
             self.session_id = None
             try:

@@ -2,7 +2,7 @@
 
 WebSocket was never part of the MCP specification and the official SDK dropped it in 2.x, but servers
 built on the 1.x Python SDK and the TypeScript SDK (`mcp` subprotocol) still speak it. Messages are
-attributed to calls by the rule in `rpc.py`. A heartbeat ping detects a dead peer.
+attributed to calls by the rule in `engine.py`. A heartbeat ping detects a dead peer.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import aiohttp
 import orjson
 
 from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
+from transports.protocol.upstream.engine import RpcClient
 from transports.protocol.upstream.http import new_session
-from transports.protocol.upstream.rpc import RpcClient
 
 logger = logging.getLogger("transports.protocol.upstream")
 
@@ -54,7 +54,7 @@ class WebSocketClient(RpcClient):
         if ws.protocol != SUBPROTOCOL:
             logger.info("%s: the server did not confirm the %r subprotocol", name, SUBPROTOCOL)
         self._ws = ws
-        self._reader = self._spawn(self._read(ws, self._generation))
+        self._reader = self.spawn(self._read(ws, self._generation))
 
     async def _close_transport(self, *, final: bool) -> None:
         ws, self._ws = self._ws, None
@@ -64,7 +64,7 @@ class WebSocketClient(RpcClient):
                     await ws.close()
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
-        await self._settle([self._reader])
+        await self.settle([self._reader])
         self._reader = None
         if final and self._http is not None:
             await self._http.close()

@@ -4,7 +4,7 @@ A transport subclass opens and closes its connection, sends messages and feeds e
 receives to `_receive`. This class does the rest: request ids, pending calls and their deadlines,
 `notifications/cancelled`, era detection (the `server/discover` probe, then the initialize handshake
 when the upstream is not modern), and routing what the upstream sends. With a modern (2026-07-28)
-upstream, requests go through a `ModernSession` (modern.py).
+upstream, requests go through a `ModernSession` (stateless.py).
 
 Routing of messages from the upstream (see docs/upstream-clients.md):
 - a response resolves the pending call with its id;
@@ -32,17 +32,8 @@ from abc import abstractmethod
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from transports.protocol.upstream import modern as stateless
+from transports.protocol.upstream import stateless
 from transports.protocol.upstream.base import (
-    ENVELOPE_KEYS,
-    INTERNAL_ERROR,
-    LEGACY,
-    META_SUBSCRIPTION_ID,
-    METHOD_NOT_FOUND,
-    MODERN,
-    MODERN_PROTOCOL_VERSIONS,
-    SUPPORTED_PROTOCOL_VERSIONS,
-    UNSUPPORTED_PROTOCOL_VERSION,
     MessageHandler,
     NotificationHandler,
     UpstreamClient,
@@ -51,19 +42,26 @@ from transports.protocol.upstream.base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from transports.protocol.vocabulary import (
+    CANCELLED,
+    ENVELOPE_KEYS,
+    INITIALIZE,
+    INITIALIZED,
+    INTERNAL_ERROR,
+    LEGACY,
+    LEGACY_VERSIONS,
+    META_SUBSCRIPTION_ID,
+    METHOD_NOT_FOUND,
+    MODERN,
+    MODERN_VERSIONS,
+    PING,
+    PROGRESS,
+    SERVER_DISCOVER,
+    SESSION_NOTIFICATIONS,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 
 logger = logging.getLogger("transports.protocol.upstream")
-
-# Notifications about the session as a whole: never attributed to a call.
-SESSION_NOTIFICATIONS = frozenset(
-    {
-        "notifications/tools/list_changed",
-        "notifications/prompts/list_changed",
-        "notifications/resources/list_changed",
-        "notifications/resources/updated",
-        "notifications/roots/list_changed",
-    }
-)
 
 _CANCEL_NOTIFY_TIMEOUT = 5.0
 _CLOSE_NOTICE_WAIT = 1.0
@@ -186,6 +184,45 @@ class RpcClient(UpstreamClient):
     def set_notification_handler(self, handler: NotificationHandler | None) -> None:
         self._handler = handler
 
+    # ---- the surface the 2026-07-28 session (stateless.ModernSession) runs on ----------------------
+
+    @property
+    def notification_handler(self) -> NotificationHandler | None:
+        """Where messages that belong to no call go (set with `set_notification_handler`)."""
+        return self._handler
+
+    @property
+    def generation(self) -> int:
+        """The number of the current connection: it changes at every connect, so a loop started on one
+        connection can tell that it is stale."""
+        return self._generation
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float | None,
+        on_message: MessageHandler | None,
+        modern: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: bool = False,
+    ) -> dict[str, Any]:
+        """One JSON-RPC request on the wire, params as given (no envelope added or removed, no era
+        routing): the result, or UpstreamError / UpstreamTimeout / UpstreamUnavailable. `modern` is the
+        2026-07-28 version the request speaks; `background` marks a long-lived request (a listen stream)
+        that is never taken for the owner of an unattributed message."""
+        return await self._call(
+            method,
+            params,
+            timeout=timeout,
+            on_message=on_message,
+            internal=False,
+            modern=modern,
+            headers=headers,
+            background=background,
+        )
+
     async def connect(self) -> dict[str, Any]:
         async with self._connect_lock:
             result = self.discover_result if self.era == MODERN else self.initialize_result
@@ -250,14 +287,14 @@ class RpcClient(UpstreamClient):
         """`server/discover` with the modern envelope: (result, version) for a modern upstream, None for
         a legacy one. Outages raise: they say nothing about the era."""
         name = self.config.name
-        version = MODERN_PROTOCOL_VERSIONS[0]
+        version = MODERN_VERSIONS[0]
         why = ""
         for _attempt in range(2):
             params = stateless.enveloped({}, version=version, config=self.config)
             timeout = None if self.HTTP else self.config.probe_timeout
             try:
                 result = await self._call(
-                    "server/discover", params, timeout=timeout, on_message=None, internal=True, modern=version
+                    SERVER_DISCOVER, params, timeout=timeout, on_message=None, internal=True, modern=version
                 )
             except UpstreamError as exc:
                 verdict, retry = stateless.probe_verdict(exc, http=self.HTTP)
@@ -310,16 +347,16 @@ class RpcClient(UpstreamClient):
             "clientInfo": dict(self.config.client_info),
         }
         try:
-            result = await self._call("initialize", params, timeout=None, on_message=None, internal=True)
+            result = await self._call(INITIALIZE, params, timeout=None, on_message=None, internal=True)
         except UpstreamError as exc:
             raise UpstreamUnavailable(f"{self.config.name}: initialize was refused: {exc}") from exc
         version = result.get("protocolVersion")
-        if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        if version not in LEGACY_VERSIONS:
             raise UpstreamUnavailable(f"{self.config.name}: unsupported protocol version {version!r} in initialize")
         self.protocol_version = version
         self.initialize_result = result
         self.era = LEGACY
-        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await self._send({"jsonrpc": "2.0", "method": INITIALIZED})
         self._initialized = True
         await self._after_initialize()
         return result
@@ -367,7 +404,7 @@ class RpcClient(UpstreamClient):
             if notices:  # cancellation notices and answers already on their way get a moment to leave
                 await asyncio.wait(notices, timeout=_CLOSE_NOTICE_WAIT)
             await self._teardown("client closed", final=True)
-            await self._settle(list(self._background))
+            await self.settle(list(self._background))
 
     # ---- calls -----------------------------------------------------------------------------------
 
@@ -436,11 +473,11 @@ class RpcClient(UpstreamClient):
         params: dict[str, Any] = {"requestId": call.id, "reason": reason}
         if call.modern is not None and self._modern is not None:
             params = self._modern.envelope(params, with_log_level=False)
-        self._send_soon({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
+        self._send_soon({"jsonrpc": "2.0", "method": CANCELLED, "params": params})
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         """Send a message in the background (the caller cannot wait), tracked so aclose() lets it leave."""
-        task = self._spawn(self._send_quietly(message))
+        task = self.spawn(self._send_quietly(message))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
@@ -451,8 +488,9 @@ class RpcClient(UpstreamClient):
         except (UpstreamUnavailable, UpstreamError, TimeoutError) as exc:
             logger.debug("%s: could not send %s: %s", self.config.name, message.get("method"), exc)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run a coroutine in the background, keeping a reference and logging how it failed."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a coroutine in the background, keeping a reference and logging how it failed (the client
+        waits for such tasks when it closes)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._task_done)
@@ -544,7 +582,7 @@ class RpcClient(UpstreamClient):
         params = message.get("params")
         if not isinstance(params, dict):
             params = {}
-        if method == "notifications/cancelled":
+        if method == CANCELLED:
             task = self._server_requests.get(params.get("requestId"))
             if task is not None:
                 task.cancel()
@@ -561,7 +599,7 @@ class RpcClient(UpstreamClient):
                 message = {**message, "params": params}
         if self._modern is not None:
             self._modern.observe(method, params)
-        if method == "notifications/progress":
+        if method == PROGRESS:
             token = params.get("progressToken")
             call = self._tokens.get(token) if _is_token(token) else None
             if call is None or call.on_message is None:
@@ -594,7 +632,7 @@ class RpcClient(UpstreamClient):
             # modern client MUST NOT send responses: nothing can be done with it.
             logger.warning("%s: dropped a %s request from a 2026-07-28 upstream", self.config.name, method)
             return
-        if method == "ping":
+        if method == PING:
             self._send_soon({"jsonrpc": "2.0", "id": request_id, "result": {}})
             return
         # Requests are attributed even when they came on the standalone GET stream: servers built on the
@@ -611,7 +649,7 @@ class RpcClient(UpstreamClient):
         if key in self._server_requests:
             self._reply_error(request_id, INTERNAL_ERROR, "Duplicate request id")
             return
-        task = self._spawn(self._answer(handler, message))
+        task = self.spawn(self._answer(handler, message))
         self._server_requests[key] = task
         task.add_done_callback(lambda _t: self._server_requests.pop(key, None))
 
@@ -673,9 +711,9 @@ class RpcClient(UpstreamClient):
         self._fail_all(f"{self.config.name}: {reason}")
         await self._close_transport(final=final)
 
-    # Helpers for subclasses.
+    # Helpers for subclasses and the 2026-07-28 session.
 
-    async def _settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None:
+    async def settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None:
         """Cancel tasks and wait (bounded) for them to finish; their errors are logged by `_task_done`."""
         live = [task for task in tasks if task is not None and not task.done()]
         for task in live:

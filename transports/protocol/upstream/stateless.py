@@ -27,51 +27,69 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 import orjson
 
 from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream.base import (
+    MessageHandler,
+    NotificationHandler,
+    UpstreamConfig,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from transports.protocol.vocabulary import (
+    CACHEABLE_METHODS,
+    CANCELLED,
     HEADER_MISMATCH,
+    INITIALIZED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    LEGACY_VERSIONS,
     LOG_LEVELS,
+    LOGGING_SET_LEVEL,
     META_CLIENT_CAPABILITIES,
     META_CLIENT_INFO,
     META_INPUT_KEY,
     META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
     METHOD_NOT_FOUND,
-    MISSING_REQUIRED_CLIENT_CAPABILITY,
-    MODERN_PROTOCOL_VERSIONS,
-    SUPPORTED_PROTOCOL_VERSIONS,
+    MISSING_CLIENT_CAPABILITY,
+    MODERN_VERSIONS,
+    PING,
+    PROMPTS_LIST,
+    PROMPTS_LIST_CHANGED,
+    RESOURCES_LIST,
+    RESOURCES_LIST_CHANGED,
+    RESOURCES_READ,
+    RESOURCES_SUBSCRIBE,
+    RESOURCES_TEMPLATES_LIST,
+    RESOURCES_UNSUBSCRIBE,
+    RESOURCES_UPDATED,
+    ROOTS_LIST_CHANGED,
+    SERVER_DISCOVER,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+    SUBSCRIPTIONS_LISTEN,
+    TOOLS_CALL,
+    TOOLS_LIST,
+    TOOLS_LIST_CHANGED,
     UNSUPPORTED_PROTOCOL_VERSION,
-    MessageHandler,
-    UpstreamConfig,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
-
-if TYPE_CHECKING:
-    from transports.protocol.upstream.rpc import RpcClient
 
 logger = logging.getLogger("transports.protocol.upstream")
 
-# Results that carry cache hints (`ttlMs`, `cacheScope`): lists, reads and discover.
-CACHEABLE = frozenset(
-    {"server/discover", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
-)
 # What each list change makes stale.
 STALE_AFTER = {
-    "notifications/tools/list_changed": ("tools/list",),
-    "notifications/prompts/list_changed": ("prompts/list",),
-    "notifications/resources/list_changed": ("resources/list", "resources/templates/list"),
+    TOOLS_LIST_CHANGED: (TOOLS_LIST,),
+    PROMPTS_LIST_CHANGED: (PROMPTS_LIST,),
+    RESOURCES_LIST_CHANGED: (RESOURCES_LIST, RESOURCES_TEMPLATES_LIST),
 }
 # Notifications a client sends in a session that mean nothing in 2026-07-28.
-SESSION_ONLY_NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/roots/list_changed"})
+SESSION_ONLY_NOTIFICATIONS = frozenset({INITIALIZED, ROOTS_LIST_CHANGED})
+# Capabilities whose `listChanged` the listen stream asks for, with the filter flag of each.
 LISTEN_FILTERS = (
     ("tools", "toolsListChanged"),
     ("prompts", "promptsListChanged"),
@@ -112,7 +130,7 @@ def _supported(error: UpstreamError) -> list[str] | None:
 
 def mutual_modern(supported: list[str] | None) -> str | None:
     """The newest 2026-07-28-era version both sides speak."""
-    return next((v for v in MODERN_PROTOCOL_VERSIONS if supported and v in supported), None)
+    return next((v for v in MODERN_VERSIONS if supported and v in supported), None)
 
 
 def probe_verdict(error: UpstreamError, *, http: bool) -> tuple[str, str | None]:
@@ -126,10 +144,10 @@ def probe_verdict(error: UpstreamError, *, http: bool) -> tuple[str, str | None]
         version = mutual_modern(supported)
         if version is not None:
             return "retry", version
-        if supported is not None and not any(v in SUPPORTED_PROTOCOL_VERSIONS for v in supported):
+        if supported is not None and not any(v in LEGACY_VERSIONS for v in supported):
             return "modern-refused", None  # a modern-only server that shares no version with us
         return "legacy", None
-    if http and error.code in (HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY):
+    if http and error.code in (HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY):
         return "modern-refused", None
     return "legacy", None
 
@@ -161,7 +179,7 @@ class ResultCache:
 
     @staticmethod
     def key(method: str, params: Mapping[str, Any] | None) -> tuple[str, str] | None:
-        if method not in CACHEABLE:
+        if method not in CACHEABLE_METHODS:
             return None
         relevant = {k: v for k, v in (params or {}).items() if k != "_meta"}
         try:
@@ -212,10 +230,41 @@ def _without(params: Mapping[str, Any] | None, *keys: str) -> dict[str, Any]:
     return {k: v for k, v in (params or {}).items() if k not in keys}
 
 
+class Engine(Protocol):
+    """What a `ModernSession` uses of the JSON-RPC engine it runs on (`RpcClient`), and nothing more."""
+
+    config: UpstreamConfig
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def notification_handler(self) -> NotificationHandler | None: ...
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        timeout: float | None,
+        on_message: MessageHandler | None,
+        modern: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: bool = False,
+    ) -> dict[str, Any]: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    async def settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None: ...
+
+
 class ModernSession:
     """What a client needs to speak 2026-07-28 to one upstream: see the module docstring."""
 
-    def __init__(self, client: RpcClient, version: str, discover: dict[str, Any], *, http: bool) -> None:
+    def __init__(self, client: Engine, version: str, discover: dict[str, Any], *, http: bool) -> None:
         self.client = client
         self.config = client.config
         self.version = version
@@ -231,7 +280,7 @@ class ModernSession:
         self._tool_headers: dict[str, http_headers.ParamHeaders] = {}
         self._input_ids = itertools.count(1)
         self._closed = False
-        key = ResultCache.key("server/discover", {})
+        key = ResultCache.key(SERVER_DISCOVER, {})
         if key is not None:
             self.cache.put(key, discover)
 
@@ -246,7 +295,7 @@ class ModernSession:
     async def close(self) -> None:
         self._closed = True
         listener, self._listener = self._listener, None
-        await self.client._settle([listener])
+        await self.client.settle([listener])
 
     # ---- envelope --------------------------------------------------------------------------------
 
@@ -257,7 +306,7 @@ class ModernSession:
     def notification(self, method: str, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The notification to send for `notify()`, or None when it has no meaning in 2026-07-28 (on HTTP
         that includes `notifications/cancelled`: closing the response stream cancels)."""
-        if method in SESSION_ONLY_NOTIFICATIONS or (self.http and method == "notifications/cancelled"):
+        if method in SESSION_ONLY_NOTIFICATIONS or (self.http and method == CANCELLED):
             logger.debug("%s: %s is not sent to a 2026-07-28 upstream", self.config.name, method)
             return None
         return {"jsonrpc": "2.0", "method": method, "params": self.envelope(params, with_log_level=False)}
@@ -274,20 +323,20 @@ class ModernSession:
         headers: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout
-        if method == "ping":  # removed in 2026-07-28; discover is the cheapest liveness check
-            await self._once("server/discover", {}, deadline, None, None)
+        if method == PING:  # removed in 2026-07-28; discover is the cheapest liveness check
+            await self._once(SERVER_DISCOVER, {}, deadline, None, None)
             return {}
-        if method == "logging/setLevel":
+        if method == LOGGING_SET_LEVEL:
             return self._set_level(params)
-        if method == "resources/subscribe":
+        if method == RESOURCES_SUBSCRIBE:
             return await self._subscribe(params, deadline)
-        if method == "resources/unsubscribe":
+        if method == RESOURCES_UNSUBSCRIBE:
             return await self._unsubscribe(params, deadline)
         key = ResultCache.key(method, params)
         if key is not None and (cached := self.cache.get(key)) is not None:
             return cached
         result, asked = await self._rounds(method, params, deadline, on_message, headers)
-        if method == "tools/list" and self.http:
+        if method == TOOLS_LIST and self.http:
             result = self._learn_tools(result)
         if key is not None and not asked:  # a result that took the user's input is theirs alone
             self.cache.put(key, result)
@@ -371,7 +420,7 @@ class ModernSession:
                 # versioning, "Protocol Version Negotiation": retry once with a version from `supported`.
                 self.version = version
                 return await self._send(method, params, deadline, on_message, extra)
-            if not (self.http and exc.code == HEADER_MISMATCH and method == "tools/call"):
+            if not (self.http and exc.code == HEADER_MISMATCH and method == TOOLS_CALL):
                 raise
             await self._relearn_tools(deadline)
             again = self._headers_for(method, params, headers)
@@ -387,12 +436,11 @@ class ModernSession:
         on_message: MessageHandler | None,
         extra: dict[str, str] | None,
     ) -> dict[str, Any]:
-        return await self.client._call(
+        return await self.client.call(
             method,
             self.envelope(params),
             timeout=self._remaining(deadline),
             on_message=on_message,
-            internal=False,
             modern=self.version,
             headers=extra,
         )
@@ -404,7 +452,7 @@ class ModernSession:
         `params._meta["dev.mcp-gateway/inputKey"]`); the answers become `inputResponses`. An error answer
         (the gateway's client refused or failed) ends the request with that error: 2026-07-28 has no way
         to hand an error back as an input response."""
-        handler = on_message or self.client._handler
+        handler = on_message or self.client.notification_handler
         limit = asyncio.Semaphore(max(1, self.config.max_server_requests))
 
         async def answer(key: str, request: Any) -> tuple[str, dict[str, Any]]:
@@ -464,7 +512,7 @@ class ModernSession:
         self, method: str, params: Mapping[str, Any] | None, headers: Mapping[str, str] | None
     ) -> dict[str, str] | None:
         extra: dict[str, str] = {}
-        if self.http and method == "tools/call" and params:
+        if self.http and method == TOOLS_CALL and params:
             annotations = self._tool_headers.get(str(params.get("name")))
             if annotations:
                 extra.update(http_headers.param_values(annotations, params.get("arguments")))
@@ -501,7 +549,7 @@ class ModernSession:
     async def _relearn_tools(self, deadline: float) -> None:
         cursor: str | None = None
         for _ in range(100):
-            page = await self._send("tools/list", {"cursor": cursor} if cursor else {}, deadline, None, None)
+            page = await self._send(TOOLS_LIST, {"cursor": cursor} if cursor else {}, deadline, None, None)
             self._learn_tools(page)
             next_cursor = page.get("nextCursor")
             if not isinstance(next_cursor, str) or not next_cursor:
@@ -514,9 +562,9 @@ class ModernSession:
         """A notification arrived: forget cached results it makes stale."""
         for stale in STALE_AFTER.get(method, ()):
             self.cache.drop(stale)
-        if method == "notifications/resources/updated":
+        if method == RESOURCES_UPDATED:
             uri = params.get("uri")
-            self.cache.drop("resources/read", uri if isinstance(uri, str) else None)
+            self.cache.drop(RESOURCES_READ, uri if isinstance(uri, str) else None)
 
     def _capability(self, kind: str) -> Mapping[str, Any]:
         capabilities = self.discover.get("capabilities")
@@ -581,28 +629,28 @@ class ModernSession:
         old = self._listener
         if not wanted:
             self._listener = None
-            await self.client._settle([old])
+            await self.client.settle([old])
             return {}
         if not self._listen_supported:
             if strict:
                 raise UpstreamError(METHOD_NOT_FOUND, "Method not found: the upstream has no subscriptions/listen")
             return None
         acknowledged: asyncio.Future[dict[str, Any] | BaseException] = asyncio.get_running_loop().create_future()
-        task = self.client._spawn(self._listen(wanted, acknowledged))
+        task = self.client.spawn(self._listen(wanted, acknowledged))
         await asyncio.wait([acknowledged], timeout=max(wait, 0.0))
         outcome = acknowledged.result() if acknowledged.done() else None
         if isinstance(outcome, dict):
             self._listener = task
             if old is not None and old is not task:
-                await self.client._settle([old])
+                await self.client.settle([old])
             return outcome
         if strict:
-            await self.client._settle([task])
+            await self.client.settle([task])
             if isinstance(outcome, BaseException):
                 raise outcome
             raise UpstreamUnavailable(f"{self.config.name}: subscriptions/listen was not acknowledged in time")
         self._listener = task
-        await self.client._settle([old])
+        await self.client.settle([old])
         return None
 
     async def _listen(
@@ -611,12 +659,12 @@ class ModernSession:
         """Keep one `subscriptions/listen` request open (basic/patterns/subscriptions): reopen it when it
         ends or breaks, with a growing pause, until the client closes or reconnects."""
         client = self.client
-        generation = client._generation
+        generation = client.generation
         failures = 0
 
         async def on_message(message: dict[str, Any]) -> dict[str, Any] | None:
             nonlocal failures
-            if message.get("method") == "notifications/subscriptions/acknowledged":
+            if message.get("method") == SUBSCRIPTIONS_ACKNOWLEDGED:
                 params = message.get("params")
                 granted = params.get("notifications") if isinstance(params, Mapping) else None
                 self.granted = dict(granted) if isinstance(granted, Mapping) else {}
@@ -624,17 +672,16 @@ class ModernSession:
                 if not acknowledged.done():
                     acknowledged.set_result(self.granted)
                 return None
-            handler = client._handler  # nothing on this stream belongs to a call
+            handler = client.notification_handler  # nothing on this stream belongs to a call
             return await handler(message) if handler is not None else None
 
-        while not self._closed and client.connected and client._generation == generation:
+        while not self._closed and client.connected and client.generation == generation:
             try:
-                await client._call(
-                    "subscriptions/listen",
+                await client.call(
+                    SUBSCRIPTIONS_LISTEN,
                     self.envelope({"notifications": wanted}, with_log_level=False),
                     timeout=None,
                     on_message=on_message,
-                    internal=False,
                     modern=self.version,
                     background=True,
                 )
