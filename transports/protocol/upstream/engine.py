@@ -2,25 +2,11 @@
 
 A transport subclass opens and closes its connection, sends messages and feeds every message it
 receives to `_receive`. This class does the rest: request ids, pending calls and their deadlines,
-`notifications/cancelled`, era detection (the `server/discover` probe, then the initialize handshake
-when the upstream is not modern), and routing what the upstream sends. With a modern (2026-07-28)
-upstream, requests go through a `ModernSession` (stateless.py).
-
-Routing of messages from the upstream (see docs/upstream-clients.md):
-- a response resolves the pending call with its id;
-- `notifications/progress` goes to the call whose `_meta.progressToken` it carries;
-- list_changed and `notifications/resources/updated` always go to the notification handler;
-- any other notification or server->client request goes to the call it is known to belong to (on
-  Streamable HTTP: the call whose POST stream carried it); when that is unknown (stdio, legacy SSE,
-  WebSocket) to the only call in flight, if exactly one is in flight; otherwise to the notification
-  handler. On the standalone GET stream notifications always go to the notification handler, while
-  server->client requests still go to the only call in flight (TypeScript SDK 1.x servers send a
-  tool's elicitation/sampling there);
-- a notification carrying `_meta["io.modelcontextprotocol/subscriptionId"]` belongs to the
-  `subscriptions/listen` call with that id (that key is removed before the notification handler sees it);
-- a call without `on_message` passes its messages to the notification handler;
-- `ping` from the upstream is answered here; a request nobody handles is answered -32601. A modern
-  upstream must not send requests at all: they are dropped.
+progress tokens, `notifications/cancelled`, the state of the connection. Two jobs have modules of
+their own, mixed into `RpcClient`: era detection when connecting (era_detection.py: the
+`server/discover` probe, then the initialize handshake when the upstream is not modern) and routing
+what the upstream sends (routing.py). With a modern (2026-07-28) upstream, requests go through a
+`ModernSession` (stateless.py).
 """
 
 from __future__ import annotations
@@ -42,23 +28,12 @@ from transports.protocol.upstream.base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from transports.protocol.upstream.era_detection import EraDetection
+from transports.protocol.upstream.routing import MessageRouting, _is_token
 from transports.protocol.vocabulary import (
     CANCELLED,
     ENVELOPE_KEYS,
-    INITIALIZE,
-    INITIALIZED,
-    INTERNAL_ERROR,
-    LEGACY,
-    LEGACY_VERSIONS,
-    META_SUBSCRIPTION_ID,
-    METHOD_NOT_FOUND,
     MODERN,
-    MODERN_VERSIONS,
-    PING,
-    PROGRESS,
-    SERVER_DISCOVER,
-    SESSION_NOTIFICATIONS,
-    UNSUPPORTED_PROTOCOL_VERSION,
 )
 
 logger = logging.getLogger("transports.protocol.upstream")
@@ -106,10 +81,6 @@ class Call:
         self.wire_token: Any = None  # the one sent upstream (differs only when two calls share a token)
 
 
-def _is_token(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
-
-
 def strip_envelope(params: dict[str, Any] | None) -> dict[str, Any] | None:
     """Params without the 2026-07-28 per-request `_meta` fields, which mean nothing in a session (and
     could make a dual-era server treat the request as a stateless one)."""
@@ -125,7 +96,7 @@ def strip_envelope(params: dict[str, Any] | None) -> dict[str, Any] | None:
     return stripped
 
 
-class RpcClient(UpstreamClient):
+class RpcClient(EraDetection, MessageRouting, UpstreamClient):
     """The transport-independent part of every upstream client."""
 
     # Transports with a 2026-07-28 binding (Streamable HTTP, stdio) probe `server/discover` first.
@@ -246,91 +217,6 @@ class RpcClient(UpstreamClient):
             self.last_error = None
             return result
 
-    async def _establish(self) -> dict[str, Any]:
-        """Detect the upstream's era (versioning, "Backward Compatibility with Initialization-Based
-        Versions") and set the connection up for it: the DiscoverResult or the InitializeResult."""
-        self.era = None
-        self.initialize_result = self.discover_result = None
-        self.protocol_version = None
-        era = self.config.era
-        if era == LEGACY or not self.SPEAKS_MODERN:
-            return await self._handshake()
-        try:
-            found = await self._probe(required=era == MODERN)
-        except UpstreamUnavailable as exc:
-            if self.HTTP or era == MODERN or self._open:
-                raise
-            # Some session-era stdio servers exit on a request before `initialize` (older SDKs): any error
-            # means the session era, so start the process again and run the handshake.
-            logger.info(
-                "%s: the upstream did not survive server/discover (%s); starting it again", self.config.name, exc
-            )
-            await self._restart_transport()
-            return await self._handshake()
-        if found is not None:
-            return await self._adopt(*found)
-        try:
-            return await self._handshake()
-        except UpstreamUnavailable as exc:
-            # A modern server can answer `initialize` with UnsupportedProtocolVersionError when the probe
-            # reached it late (a slow stdio start): that names its versions, so probe once more.
-            cause = exc.__cause__
-            if not (isinstance(cause, UpstreamError) and cause.code == UNSUPPORTED_PROTOCOL_VERSION):
-                raise
-            if stateless.probe_verdict(cause, http=self.HTTP)[0] != "retry":
-                raise
-            found = await self._probe(required=True)
-            assert found is not None
-            return await self._adopt(*found)
-
-    async def _probe(self, *, required: bool) -> tuple[dict[str, Any], str] | None:
-        """`server/discover` with the modern envelope: (result, version) for a modern upstream, None for
-        a legacy one. Outages raise: they say nothing about the era."""
-        name = self.config.name
-        version = MODERN_VERSIONS[0]
-        why = ""
-        for _attempt in range(2):
-            params = stateless.enveloped({}, version=version, config=self.config)
-            timeout = None if self.HTTP else self.config.probe_timeout
-            try:
-                result = await self._call(
-                    SERVER_DISCOVER, params, timeout=timeout, on_message=None, internal=True, modern=version
-                )
-            except UpstreamError as exc:
-                verdict, retry = stateless.probe_verdict(exc, http=self.HTTP)
-                if verdict == "retry" and retry is not None and _attempt == 0:
-                    version = retry  # versioning: retry once with a version from `supported`
-                    continue
-                if verdict in ("modern-refused", "retry"):
-                    raise UpstreamUnavailable(f"{name}: the upstream refused server/discover: {exc}") from exc
-                why = f"server/discover was answered with an error: {exc}"
-            except UpstreamTimeout:
-                why = f"server/discover got no answer within {self.config.probe_timeout:g} s"
-            except UpstreamUnavailable as exc:
-                status = exc.status
-                if not self.HTTP or status is None or not 400 <= status < 500 or status in (401, 403):
-                    raise
-                why = f"server/discover was refused with HTTP {status}"
-            else:
-                chosen = stateless.valid_discover(result)
-                if chosen is not None:
-                    return result, chosen
-                why = "the discover result names no 2026-07-28-era version"
-            break
-        if required:
-            raise UpstreamUnavailable(f"{name}: the upstream does not speak MCP 2026-07-28 ({why})")
-        logger.debug("%s: speaking the session era: %s", name, why)
-        return None
-
-    async def _restart_transport(self) -> None:
-        """Close the transport and open it again (a new process), within the same connect()."""
-        self._open = False
-        self._fail_all(f"{self.config.name}: restarting")
-        await self._close_transport(final=False)
-        self._generation += 1
-        await self._open_transport()
-        self._open = True
-
     async def _adopt(self, result: dict[str, Any], version: str) -> dict[str, Any]:
         self.era = MODERN
         self.discover_result = result
@@ -338,27 +224,6 @@ class RpcClient(UpstreamClient):
         self._modern = stateless.ModernSession(self, version, result, http=self.HTTP)
         self._initialized = True
         await self._modern.start()
-        return result
-
-    async def _handshake(self) -> dict[str, Any]:
-        params = {
-            "protocolVersion": self.config.protocol_version,
-            "capabilities": dict(self.config.client_capabilities),
-            "clientInfo": dict(self.config.client_info),
-        }
-        try:
-            result = await self._call(INITIALIZE, params, timeout=None, on_message=None, internal=True)
-        except UpstreamError as exc:
-            raise UpstreamUnavailable(f"{self.config.name}: initialize was refused: {exc}") from exc
-        version = result.get("protocolVersion")
-        if version not in LEGACY_VERSIONS:
-            raise UpstreamUnavailable(f"{self.config.name}: unsupported protocol version {version!r} in initialize")
-        self.protocol_version = version
-        self.initialize_result = result
-        self.era = LEGACY
-        await self._send({"jsonrpc": "2.0", "method": INITIALIZED})
-        self._initialized = True
-        await self._after_initialize()
         return result
 
     async def request(
@@ -500,185 +365,6 @@ class RpcClient(UpstreamClient):
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("%s: background task failed", self.config.name, exc_info=exc)
-
-    # ---- incoming --------------------------------------------------------------------------------
-
-    async def _receive(self, message: Any, call: Call | None = None, *, guess: bool = True) -> None:
-        """Route one decoded message from the upstream.
-
-        `call` is the call whose stream carried it, if the transport knows; `guess=False` (the standalone
-        GET stream) sends notifications that cannot be attributed to the notification handler, whatever is
-        in flight (server->client requests are still attributed to the only call in flight).
-        """
-        if isinstance(message, list):  # a batch (2025-03-26)
-            for item in message:
-                if isinstance(item, dict):
-                    await self._receive(item, call, guess=guess)
-            if not all(isinstance(item, dict) for item in message):
-                logger.warning("%s: ignored batch items that are not JSON objects", self.config.name)
-            return
-        if not isinstance(message, dict):
-            logger.warning("%s: ignored a message that is not a JSON object", self.config.name)
-            return
-        method = message.get("method")
-        if isinstance(method, str):
-            if "id" in message:
-                self._on_server_request(message, method, call)
-            else:
-                await self._on_notification(message, method, call, guess)
-        elif "id" in message:
-            self._on_response(message, call)
-        else:
-            logger.warning("%s: ignored a message that is neither request, notification nor response", self.config.name)
-
-    def _pending_call(self, request_id: Any) -> Call | None:
-        """The call in flight with this id (our ids are integers; some servers echo them as strings)."""
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
-            return self._pending.get(request_id)
-        if isinstance(request_id, str) and request_id.isdigit():
-            return self._pending.get(int(request_id))
-        return None
-
-    def _on_response(self, message: dict[str, Any], carrier: Call | None) -> None:
-        request_id = message.get("id")
-        call = self._pending_call(request_id)
-        if call is None and request_id is None:
-            call = carrier  # an error about the message this stream answers (e.g. a parse error)
-        if call is None or call.future.done():
-            logger.debug("%s: dropped a response for unknown request id %r", self.config.name, request_id)
-            return
-        error = message.get("error")
-        if "error" in message:
-            if isinstance(error, dict) and isinstance(error.get("code"), int):
-                text = error.get("message")
-                call.future.set_exception(
-                    UpstreamError(error["code"], text if isinstance(text, str) else "", error.get("data"))
-                )
-            else:
-                call.future.set_exception(
-                    UpstreamUnavailable(f"{self.config.name}: malformed error response to {call.method}")
-                )
-        elif isinstance(message.get("result"), dict):
-            call.future.set_result(message["result"])
-        else:
-            call.future.set_exception(UpstreamUnavailable(f"{self.config.name}: malformed response to {call.method}"))
-
-    def _attribute(self, method: str, carrier: Call | None, guess: bool) -> Call | None:
-        """The call a notification or server->client request belongs to, if it can be told."""
-        if method in SESSION_NOTIFICATIONS:
-            return None
-        if carrier is not None or not guess:
-            return carrier
-        found = None
-        for call in self._pending.values():
-            if call.internal or call.background:
-                continue
-            if found is not None:
-                return None  # more than one call in flight: cannot tell
-            found = call
-        return found
-
-    async def _on_notification(self, message: dict[str, Any], method: str, carrier: Call | None, guess: bool) -> None:
-        params = message.get("params")
-        if not isinstance(params, dict):
-            params = {}
-        if method == CANCELLED:
-            task = self._server_requests.get(params.get("requestId"))
-            if task is not None:
-                task.cancel()
-            return
-        meta = params.get("_meta")
-        if isinstance(meta, dict) and META_SUBSCRIPTION_ID in meta:
-            # A notification of a subscriptions/listen stream: it belongs to that call, and once routed
-            # the key means nothing to the receiver.
-            owner = self._pending_call(meta[META_SUBSCRIPTION_ID])
-            carrier = carrier or owner
-            if method in SESSION_NOTIFICATIONS:
-                kept = {k: v for k, v in meta.items() if k != META_SUBSCRIPTION_ID}
-                params = {k: v for k, v in params.items() if k != "_meta"} | ({"_meta": kept} if kept else {})
-                message = {**message, "params": params}
-        if self._modern is not None:
-            self._modern.observe(method, params)
-        if method == PROGRESS:
-            token = params.get("progressToken")
-            call = self._tokens.get(token) if _is_token(token) else None
-            if call is None or call.on_message is None:
-                logger.debug("%s: dropped progress for unknown token %r", self.config.name, token)
-                return
-            if call.wire_token != call.token:
-                message = {**message, "params": {**params, "progressToken": call.token}}
-            await self._deliver(call.on_message, message)
-            return
-        call = self._attribute(method, carrier, guess)
-        handler = call.on_message if call is not None and call.on_message is not None else self._handler
-        if handler is None:
-            logger.debug("%s: no handler for %s", self.config.name, method)
-            return
-        await self._deliver(handler, message)
-
-    async def _deliver(self, handler: MessageHandler, message: dict[str, Any]) -> None:
-        try:
-            async with asyncio.timeout(self.config.notification_timeout):
-                await handler(message)
-        except TimeoutError:
-            logger.warning("%s: handler for %s took too long", self.config.name, message.get("method"))
-        except Exception:
-            logger.exception("%s: handler for %s failed", self.config.name, message.get("method"))
-
-    def _on_server_request(self, message: dict[str, Any], method: str, carrier: Call | None) -> None:
-        request_id = message["id"]
-        if self._modern is not None or (carrier is not None and carrier.modern is not None):
-            # 2026-07-28 servers MUST NOT send requests (they ask through input_required results), and a
-            # modern client MUST NOT send responses: nothing can be done with it.
-            logger.warning("%s: dropped a %s request from a 2026-07-28 upstream", self.config.name, method)
-            return
-        if method == PING:
-            self._send_soon({"jsonrpc": "2.0", "id": request_id, "result": {}})
-            return
-        # Requests are attributed even when they came on the standalone GET stream: servers built on the
-        # TypeScript SDK 1.x send sampling/elicitation there when a tool asks without naming its request.
-        call = self._attribute(method, carrier, True)
-        handler = call.on_message if call is not None and call.on_message is not None else self._handler
-        if handler is None:
-            self._reply_error(request_id, METHOD_NOT_FOUND, f"Method not found: {method}")
-            return
-        if len(self._server_requests) >= self.config.max_server_requests or not _is_token(request_id):
-            self._reply_error(request_id, INTERNAL_ERROR, "Too many concurrent requests from the server")
-            return
-        key = request_id
-        if key in self._server_requests:
-            self._reply_error(request_id, INTERNAL_ERROR, "Duplicate request id")
-            return
-        task = self.spawn(self._answer(handler, message))
-        self._server_requests[key] = task
-        task.add_done_callback(lambda _t: self._server_requests.pop(key, None))
-
-    async def _answer(self, handler: MessageHandler, message: dict[str, Any]) -> None:
-        request_id = message["id"]
-        reply: dict[str, Any]
-        try:
-            async with asyncio.timeout(self.config.request_timeout):
-                answer = await handler(message)
-        except asyncio.CancelledError:
-            return  # the upstream cancelled its request: no answer is sent
-        except TimeoutError:
-            reply = {"code": INTERNAL_ERROR, "message": "The gateway could not answer in time"}
-            answer = {"error": reply}
-        except Exception:
-            logger.exception("%s: handler for %s failed", self.config.name, message.get("method"))
-            answer = {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
-        if answer is None:
-            answer = {"error": {"code": METHOD_NOT_FOUND, "message": f"Method not found: {message.get('method')}"}}
-        if isinstance(answer.get("error"), dict):
-            reply = {"jsonrpc": "2.0", "id": request_id, "error": answer["error"]}
-        elif isinstance(answer.get("result"), dict):
-            reply = {"jsonrpc": "2.0", "id": request_id, "result": answer["result"]}
-        else:
-            reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": INTERNAL_ERROR, "message": "Invalid answer"}}
-        await self._send_quietly(reply)
-
-    def _reply_error(self, request_id: Any, code: int, text: str) -> None:
-        self._send_soon({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": text}})
 
     # ---- connection state ------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 GET the SSE URL and wait for `event: endpoint`; its data is the URL (resolved against the SSE URL, and
 required to be on the same origin, since our credentials ride along) to POST every message to. All
 answers, responses included, arrive as `event: message` on the GET stream, so messages are attributed
-to calls by the rule in `engine.py`. The session lives as long as the GET stream: when it ends the
+to calls by the rule in `routing.py`. The session lives as long as the GET stream: when it ends the
 connection is lost and `connect()` starts a new one.
 """
 

@@ -2,7 +2,7 @@
 
 WebSocket was never part of the MCP specification and the official SDK dropped it in 2.x, but servers
 built on the 1.x Python SDK and the TypeScript SDK (`mcp` subprotocol) still speak it. Messages are
-attributed to calls by the rule in `engine.py`. A heartbeat ping detects a dead peer.
+attributed to calls by the rule in `routing.py`. A heartbeat ping detects a dead peer.
 """
 
 from __future__ import annotations
