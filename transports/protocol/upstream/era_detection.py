@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from transports.protocol.upstream import stateless
+from transports.protocol.upstream import probe, stateless
 from transports.protocol.upstream.base import (
     MessageHandler,
     UpstreamConfig,
@@ -97,7 +97,7 @@ class EraDetection:
             cause = exc.__cause__
             if not (isinstance(cause, UpstreamError) and cause.code == UNSUPPORTED_PROTOCOL_VERSION):
                 raise
-            if stateless.probe_verdict(cause, http=self.HTTP)[0] != "retry":
+            if probe.probe_verdict(cause, http=self.HTTP)[0] != "retry":
                 raise
             found = await self._probe(required=True)
             assert found is not None
@@ -117,7 +117,7 @@ class EraDetection:
                     SERVER_DISCOVER, params, timeout=timeout, on_message=None, internal=True, modern=version
                 )
             except UpstreamError as exc:
-                verdict, retry = stateless.probe_verdict(exc, http=self.HTTP)
+                verdict, retry = probe.probe_verdict(exc, http=self.HTTP)
                 if verdict == "retry" and retry is not None and _attempt == 0:
                     version = retry  # versioning: retry once with a version from `supported`
                     continue
@@ -132,7 +132,7 @@ class EraDetection:
                     raise
                 why = f"server/discover was refused with HTTP {status}"
             else:
-                chosen = stateless.valid_discover(result)
+                chosen = probe.valid_discover(result)
                 if chosen is not None:
                     return result, chosen
                 why = "the discover result names no 2026-07-28-era version"

@@ -1,6 +1,6 @@
 """The 2026-07-28 ("modern", stateless) era on top of an upstream connection.
 
-`RpcClient` detects the era when it connects (`probe_verdict` here decides what an answer to the
+`RpcClient` detects the era when it connects (era_detection.py; probe.py decides what an answer to the
 `server/discover` probe means) and, for a modern upstream, hands every request to a `ModernSession`,
 which makes the upstream look like a session-era one to the rest of the gateway:
 
@@ -12,10 +12,10 @@ which makes the upstream look like a session-era one to the rest of the gateway:
   after round (at most `config.max_input_rounds`);
 - `resources/subscribe` / `resources/unsubscribe` and list changes become one `subscriptions/listen`
   stream whose notifications go to the notification handler; it is reopened when the set of
-  subscribed URIs changes (the new stream first, then the old one is closed);
+  subscribed URIs changes (the new stream first, then the old one is closed) - subscriptions.py;
 - `logging/setLevel` is remembered and sent as `_meta` logLevel (until then `config.log_level`, "debug" by
   default: every log message, as a session-era server sends them); `ping` becomes `server/discover`;
-- results carrying `ttlMs` are cached for that long (a small, bounded cache per client);
+- results carrying `ttlMs` are cached for that long (a small, bounded cache per client: cache.py);
 - over HTTP, tools whose `x-mcp-header` annotations are invalid are left out of `tools/list`, and calls
   get their `Mcp-Param-*` headers from the tool's schema.
 """
@@ -25,12 +25,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
-
-import orjson
 
 from transports.protocol.upstream import headers as http_headers
 from transports.protocol.upstream.base import (
@@ -41,14 +37,15 @@ from transports.protocol.upstream.base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from transports.protocol.upstream.cache import ResultCache as ResultCache  # also imported from here
+from transports.protocol.upstream.probe import probe_verdict as probe_verdict  # also imported from here
+from transports.protocol.upstream.subscriptions import ListenStream
 from transports.protocol.vocabulary import (
-    CACHEABLE_METHODS,
     CANCELLED,
     HEADER_MISMATCH,
     INITIALIZED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
-    LEGACY_VERSIONS,
     LOG_LEVELS,
     LOGGING_SET_LEVEL,
     META_CLIENT_CAPABILITIES,
@@ -57,8 +54,6 @@ from transports.protocol.vocabulary import (
     META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
     METHOD_NOT_FOUND,
-    MISSING_CLIENT_CAPABILITY,
-    MODERN_VERSIONS,
     PING,
     PROMPTS_LIST,
     PROMPTS_LIST_CHANGED,
@@ -71,8 +66,6 @@ from transports.protocol.vocabulary import (
     RESOURCES_UPDATED,
     ROOTS_LIST_CHANGED,
     SERVER_DISCOVER,
-    SUBSCRIPTIONS_ACKNOWLEDGED,
-    SUBSCRIPTIONS_LISTEN,
     TOOLS_CALL,
     TOOLS_LIST,
     TOOLS_LIST_CHANGED,
@@ -89,14 +82,7 @@ STALE_AFTER = {
 }
 # Notifications a client sends in a session that mean nothing in 2026-07-28.
 SESSION_ONLY_NOTIFICATIONS = frozenset({INITIALIZED, ROOTS_LIST_CHANGED})
-# Capabilities whose `listChanged` the listen stream asks for, with the filter flag of each.
-LISTEN_FILTERS = (
-    ("tools", "toolsListChanged"),
-    ("prompts", "promptsListChanged"),
-    ("resources", "resourcesListChanged"),
-)
 _STATE_ONLY_BACKOFF = (0.05, 0.25)  # first and largest pause before retrying a round that asked nothing
-_LISTEN_BACKOFF = (1.0, 30.0)
 _LISTEN_WAIT = 2.0  # how long connect() waits for the first acknowledgement
 _MAX_TOOL_SCHEMAS = 10_000
 
@@ -118,112 +104,6 @@ def enveloped(
             meta[META_LOG_LEVEL] = log_level
     result["_meta"] = meta
     return result
-
-
-def _supported(error: UpstreamError) -> list[str] | None:
-    data = error.data
-    supported = data.get("supported") if isinstance(data, Mapping) else None
-    if isinstance(supported, list) and all(isinstance(v, str) for v in supported):
-        return list(supported)
-    return None
-
-
-def mutual_modern(supported: list[str] | None) -> str | None:
-    """The newest 2026-07-28-era version both sides speak."""
-    return next((v for v in MODERN_VERSIONS if supported and v in supported), None)
-
-
-def probe_verdict(error: UpstreamError, *, http: bool) -> tuple[str, str | None]:
-    """What a JSON-RPC error answering the `server/discover` probe means: ("retry", version) when the
-    server names a modern version we share, ("modern-refused", None) when it is a modern server that
-    refused the probe for another reason, ("legacy", None) otherwise (versioning, "Backward
-    Compatibility": anything but a recognized modern error identifies a legacy server; on stdio the
-    fallback is not keyed to any one code)."""
-    if error.code == UNSUPPORTED_PROTOCOL_VERSION:
-        supported = _supported(error)
-        version = mutual_modern(supported)
-        if version is not None:
-            return "retry", version
-        if supported is not None and not any(v in LEGACY_VERSIONS for v in supported):
-            return "modern-refused", None  # a modern-only server that shares no version with us
-        return "legacy", None
-    if http and error.code in (HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY):
-        return "modern-refused", None
-    return "legacy", None
-
-
-def valid_discover(result: Mapping[str, Any]) -> str | None:
-    """The version to speak with a DiscoverResult, or None when it advertises no modern version we speak."""
-    supported = result.get("supportedVersions")
-    if not isinstance(supported, list) or not isinstance(result.get("capabilities"), Mapping):
-        return None
-    return mutual_modern([v for v in supported if isinstance(v, str)])
-
-
-class ResultCache:
-    """Results with a positive `ttlMs`, kept (serialized, so nobody mutates them) until they expire.
-
-    Bounded by entry count (least recently used out first) and by the size of one entry. Keyed by
-    method and params without `_meta`. `cacheScope: "private"` results are cached too: every request
-    of this client carries the gateway's own credentials, so "private" is the gateway's view.
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._clock = clock
-        self._entries: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @staticmethod
-    def key(method: str, params: Mapping[str, Any] | None) -> tuple[str, str] | None:
-        if method not in CACHEABLE_METHODS:
-            return None
-        relevant = {k: v for k, v in (params or {}).items() if k != "_meta"}
-        try:
-            return method, orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS).decode()
-        except TypeError:
-            return None
-
-    def get(self, key: tuple[str, str]) -> dict[str, Any] | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, data = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        value: dict[str, Any] = orjson.loads(data)
-        return value
-
-    def put(self, key: tuple[str, str], result: Mapping[str, Any]) -> None:
-        ttl = result.get("ttlMs")
-        if self.max_entries <= 0 or isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            return
-        if result.get("resultType", "complete") != "complete":
-            return
-        try:
-            data = orjson.dumps(result)
-        except TypeError:
-            return
-        if len(data) > self.max_bytes:
-            return
-        self._entries[key] = (self._clock() + ttl / 1000, data)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def drop(self, method: str, uri: str | None = None) -> None:
-        """Forget the results of `method` (for resources/read: only those of `uri`, when given)."""
-        for key in [k for k in self._entries if k[0] == method]:
-            if uri is None or orjson.loads(key[1]).get("uri") == uri:
-                del self._entries[key]
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 def _without(params: Mapping[str, Any] | None, *keys: str) -> dict[str, Any]:
@@ -261,7 +141,7 @@ class Engine(Protocol):
     async def settle(self, tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None: ...
 
 
-class ModernSession:
+class ModernSession(ListenStream):
     """What a client needs to speak 2026-07-28 to one upstream: see the module docstring."""
 
     def __init__(self, client: Engine, version: str, discover: dict[str, Any], *, http: bool) -> None:
@@ -556,7 +436,7 @@ class ModernSession:
                 return
             cursor = next_cursor
 
-    # ---- notifications, subscriptions ----------------------------------------------------------
+    # ---- notifications ------------------------------------------------------------------------
 
     def observe(self, method: str, params: Mapping[str, Any]) -> None:
         """A notification arrived: forget cached results it makes stale."""
@@ -565,139 +445,3 @@ class ModernSession:
         if method == RESOURCES_UPDATED:
             uri = params.get("uri")
             self.cache.drop(RESOURCES_READ, uri if isinstance(uri, str) else None)
-
-    def _capability(self, kind: str) -> Mapping[str, Any]:
-        capabilities = self.discover.get("capabilities")
-        declared = capabilities.get(kind) if isinstance(capabilities, Mapping) else None
-        return declared if isinstance(declared, Mapping) else {}
-
-    def _filter(self) -> dict[str, Any]:
-        """The `subscriptions/listen` filter: the list changes the upstream can announce, and the
-        subscribed resources."""
-        wanted: dict[str, Any] = {}
-        for kind, flag in LISTEN_FILTERS:
-            if self._capability(kind).get("listChanged"):
-                wanted[flag] = True
-        if self.subscriptions:
-            wanted["resourceSubscriptions"] = sorted(self.subscriptions)
-        return wanted
-
-    def _can_subscribe(self) -> bool:
-        return bool(self._capability("resources").get("subscribe"))
-
-    async def _subscribe(self, params: Mapping[str, Any] | None, deadline: float) -> dict[str, Any]:
-        uri = (params or {}).get("uri")
-        if not isinstance(uri, str):
-            raise UpstreamError(INVALID_PARAMS, "Invalid params: resources/subscribe needs a uri")
-        if not self._can_subscribe():
-            raise UpstreamError(METHOD_NOT_FOUND, "Method not found: the upstream offers no resource subscriptions")
-        async with self._listen_lock:
-            if uri in self.subscriptions:
-                return {}
-            self.subscriptions.add(uri)
-            try:
-                granted = await self._replace_listener(wait=self._remaining(deadline), strict=True)
-            except BaseException:
-                self.subscriptions.discard(uri)
-                raise
-            accepted = granted.get("resourceSubscriptions") if granted else None
-            if not isinstance(accepted, list) or uri not in accepted:
-                self.subscriptions.discard(uri)
-                raise UpstreamError(INVALID_PARAMS, f"The upstream did not accept a subscription to {uri}")
-        return {}
-
-    async def _unsubscribe(self, params: Mapping[str, Any] | None, deadline: float) -> dict[str, Any]:
-        uri = (params or {}).get("uri")
-        if not isinstance(uri, str):
-            raise UpstreamError(INVALID_PARAMS, "Invalid params: resources/unsubscribe needs a uri")
-        async with self._listen_lock:
-            if uri not in self.subscriptions:
-                return {}
-            self.subscriptions.discard(uri)
-            try:
-                await self._replace_listener(wait=self._remaining(deadline), strict=True)
-            except (UpstreamError, UpstreamUnavailable, TimeoutError) as exc:
-                # The old stream stays: the upstream may go on announcing the resource for a while.
-                logger.info("%s: reopening the listen stream without %s failed: %s", self.config.name, uri, exc)
-        return {}
-
-    async def _replace_listener(self, *, wait: float, strict: bool) -> dict[str, Any] | None:
-        """Open a listen stream for the current filter and, once the upstream has acknowledged it,
-        close the previous one (so nothing falls between the two). With `strict`, a stream that is not
-        acknowledged within `wait` is abandoned and the error raised; otherwise it keeps trying."""
-        wanted = self._filter()
-        old = self._listener
-        if not wanted:
-            self._listener = None
-            await self.client.settle([old])
-            return {}
-        if not self._listen_supported:
-            if strict:
-                raise UpstreamError(METHOD_NOT_FOUND, "Method not found: the upstream has no subscriptions/listen")
-            return None
-        acknowledged: asyncio.Future[dict[str, Any] | BaseException] = asyncio.get_running_loop().create_future()
-        task = self.client.spawn(self._listen(wanted, acknowledged))
-        await asyncio.wait([acknowledged], timeout=max(wait, 0.0))
-        outcome = acknowledged.result() if acknowledged.done() else None
-        if isinstance(outcome, dict):
-            self._listener = task
-            if old is not None and old is not task:
-                await self.client.settle([old])
-            return outcome
-        if strict:
-            await self.client.settle([task])
-            if isinstance(outcome, BaseException):
-                raise outcome
-            raise UpstreamUnavailable(f"{self.config.name}: subscriptions/listen was not acknowledged in time")
-        self._listener = task
-        await self.client.settle([old])
-        return None
-
-    async def _listen(
-        self, wanted: dict[str, Any], acknowledged: asyncio.Future[dict[str, Any] | BaseException]
-    ) -> None:
-        """Keep one `subscriptions/listen` request open (basic/patterns/subscriptions): reopen it when it
-        ends or breaks, with a growing pause, until the client closes or reconnects."""
-        client = self.client
-        generation = client.generation
-        failures = 0
-
-        async def on_message(message: dict[str, Any]) -> dict[str, Any] | None:
-            nonlocal failures
-            if message.get("method") == SUBSCRIPTIONS_ACKNOWLEDGED:
-                params = message.get("params")
-                granted = params.get("notifications") if isinstance(params, Mapping) else None
-                self.granted = dict(granted) if isinstance(granted, Mapping) else {}
-                failures = 0
-                if not acknowledged.done():
-                    acknowledged.set_result(self.granted)
-                return None
-            handler = client.notification_handler  # nothing on this stream belongs to a call
-            return await handler(message) if handler is not None else None
-
-        while not self._closed and client.connected and client.generation == generation:
-            try:
-                await client.call(
-                    SUBSCRIPTIONS_LISTEN,
-                    self.envelope({"notifications": wanted}, with_log_level=False),
-                    timeout=None,
-                    on_message=on_message,
-                    modern=self.version,
-                    background=True,
-                )
-                logger.debug("%s: the upstream ended the listen stream", self.config.name)
-            except UpstreamError as exc:
-                if not acknowledged.done():
-                    acknowledged.set_result(exc)
-                if exc.code == METHOD_NOT_FOUND:
-                    logger.info("%s: no subscriptions/listen (%s)", self.config.name, exc)
-                    self._listen_supported = False
-                    return
-                logger.warning("%s: subscriptions/listen refused: %s", self.config.name, exc)
-            except UpstreamUnavailable as exc:
-                if not acknowledged.done():
-                    acknowledged.set_result(exc)
-                logger.debug("%s: listen stream broke: %s", self.config.name, exc)
-            failures += 1
-            first, cap = _LISTEN_BACKOFF
-            await asyncio.sleep(min(first * 2 ** min(failures - 1, 6), cap))
