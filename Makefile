@@ -140,6 +140,14 @@ py-spy: $(PY_SPY_STAMP) ## Install the py-spy profiler into .tools/ (used by mak
 bench: dev contextforge py-spy ## Benchmark the gateway, its upstream and ContextForge on loopback, with profiles; writes docs/performance.md (BENCH_ARGS=--quick)
 	$(PY) bench/run.py --profile $(BENCH_ARGS)
 
+# The same gateway cells run from git BASELINE (exported to a temporary directory) and from the working tree,
+# interleaved in one run; prints the before/after table and writes bench/results/<timestamp>.json only
+# (render it with `bench/run.py --from-json`). BENCH_ARGS are added, e.g. --repeat 5 or --targets gw-daphne-sqlite.
+BASELINE ?= HEAD
+bench-compare: dev ## tools_call gateway CPU per call, git BASELINE (default HEAD) vs the working tree, in one run (BENCH_ARGS=...)
+	$(PY) bench/run.py --baseline $(BASELINE) --targets gw-daphne-sqlite,gw-uvicorn-sqlite --workloads tools_call \
+		--concurrency 1,32 --repeat 3 --idle-sessions 0 --no-doc $(BENCH_ARGS)
+
 node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
 
 lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
@@ -149,4 +157,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev system-deps run test lint format lock clean node-tools bench contextforge py-spy
+.PHONY: help deps dev system-deps run test lint format lock clean node-tools bench bench-compare contextforge py-spy
