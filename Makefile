@@ -5,6 +5,9 @@ SHELL := /bin/bash
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SERVER ?= daphne
+# Access log of `make run`: off by default (a line per request cost daphne ~5% of a tools/call's CPU).
+# ACCESS_LOG=- writes it to stdout; with daphne it may also be a file path (uvicorn logs to stdout either way).
+ACCESS_LOG ?=
 BOOT_PYTHON ?= python3
 UV_VERSION := 0.13.9
 VENV := .venv
@@ -50,15 +53,19 @@ deps: $(VENV)/.deps-run ## Create .venv (Python >= 3.12) and install runtime dep
 
 dev: $(VENV)/.deps-dev ## Also install test and lint tools
 
-run: deps ## Set up and serve the gateway on HOST:PORT (default 127.0.0.1:8000) with daphne, or SERVER=uvicorn
+# daphne runs through gateway_project/daphne_server.py: daphne's own command line and code, minus per-request
+# work nobody reads (the access log unless ACCESS_LOG is set, Twisted's form parsing and its discarded log line).
+run: deps ## Set up and serve the gateway on HOST:PORT (default 127.0.0.1:8000) with daphne, or SERVER=uvicorn; ACCESS_LOG=- logs each request
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py ensure_superuser
 	@echo "Serving MCP Gateway on http://$(HOST):$(PORT)/ with $(SERVER): admin /admin/, API /api/docs, MCP /mcp and /servers/<name>/mcp (Ctrl-C stops)"
 ifeq ($(SERVER),uvicorn)
-	exec $(VENV)/bin/uvicorn gateway_project.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+	exec $(VENV)/bin/uvicorn gateway_project.asgi:application --host $(HOST) --port $(PORT) \
+		$(if $(ACCESS_LOG),--access-log,--no-access-log)
 else ifeq ($(SERVER),daphne)
-	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) gateway_project.asgi:application
+	exec $(PY) -m gateway_project.daphne_server -b $(HOST) -p $(PORT) $(if $(ACCESS_LOG),--access-log $(ACCESS_LOG)) \
+		gateway_project.asgi:application
 else
 	@echo "SERVER must be daphne or uvicorn (got '$(SERVER)')" >&2; exit 2
 endif
@@ -133,6 +140,14 @@ py-spy: $(PY_SPY_STAMP) ## Install the py-spy profiler into .tools/ (used by mak
 bench: dev contextforge py-spy ## Benchmark the gateway, its upstream and ContextForge on loopback, with profiles; writes docs/performance.md (BENCH_ARGS=--quick)
 	$(PY) bench/run.py --profile $(BENCH_ARGS)
 
+# The same gateway cells run from git BASELINE (exported to a temporary directory) and from the working tree,
+# interleaved in one run; prints the before/after table and writes bench/results/<timestamp>.json only
+# (render it with `bench/run.py --from-json`). BENCH_ARGS are added, e.g. --repeat 5 or --targets gw-daphne-sqlite.
+BASELINE ?= HEAD
+bench-compare: dev ## tools_call gateway CPU per call, git BASELINE (default HEAD) vs the working tree, in one run (BENCH_ARGS=...)
+	$(PY) bench/run.py --baseline $(BASELINE) --targets gw-daphne-sqlite,gw-uvicorn-sqlite --workloads tools_call \
+		--concurrency 1,32 --repeat 3 --idle-sessions 0 --no-doc $(BENCH_ARGS)
+
 node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
 
 lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
@@ -142,4 +157,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev system-deps run test lint format lock clean node-tools bench contextforge py-spy
+.PHONY: help deps dev system-deps run test lint format lock clean node-tools bench bench-compare contextforge py-spy

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -100,6 +101,7 @@ class Server:
     log_path: Path
     health_path: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path = ROOT  # the checkout it runs from (a --baseline gateway runs from the baseline's)
 
     @property
     def gc_log(self) -> Path:
@@ -112,7 +114,7 @@ class Server:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -201,6 +203,15 @@ class TargetSpec:
     workloads: tuple[str, ...] | None = None  # None: every workload
     default: bool = True  # False: only when named in --targets (contextforge: also when installed)
     max_concurrency: int | None = None  # cells above it are not run for this target (said in the report)
+    root: Path = ROOT  # the checkout a gateway runs from: this working tree, or a --baseline ref's export
+    baseline_of: str | None = None  # for a --baseline copy: the name of the target it is the baseline of
+
+
+BASELINE_SUFFIX = "-baseline"
+
+
+def is_baseline(name: str) -> bool:
+    return name.endswith(BASELINE_SUFFIX)
 
 
 CF_MAX_CONCURRENCY = 32
@@ -209,7 +220,7 @@ TARGETS: list[TargetSpec] = [
     TargetSpec("direct", "direct", description="upstream fixture server alone (mcp SDK, uvicorn inside)"),
     TargetSpec(
         "gw-daphne-sqlite", "gateway", "daphne", "sqlite", "gateway, daphne, SQLite, no Redis (embedded default)"
-    ),
+    ),  # daphne as `make run` serves it: gateway_project.daphne_server (see daphne_module())
     TargetSpec(
         "gw-daphne-pg", "gateway", "daphne", "postgres", "gateway, daphne, PostgreSQL + Redis (production settings)"
     ),
@@ -284,7 +295,7 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
 
     def manage(*args: str, timeout: float = 600) -> str:
         r = subprocess.run(
-            [PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            [PYTHON, "manage.py", *args], cwd=spec.root, env=env, capture_output=True, text=True, timeout=timeout
         )
         if r.returncode != 0:
             raise RuntimeError(
@@ -332,12 +343,19 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
             "--no-access-log",
         ]
     else:
-        argv = [PYTHON, "-m", "daphne", "-b", HOST, "-p", str(port), "gateway_project.asgi:application"]
-    target.server = Server(spec.name, argv, env, port, tdir / "server.log", health_path="/health")
+        argv = [PYTHON, "-m", daphne_module(spec.root), "-b", HOST, "-p", str(port), "gateway_project.asgi:application"]
+    target.server = Server(spec.name, argv, env, port, tdir / "server.log", health_path="/health", cwd=spec.root)
     target.server.start()
     base = f"http://{HOST}:{port}"
     target.urls = {key: f"{base}/servers/{name}/mcp" for key, name in servers.items()}
     return target
+
+
+def daphne_module(root: Path) -> str:
+    """How `make run` serves a checkout with daphne: through `gateway_project.daphne_server` (daphne without
+    its per-request access log and Twisted's unused form parsing) where the checkout has it, else plain daphne
+    (what `make run` ran before it; a --baseline ref may be that old)."""
+    return "gateway_project.daphne_server" if (root / "gateway_project" / "daphne_server.py").exists() else "daphne"
 
 
 CF_VENV = ROOT / ".tools" / "contextforge"
@@ -965,7 +983,12 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     # 1. tools/call at most 1.0 ms gateway CPU per call
-    measured = [c for c in cells if c["workload"] == "tools_call" and c["target"].startswith("gw-")]
+    # The budget judges this working tree: --baseline cells are left out (section "Before and after").
+    measured = [
+        c
+        for c in cells
+        if c["workload"] == "tools_call" and c["target"].startswith("gw-") and not is_baseline(c["target"])
+    ]
     if measured:
         worst = {c["target"]: c for c in measured}
         parts = [f"{c['target']} c={c['concurrency']}: {fmt(c['server_cpu_ms_per_op'])} ms" for c in measured]
@@ -1035,7 +1058,7 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         others = [
             f"{name}: {rs[-1]['rss_after_mb']} MB"
             for name, rs in all_idle.items()
-            if name.startswith("gw-") and name != gw and rs and rs[-1]["sessions"] >= 10_000
+            if name.startswith("gw-") and not is_baseline(name) and name != gw and rs and rs[-1]["sessions"] >= 10_000
         ]
         rows.append(
             (
@@ -1059,7 +1082,9 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("10,000 idle sessions ≤ 200 MB", "not measured", ""))
 
     # 5. no errors at c=256
-    c256 = [c for c in cells if c["concurrency"] == 256 and c["target"].startswith("gw-")]
+    c256 = [
+        c for c in cells if c["concurrency"] == 256 and c["target"].startswith("gw-") and not is_baseline(c["target"])
+    ]
     if c256:
         bad = [f"{c['target']}/{c['workload']}: {c['errors']}" for c in c256 if c["errors"]]
         rows.append(
@@ -1095,6 +1120,71 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def before_after(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each --baseline cell beside the same cell of the working tree (same run, same rounds)."""
+    cells = report["cells"]
+    rows = []
+    for base in cells:
+        if not is_baseline(base["target"]):
+            continue
+        now = find(cells, base["target"].removesuffix(BASELINE_SUFFIX), base["workload"], base["concurrency"])
+        if now is None:
+            continue
+        b_cpu, n_cpu = base["server_cpu_ms_per_op"], now["server_cpu_ms_per_op"]
+        rows.append(
+            {
+                "workload": base["workload"],
+                "concurrency": base["concurrency"],
+                "target": now["target"],
+                "before_cpu": b_cpu,
+                "after_cpu": n_cpu,
+                "change_pct": round(100 * (n_cpu - b_cpu) / b_cpu, 1) if b_cpu and n_cpu is not None else None,
+                "before_rps": base["rps"],
+                "after_rps": now["rps"],
+                "before_p50": base["p50_ms"],
+                "after_p50": now["p50_ms"],
+                "before_rounds": [r["server_cpu_ms_per_op"] for r in base.get("rounds", [])],
+                "after_rounds": [r["server_cpu_ms_per_op"] for r in now.get("rounds", [])],
+                "errors": base["errors"] + now["errors"],
+            }
+        )
+    return rows
+
+
+def before_after_lines(report: dict[str, Any]) -> list[str]:
+    rows = before_after(report)
+    info = report.get("baseline") or {}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Before and after (`--baseline`)",
+        "",
+        f"The baseline is git `{info.get('ref')}` (`{info.get('commit', '')[:10]}`: {info.get('subject', '')}), "
+        "exported into a temporary directory outside the repository and run with the same venv, settings, upstream "
+        "fixtures and load generator as the working tree; each `…-baseline` target is interleaved with its "
+        "working-tree twin in every round (the order alternates between rounds). A checkout without "
+        "`gateway_project/daphne_server.py` is served by plain daphne, as `make run` served it then. CPU ms per "
+        "operation of the gateway process (median over rounds; each round's figure in the last column, baseline / "
+        "now). On a shared machine compare these figures, not requests/s or latency, and trust a change only "
+        "when the rounds agree.",
+        "",
+        "| workload | c | target | CPU ms/op before | CPU ms/op now | change | req/s before → now | p50 ms before → now | CPU per round: before / now |",
+        "|---|---:|---|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        change = f"{r['change_pct']:+.1f}%" if r["change_pct"] is not None else "–"
+        rounds = (
+            " ".join(fmt(x, 3) for x in r["before_rounds"]) + " / " + " ".join(fmt(x, 3) for x in r["after_rounds"])
+        )
+        lines.append(
+            f"| {r['workload']} | {r['concurrency']} | {r['target']} | {fmt(r['before_cpu'], 3)} | "
+            f"{fmt(r['after_cpu'], 3)} | {change} | {fmt(r['before_rps'], 0)} → {fmt(r['after_rps'], 0)} | "
+            f"{fmt(r['before_p50'])} → {fmt(r['after_p50'])} | {rounds} |"
+        )
+    return lines
+
+
 def write_markdown(report: dict[str, Any], json_path: Path) -> None:
     m = report["machine"]
     cfg = report["config"]
@@ -1112,6 +1202,9 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "make bench                                   # full run with profiles (writes this file and bench/results/<timestamp>.json)",
         ".venv/bin/python bench/run.py --quick        # shorter cells, c=1 and 32 only, one round",
         ".venv/bin/python bench/run.py --targets direct,gw-daphne-sqlite --workloads tools_call --profile",
+        "make bench-compare                           # tools_call CPU per call of HEAD (the baseline) and the working tree, same run",
+        "make bench-compare BASELINE=main BENCH_ARGS='--repeat 5'   # any git ref; BENCH_ARGS are added",
+        ".venv/bin/python bench/run.py --baseline HEAD~3 --workloads tools_call,tools_list_10 --idle-sessions 0",
         ".venv/bin/python bench/run.py --from-json bench/results/<timestamp>.json   # re-render this file",
         "```",
         "",
@@ -1126,6 +1219,17 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "maps `echo` to its name from `GET /tools`; its virtual servers are built from the same bulk upstream with "
         "the same tools as the gateway's. Its Streamable HTTP is stateless by default (no `Mcp-Session-Id`), and "
         "it ran that way. `--profile` needs py-spy in `.tools/` (`make py-spy`, which `make bench` runs).",
+        "",
+        "Before and after in one run: `--baseline REF` (what `make bench-compare` runs, REF `HEAD` by default, so "
+        "it measures the uncommitted changes) exports git REF with `git archive` into the run's temporary "
+        "directory (outside the repository; no worktree is registered, nothing in the checkout changes) and runs "
+        "every selected gateway target a second time from there, as `<target>-baseline`, with the same venv, "
+        "settings and upstream fixtures, interleaved with the working tree's target in every round. Narrow it with "
+        "`--workloads` and `--targets`; `bench/` itself always comes from the working tree; the budget ignores the "
+        'baseline cells, idle sessions skip them, and a section "Before and after" compares CPU per operation '
+        "round by round (also printed at the end of the run). Gateway targets on daphne run "
+        "`python -m gateway_project.daphne_server` as `make run` does (plain `python -m daphne` for a REF that "
+        "predates it).",
         "",
         "## This run",
         "",
@@ -1177,6 +1281,7 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
     ]
     for name, status, detail in budget(report):
         lines.append(f"| {name} | **{status}** | {detail} |")
+    lines += before_after_lines(report)
     lines += [
         "",
         "## Results",
@@ -1411,6 +1516,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + ", ".join(f"{t} {w} c={c}" for t, w, c in PROFILE_CELLS),
     )
     parser.add_argument("--profile-duration", type=float, default=8.0, help="measured seconds of a profiled cell")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run every selected gateway target from git REF (exported into a temporary directory outside "
+        "the repository, same venv), as <target>-baseline interleaved with the working tree's; the report gets a "
+        "'Before and after' table. Narrow it with --workloads (e.g. tools_call); baselines skip idle sessions",
+    )
     parser.add_argument("--no-doc", action="store_true", help="write the JSON only, not docs/performance.md")
     parser.add_argument("--from-json", metavar="PATH", help="only re-render docs/performance.md from a results JSON")
     return parser.parse_args(argv)
@@ -1495,6 +1607,49 @@ def machine_load() -> str:
     )
 
 
+def resolve_ref(ref: str) -> dict[str, str]:
+    """The commit a git ref names, and its subject line."""
+    r = subprocess.run(
+        ["git", "log", "-1", "--format=%H%n%s", f"{ref}^{{commit}}", "--"], cwd=ROOT, capture_output=True, text=True
+    )
+    if r.returncode != 0 or not r.stdout.strip():
+        raise RuntimeError(f"--baseline: git cannot resolve {ref!r}: {r.stderr.strip()}")
+    commit, _, subject = r.stdout.strip().partition("\n")
+    return {"ref": ref, "commit": commit, "subject": subject if len(subject) <= 120 else subject[:119] + "…"}
+
+
+def export_ref(commit: str, dest: Path) -> Path:
+    """The tree of `commit` as plain files in `dest` (git archive: no worktree to register or clean up, nothing
+    written into the repository). It runs with this checkout's venv; bench/ itself always comes from the
+    working tree."""
+    dest.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "archive", "--format=tar", commit], cwd=ROOT, stdout=subprocess.PIPE)
+    assert archive.stdout is not None
+    untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, capture_output=True)
+    archive.stdout.close()
+    if archive.wait() != 0 or untar.returncode != 0:
+        raise RuntimeError(f"--baseline: could not export {commit}: {untar.stderr.decode(errors='replace')[-500:]}")
+    return dest
+
+
+def with_baselines(targets: list[TargetSpec], root: Path, info: dict[str, str]) -> list[TargetSpec]:
+    """Each gateway target followed by its twin running from the baseline checkout."""
+    out = []
+    for spec in targets:
+        out.append(spec)
+        if spec.kind == "gateway":
+            out.append(
+                dataclasses.replace(
+                    spec,
+                    name=spec.name + BASELINE_SUFFIX,
+                    description=f"{spec.description}; baseline: git {info['ref']} ({info['commit'][:10]})",
+                    root=root,
+                    baseline_of=spec.name,
+                )
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -1525,6 +1680,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and not PY_SPY.exists():
         print(f"--profile needs py-spy at {PY_SPY.relative_to(ROOT)}: run `make py-spy`", file=sys.stderr)
         return 2
+    baseline_info: dict[str, str] | None = None
+    if args.baseline:
+        try:
+            baseline_info = resolve_ref(args.baseline)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if not any(t.kind == "gateway" for t in targets):
+            print("--baseline needs a gateway target (gw-...)", file=sys.stderr)
+            return 2
     started = dt.datetime.now(dt.UTC)
     t_start = time.monotonic()
     setup_notes: list[str] = []
@@ -1545,6 +1710,12 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[str] = []
     with state_dir() as state:
         try:
+            if baseline_info is not None:
+                base_root = export_ref(baseline_info["commit"], state / "baseline")
+                print(
+                    f"baseline: git {baseline_info['ref']} ({baseline_info['commit'][:10]}) in {base_root}", flush=True
+                )
+                targets = with_baselines(targets, base_root, baseline_info)
             print("starting upstream fixture servers", flush=True)
             upstreams["up"] = start_upstream(state, "upstream")
             if bulk:
@@ -1585,7 +1756,7 @@ def main(argv: list[str] | None = None) -> int:
                             row.update(target=target.spec.name, workload=workload.name, concurrency=c, round=rnd)
                             rounds.setdefault((target.spec.name, workload.name, c), []).append(row)
                             print(
-                                f"  [{rnd}] {workload.name:15} c={c:<4} {target.spec.name:18} {row['rps']:>9,.0f} req/s "
+                                f"  [{rnd}] {workload.name:15} c={c:<4} {target.spec.name:26} {row['rps']:>9,.0f} req/s "
                                 f"p50 {row['p50_ms']} p99 {row['p99_ms']} ms  err {row['errors']}  "
                                 f"cpu {row['server_cpu_ms_per_op']} ms/op (upstream {row['upstream_cpu_ms_per_op']})",
                                 flush=True,
@@ -1605,6 +1776,8 @@ def main(argv: list[str] | None = None) -> int:
                 profiles = run_profiles(live, state, warmup, args.profile_duration)
             if idle_steps:
                 for target in live:
+                    if target.spec.baseline_of:
+                        continue
                     limit = (
                         args.idle_time_limit if target.spec.kind == "contextforge" and args.idle_time_limit else None
                     )
@@ -1637,6 +1810,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_sessions": idle,
         "profiles": profiles,
         "setup": setup_notes,
+        "baseline": baseline_info,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -1647,6 +1821,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {DOC_PATH.relative_to(ROOT)}")
         for name, status, detail in budget(report):
             print(f"  budget: {name}: {status}  {detail}")
+    for r in before_after(report):
+        print(
+            f"  before/after {r['workload']} c={r['concurrency']} {r['target']}: CPU {fmt(r['before_cpu'], 3)} -> "
+            f"{fmt(r['after_cpu'], 3)} ms/op ({r['change_pct']:+.1f}%); rounds "
+            f"{' '.join(fmt(x, 3) for x in r['before_rounds'])} / {' '.join(fmt(x, 3) for x in r['after_rounds'])}"
+            if r["change_pct"] is not None
+            else f"  before/after {r['workload']} c={r['concurrency']} {r['target']}: no operations"
+        )
     return 0
 
 
