@@ -9,6 +9,7 @@ client/elicitation, client/sampling, basic/transports#streamable-http.
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx2
 import mcp.types as types
@@ -118,6 +119,46 @@ async def test_a_client_without_the_capability_never_gets_the_request(relay, mod
         assert refused.value.error.data == {"requiredCapabilities": {"elicitation": {}}}
         # the session is still fine afterwards
         assert (await client.call_tool("echo", {"message": "still here"})).content[0].text == "still here"
+
+
+async def upstream_journal(gateway) -> list[dict]:
+    """What the fixture upstream saw since the last look (its `test_journal` tool, which empties it)."""
+    async with sdk(gateway, mode="2026-07-28") as client:
+        result = await client.call_tool("test_journal", {"clear": True})
+    return [json.loads(line) for line in result.content[0].text.splitlines() if line]
+
+
+@pytest.mark.parametrize(("mode", "upstream_era"), [("legacy", "session"), ("2026-07-28", "stateless")])
+async def test_a_dual_era_upstream_is_reached_in_the_era_of_the_client(relay, mode, upstream_era):
+    """The gateway's era setting is `auto` and the fixture speaks both eras: a session-era client reaches it
+    through an upstream session, where the tools' elicitation and sampling are server->client requests
+    relayed to the client's stream (2025-11-25 client/elicitation, client/sampling); a 2026-07-28 client
+    reaches it statelessly (its questions are input_required rounds, basic/patterns/mrtr). No era bridge."""
+    asked: list[str] = []
+
+    async def elicit(context, params):
+        asked.append("elicitation")
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
+
+    async def sample(context, params):
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="42"), model="test"
+        )
+
+    await upstream_journal(relay)
+    async with sdk(relay, mode=mode, elicitation_callback=elicit, sampling_callback=sample) as client:
+        elicited = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+        sampled = await client.call_tool("test_sampling", {"prompt": "What is the answer?"})
+    assert "accept" in elicited.content[0].text
+    assert "42" in sampled.content[0].text
+    assert asked == ["elicitation", "sampling"]
+    calls = [entry for entry in await upstream_journal(relay) if entry["event"] == "tools/call"]
+    assert {entry["name"] for entry in calls} == {"test_elicitation", "test_sampling"}
+    assert {entry["era"] for entry in calls} == {upstream_era}, calls
+    if upstream_era == "session":  # one call each: the questions went out inside the call, not as rounds
+        assert [entry["name"] for entry in calls] == ["test_elicitation", "test_sampling"]
+        assert {entry["protocolVersion"] for entry in calls} == {"2025-11-25"}
 
 
 async def test_resources_and_prompts_relay(relay):

@@ -884,7 +884,9 @@ class McpCore:
         try:
             # The upstream session that declares what this client declared (shared: the one that declares all).
             profile = None if shared else capability_profile(ex.session.client_capabilities)
-            client = await self.upstreams.get(gateway, row or {}, profile)
+            # The client's era: a dual-era upstream is reached in it (shared reads/subscriptions: either).
+            era = None if shared else "modern" if ex.modern else "legacy"
+            client = await self.upstreams.get(gateway, row or {}, profile, era=era)
             if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
                 await self._check_offered(gateway, client, tool, profile)
             if ex.session.log_level is not None:
