@@ -186,23 +186,32 @@ async def test_gateway_refresh_and_a_clear_error_for_a_dead_upstream(relay):
 # -- the official conformance suite, pointed at the gateway -----------------------------------
 
 
-@pytest.fixture(scope="module", params=["auto", "legacy", "modern"])
+# (upstream era, gateway era setting): the dual-era fixture with the setting auto (each client reaches it in
+# its own era), forced to the session era (2026-07-28 clients are bridged onto upstream sessions) and forced
+# to 2026-07-28 (session-era clients are bridged onto stateless requests); then single-era upstreams behind
+# `auto`, where the gateway has to bridge one era or the other.
+RELAYS = [("auto", "auto"), ("auto", "legacy"), ("auto", "modern"), ("legacy", "auto"), ("modern", "auto")]
+
+
+@pytest.fixture(scope="module", params=RELAYS, ids=[f"upstream-{u}-era-{g}" for u, g in RELAYS])
 def open_relay(request, tmp_path_factory):
     """The suite sends no credentials: this gateway runs with GATEWAY_AUTH_REQUIRED=false on loopback.
-    The fixture upstream runs dual-era (the gateway detects the modern era), forced to the session era
-    (the gateway bridges 2026-07-28 clients onto it), or modern-only (the gateway bridges session-era
-    clients onto it)."""
-    era = request.param
+    The fixture upstream runs dual-era, session era only or 2026-07-28 only; the gateway registers it
+    with the era setting `auto`, `legacy` or `modern`."""
+    upstream_era, gateway_era = request.param
     with (
-        running_upstream("streamable-http", era=era) as upstream,
-        start_live_gateway(tmp_path_factory.mktemp(f"open-relay-{era}"), GATEWAY_AUTH_REQUIRED="false") as gateway,
+        running_upstream("streamable-http", era=upstream_era) as upstream,
+        start_live_gateway(
+            tmp_path_factory.mktemp(f"open-relay-{upstream_era}-{gateway_era}"), GATEWAY_AUTH_REQUIRED="false"
+        ) as gateway,
     ):
-        gateway.manage("gateway_add", "fx", "--url", upstream.url)
+        gateway.manage("gateway_add", "fx", "--url", upstream.url, "--era", gateway_era)
         gateway.manage("server_add", "demo", "--gateway", "fx")
         status, body = gateway.api("GET", "/api/gateways?name=fx")
         assert status == 200, body
-        assert body["items"][0]["detected_era"] == {"auto": "modern", "legacy": "legacy", "modern": "modern"}[era]
-        gateway.upstream_era = era
+        detected = gateway_era if gateway_era != "auto" else {"auto": "modern"}.get(upstream_era, upstream_era)
+        assert body["items"][0]["detected_era"] == detected
+        gateway.upstream_era, gateway.gateway_era = upstream_era, gateway_era
         yield gateway
 
 
@@ -217,15 +226,17 @@ SUITES = {
 @pytest.mark.parametrize("server", [None, "demo"], ids=["mcp", "servers-demo-mcp"])
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, suite, tmp_path):
-    """Every scored scenario of each suite passes through the gateway, for every upstream era: with the
-    upstream forced to the session era the 2026-07-28 suite runs across the bridge, with it modern-only
-    the session-era suites do (both endpoints for the dual-era upstream, the virtual server otherwise)."""
-    if server is None and open_relay.upstream_era != "auto":
-        pytest.skip("the bridged runs use the virtual server endpoint only")
+    """Every scored scenario of each suite passes through the gateway, for the dual-era upstream in every era
+    setting and for single-era upstreams: the session-era suites and the 2026-07-28 suite each run once in
+    the upstream's own era and once across the bridge (both endpoints for the dual-era upstream with
+    `auto`, the virtual server otherwise)."""
+    if server is None and (open_relay.upstream_era, open_relay.gateway_era) != ("auto", "auto"):
+        pytest.skip("the other relays use the virtual server endpoint only")
     version, options = SUITES[suite]
     run = run_conformance_server(version, open_relay.mcp_url(server), *options, output_dir=tmp_path)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = f"gateway-{server or 'mcp'}-upstream-{open_relay.upstream_era}-{suite}.txt"
+    relay = f"upstream-{open_relay.upstream_era}-era-{open_relay.gateway_era}"
+    name = f"gateway-{server or 'mcp'}-{relay}-{suite}.txt"
     (ARTIFACTS / name).write_text(run.report())
     assert run.summary.scored_failures == {}, run.output[-6000:]
     assert run.returncode == 0
