@@ -161,6 +161,43 @@ async def test_a_dual_era_upstream_is_reached_in_the_era_of_the_client(relay, mo
         assert {entry["protocolVersion"] for entry in calls} == {"2025-11-25"}
 
 
+def test_input_responses_without_a_request_state_reach_a_modern_upstream_as_they_are(relay):
+    """A 2026-07-28 tools/call that carries inputResponses but no requestState of the gateway's is passed on
+    to the (dual-era, here stateless) upstream as it is: the upstream decides what they answer, and the
+    gateway asks nothing (mrtr; alpha suite input-required-result-ignore-extra-params)."""
+    import anyio
+
+    anyio.run(upstream_journal, relay)
+    params = {
+        "name": "test_input_required_result_elicitation",
+        "arguments": {},
+        "inputResponses": {
+            "user_name": {"action": "accept", "content": {"name": "Alice"}},
+            "unknown_extra_key": {"action": "accept", "content": {"foo": "bar"}},
+        },
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    headers = {
+        "Authorization": f"Bearer {relay.token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": params["name"],
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+    reply = httpx2.post(relay.mcp_url("demo"), json=body, headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    result = reply.json()["result"]
+    assert result["resultType"] == "complete", result
+    assert result["content"][0]["text"] == "Hello, Alice!"
+    calls = [entry for entry in anyio.run(upstream_journal, relay) if entry["event"] == "tools/call"]
+    assert [(entry["name"], entry["era"]) for entry in calls] == [(params["name"], "stateless")]
+
+
 async def test_resources_and_prompts_relay(relay):
     async with sdk(relay) as client:
         text = await client.read_resource("test://static-text")

@@ -698,7 +698,8 @@ class McpCore:
             self.parked.add(call)
             call.emit_to = ex.emit
             ex.parked, ex.emit = call, call.emit
-            first = {**message, "params": {k: v for k, v in params.items() if k not in modern.MRTR_FIELDS}}
+            # inputResponses without a requestState of ours go on with the call (see _upstream_request).
+            first = {**message, "params": {k: v for k, v in params.items() if k != "requestState"}}
             call.task = asyncio.ensure_future(self.handle(first, ex))
         try:
             kind, value = await call.next_round()
@@ -868,6 +869,7 @@ class McpCore:
         client_token = client_meta.get("progressToken")
         upstream_params = dict(params)
         upstream_token = None
+        early = params.get("inputResponses") if ex.modern else None
         if ex.modern:  # the client's envelope is not the upstream's: its client will add its own
             client_meta = {k: v for k, v in client_meta.items() if k not in modern.META_KEYS}
             upstream_params["_meta"] = client_meta
@@ -891,6 +893,11 @@ class McpCore:
                 await self._check_offered(gateway, client, tool, profile)
             if ex.session.log_level is not None:
                 await self._upstream_log_level(client, ex.session.log_level)
+            if isinstance(early, dict) and early:  # inputResponses sent without a requestState of ours
+                if client.era == "modern":
+                    upstream_params["inputResponses"] = early  # as they are: the upstream decides (mrtr)
+                elif ex.parked is not None:
+                    ex.parked.prefill(early)  # a session-era upstream's questions of those keys are not asked
             if ex.upstream_headers:
                 return await client.request(
                     method, upstream_params, timeout=timeout, on_message=relay, headers=ex.upstream_headers
