@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.fixtures.servers import running_upstream
+from tests.fixtures.servers import running_upstream, upstream_command
 from tests.tools import ROOT, run_conformance_server
 from tests.transports.conftest import start_live_gateway
 
@@ -37,6 +37,18 @@ def relay(fixture_upstream, tmp_path_factory):
     with start_live_gateway(tmp_path_factory.mktemp("relay"), LOG_LEVEL="INFO") as gateway:
         out = gateway.manage("gateway_add", "fx", "--url", fixture_upstream.url)
         assert "Registered 'fx'" in out
+        assert "demo" in gateway.manage("server_add", "demo", "--gateway", "fx")
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def stdio_relay(tmp_path_factory):
+    """A gateway with the dual-era fixture as a stdio child ('fx', era setting auto) in server 'demo'."""
+    argv = upstream_command("stdio", era="auto")
+    with start_live_gateway(tmp_path_factory.mktemp("stdio-relay")) as gateway:
+        args = [part for arg in argv[1:] for part in ("--arg", arg)]
+        out = gateway.manage("gateway_add", "fx", "--command", argv[0], *args)
+        assert "Registered 'fx'" in out, out
         assert "demo" in gateway.manage("server_add", "demo", "--gateway", "fx")
         yield gateway
 
@@ -354,6 +366,112 @@ async def test_an_upstream_list_change_reaches_the_catalog_and_the_client(relay)
             while "notifications/tools/list_changed" not in heard:
                 await anyio.sleep(0.1)
         await client.call_tool("test_trigger_tool_change", {})  # put it back
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "listen-test", "version": "0"},
+}
+
+
+# Every client feature the gateway declares upstream: a client declaring them all uses the gateway's shared
+# upstream connection (for a stdio upstream: the same child process the catalog is read through).
+ALL_FEATURES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+
+
+def modern_post(http: httpx2.Client, url: str, request_id, method: str, params: dict) -> httpx2.Response:
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
+    headers["Mcp-Method"] = method
+    if "name" in params:
+        headers["Mcp-Name"] = params["name"]
+    meta = {**MODERN_META, "io.modelcontextprotocol/clientCapabilities": ALL_FEATURES}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
+    return http.post(url, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "notification"),
+    [
+        ("test_trigger_tool_change", "notifications/tools/list_changed"),
+        ("test_trigger_prompt_change", "notifications/prompts/list_changed"),
+    ],
+)
+@pytest.mark.parametrize("via", ["relay", "stdio_relay"])
+def test_an_upstream_list_change_reaches_a_listen_stream_promptly(request, via, trigger, notification):
+    """subscriptions/listen (2026-07-28 basic/patterns/subscriptions): after the upstream's tools or prompts
+    change, an open listen stream hears the gateway's list_changed within 1.5 s (what the alpha suite's
+    server-stateless scenario waits), and the list the client then reads has the change. Over stdio too:
+    the catalog is re-read through the gateway's live connection, not a new child process (which alone
+    takes over a second to start, and is not the process whose lists changed)."""
+    import threading
+    import time
+
+    relay = request.getfixturevalue(via)
+
+    url = relay.mcp_url("demo")
+    headers = {"Authorization": f"Bearer {relay.token}"}
+    heard: list[tuple[float, str]] = []
+    acknowledged, closing = threading.Event(), threading.Event()
+    kind = trigger.removeprefix("test_trigger_").removesuffix("_change") + "s"
+    accept = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "sub-1",
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True}, "_meta": MODERN_META},
+    }
+
+    def read_stream(http: httpx2.Client) -> None:
+        headers = {**accept, "Mcp-Method": "subscriptions/listen"}
+        try:
+            with http.stream("POST", url, json=listen, headers=headers) as stream:
+                for line in stream.iter_lines():
+                    if closing.is_set():
+                        return
+                    if line.startswith("data: {"):
+                        message = json.loads(line[6:])
+                        assert message["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
+                        if message["method"] == "notifications/subscriptions/acknowledged":
+                            acknowledged.set()
+                        else:
+                            heard.append((time.monotonic(), message["method"]))
+        except httpx2.HTTPError:
+            if not closing.is_set():
+                raise
+
+    def names() -> set[str]:
+        listed = modern_post(caller, url, "list", f"{kind}/list", {}).json()["result"][kind]
+        return {entry["name"] for entry in listed}
+
+    def change_and_wait(count: int) -> float:
+        started = time.monotonic()
+        reply = modern_post(caller, url, f"change-{count}", "tools/call", {"name": trigger, "arguments": {}})
+        assert reply.status_code == 200, reply.text
+        deadline = started + 1.5
+        while len([m for _, m in heard if m == notification]) < count:
+            assert time.monotonic() < deadline, f"no {notification} within 1.5 s of the change ({heard})"
+            time.sleep(0.01)
+        return [at for at, m in heard if m == notification][count - 1] - started
+
+    with (
+        httpx2.Client(timeout=httpx2.Timeout(30.0, read=20.0), headers=headers) as http,
+        httpx2.Client(timeout=30, headers=headers) as caller,
+    ):
+        reader = threading.Thread(target=read_stream, args=(http,), daemon=True)
+        reader.start()
+        try:
+            assert acknowledged.wait(10)
+            dynamic = {"tools": "test_dynamic_tool", "prompts": "test_dynamic_prompt"}[kind]
+            before = dynamic in names()
+            print(f"{notification} after {change_and_wait(1):.3f} s")
+            assert (dynamic in names()) != before  # the notification came after the catalog changed
+            print(f"{notification} (back) after {change_and_wait(2):.3f} s")
+            assert (dynamic in names()) == before
+        finally:
+            closing.set()
+            http.close()
+            reader.join(5)
 
 
 async def test_resource_updates_reach_subscribers(relay):

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "mcp-gateway"
 SERVER_VERSION = "0.1.0"
 CLIENT_REQUEST_TIMEOUT = 300.0
-REFRESH_DEBOUNCE = 0.2
+REFRESH_DEBOUNCE = 0.03  # notifications of one change (from each connection to the upstream): one refresh
 LIST_CHANGED = frozenset(
     {"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"}
 )
@@ -223,6 +223,7 @@ class McpCore:
         self.instructions = instructions
         self.catalog.on_change = self._catalog_changed
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refresh_again: set[str] = set()  # upstreams that announced a change while being refreshed
         self._upstream_subscriptions: dict[tuple[str, str], set[str]] = {}
         self.upstreams.on_notification = self._upstream_notification
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any]]]] = {
@@ -411,11 +412,16 @@ class McpCore:
             return
         running = self._refreshing.get(gateway)
         if running is not None and not running.done():
+            self._refresh_again.add(gateway)  # the running refresh may have read the lists before this change
             return
 
         async def refresh() -> None:
             await asyncio.sleep(REFRESH_DEBOUNCE)  # several notifications in a burst: one refresh
-            await hooks.upstream_lists_changed.send(gateway)
+            while True:
+                self._refresh_again.discard(gateway)
+                await hooks.upstream_lists_changed.send(gateway)
+                if gateway not in self._refresh_again:
+                    return
 
         self._refreshing[gateway] = asyncio.ensure_future(refresh())
 
