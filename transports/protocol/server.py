@@ -26,13 +26,21 @@ from transports.protocol.rounds import ParkedCall, ParkedCalls
 from transports.protocol.sessions import LOG_LEVELS, Session, SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from transports.protocol.upstreams import FULL_CAPABILITIES, UpstreamPool, capability_profile
+from transports.protocol.upstreams import (
+    FULL_CAPABILITIES,
+    UpstreamPool,
+    capability_profile,
+    release_follower,
+    session_followers,
+    unsubscribe_upstream,
+)
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "mcp-gateway"
 SERVER_VERSION = "0.1.0"
 CLIENT_REQUEST_TIMEOUT = 300.0
+SUBSCRIPTION_SWEEP_SECONDS = 30.0  # how often upstream subscriptions are checked for expired sessions
 REFRESH_DEBOUNCE = 0.03  # notifications of one change (from each connection to the upstream): one refresh
 LIST_CHANGED = frozenset(
     {"notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed"}
@@ -225,6 +233,10 @@ class McpCore:
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._refresh_again: set[str] = set()  # upstreams that announced a change while being refreshed
         self._upstream_subscriptions: dict[tuple[str, str], set[str]] = {}
+        # Sessions that end (here, on another replica, or by expiry) release their upstream subscriptions.
+        self.sessions.on_end = self._session_ended
+        self.subscription_sweep = SUBSCRIPTION_SWEEP_SECONDS
+        self._sweeper: asyncio.Task[None] | None = None
         self.upstreams.on_notification = self._upstream_notification
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
@@ -424,6 +436,41 @@ class McpCore:
                     return
 
         self._refreshing[gateway] = asyncio.ensure_future(refresh())
+
+    # -- upstream subscriptions of sessions that end --------------------------------------------
+
+    def _session_ended(self, session_id: str) -> None:
+        """A session ended (deleted, closed, expired; on this replica or another): its upstream
+        subscriptions are released, and those nobody else follows are ended upstream."""
+        if any(session_id in followers for followers in self._upstream_subscriptions.values()):
+            task = asyncio.ensure_future(self._release_follower(session_id))
+            task.add_done_callback(_log_failure)
+
+    async def _release_follower(self, follower: str) -> None:
+        released = release_follower(self._upstream_subscriptions, follower)
+        if released:
+            snapshot = await self.catalog.get()
+            for key in released:
+                await unsubscribe_upstream(self.upstreams, key, snapshot.upstreams.get(key[0]))
+
+    def _watch_followers(self) -> None:
+        """Look now and then for followed sessions that expired without anyone noticing (an expired
+        session sends no event), while there are any."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep_followers())
+            self._sweeper.add_done_callback(_log_failure)
+
+    async def _sweep_followers(self) -> None:
+        while followers := session_followers(self._upstream_subscriptions):
+            await asyncio.sleep(self.subscription_sweep)
+            for session_id in followers:
+                try:
+                    gone = not await self.sessions.exists(session_id)
+                except Exception:
+                    logger.warning("cannot tell whether session %s still exists", session_id, exc_info=True)
+                    continue
+                if gone:
+                    await self._release_follower(session_id)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -1095,6 +1142,7 @@ class McpCore:
             if not followers:
                 await self._upstream_request(ex, gateway, "resources/subscribe", {"uri": upstream_uri}, shared=True)
             followers.add(ex.session.id)
+            self._watch_followers()
         if uri not in ex.session.subscriptions:
             ex.session.subscriptions.add(uri)
             await self.sessions.save(ex.session, "subscriptions")

@@ -57,6 +57,40 @@ def capability_profile(declared: dict[str, Any]) -> dict[str, Any]:
     return profile
 
 
+SubscriptionKey = tuple[str, str]  # (gateway, the upstream's URI)
+
+
+def release_follower(subscriptions: dict[SubscriptionKey, set[str]], follower: str) -> list[SubscriptionKey]:
+    """Remove ``follower`` (a session id, or ``listen:<n>`` for a listen stream) from every upstream
+    subscription it follows; the subscriptions nobody follows any more (removed from the mapping: the
+    caller unsubscribes them upstream)."""
+    released = []
+    for key, followers in list(subscriptions.items()):
+        if follower in followers:
+            followers.discard(follower)
+            if not followers:
+                del subscriptions[key]
+                released.append(key)
+    return released
+
+
+def session_followers(subscriptions: dict[SubscriptionKey, set[str]]) -> set[str]:
+    """The session ids among the followers (listen streams release their subscriptions when they end)."""
+    return {f for followers in subscriptions.values() for f in followers if not f.startswith("listen:")}
+
+
+async def unsubscribe_upstream(pool: UpstreamPool, key: SubscriptionKey, row: dict[str, Any] | None) -> None:
+    """End the gateway's upstream subscription ``key`` (best effort: failures are logged)."""
+    gateway, uri = key
+    if row is None and not pool.has_override(gateway):
+        return  # the upstream is gone from the catalog: its connection goes with it
+    try:
+        client = await pool.get(gateway, row or {})
+        await client.request("resources/unsubscribe", {"uri": uri}, timeout=10.0)
+    except Exception as exc:  # any failure: the upstream keeps a subscription nobody reads (logged)
+        logger.info("unsubscribing %s from upstream %s failed: %s", uri, gateway, exc)
+
+
 def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamConfig:
     """An UpstreamConfig from a gateway row of the catalog snapshot (credentials become headers)."""
     credentials = row.get("credentials") or {}
