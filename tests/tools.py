@@ -175,6 +175,8 @@ class ConformanceRun:
     output: str
     seconds: float
     summary: ConformanceSummary
+    # Checks the suite reported as WARNING (they pass, but say what a server SHOULD do): (where, id, message).
+    warnings: list[tuple[str, str, str]] = field(default_factory=list)
 
     def report(self) -> str:
         """A plain-text record of the run: command, exit code, duration and the summary block."""
@@ -186,8 +188,10 @@ class ConformanceRun:
             f"exit code: {self.returncode}\nduration: {self.seconds:.1f}s\n"
             f"scored: {self.summary.scored_passed} checks passed, "
             f"{len(self.summary.scored_failures)} scenario(s) failing; "
-            f"not scored: {len(self.summary.unscored_failures)} scenario(s) failing\n\n"
-            f"{self.summary.text}"
+            f"not scored: {len(self.summary.unscored_failures)} scenario(s) failing; "
+            f"warnings: {len(self.warnings)}\n"
+            + "".join(f"  WARNING {where} {check}: {message}\n" for where, check, message in self.warnings)
+            + f"\n{self.summary.text}"
         )
 
 
@@ -208,4 +212,21 @@ def run_conformance_server(
     except ValueError as exc:
         message = f"conformance printed no summary (exit code {result.returncode}):\n{output[-4000:]}"
         raise RuntimeError(message) from exc
-    return ConformanceRun(argv, result.returncode, output, seconds, summary)
+    return ConformanceRun(argv, result.returncode, output, seconds, summary, conformance_warnings(output_dir))
+
+
+def conformance_warnings(output_dir: Path) -> list[tuple[str, str, str]]:
+    """The WARNING checks of the `checks.json` files a run wrote under ``output_dir``."""
+    import json
+
+    found = []
+    for path in sorted(output_dir.rglob("checks.json")):
+        try:
+            checks = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for check in checks if isinstance(checks, list) else []:
+            if isinstance(check, dict) and check.get("status") == "WARNING":
+                where = str(path.parent.relative_to(output_dir))
+                found.append((where, str(check.get("id")), str(check.get("errorMessage") or "")[:300]))
+    return found

@@ -24,7 +24,7 @@ def tool(name: str, **extra) -> dict:
 def upstream(monkeypatch):
     """What the fake upstream reports; tests change it between refreshes."""
     state = UpstreamCatalog(initialize=INIT, tools=[tool("echo"), tool("sum", description="adds")])
-    monkeypatch.setattr(services, "read_upstream", lambda gateway, timeout=30.0: state)
+    monkeypatch.setattr(services, "read_upstream", lambda gateway, timeout=30.0, pool=None: state)
     return state
 
 
@@ -79,7 +79,7 @@ def test_entries_the_catalog_cannot_take_are_skipped_and_reported(upstream):
 
 @pytest.mark.django_db
 def test_an_unreachable_upstream_stores_nothing(monkeypatch):
-    def fail(gateway, timeout=30.0):
+    def fail(gateway, timeout=30.0, pool=None):
         raise InvalidInput("Cannot reach upstream 'fx': connection refused")
 
     monkeypatch.setattr(services, "read_upstream", fail)
@@ -99,7 +99,7 @@ def test_invalid_settings_are_refused_before_connecting(upstream, monkeypatch):
 def test_a_failed_refresh_marks_the_gateway_unhealthy(upstream, monkeypatch):
     gateway, _ = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
 
-    def fail(gateway, timeout=30.0):
+    def fail(gateway, timeout=30.0, pool=None):
         raise InvalidInput("Upstream 'fx' did not answer within 30 s.")
 
     monkeypatch.setattr(services, "read_upstream", fail)

@@ -989,6 +989,25 @@ def test_an_elicitation_round_trip(client):
     assert "ada@example.com" in final.result["content"][0]["text"]
 
 
+def test_input_responses_without_a_request_state_answer_the_question_they_name(client):
+    """mrtr: a first request that already carries inputResponses (and no requestState of the gateway's) goes
+    on with them: the session-era upstream's question of that key is answered with them, not asked again
+    (the alpha suite's input-required-result-ignore-extra-params); keys nobody asks are ignored; an answer
+    that is not a result object answers nothing, so its question is asked."""
+    extra = {"unknown_extra_key": {"action": "accept", "content": {"foo": "bar"}}}
+    reply = client.call(
+        "test_elicitation", {"message": "Who?"}, capabilities=ELICITATION, inputResponses={"user": USER, **extra}
+    )
+    assert reply.status == 200, reply.response.text
+    assert reply.result["resultType"] == "complete", reply.result
+    assert "ada@example.com" in reply.result["content"][0]["text"]
+    invalid = client.call(
+        "test_elicitation", {"message": "Who?"}, capabilities=ELICITATION, inputResponses={"user": 12345}
+    )
+    assert invalid.result["resultType"] == "input_required"
+    assert list(invalid.result["inputRequests"]) == ["user"]
+
+
 def test_a_sampling_round_trip(client):
     """mrtr "InputRequests": sampling/createMessage asked the same way, answered with a CreateMessageResult."""
     sampling = {"sampling": {}}

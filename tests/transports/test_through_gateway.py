@@ -9,6 +9,7 @@ client/elicitation, client/sampling, basic/transports#streamable-http.
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx2
 import mcp.types as types
@@ -17,7 +18,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.fixtures.servers import running_upstream
+from tests.fixtures.servers import running_upstream, upstream_command
 from tests.tools import ROOT, run_conformance_server
 from tests.transports.conftest import start_live_gateway
 
@@ -36,6 +37,18 @@ def relay(fixture_upstream, tmp_path_factory):
     with start_live_gateway(tmp_path_factory.mktemp("relay"), LOG_LEVEL="INFO") as gateway:
         out = gateway.manage("gateway_add", "fx", "--url", fixture_upstream.url)
         assert "Registered 'fx'" in out
+        assert "demo" in gateway.manage("server_add", "demo", "--gateway", "fx")
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def stdio_relay(tmp_path_factory):
+    """A gateway with the dual-era fixture as a stdio child ('fx', era setting auto) in server 'demo'."""
+    argv = upstream_command("stdio", era="auto")
+    with start_live_gateway(tmp_path_factory.mktemp("stdio-relay")) as gateway:
+        args = [part for arg in argv[1:] for part in ("--arg", arg)]
+        out = gateway.manage("gateway_add", "fx", "--command", argv[0], *args)
+        assert "Registered 'fx'" in out, out
         assert "demo" in gateway.manage("server_add", "demo", "--gateway", "fx")
         yield gateway
 
@@ -120,6 +133,83 @@ async def test_a_client_without_the_capability_never_gets_the_request(relay, mod
         assert (await client.call_tool("echo", {"message": "still here"})).content[0].text == "still here"
 
 
+async def upstream_journal(gateway) -> list[dict]:
+    """What the fixture upstream saw since the last look (its `test_journal` tool, which empties it)."""
+    async with sdk(gateway, mode="2026-07-28") as client:
+        result = await client.call_tool("test_journal", {"clear": True})
+    return [json.loads(line) for line in result.content[0].text.splitlines() if line]
+
+
+@pytest.mark.parametrize(("mode", "upstream_era"), [("legacy", "session"), ("2026-07-28", "stateless")])
+async def test_a_dual_era_upstream_is_reached_in_the_era_of_the_client(relay, mode, upstream_era):
+    """The gateway's era setting is `auto` and the fixture speaks both eras: a session-era client reaches it
+    through an upstream session, where the tools' elicitation and sampling are server->client requests
+    relayed to the client's stream (2025-11-25 client/elicitation, client/sampling); a 2026-07-28 client
+    reaches it statelessly (its questions are input_required rounds, basic/patterns/mrtr). No era bridge."""
+    asked: list[str] = []
+
+    async def elicit(context, params):
+        asked.append("elicitation")
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
+
+    async def sample(context, params):
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="42"), model="test"
+        )
+
+    await upstream_journal(relay)
+    async with sdk(relay, mode=mode, elicitation_callback=elicit, sampling_callback=sample) as client:
+        elicited = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+        sampled = await client.call_tool("test_sampling", {"prompt": "What is the answer?"})
+    assert "accept" in elicited.content[0].text
+    assert "42" in sampled.content[0].text
+    assert asked == ["elicitation", "sampling"]
+    calls = [entry for entry in await upstream_journal(relay) if entry["event"] == "tools/call"]
+    assert {entry["name"] for entry in calls} == {"test_elicitation", "test_sampling"}
+    assert {entry["era"] for entry in calls} == {upstream_era}, calls
+    if upstream_era == "session":  # one call each: the questions went out inside the call, not as rounds
+        assert [entry["name"] for entry in calls] == ["test_elicitation", "test_sampling"]
+        assert {entry["protocolVersion"] for entry in calls} == {"2025-11-25"}
+
+
+def test_input_responses_without_a_request_state_reach_a_modern_upstream_as_they_are(relay):
+    """A 2026-07-28 tools/call that carries inputResponses but no requestState of the gateway's is passed on
+    to the (dual-era, here stateless) upstream as it is: the upstream decides what they answer, and the
+    gateway asks nothing (mrtr; alpha suite input-required-result-ignore-extra-params)."""
+    import anyio
+
+    anyio.run(upstream_journal, relay)
+    params = {
+        "name": "test_input_required_result_elicitation",
+        "arguments": {},
+        "inputResponses": {
+            "user_name": {"action": "accept", "content": {"name": "Alice"}},
+            "unknown_extra_key": {"action": "accept", "content": {"foo": "bar"}},
+        },
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    headers = {
+        "Authorization": f"Bearer {relay.token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": params["name"],
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+    reply = httpx2.post(relay.mcp_url("demo"), json=body, headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    result = reply.json()["result"]
+    assert result["resultType"] == "complete", result
+    assert result["content"][0]["text"] == "Hello, Alice!"
+    calls = [entry for entry in anyio.run(upstream_journal, relay) if entry["event"] == "tools/call"]
+    assert [(entry["name"], entry["era"]) for entry in calls] == [(params["name"], "stateless")]
+
+
 async def test_resources_and_prompts_relay(relay):
     async with sdk(relay) as client:
         text = await client.read_resource("test://static-text")
@@ -145,23 +235,32 @@ async def test_gateway_refresh_and_a_clear_error_for_a_dead_upstream(relay):
 # -- the official conformance suite, pointed at the gateway -----------------------------------
 
 
-@pytest.fixture(scope="module", params=["auto", "legacy", "modern"])
+# (upstream era, gateway era setting): the dual-era fixture with the setting auto (each client reaches it in
+# its own era), forced to the session era (2026-07-28 clients are bridged onto upstream sessions) and forced
+# to 2026-07-28 (session-era clients are bridged onto stateless requests); then single-era upstreams behind
+# `auto`, where the gateway has to bridge one era or the other.
+RELAYS = [("auto", "auto"), ("auto", "legacy"), ("auto", "modern"), ("legacy", "auto"), ("modern", "auto")]
+
+
+@pytest.fixture(scope="module", params=RELAYS, ids=[f"upstream-{u}-era-{g}" for u, g in RELAYS])
 def open_relay(request, tmp_path_factory):
     """The suite sends no credentials: this gateway runs with GATEWAY_AUTH_REQUIRED=false on loopback.
-    The fixture upstream runs dual-era (the gateway detects the modern era), forced to the session era
-    (the gateway bridges 2026-07-28 clients onto it), or modern-only (the gateway bridges session-era
-    clients onto it)."""
-    era = request.param
+    The fixture upstream runs dual-era, session era only or 2026-07-28 only; the gateway registers it
+    with the era setting `auto`, `legacy` or `modern`."""
+    upstream_era, gateway_era = request.param
     with (
-        running_upstream("streamable-http", era=era) as upstream,
-        start_live_gateway(tmp_path_factory.mktemp(f"open-relay-{era}"), GATEWAY_AUTH_REQUIRED="false") as gateway,
+        running_upstream("streamable-http", era=upstream_era) as upstream,
+        start_live_gateway(
+            tmp_path_factory.mktemp(f"open-relay-{upstream_era}-{gateway_era}"), GATEWAY_AUTH_REQUIRED="false"
+        ) as gateway,
     ):
-        gateway.manage("gateway_add", "fx", "--url", upstream.url)
+        gateway.manage("gateway_add", "fx", "--url", upstream.url, "--era", gateway_era)
         gateway.manage("server_add", "demo", "--gateway", "fx")
         status, body = gateway.api("GET", "/api/gateways?name=fx")
         assert status == 200, body
-        assert body["items"][0]["detected_era"] == {"auto": "modern", "legacy": "legacy", "modern": "modern"}[era]
-        gateway.upstream_era = era
+        detected = gateway_era if gateway_era != "auto" else {"auto": "modern"}.get(upstream_era, upstream_era)
+        assert body["items"][0]["detected_era"] == detected
+        gateway.upstream_era, gateway.gateway_era = upstream_era, gateway_era
         yield gateway
 
 
@@ -176,15 +275,17 @@ SUITES = {
 @pytest.mark.parametrize("server", [None, "demo"], ids=["mcp", "servers-demo-mcp"])
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_the_conformance_suite_passes_through_the_gateway(open_relay, server, suite, tmp_path):
-    """Every scored scenario of each suite passes through the gateway, for every upstream era: with the
-    upstream forced to the session era the 2026-07-28 suite runs across the bridge, with it modern-only
-    the session-era suites do (both endpoints for the dual-era upstream, the virtual server otherwise)."""
-    if server is None and open_relay.upstream_era != "auto":
-        pytest.skip("the bridged runs use the virtual server endpoint only")
+    """Every scored scenario of each suite passes through the gateway, for the dual-era upstream in every era
+    setting and for single-era upstreams: the session-era suites and the 2026-07-28 suite each run once in
+    the upstream's own era and once across the bridge (both endpoints for the dual-era upstream with
+    `auto`, the virtual server otherwise)."""
+    if server is None and (open_relay.upstream_era, open_relay.gateway_era) != ("auto", "auto"):
+        pytest.skip("the other relays use the virtual server endpoint only")
     version, options = SUITES[suite]
     run = run_conformance_server(version, open_relay.mcp_url(server), *options, output_dir=tmp_path)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = f"gateway-{server or 'mcp'}-upstream-{open_relay.upstream_era}-{suite}.txt"
+    relay = f"upstream-{open_relay.upstream_era}-era-{open_relay.gateway_era}"
+    name = f"gateway-{server or 'mcp'}-{relay}-{suite}.txt"
     (ARTIFACTS / name).write_text(run.report())
     assert run.summary.scored_failures == {}, run.output[-6000:]
     assert run.returncode == 0
@@ -265,6 +366,112 @@ async def test_an_upstream_list_change_reaches_the_catalog_and_the_client(relay)
             while "notifications/tools/list_changed" not in heard:
                 await anyio.sleep(0.1)
         await client.call_tool("test_trigger_tool_change", {})  # put it back
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "listen-test", "version": "0"},
+}
+
+
+# Every client feature the gateway declares upstream: a client declaring them all uses the gateway's shared
+# upstream connection (for a stdio upstream: the same child process the catalog is read through).
+ALL_FEATURES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+
+
+def modern_post(http: httpx2.Client, url: str, request_id, method: str, params: dict) -> httpx2.Response:
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
+    headers["Mcp-Method"] = method
+    if "name" in params:
+        headers["Mcp-Name"] = params["name"]
+    meta = {**MODERN_META, "io.modelcontextprotocol/clientCapabilities": ALL_FEATURES}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
+    return http.post(url, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "notification"),
+    [
+        ("test_trigger_tool_change", "notifications/tools/list_changed"),
+        ("test_trigger_prompt_change", "notifications/prompts/list_changed"),
+    ],
+)
+@pytest.mark.parametrize("via", ["relay", "stdio_relay"])
+def test_an_upstream_list_change_reaches_a_listen_stream_promptly(request, via, trigger, notification):
+    """subscriptions/listen (2026-07-28 basic/patterns/subscriptions): after the upstream's tools or prompts
+    change, an open listen stream hears the gateway's list_changed within 1.5 s (what the alpha suite's
+    server-stateless scenario waits), and the list the client then reads has the change. Over stdio too:
+    the catalog is re-read through the gateway's live connection, not a new child process (which alone
+    takes over a second to start, and is not the process whose lists changed)."""
+    import threading
+    import time
+
+    relay = request.getfixturevalue(via)
+
+    url = relay.mcp_url("demo")
+    headers = {"Authorization": f"Bearer {relay.token}"}
+    heard: list[tuple[float, str]] = []
+    acknowledged, closing = threading.Event(), threading.Event()
+    kind = trigger.removeprefix("test_trigger_").removesuffix("_change") + "s"
+    accept = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "sub-1",
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True}, "_meta": MODERN_META},
+    }
+
+    def read_stream(http: httpx2.Client) -> None:
+        headers = {**accept, "Mcp-Method": "subscriptions/listen"}
+        try:
+            with http.stream("POST", url, json=listen, headers=headers) as stream:
+                for line in stream.iter_lines():
+                    if closing.is_set():
+                        return
+                    if line.startswith("data: {"):
+                        message = json.loads(line[6:])
+                        assert message["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
+                        if message["method"] == "notifications/subscriptions/acknowledged":
+                            acknowledged.set()
+                        else:
+                            heard.append((time.monotonic(), message["method"]))
+        except httpx2.HTTPError:
+            if not closing.is_set():
+                raise
+
+    def names() -> set[str]:
+        listed = modern_post(caller, url, "list", f"{kind}/list", {}).json()["result"][kind]
+        return {entry["name"] for entry in listed}
+
+    def change_and_wait(count: int) -> float:
+        started = time.monotonic()
+        reply = modern_post(caller, url, f"change-{count}", "tools/call", {"name": trigger, "arguments": {}})
+        assert reply.status_code == 200, reply.text
+        deadline = started + 1.5
+        while len([m for _, m in heard if m == notification]) < count:
+            assert time.monotonic() < deadline, f"no {notification} within 1.5 s of the change ({heard})"
+            time.sleep(0.01)
+        return [at for at, m in heard if m == notification][count - 1] - started
+
+    with (
+        httpx2.Client(timeout=httpx2.Timeout(30.0, read=20.0), headers=headers) as http,
+        httpx2.Client(timeout=30, headers=headers) as caller,
+    ):
+        reader = threading.Thread(target=read_stream, args=(http,), daemon=True)
+        reader.start()
+        try:
+            assert acknowledged.wait(10)
+            dynamic = {"tools": "test_dynamic_tool", "prompts": "test_dynamic_prompt"}[kind]
+            before = dynamic in names()
+            print(f"{notification} after {change_and_wait(1):.3f} s")
+            assert (dynamic in names()) != before  # the notification came after the catalog changed
+            print(f"{notification} (back) after {change_and_wait(2):.3f} s")
+            assert (dynamic in names()) == before
+        finally:
+            closing.set()
+            http.close()
+            reader.join(5)
 
 
 async def test_resource_updates_reach_subscribers(relay):

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REFRESH_DEBOUNCE = 0.2
+REFRESH_DEBOUNCE = 0.03  # notifications of one change (from each connection to the upstream): one refresh
+SUBSCRIPTION_SWEEP_SECONDS = 30.0  # how often upstream subscriptions are checked for expired sessions
+
+SubscriptionKey = tuple[str, str]  # (gateway, the upstream's URI)
 
 
 def list_changes(old: View, new: View) -> list[str]:
@@ -74,9 +77,15 @@ class Fanout:
         self.relay: UpstreamRelay | None = None  # set by the core once the relay exists
         self.listeners: set[Listener] = set()
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refresh_again: set[str] = set()  # upstreams that announced a change while being refreshed
         # (gateway, upstream URI) -> who follows it: session ids and "listen:<n>" tags.
-        self._followers: dict[tuple[str, str], set[str]] = {}
+        self._followers: dict[SubscriptionKey, set[str]] = {}
+        # Sessions that end (here, on another replica, or by expiry) release their upstream subscriptions;
+        # while any session follows one, expired ones are looked for every ``subscription_sweep`` seconds.
+        self.subscription_sweep = SUBSCRIPTION_SWEEP_SECONDS
+        self._sweeper: asyncio.Task[None] | None = None
         catalog.on_change = self.catalog_changed
+        sessions.on_end = self.session_ended
 
     async def push(self, session: Session, message: dict[str, Any]) -> None:
         """Log a message on the session's standalone stream; open GET connections deliver it (on any
@@ -162,11 +171,16 @@ class Fanout:
             return
         running = self._refreshing.get(gateway)
         if running is not None and not running.done():
+            self._refresh_again.add(gateway)  # the running refresh may have read the lists before this change
             return
 
         async def refresh() -> None:
             await asyncio.sleep(REFRESH_DEBOUNCE)  # several notifications in a burst: one refresh
-            await hooks.upstream_lists_changed.send(gateway)
+            while True:
+                self._refresh_again.discard(gateway)
+                await hooks.upstream_lists_changed.send(gateway)
+                if gateway not in self._refresh_again:
+                    return
 
         self._refreshing[gateway] = asyncio.ensure_future(refresh())
 
@@ -186,6 +200,8 @@ class Fanout:
                     self._followers.pop(key, None)
                 raise
         followers.add(follower)
+        if not follower.startswith("listen:"):  # a listen stream releases its share when it closes
+            self._watch_followers()
 
     async def unfollow(self, ex: Exchange | None, gateway: str, upstream_uri: str, follower: str) -> None:
         """``follower`` no longer wants the updates: unsubscribe upstream after the last one (``ex``
@@ -201,3 +217,59 @@ class Fanout:
         self._followers.pop(key, None)
         if ex is not None:
             await self.relay.request(ex, gateway, mcp.RESOURCES_UNSUBSCRIBE, {"uri": upstream_uri}, shared=True)
+
+    def session_ended(self, session_id: str) -> None:
+        """A session ended (deleted, closed, expired; on this replica or another, as the session store
+        says): its upstream subscriptions are released, and those nobody else follows ended upstream."""
+        if any(session_id in followers for followers in self._followers.values()):
+            task = asyncio.ensure_future(self.release(session_id))
+            task.add_done_callback(_log_failure)
+
+    async def release(self, follower: str) -> None:
+        """Drop ``follower`` from every upstream subscription; unsubscribe those nobody follows now."""
+        released = []
+        for key, followers in list(self._followers.items()):
+            if follower in followers:
+                followers.discard(follower)
+                if not followers:
+                    del self._followers[key]
+                    released.append(key)
+        if not released:
+            return
+        snapshot = await self.catalog.get()
+        for gateway, uri in released:
+            await self._unsubscribe(gateway, uri, snapshot.upstreams.get(gateway))
+
+    async def _unsubscribe(self, gateway: str, uri: str, row: dict[str, Any] | None) -> None:
+        """End the gateway's own upstream subscription (best effort: a failure is logged)."""
+        assert self.relay is not None
+        pool = self.relay.pool
+        if row is None and not pool.has_override(gateway):
+            return  # the upstream is gone from the catalog: its connection goes with it
+        try:
+            client = await pool.get(gateway, row or {})
+            await client.request(mcp.RESOURCES_UNSUBSCRIBE, {"uri": uri}, timeout=10.0)
+        except Exception as exc:  # the upstream keeps a subscription nobody reads (logged)
+            logger.info("unsubscribing %s from upstream %s failed: %s", uri, gateway, exc)
+
+    def _session_followers(self) -> set[str]:
+        return {f for followers in self._followers.values() for f in followers if not f.startswith("listen:")}
+
+    def _watch_followers(self) -> None:
+        """Look now and then for followed sessions that expired without anyone noticing (an expired
+        session sends no event), while there are any."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep_followers())
+            self._sweeper.add_done_callback(_log_failure)
+
+    async def _sweep_followers(self) -> None:
+        while followers := self._session_followers():
+            await asyncio.sleep(self.subscription_sweep)
+            for session_id in followers:
+                try:
+                    gone = not await self.sessions.exists(session_id)
+                except Exception:
+                    logger.warning("cannot tell whether session %s still exists", session_id, exc_info=True)
+                    continue
+                if gone:
+                    await self.release(session_id)

@@ -84,6 +84,7 @@ class UpstreamRelay:
         client_token = client_meta.get("progressToken")
         upstream_params = dict(params)
         upstream_token = None
+        early = params.get("inputResponses") if ex.modern else None
         if ex.modern:  # the client's envelope is not the upstream's: its client will add its own
             client_meta = {k: v for k, v in client_meta.items() if k not in mcp.ENVELOPE_KEYS}
             upstream_params["_meta"] = client_meta
@@ -100,11 +101,18 @@ class UpstreamRelay:
         try:
             # The upstream session that declares what this client declared (shared: the one that declares all).
             profile = None if shared else capability_profile(ex.session.client_capabilities)
-            client = await self.pool.get(gateway, row or {}, profile)
+            # The client's era: a dual-era upstream is reached in it (shared reads/subscriptions: either).
+            era = None if shared else mcp.MODERN if ex.modern else mcp.LEGACY
+            client = await self.pool.get(gateway, row or {}, profile, era=era)
             if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
                 await self._check_offered(gateway, client, tool, profile)
             if ex.session.log_level is not None:
                 await self._log_level(client, ex.session.log_level)
+            if isinstance(early, dict) and early:  # inputResponses sent without a requestState of ours
+                if client.era == mcp.MODERN:
+                    upstream_params["inputResponses"] = early  # as they are: the upstream decides (mrtr)
+                elif ex.parked is not None:
+                    ex.parked.prefill(early)  # a session-era upstream's questions of those keys are not asked
             if ex.upstream_headers:
                 return await client.request(
                     method, upstream_params, timeout=timeout, on_message=relay, headers=ex.upstream_headers

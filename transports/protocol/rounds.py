@@ -57,6 +57,9 @@ class ParkedCall:
     abort: JsonRpcError | None = None
     emit_to: Emit | None = None
     active: bool = True  # a client request is waiting on this call now (its state cannot be used again)
+    # Answers the client sent with its first request (inputResponses without a requestState): a question
+    # of the same key is answered with them instead of being asked (once each).
+    early: dict[str, dict[str, Any]] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _keys: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -74,6 +77,8 @@ class ParkedCall:
             params = {k: v for k, v in params.items() if k != "_meta"}
             if rest:
                 params["_meta"] = rest
+        if isinstance(hint, str) and hint in self.early:
+            return {"result": self.early.pop(hint)}
         if isinstance(hint, str) and _KEY.fullmatch(hint) and hint not in self.asks:
             key = hint
         else:
@@ -85,6 +90,11 @@ class ParkedCall:
             return await future
         finally:
             self.asks.pop(key, None)
+
+    def prefill(self, responses: dict[str, Any]) -> None:
+        """Keep the answers a client sent before being asked (each must be a result object; others are
+        left out, so their question is asked)."""
+        self.early.update({key: value for key, value in responses.items() if isinstance(value, dict)})
 
     def fail(self, error: JsonRpcError) -> None:
         """End the client's request with this error (e.g. a capability the client did not declare)."""

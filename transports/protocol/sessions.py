@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -255,6 +256,8 @@ class SessionStore:
         self.max_per_user = max_per_user  # 0: no per-user bound
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._per_user: dict[str, int] = {}
+        # Called with the id of every session that ends (deleted, closed or expired) in this process.
+        self.on_end: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -302,11 +305,21 @@ class SessionStore:
         else:
             self._per_user.pop(session.username, None)
         session.close()
+        if self.on_end is not None:
+            self.on_end(session_id)
         return True
 
     def discard(self, session_id: str) -> None:
         """End a session now, from synchronous code (a connection closing)."""
         self._drop(session_id)
+
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session still exists, without keeping it alive (an idle one expires here)."""
+        session = self._sessions.get(session_id)
+        if session is not None and time.monotonic() - session.last_seen > self.idle_timeout and not session.listeners:
+            self._drop(session_id)
+            return False
+        return session is not None
 
     async def alive(self, session: Session) -> bool:
         """The session still exists (an open stream asks now and then; it also keeps it from expiring)."""

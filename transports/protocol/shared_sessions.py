@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -167,6 +168,9 @@ class RedisSessionStore:
         self._script_client: aioredis.Redis | None = None
         mesh.notices["session.ended"] = self._ended
         mesh.notices["session.changed"] = self._changed
+        # Called with the id of a session this replica learns has ended (deleted here or on another
+        # replica, or found expired); the id may name a session this replica holds no object for.
+        self.on_end: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._local)
@@ -344,6 +348,8 @@ class RedisSessionStore:
         session = self._local.get(body["sid"])
         if session is not None and session.owner != self.mesh.tag:
             self._forget(body["sid"])
+        if self.on_end is not None:
+            self.on_end(body["sid"])
 
     def _forget(self, session_id: str) -> None:
         self._refreshed.pop(session_id, None)
@@ -352,6 +358,16 @@ class RedisSessionStore:
         if session is not None:
             session.close()
             self.mesh._wake_local(session_id, STANDALONE_STREAM_ID)
+            if self.on_end is not None:
+                self.on_end(session_id)
+
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session's record still exists (expired or ended: forgotten here), without keeping
+        it alive."""
+        if await self.redis().exists(self._key(session_id)):
+            return True
+        self._forget(session_id)
+        return False
 
     def _remember(self, session: Session) -> None:
         self._local[session.id] = session

@@ -193,7 +193,8 @@ class StatelessHandler:
             self.parked.add(call)
             call.emit_to = ex.emit
             ex.parked, ex.emit = call, call.emit
-            first = {**message, "params": {k: v for k, v in params.items() if k not in modern.MRTR_FIELDS}}
+            # inputResponses without a requestState of ours go on with the call (see UpstreamRelay.request).
+            first = {**message, "params": {k: v for k, v in params.items() if k != "requestState"}}
             call.task = asyncio.ensure_future(self.methods.handle(first, ex))
         try:
             kind, value = await call.next_round()

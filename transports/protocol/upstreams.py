@@ -1,5 +1,13 @@
 """The pool of upstream MCP clients: one connected client per enabled gateway, shared by every
-client session, rebuilt when the gateway's settings change, reconnected when it drops."""
+client session, rebuilt when the gateway's settings change, reconnected when it drops.
+
+Protocol eras: a gateway whose era setting is ``auto`` may sit in front of an upstream that speaks
+both eras (it answers ``server/discover`` *and* accepts ``initialize``). Such an upstream is reached
+in the era of the client's request: a session-era client through an upstream session (the upstream's
+server->client requests relay to the client's stream), a 2026-07-28 client statelessly. The gateway
+bridges between eras only for an upstream that speaks one era, or when the gateway's era setting
+forces one (``legacy`` or ``modern``: always that era).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +26,10 @@ from transports.protocol.upstream.base import UpstreamClient, UpstreamConfig, Up
 logger = logging.getLogger(__name__)
 
 NotificationSink = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+# How long the pool trusts "this upstream refused initialize" before trying a session with it again
+# (the upstream may be replaced, or the refusal may have been an outage).
+SINGLE_ERA_RETRY = 300.0
 
 
 FULL_CAPABILITIES: dict[str, Any] = {
@@ -80,6 +93,9 @@ class UpstreamPool:
         self._clients: dict[str, tuple[UpstreamConfig, UpstreamClient]] = {}
         self._overrides: dict[str, UpstreamClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Upstreams that answered server/discover but refused a session: (their config, retry after).
+        self._single_era: dict[str, tuple[UpstreamConfig, float]] = {}
+        self._split: set[str] = set()  # gateways with clients forced to the session era (keys "...\x00era=legacy")
         self.on_notification: NotificationSink | None = None
 
     def override(self, name: str, client: UpstreamClient) -> None:
@@ -89,19 +105,93 @@ class UpstreamPool:
     def has_override(self, name: str) -> bool:
         return name in self._overrides
 
-    async def get(self, name: str, row: dict[str, Any], capabilities: dict[str, Any] | None = None) -> UpstreamClient:
+    async def get(
+        self,
+        name: str,
+        row: dict[str, Any],
+        capabilities: dict[str, Any] | None = None,
+        *,
+        era: str | None = None,
+    ) -> UpstreamClient:
         """A connected client for the gateway, connecting (or reconnecting) when needed.
 
         ``capabilities`` (a ``capability_profile``) picks the upstream session that declares exactly
         those client features, so an upstream that adapts to its client sees what the real client can
-        do; None is the session that declares them all (catalog reads, subscriptions)."""
+        do; None is the session that declares them all (catalog reads, subscriptions).
+
+        ``era`` is the era of the client's request ("legacy": a session-era client, "modern": a
+        2026-07-28 one; None: either will do). With the gateway's era setting ``auto`` and an upstream
+        that speaks both eras, the client returned speaks the requested era; with an upstream that
+        speaks one era, or an era setting of ``legacy`` or ``modern``, it speaks that one era and the
+        core bridges."""
         if name in self._overrides:
             return self._overrides[name]
         config = config_from_row(row, request_timeout=self.request_timeout)
+        profiled = config
+        if capabilities is not None and capabilities != FULL_CAPABILITIES:
+            profiled = dataclasses.replace(config, client_capabilities=capabilities)
+        if config.era != "auto" and name in self._split:
+            await self._drop_split(name)  # the era setting is no longer auto: no per-era sessions
+        if config.era != "auto" or era is None:
+            return await self._connected(name, self._key(name, capabilities), profiled)
+        # The shared client (all capabilities, era detected) tells which eras the upstream speaks.
+        shared = await self._connected(name, self._key(name, None), config)
+        if shared.era != "modern" or era == "modern":
+            # No discover answer: a session-era upstream (every client bridges onto a session). Or a
+            # 2026-07-28 client of a modern upstream: detection already picks that era.
+            if profiled is config:
+                return shared
+            return await self._connected(name, self._key(name, capabilities), profiled)
+        # A session-era client and an upstream that answered server/discover: a session too, if it
+        # accepts initialize (a dual-era upstream).
+        refused = self._single_era.get(name)
+        if refused is not None and refused[0] == config and time.monotonic() < refused[1]:
+            return await self._connected(name, self._key(name, capabilities), profiled)
+        self._split.add(name)
+        try:
+            client = await self._connected(
+                name, self._key(name, capabilities, "legacy"), dataclasses.replace(profiled, era="legacy")
+            )
+        except UpstreamUnavailable as exc:
+            logger.info(
+                "upstream %s answers server/discover but refused a session (%s): session-era clients are "
+                "bridged onto 2026-07-28",
+                name,
+                exc,
+            )
+            self._single_era[name] = (config, time.monotonic() + SINGLE_ERA_RETRY)
+            return await self._connected(name, self._key(name, capabilities), profiled)
+        self._single_era.pop(name, None)
+        return client
+
+    def speaks_both_eras(self, name: str) -> bool | None:
+        """What the pool learned about the upstream ``name``: True when it served both a 2026-07-28
+        client and a session, False when it speaks one era, None when not known yet."""
+        if name in self._single_era:
+            return False
+        eras = {client.era for key, (_, client) in self._clients.items() if key.split("\x00")[0] == name}
+        if "legacy" in eras and "modern" in eras:
+            return True
+        return False if eras == {"legacy"} else None
+
+    @staticmethod
+    def _key(name: str, capabilities: dict[str, Any] | None, era: str | None = None) -> str:
         key = name
         if capabilities is not None and capabilities != FULL_CAPABILITIES:
-            config = dataclasses.replace(config, client_capabilities=capabilities)
             key = f"{name}\x00{orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode()}"
+        if era is not None:
+            key = f"{key}\x00era={era}"
+        return key
+
+    async def _drop_split(self, name: str) -> None:
+        self._split.discard(name)
+        self._single_era.pop(name, None)
+        for key in [k for k in self._clients if k.startswith(f"{name}\x00") and k.endswith("\x00era=legacy")]:
+            _, client = self._clients.pop(key)
+            await self._close(client)
+
+    async def _connected(self, name: str, key: str, config: UpstreamConfig) -> UpstreamClient:
+        """The client kept under ``key``: connected, and rebuilt when ``config`` changed."""
         current = self._clients.get(key)
         if current is not None and current[0] == config and current[1].connected:
             return current[1]
@@ -112,6 +202,7 @@ class UpstreamPool:
                 return current[1]
             if current is not None:
                 await self._close(current[1])
+                del self._clients[key]
             from transports.protocol.upstream import create_client
 
             client = create_client(config)

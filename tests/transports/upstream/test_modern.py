@@ -902,6 +902,78 @@ async def test_the_pool_passes_the_era_and_rebuilds_the_client_when_it_changes()
         await pool.aclose()
 
 
+def http_row(url: str, era: str = "auto") -> dict[str, Any]:
+    return {
+        "name": "fx",
+        "transport": "streamable-http",
+        "era": era,
+        "url": url,
+        "command": "",
+        "args": [],
+        "env": {},
+        "cwd": None,
+        "auth_type": "none",
+        "credentials": {},
+        "verify_tls": True,
+        "ca_bundle": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("server_era", "expected", "both"),
+    [
+        ("auto", ("modern", "legacy"), True),
+        ("modern", ("modern", "modern"), False),
+        ("legacy", ("legacy", "legacy"), False),
+    ],
+)
+async def test_the_pool_reaches_an_auto_upstream_in_the_era_of_the_request(
+    fixture_http: Callable[[str], RunningUpstream], server_era: str, expected: tuple[str, str], both: bool
+) -> None:
+    """Era setting `auto`: a dual-era upstream (discover answered and initialize accepted) gets a client per
+    era, a single-era upstream one client whatever the request's era (the core bridges)."""
+    from transports.protocol.upstreams import UpstreamPool
+
+    row = http_row(fixture_http(server_era).url)
+    pool = UpstreamPool(request_timeout=10.0)
+    try:
+        modern = await pool.get("fx", row, era="modern")
+        legacy = await pool.get("fx", row, era="legacy")
+        assert (modern.era, legacy.era) == expected
+        assert (modern is legacy) is not both
+        assert pool.speaks_both_eras("fx") is both
+        assert await pool.get("fx", row, era="legacy") is legacy
+        assert await pool.get("fx", row) is modern  # catalog reads and subscriptions: the detected era
+        profile = {"elicitation": {"form": {}}}
+        profiled = await pool.get("fx", row, profile, era="legacy")
+        assert profiled is not legacy
+        assert profiled.era == expected[1]
+        assert profiled.config.client_capabilities == profile
+    finally:
+        await pool.aclose()
+
+
+async def test_an_explicit_era_setting_wins_over_the_request_era(
+    fixture_http: Callable[[str], RunningUpstream],
+) -> None:
+    """Era setting `legacy` or `modern` in front of a dual-era upstream: always that era (the core bridges the
+    other era's clients), and the per-era sessions of `auto` are closed when the setting changes."""
+    from transports.protocol.upstreams import UpstreamPool
+
+    url = fixture_http("auto").url
+    pool = UpstreamPool(request_timeout=10.0)
+    try:
+        split = await pool.get("fx", http_row(url), era="legacy")
+        assert split.era == "legacy"
+        for setting in ("legacy", "modern"):
+            for asked in ("legacy", "modern", None):
+                client = await pool.get("fx", http_row(url, setting), era=asked)
+                assert client.era == setting, (setting, asked)
+        assert not split.connected
+    finally:
+        await pool.aclose()
+
+
 async def test_unsupported_protocol_version_is_retried_with_a_supported_one(fake: FakeModern) -> None:
     """versioning, "Protocol Version Negotiation": a request refused with -32022 whose `supported` lists a
     version the client speaks is retried with it (a new id), and the connection stays."""
