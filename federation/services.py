@@ -28,7 +28,7 @@ from transports.protocol.upstream.base import (
     UpstreamUnavailable,
     describe_server,
 )
-from transports.protocol.upstreams import UpstreamPool, config_from_row
+from transports.protocol.upstream_pool import UpstreamPool, config_from_row
 
 LIST_PAGES = 1000  # a bound on pages read per list, against an upstream that never stops paging
 

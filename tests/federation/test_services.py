@@ -201,7 +201,7 @@ def test_the_catalog_snapshot_carries_the_era_to_the_upstream_client():
     """The pool builds its clients from `catalog_rows()`: the gateway's era setting reaches UpstreamConfig
     (and a changed era makes a different config, so the pool rebuilds the client)."""
     from registry.selectors import catalog_rows
-    from transports.protocol.upstreams import config_from_row
+    from transports.protocol.upstream_pool import config_from_row
 
     GatewayFactory(name="fx", era="legacy")
     [row] = catalog_rows()["gateways"]

@@ -35,7 +35,7 @@ from transports.protocol.rounds import ParkedCalls
 from transports.protocol.sessions import EventLog, Session, SessionStore, parse_event_id
 from transports.protocol.shared_sessions import RedisSessionStore
 from transports.protocol.stateless_handler import StatelessHandler, envelope_session
-from transports.protocol.upstreams import UpstreamPool
+from transports.protocol.upstream_pool import UpstreamPool
 
 SERVER_NAME = "mcp-gateway"
 SERVER_VERSION = "0.1.0"

@@ -21,7 +21,7 @@ from transports.protocol import vocabulary as mcp
 from transports.protocol.exchange import Exchange
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from transports.protocol.upstreams import FULL_CAPABILITIES, UpstreamPool, capability_profile
+from transports.protocol.upstream_pool import FULL_CAPABILITIES, UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
 

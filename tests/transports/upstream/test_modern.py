@@ -872,7 +872,7 @@ async def test_x_mcp_header_parameters(fake: FakeModern) -> None:
 
 
 async def test_the_pool_passes_the_era_and_rebuilds_the_client_when_it_changes() -> None:
-    from transports.protocol.upstreams import UpstreamPool
+    from transports.protocol.upstream_pool import UpstreamPool
 
     argv = upstream_command("stdio", era="auto")
     row = {
@@ -932,7 +932,7 @@ async def test_the_pool_reaches_an_auto_upstream_in_the_era_of_the_request(
 ) -> None:
     """Era setting `auto`: a dual-era upstream (discover answered and initialize accepted) gets a client per
     era, a single-era upstream one client whatever the request's era (the core bridges)."""
-    from transports.protocol.upstreams import UpstreamPool
+    from transports.protocol.upstream_pool import UpstreamPool
 
     row = http_row(fixture_http(server_era).url)
     pool = UpstreamPool(request_timeout=10.0)
@@ -958,7 +958,7 @@ async def test_an_explicit_era_setting_wins_over_the_request_era(
 ) -> None:
     """Era setting `legacy` or `modern` in front of a dual-era upstream: always that era (the core bridges the
     other era's clients), and the per-era sessions of `auto` are closed when the setting changes."""
-    from transports.protocol.upstreams import UpstreamPool
+    from transports.protocol.upstream_pool import UpstreamPool
 
     url = fixture_http("auto").url
     pool = UpstreamPool(request_timeout=10.0)
