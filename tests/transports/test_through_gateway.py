@@ -173,6 +173,22 @@ async def test_a_dual_era_upstream_is_reached_in_the_era_of_the_client(relay, mo
         assert {entry["protocolVersion"] for entry in calls} == {"2025-11-25"}
 
 
+async def test_a_session_client_that_can_be_asked_nothing_reaches_a_dual_era_upstream_statelessly(relay):
+    """A session-era client that declared no sampling, elicitation or roots has no back-channel an upstream
+    session could use: the gateway reaches a dual-era upstream statelessly for it (cheaper on both sides),
+    and a tool that would ask something fails with an error instead of waiting for an answer."""
+    await upstream_journal(relay)
+    async with sdk(relay, mode="legacy") as client:
+        echoed = await client.call_tool("echo", {"message": "no questions"})
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("test_elicitation", {"message": "Who are you?"})
+    assert echoed.content[0].text == "no questions"
+    assert refused.value.error.code in (-32021, -32601), refused.value.error  # what it needed, or no such method
+    calls = [entry for entry in await upstream_journal(relay) if entry["event"] == "tools/call"]
+    assert calls, "the upstream saw the calls"
+    assert {entry["era"] for entry in calls} == {"stateless"}, calls
+
+
 def test_input_responses_without_a_request_state_reach_a_modern_upstream_as_they_are(relay):
     """A 2026-07-28 tools/call that carries inputResponses but no requestState of the gateway's is passed on
     to the (dual-era, here stateless) upstream as it is: the upstream decides what they answer, and the

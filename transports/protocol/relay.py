@@ -101,8 +101,11 @@ class UpstreamRelay:
         try:
             # The upstream session that declares what this client declared (shared: the one that declares all).
             profile = None if shared else capability_profile(ex.session.client_capabilities)
-            # The client's era: a dual-era upstream is reached in it (shared reads/subscriptions: either).
-            era = None if shared else mcp.MODERN if ex.modern else mcp.LEGACY
+            # The client's era: a dual-era upstream is reached in it. Either will do for shared reads and
+            # subscriptions, and for a session client that declared nothing it could be asked (no sampling,
+            # elicitation or roots): an upstream session would have nothing to relay to it, and the
+            # stateless era costs the upstream and the gateway less per call (docs/performance.md).
+            era = None if shared or not (ex.modern or profile) else mcp.MODERN if ex.modern else mcp.LEGACY
             client = await self.pool.get(gateway, row or {}, profile, era=era)
             if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
                 await self._check_offered(gateway, client, tool, profile)
