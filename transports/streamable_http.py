@@ -1,9 +1,12 @@
-"""Streamable HTTP (MCP 2025-03-26 .. 2025-11-25, session era) as a lean ASGI app.
+"""Streamable HTTP as a lean ASGI app: session-era sessions (MCP 2025-03-26 .. 2025-11-25) and
+2026-07-28 stateless requests on the same endpoint.
 
-POST carries one JSON-RPC message (or, for 2025-03-26 sessions, a batch); a request is answered
+POST carries one JSON-RPC message (or, for 2025-03-26 sessions, a batch); the core decides what it is
+(``McpCore.post``) and answers with an ``Outcome``: a body to send now, or a ``Call`` to run, answered
 with JSON, or with an SSE stream as soon as the call sends the client something before its result
-(progress, logs, a server-to-client request). GET opens the standalone SSE stream; DELETE ends the
-session. All MCP semantics live in ``transports.protocol``; this file only frames bytes.
+(progress, logs, a server-to-client request). GET opens the standalone SSE stream of a session (or
+resumes one with Last-Event-ID); DELETE ends the session. All MCP semantics live in
+``transports.protocol``; this file admits the caller (``edge.admit``) and frames bytes.
 """
 
 from __future__ import annotations
