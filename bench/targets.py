@@ -1,0 +1,345 @@
+"""The benchmark's targets: what can be measured, and setting up and tearing down the gateway, the upstream
+fixture and ContextForge in front of the upstream fixture servers.
+"""
+
+# ruff: noqa: E501, S310, S603
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import (
+    BENCH_REDIS_URL,
+    BULK_SIZES,
+    BULK_SOURCE,
+    HOST,
+    MANY_TOOLS,
+    PG_ADMIN_URL,
+    PYTHON,
+    ROOT,
+)
+from processes import Server, free_port
+
+
+@dataclass
+class TargetSpec:
+    """One thing to measure. kind "direct": the upstream fixture itself; "gateway": the gateway in front of it."""
+
+    name: str
+    kind: str  # "direct" | "gateway" | "contextforge"
+    server: str = "daphne"  # daphne | uvicorn
+    db: str = "sqlite"  # sqlite (embedded default) | postgres (+ Redis: production settings)
+    description: str = ""
+    workloads: tuple[str, ...] | None = None  # None: every workload
+    default: bool = True  # False: only when named in --targets (contextforge: also when installed)
+    max_concurrency: int | None = None  # cells above it are not run for this target (said in the report)
+    root: Path = ROOT  # the checkout a gateway runs from: this working tree, or a --baseline ref's export
+    baseline_of: str | None = None  # for a --baseline copy: the name of the target it is the baseline of
+
+
+BASELINE_SUFFIX = "-baseline"
+
+
+def is_baseline(name: str) -> bool:
+    return name.endswith(BASELINE_SUFFIX)
+
+
+CF_MAX_CONCURRENCY = 32
+
+TARGETS: list[TargetSpec] = [
+    TargetSpec("direct", "direct", description="upstream fixture server alone (mcp SDK, uvicorn inside)"),
+    TargetSpec(
+        "gw-daphne-sqlite", "gateway", "daphne", "sqlite", "gateway, daphne, SQLite, no Redis (embedded default)"
+    ),  # daphne as `make run` serves it: gateway_project.daphne_server (see daphne_module())
+    TargetSpec(
+        "gw-daphne-pg", "gateway", "daphne", "postgres", "gateway, daphne, PostgreSQL + Redis (production settings)"
+    ),
+    TargetSpec("gw-uvicorn-sqlite", "gateway", "uvicorn", "sqlite", "gateway, uvicorn, SQLite, no Redis"),
+    TargetSpec(
+        "contextforge",
+        "contextforge",
+        description="IBM ContextForge 1.1.0 (comparison, one worker, SQLite, rate limit off, its default stateless "
+        "Streamable HTTP), from .tools/contextforge",
+        default=False,
+        max_concurrency=CF_MAX_CONCURRENCY,
+    ),
+]
+
+
+@dataclass
+class LiveTarget:
+    spec: TargetSpec
+    token: str | None
+    urls: dict[str, str]  # endpoint key ("up", "b10", "b1k", "b10k") -> MCP endpoint URL
+    server: Server | None  # the gateway process (None for direct)
+    upstreams: dict[str, Server]
+    pg_db: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)  # upstream tool name -> the name this target serves
+    backends: dict[str, str] = field(default_factory=dict)  # endpoint key -> the upstream behind it
+
+    def upstream(self, endpoint: str) -> Server:
+        return self.upstreams[self.backends.get(endpoint, endpoint)]
+
+    def pid(self, endpoint: str) -> int:
+        return self.server.pid if self.server else self.upstream(endpoint).pid
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def bulk_names(count: int) -> list[str]:
+    """The fixture's bulk tool names, in its (and the gateway's name) order."""
+    return [f"bulk_{i:04d}" for i in range(count)]
+
+
+def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], bulk: bool) -> LiveTarget:
+    tdir = state / spec.name
+    tdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="gateway_project.settings",
+        SECRET_KEY="bench-secret-key-" + secrets.token_hex(16),
+        DJANGO_SUPERUSER_USERNAME="benchadmin",
+        DJANGO_SUPERUSER_PASSWORD="bench-admin-password-" + secrets.token_hex(8),
+        LOG_LEVEL="WARNING",
+        # The idle-sessions and initialize workloads open many thousands of sessions as one user.
+        GATEWAY_MAX_SESSIONS_PER_USER="0",
+        GATEWAY_MAX_SESSIONS="1000000",
+    )
+    pg_db = None
+    if spec.db == "postgres":
+        pg_db = f"mcpgw_bench_{os.getpid()}_{spec.name.replace('-', '_')}"
+        _pg_admin(f'DROP DATABASE IF EXISTS "{pg_db}"')
+        _pg_admin(f'CREATE DATABASE "{pg_db}"')
+        env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
+        env["REDIS_URL"] = BENCH_REDIS_URL
+        import redis
+
+        redis.Redis.from_url(BENCH_REDIS_URL).flushdb()  # the bench's own database: sessions of an earlier run go
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tdir / 'gateway.sqlite3'}"
+
+    def manage(*args: str, timeout: float = 600) -> str:
+        r = subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=spec.root, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"{spec.name}: manage.py {' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+            )
+        return r.stdout
+
+    target = LiveTarget(spec, None, {}, None, upstreams, pg_db)
+    manage("migrate", "--noinput", "-v0")
+    manage("ensure_superuser")
+    target.token = manage("issue_token", "benchadmin", "--expires-in", "1d").strip().splitlines()[-1]
+    manage("gateway_add", "up", "--url", f"http://{HOST}:{upstreams['up'].port}/mcp")
+    manage("server_add", "bench", "--gateway", "up")
+    servers = {"up": "bench"}
+    if bulk:
+        started = time.monotonic()
+        source = upstreams[BULK_SOURCE]
+        manage("gateway_add", "many", "--url", f"http://{HOST}:{source.port}/mcp", "--timeout", "300")
+        for key, count in BULK_SIZES.items():
+            if count == MANY_TOOLS:
+                manage("server_add", f"bulk-{key}", "--gateway", "many")
+            else:
+                manage("server_add", f"bulk-{key}", *(a for name in bulk_names(count) for a in ("--tool", name)))
+            servers[key] = f"bulk-{key}"
+            target.backends[key] = BULK_SOURCE
+        print(
+            f"  {spec.name}: registered {MANY_TOOLS:,} tools and the bulk servers in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+    port = free_port()
+    if spec.server == "uvicorn":
+        argv = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "gateway_project.asgi:application",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    else:
+        argv = [PYTHON, "-m", daphne_module(spec.root), "-b", HOST, "-p", str(port), "gateway_project.asgi:application"]
+    target.server = Server(spec.name, argv, env, port, tdir / "server.log", health_path="/health", cwd=spec.root)
+    target.server.start()
+    base = f"http://{HOST}:{port}"
+    target.urls = {key: f"{base}/servers/{name}/mcp" for key, name in servers.items()}
+    return target
+
+
+def daphne_module(root: Path) -> str:
+    """How `make run` serves a checkout with daphne: through `gateway_project.daphne_server` (daphne without
+    its per-request access log and Twisted's unused form parsing) where the checkout has it, else plain daphne
+    (what `make run` ran before it; a --baseline ref may be that old)."""
+    return "gateway_project.daphne_server" if (root / "gateway_project" / "daphne_server.py").exists() else "daphne"
+
+
+CF_VENV = ROOT / ".tools" / "contextforge"
+CF_SECRET = "bench-jwt-secret-0123456789abcdefABCDEF-xyz!"
+
+
+def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Server], bulk: bool) -> LiveTarget:
+    """ContextForge in its own venv (see /work/shared/notes/contextforge-run.md); comparison only."""
+    exe = CF_VENV / "bin" / "mcpgateway"
+    if not exe.exists():
+        raise RuntimeError(f"ContextForge is not installed at {CF_VENV} (pip install mcp-contextforge-gateway there)")
+    tdir = state / spec.name
+    tdir.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        HOST=HOST,
+        PORT=str(port),
+        DATABASE_URL=f"sqlite:///{tdir / 'cf.db'}",
+        JWT_SECRET_KEY=CF_SECRET,
+        AUTH_ENCRYPTION_SECRET="bench-enc-secret-0123456789abcdefABCDEF-xyz!",
+        BASIC_AUTH_USER="admin",
+        BASIC_AUTH_PASSWORD="Bench-Basic-Passw0rd!2026",
+        PLATFORM_ADMIN_EMAIL="admin@example.com",
+        PLATFORM_ADMIN_PASSWORD="Bench-Admin-Passw0rd!2026",
+        DEFAULT_USER_PASSWORD="Bench-User-Passw0rd!2026",
+        MCPGATEWAY_UI_ENABLED="false",
+        MCPGATEWAY_ADMIN_API_ENABLED="true",
+        CACHE_TYPE="memory",
+        SSRF_ALLOW_LOCALHOST="true",
+        SSRF_ALLOW_PRIVATE_NETWORKS="true",
+        RATE_LIMITING_ENABLED="false",
+        LOG_LEVEL="ERROR",
+        DISABLE_ACCESS_LOG="true",
+    )
+    server = Server(
+        spec.name, [str(exe), "--host", HOST, "--port", str(port)], env, port, tdir / "server.log", "/health"
+    )
+    server.start(timeout=120)
+    target = LiveTarget(spec, None, {}, server, upstreams)
+    try:
+        _configure_contextforge(target, env, bulk)
+    except BaseException:
+        server.stop()
+        raise
+    return target
+
+
+def _configure_contextforge(target: LiveTarget, env: dict[str, str], bulk: bool) -> None:
+    """Issue a token, register the upstreams and create the virtual servers the workloads use."""
+    spec, upstreams, port = target.spec, target.upstreams, target.server.port if target.server else 0
+    token = (
+        subprocess.run(
+            [
+                str(CF_VENV / "bin" / "python"),
+                "-m",
+                "mcpgateway.utils.create_jwt_token",
+                "--username",
+                "admin@example.com",
+                "--exp",
+                "10080",
+                "--secret",
+                CF_SECRET,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    target.token = token
+    base = f"http://{HOST}:{port}"
+
+    def api(method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=900) as response:
+            return json.loads(response.read() or b"null")
+
+    def items(answer: Any) -> list[dict[str, Any]]:
+        return answer.get("items", answer) if isinstance(answer, dict) else answer
+
+    def register(name: str, upstream: Server) -> str:
+        body = {
+            "name": name,
+            "url": f"http://{HOST}:{upstream.port}/mcp",
+            "transport": "STREAMABLEHTTP",
+            "visibility": "public",
+        }
+        return str(api("POST", "/gateways", body)["id"])
+
+    def create_server(name: str, tool_ids: list[str], resource_ids: list[str] | None = None) -> str:
+        server: dict[str, Any] = {"name": name, "associated_tools": tool_ids}
+        if resource_ids:
+            server["associated_resources"] = resource_ids
+        created = api("POST", "/servers", {"server": server, "visibility": "public"})
+        return f"{base}/servers/{created['id']}/mcp"
+
+    def original(tool: dict[str, Any]) -> str:
+        return str(tool.get("originalName") or tool.get("original_name") or tool["name"])
+
+    up_id = register("up", upstreams["up"])
+    bulk_id = None
+    if bulk:
+        started = time.monotonic()
+        bulk_id = register("many", upstreams[BULK_SOURCE])
+        print(f"  {spec.name}: registered {MANY_TOOLS:,} tools in {time.monotonic() - started:.1f} s", flush=True)
+    tools = items(api("GET", "/tools?limit=0"))  # 0: all (the default is a page of 50)
+    up_tools = [t for t in tools if str(t.get("gatewayId")) == up_id]
+    target.aliases = {original(t): t["name"] for t in up_tools}
+    up_resources = [r["id"] for r in items(api("GET", "/resources?limit=0")) if str(r.get("gatewayId")) == up_id]
+    target.urls = {"up": create_server("bench", [t["id"] for t in up_tools], up_resources)}
+    if bulk_id is not None:
+        started = time.monotonic()
+        by_name = {original(t): t["id"] for t in tools if str(t.get("gatewayId")) == bulk_id}
+        for key, count in BULK_SIZES.items():
+            ids = [by_name[name] for name in bulk_names(count) if name in by_name]
+            if len(ids) != count:
+                raise RuntimeError(f"{spec.name}: {len(ids)} of the {count} bulk tools registered")
+            target.urls[key] = create_server(f"bulk-{key}", ids)
+            target.backends[key] = BULK_SOURCE
+        print(f"  {spec.name}: created the bulk servers in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def teardown(target: LiveTarget) -> None:
+    if target.server:
+        target.server.stop()
+    if target.pg_db:
+        with contextlib.suppress(Exception):
+            _pg_admin(f'DROP DATABASE IF EXISTS "{target.pg_db}" WITH (FORCE)')
+
+
+def pg_and_redis_available() -> str | None:
+    try:
+        _pg_admin("SELECT 1")
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}"
+    try:
+        import redis
+
+        redis.Redis.from_url(BENCH_REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:
+        return f"Redis not reachable at {BENCH_REDIS_URL}: {exc}"
+    return None
