@@ -155,13 +155,11 @@ def gateway_refresh(*, gateway: Gateway, timeout: float = 30.0, pool: UpstreamPo
     return _record(gateway, upstream)
 
 
-async def refresh_after_list_changed(gateway_name: str) -> None:
-    """An upstream announced a list change: re-read it (the catalog change that follows notifies clients)."""
+async def refresh_after_list_changed(gateway_name: str, pool: UpstreamPool | None = None) -> None:
+    """An upstream announced a list change: re-read it (the catalog change that follows notifies clients).
+    ``pool``: the core's connections, one of which just announced the change (read through it: no new
+    connection, handshake or child process)."""
     from asgiref.sync import sync_to_async
-
-    from transports.runtime import get_core
-
-    pool = get_core().upstreams  # the connections of this process: one of them just announced the change
 
     def refresh() -> None:
         from django.db import connection

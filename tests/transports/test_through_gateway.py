@@ -23,6 +23,7 @@ from tests.tools import ROOT, run_conformance_server
 from tests.transports.conftest import start_live_gateway
 
 ARTIFACTS = ROOT / "test-artifacts" / "conformance"
+WAIT_BOUND = 10.0  # seconds a test waits for a notification before it fails
 
 
 @pytest.fixture(scope="module")
@@ -414,12 +415,13 @@ def modern_post(http: httpx2.Client, url: str, request_id, method: str, params: 
     ],
 )
 @pytest.mark.parametrize("via", ["relay", "stdio_relay"])
-def test_an_upstream_list_change_reaches_a_listen_stream_promptly(request, via, trigger, notification):
+def test_an_upstream_list_change_reaches_a_listen_stream(request, via, trigger, notification):
     """subscriptions/listen (2026-07-28 basic/patterns/subscriptions): after the upstream's tools or prompts
-    change, an open listen stream hears the gateway's list_changed within 1.5 s (what the alpha suite's
-    server-stateless scenario waits), and the list the client then reads has the change. Over stdio too:
-    the catalog is re-read through the gateway's live connection, not a new child process (which alone
-    takes over a second to start, and is not the process whose lists changed)."""
+    change, an open listen stream hears the gateway's list_changed, and the list the client then reads
+    has the change, for each change (two in a row). Over stdio too: the catalog is re-read through the
+    gateway's live connection, the process whose lists changed (a new child process would not see the
+    change). How soon (about 0.1 s here; the alpha suite's server-stateless scenario waits 1.5 s) is
+    printed, and checked by the suite's run through the gateway, not asserted here."""
     import threading
     import time
 
@@ -464,9 +466,11 @@ def test_an_upstream_list_change_reaches_a_listen_stream_promptly(request, via, 
         started = time.monotonic()
         reply = modern_post(caller, url, f"change-{count}", "tools/call", {"name": trigger, "arguments": {}})
         assert reply.status_code == 200, reply.text
-        deadline = started + 1.5
+        # A bound on the wait, not a speed assertion (speed is the benchmark's and the suite's business:
+        # the alpha suite's server-stateless scenario, run through the gateway, waits 1.5 s).
+        deadline = started + WAIT_BOUND
         while len([m for _, m in heard if m == notification]) < count:
-            assert time.monotonic() < deadline, f"no {notification} within 1.5 s of the change ({heard})"
+            assert time.monotonic() < deadline, f"no {notification} within {WAIT_BOUND} s of the change ({heard})"
             time.sleep(0.01)
         return [at for at, m in heard if m == notification][count - 1] - started
 

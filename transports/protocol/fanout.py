@@ -178,7 +178,7 @@ class Fanout:
             await asyncio.sleep(REFRESH_DEBOUNCE)  # several notifications in a burst: one refresh
             while True:
                 self._refresh_again.discard(gateway)
-                await hooks.upstream_lists_changed.send(gateway)
+                await hooks.upstream_lists_changed.send(gateway, self.relay.pool if self.relay else None)
                 if gateway not in self._refresh_again:
                     return
 

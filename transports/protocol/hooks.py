@@ -44,6 +44,7 @@ class Hook:
                 logger.warning("hook %s: receiver %r failed", self.name, receiver, exc_info=True)
 
 
-# An upstream said its tools, prompts or resources changed (argument: the gateway's name). Federation
-# re-reads the upstream; the catalog change that follows sends the gateway's own list_changed.
+# An upstream said its tools, prompts or resources changed (arguments: the gateway's name, and the pool
+# of upstream connections the notice came through, to read the new lists on). Federation re-reads the
+# upstream; the catalog change that follows sends the gateway's own list_changed.
 upstream_lists_changed = Hook("upstream_lists_changed")
