@@ -1,15 +1,10 @@
-"""The benchmark's report: machine information, the budget table, the before/after comparison and
-docs/performance.md rendered from a run's results.
+"""The benchmark's report: the budget table, the before/after comparison and docs/performance.md
+rendered from a run's results.
 """
 
-# ruff: noqa: E501, RUF001, S603, S607
+# ruff: noqa: E501, RUF001
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,81 +15,13 @@ from config import (
     MANY_TOOLS_PAGE,
     MAX_CELL_SECONDS,
     MIN_OPS,
-    PY_SPY,
     ROOT,
 )
 from targets import (
     BASELINE_SUFFIX,
     CF_MAX_CONCURRENCY,
-    CF_VENV,
     is_baseline,
 )
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for pkg in (
-        "django",
-        "channels",
-        "daphne",
-        "uvicorn",
-        "mcp",
-        "aiohttp",
-        "orjson",
-        "psycopg",
-        "channels-redis",
-        "twisted",
-        "uvloop",
-        "httptools",
-    ):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    git = ""
-    with contextlib.suppress(Exception):
-        git = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    dirty: list[str] = []
-    with contextlib.suppress(Exception):
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        ).stdout
-        dirty = [line[3:] for line in status.splitlines() if line.strip()]
-    for tool, argv in (
-        (
-            "contextforge",
-            [
-                str(CF_VENV / "bin" / "python"),
-                "-c",
-                "import importlib.metadata as m; print(m.version('mcp-contextforge-gateway'))",
-            ],
-        ),
-        ("py-spy", [str(PY_SPY), "--version"]),
-    ):
-        versions[tool] = None
-        with contextlib.suppress(Exception):
-            versions[tool] = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.split()[-1]
-    mem = ""
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        mem = f.readline().split(":", 1)[1].strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "memory": mem,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "git_commit": git,
-        "git_modified": dirty,
-    }
 
 
 def fmt(value: Any, digits: int = 2) -> str:

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -40,9 +39,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below, and loadgen
 from cells import idle_sessions, measure_cell
 from config import BULK_SIZES, BULK_SOURCE, DOC_PATH, HOST, PY_SPY, RESULTS_DIR, ROOT
+from machine import machine_info, machine_load
 from processes import Server, start_upstream
 from profiles import PROFILE_CELLS, run_profiles
-from report import before_after, budget, fmt, machine_info, write_markdown
+from report import before_after, budget, fmt, write_markdown
 from targets import (
     BASELINE_SUFFIX,
     CF_VENV,
@@ -142,29 +142,6 @@ def combine_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
         {k: r.get(k) for k in ("round", "rps", "p50_ms", "p99_ms", "server_cpu_ms_per_op", "errors")} for r in rows
     ]
     return cell
-
-
-def machine_load() -> str:
-    """The 1-minute load average and the busiest processes that are not ours (other work on the machine)."""
-    ours = {os.getpid()}
-    try:
-        with open("/proc/loadavg") as f:
-            load = f.read().split()[0]
-        ps = subprocess.run(
-            ["ps", "-eo", "pid,ppid,pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True
-        ).stdout.splitlines()
-    except OSError:
-        return ""
-    busy = []
-    for line in ps:
-        parts = line.split(None, 3)
-        if len(parts) == 4 and float(parts[2]) >= 20 and int(parts[0]) not in ours and int(parts[1]) not in ours:
-            busy.append(f"{parts[3]} {parts[2]}%")
-    with contextlib.suppress(OSError), open("/proc/pressure/cpu") as f:
-        load += f" (CPU pressure: {f.readline().split()[2]})"  # avg60: share of time some task waited for a CPU
-    return f"load average {load}" + (
-        f"; busy processes not started by the benchmark: {', '.join(busy[:5])}" if busy else ""
-    )
 
 
 def resolve_ref(ref: str) -> dict[str, str]:
