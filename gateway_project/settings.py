@@ -129,6 +129,24 @@ GATEWAY_MAX_PAGE_SIZE = env_int("GATEWAY_MAX_PAGE_SIZE", 1000, minimum=1)
 GATEWAY_TOOL_TIMEOUT = env_float("GATEWAY_TOOL_TIMEOUT", 60.0, minimum=0.001)
 
 # ---------------------------------------------------------------------------------------------
+# Wrapped tools: REST APIs, command lines, Python functions (docs/tool-backends.md)
+# ---------------------------------------------------------------------------------------------
+# REST and OpenAPI tools refuse private, loopback and link-local addresses (checked on the address
+# actually connected to, redirects included) unless this is on.
+GATEWAY_OUTBOUND_ALLOW_PRIVATE = env_bool("GATEWAY_OUTBOUND_ALLOW_PRIVATE", False)
+# Largest REST response body read, in bytes; a larger one makes the call an error.
+GATEWAY_OUTBOUND_MAX_RESPONSE_BYTES = env_int("GATEWAY_OUTBOUND_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Most redirects one REST call follows.
+GATEWAY_OUTBOUND_MAX_REDIRECTS = env_int("GATEWAY_OUTBOUND_MAX_REDIRECTS", 5, minimum=0)
+# Size of the one connection pool all REST tools share (connections open at once).
+GATEWAY_OUTBOUND_MAX_CONNECTIONS = env_int("GATEWAY_OUTBOUND_MAX_CONNECTIONS", 100, minimum=1)
+# Largest stdout a CLI tool may write, in bytes, for tools that set none.
+GATEWAY_CLI_MAX_OUTPUT_BYTES = env_int("GATEWAY_CLI_MAX_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
+# Python functions that may become tools (comma-separated dotted paths; "package.module.*" allows
+# every public function of a module). Empty: no function tools.
+GATEWAY_FUNCTION_TOOLS = env_list("GATEWAY_FUNCTION_TOOLS", [])
+
+# ---------------------------------------------------------------------------------------------
 # MCP endpoints
 # ---------------------------------------------------------------------------------------------
 # Browser origins allowed to call the MCP endpoints besides the gateway's own (comma-separated;

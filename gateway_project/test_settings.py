@@ -18,6 +18,10 @@ STORAGES = {
 }
 JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789abcdef"
 GATEWAY_ENCRYPTION_KEYS = []
+# The tests' API servers listen on loopback; the refusal of private addresses is tested with the
+# backend built without this.
+GATEWAY_OUTBOUND_ALLOW_PRIVATE = True
+GATEWAY_FUNCTION_TOOLS = ["tests.fixtures.functions.*"]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
     DATABASES["default"]["OPTIONS"].pop("init_command", None)

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from registry import crypto, validators
+from registry import crypto, tool_kinds, validators
 from registry.choices import AuthType, DetectedEra, Era, Health, IntegrationType, Transport
 
 URL_SCHEMES = {
@@ -148,7 +148,7 @@ def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict
 
 
 class Tool(TimeStamped):
-    """A callable tool: from an upstream MCP server, or (later) a wrapped REST API, command or function."""
+    """A callable tool: from an upstream MCP server, or a wrapped REST API, command or Python function."""
 
     name = models.CharField(max_length=128, unique=True, validators=[validators.validate_tool_name])
     title = models.CharField(max_length=256, blank=True)
@@ -166,8 +166,10 @@ class Tool(TimeStamped):
     original_name = models.CharField(
         max_length=256, blank=True, help_text="The upstream's own name, when the catalog name differs."
     )
-    # The definition of a REST, CLI or function backend (tool-wrapping issue); {} for MCP tools.
+    # The definition of a REST, CLI or function backend (docs/tool-backends.md); {} for MCP tools.
     backend_config = models.JSONField(default=dict, blank=True, validators=[validators.validate_json_object])
+    # A REST tool's secrets (password, token, API key, OAuth client secret), encrypted like a gateway's.
+    credentials_encrypted = models.TextField(blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -183,7 +185,34 @@ class Tool(TimeStamped):
                 raise ValidationError({"backend_config": "MCP tools take no backend configuration."})
         elif self.gateway_id is not None:
             raise ValidationError({"gateway": "Only MCP tools come from a gateway."})
+        else:
+            tool_kinds.clean(self)
+        if self.credentials_encrypted and self.integration_type != IntegrationType.REST:
+            raise ValidationError({"credentials": "Only REST tools hold credentials."})
         self.tags = sorted({tag.strip() for tag in self.tags if isinstance(tag, str)} - {""})
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials_encrypted)
+
+    def get_credentials(self) -> dict[str, str]:
+        """The decrypted secrets of a REST tool's authentication, or {}."""
+        if not self.credentials_encrypted:
+            return {}
+        return crypto.decrypt_json(self.credentials_encrypted)
+
+    def set_credentials(self, credentials: dict[str, Any]) -> None:
+        """Encrypt the secrets (string values; which keys are needed is checked by the tool's kind);
+        an empty mapping clears them."""
+        cleaned: dict[str, str] = {}
+        for key, value in (credentials or {}).items():
+            if not isinstance(value, str):
+                raise ValidationError({"credentials": f"Credential '{key}' must be text."})
+            if "\r" in value or "\n" in value:
+                raise ValidationError({"credentials": f"Credential '{key}' must not contain line breaks."})
+            if value:
+                cleaned[key] = value
+        self.credentials_encrypted = crypto.encrypt_json(cleaned) if cleaned else ""
 
     @property
     def upstream_name(self) -> str:

@@ -110,6 +110,7 @@ def catalog_rows() -> dict[str, Any]:
             "upstream_name": t.upstream_name,
             "timeout": t.timeout,
             "backend_config": t.backend_config,
+            "credentials": t.get_credentials(),
         }
         for t in Tool.objects.filter(live, enabled=True)
     ]

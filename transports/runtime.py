@@ -9,6 +9,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from registry import events
 from transports.catalog_source import DatabaseSource
+from transports.protocol.backends import ToolBackends
+from transports.protocol.backends.cli import CliBackend
+from transports.protocol.backends.function import FunctionBackend
+from transports.protocol.backends.rest import RestBackend
 from transports.protocol.catalog import CatalogCache
 from transports.protocol.core import McpCore
 from transports.protocol.replicas import Mesh
@@ -27,6 +31,22 @@ def render_prompt(template: str, declared: list[dict[str, Any]], given: dict[str
         return render(template, declared, given)
     except InvalidInput as exc:
         raise ValueError(exc.message) from None
+
+
+def wrapped_tool_backends() -> ToolBackends:
+    """The REST, CLI and Python-function backends, configured from settings (upstream MCP is the core's own)."""
+    return ToolBackends(
+        {
+            "rest": RestBackend(
+                allow_private=settings.GATEWAY_OUTBOUND_ALLOW_PRIVATE,
+                max_response_bytes=settings.GATEWAY_OUTBOUND_MAX_RESPONSE_BYTES,
+                max_redirects=settings.GATEWAY_OUTBOUND_MAX_REDIRECTS,
+                max_connections=settings.GATEWAY_OUTBOUND_MAX_CONNECTIONS,
+            ),
+            "cli": CliBackend(max_output_bytes=settings.GATEWAY_CLI_MAX_OUTPUT_BYTES),
+            "function": FunctionBackend(allowed=settings.GATEWAY_FUNCTION_TOOLS),
+        }
+    )
 
 
 def get_core() -> McpCore:
@@ -62,6 +82,7 @@ def get_core() -> McpCore:
             cache_ttl_ms=settings.GATEWAY_CACHE_TTL_MS,
             cache_scope="private" if settings.GATEWAY_AUTH_REQUIRED else "public",
             prompt_renderer=render_prompt,
+            backends=wrapped_tool_backends(),
         )
         events.add_local_listener(_invalidate_snapshot)
         _core = core

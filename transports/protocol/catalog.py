@@ -35,6 +35,8 @@ class ToolEntry:
     upstream_name: str
     timeout: float | None
     backend_config: dict[str, Any]
+    # A REST tool's decrypted secrets (docs/tool-backends.md); {} for every other tool.
+    credentials: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,7 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
             upstream_name=row["upstream_name"],
             timeout=row["timeout"],
             backend_config=row["backend_config"],
+            credentials=row.get("credentials") or {},
         )
         for row in rows["tools"]
     }
