@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from transports.protocol.json_schema import compile_schema
+
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
@@ -37,6 +39,9 @@ class ToolEntry:
     backend_config: dict[str, Any]
     # A REST tool's decrypted secrets (docs/tool-backends.md); {} for every other tool.
     credentials: dict[str, Any] = field(default_factory=dict)
+    # Wrapped tools only (no upstream checks for them): the compiled input and output schemas.
+    input_validator: Any = None
+    output_validator: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,17 @@ def _clean(wire: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in wire.items() if v not in (None, "", {}, [])}
 
 
+def _validators(row: dict[str, Any]) -> dict[str, Any]:
+    """Compiled schemas for a wrapped tool (an upstream MCP server checks its own tools' input)."""
+    if row["integration_type"] == "mcp":
+        return {}
+    what = f"tool {row['name']!r}"
+    return {
+        "input_validator": compile_schema(row["input_schema"], what=what),
+        "output_validator": compile_schema(row["output_schema"], what=what) if row["output_schema"] else None,
+    }
+
+
 def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool] | None = None) -> Snapshot:
     """Turn ``catalog_rows`` into immutable views (without the tools ``servable`` refuses)."""
     tools = {
@@ -163,6 +179,7 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
             timeout=row["timeout"],
             backend_config=row["backend_config"],
             credentials=row.get("credentials") or {},
+            **_validators(row),
         )
         for row in rows["tools"]
     }

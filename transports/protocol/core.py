@@ -550,6 +550,39 @@ class McpCore:
             headers=caller.headers,
         )
 
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], caller: Caller
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """One tools/call outside any client session (the admin's and the REST API's test call): the
+        2026-07-28 path every stateless client takes, with progress asked for. The JSON-RPC answer
+        (``result`` or ``error``) and what the call sent before it (progress, logs)."""
+        message = jsonrpc.request(
+            "test-call",
+            mcp.TOOLS_CALL,
+            {
+                "name": name,
+                "arguments": arguments,
+                "_meta": {
+                    "progressToken": "test-call",
+                    mcp.META_PROTOCOL_VERSION: mcp.LATEST_MODERN,
+                    mcp.META_CLIENT_CAPABILITIES: {},
+                    mcp.META_CLIENT_INFO: {"name": "mcp-gateway test call", "version": SERVER_VERSION},
+                    mcp.META_LOG_LEVEL: "debug",
+                },
+            },
+        )
+        emitted: list[dict[str, Any]] = []
+
+        async def emit(related: dict[str, Any]) -> None:
+            emitted.append(related)
+
+        try:
+            envelope = modern.parse_envelope(message)
+            answer = await self.handle_stateless(message, envelope, caller, emit)
+        except JsonRpcError as exc:
+            answer = jsonrpc.error_response("test-call", exc)
+        return answer or {}, emitted
+
     async def listen(self, message: dict[str, Any], envelope: modern.Envelope, caller: Caller) -> Listener:
         """Open a subscriptions/listen stream; its first queued message is the acknowledgement
         (basic/patterns/subscriptions). Call ``unlisten`` when the stream ends."""

@@ -19,6 +19,7 @@ from transports.protocol.backends import CallContext, ToolBackends
 from transports.protocol.catalog import page
 from transports.protocol.exchange import Exchange
 from transports.protocol.fanout import Fanout, resource_origin
+from transports.protocol.json_schema import describe, first_error
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.relay import UpstreamRelay
 from transports.protocol.sessions import SessionStore
@@ -178,6 +179,10 @@ class Methods:
             raise JsonRpcError(
                 jsonrpc.SERVER_ERROR, f"Tool {name!r} cannot be called: no {tool.integration_type} backend is enabled."
             )
+        if tool.input_validator is not None:
+            failure = first_error(tool.input_validator, arguments)
+            if failure is not None:
+                return _invalid_arguments(name, failure, ex)
         context = CallContext(tool=tool, params=params, timeout=tool.timeout or self.tool_timeout, exchange=ex)
         return await backend.call(arguments, context)
 
@@ -296,3 +301,17 @@ class Methods:
         ex.session.log_level = str(level)
         await self.sessions.save(ex.session, "log_level")
         return {}
+
+
+# SEP-1303 (2025-11-25 server/tools "Error Handling"): arguments that fail the tool's input schema are
+# a tool execution error, so the model reads the message and corrects the call; earlier revisions
+# listed them as a protocol error (-32602), which is what their clients expect.
+ARGUMENT_ERRORS_AS_RESULTS_SINCE = "2025-11-25"
+
+
+def _invalid_arguments(name: str, failure: tuple[str, str], ex: Exchange) -> dict[str, Any]:
+    """A wrapped tool's arguments failed its input schema (checked by the gateway: no upstream will)."""
+    message = describe(failure, subject=f"Invalid arguments for tool {name!r}")
+    if ex.session.protocol_version >= ARGUMENT_ERRORS_AS_RESULTS_SINCE:
+        return {"content": [{"type": "text", "text": message}], "isError": True}
+    raise JsonRpcError(jsonrpc.INVALID_PARAMS, message, {"field": failure[0] or "/"})
