@@ -96,7 +96,7 @@ async def test_older_sessions_get_invalid_params_naming_the_field(forecast):
 async def test_valid_arguments_reach_the_backend(forecast):
     token, backend = forecast
     session = await _session(token, "2025-11-25")
-    status, _, answer = await asgi_post(_call({"city": "Oslo", "days": 3}), token=token, session=session)
+    _status, _, answer = await asgi_post(_call({"city": "Oslo", "days": 3}), token=token, session=session)
     assert answer["result"]["content"][0]["text"] == "ok"
     assert backend.calls == [("forecast", {"city": "Oslo", "days": 3})]
 
@@ -107,7 +107,8 @@ async def test_the_validator_is_compiled_once_per_snapshot(forecast):
     core = get_core()
     first = (await core.catalog.get()).catalog.tool_by_name["forecast"].input_validator
     again = (await core.catalog.get()).catalog.tool_by_name["forecast"].input_validator
-    assert first is not None and first is again
+    assert first is not None
+    assert first is again
 
 
 @pytest.mark.django_db(transaction=True)
@@ -115,7 +116,7 @@ async def test_a_test_call_runs_the_tool_outside_any_session(forecast):
     """call_tool answers like a 2026-07-28 tools/call, and reports argument errors the same way."""
     core = get_core()
     caller = Caller(username="hot", scopes=frozenset({"read", "write", "call"}), server=None)
-    answer, emitted = await core.call_tool("forecast", {"city": "Oslo"}, caller)
+    answer, _emitted = await core.call_tool("forecast", {"city": "Oslo"}, caller)
     assert answer["result"]["content"][0]["text"] == "ok"
     answer, _ = await core.call_tool("forecast", {"days": 2}, caller)
     assert answer["result"]["isError"] is True
