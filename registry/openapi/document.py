@@ -18,10 +18,12 @@ from registry.exceptions import InvalidInput
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 MAX_NODES = 1_000_000  # after YAML aliases are expanded: a few anchors must not make a billion nodes
 MAX_NESTING = 200
+MAX_REF_CHAIN = 32  # a reference whose target is itself only a reference, and so on
 SUPPORTED = {"3.0": re.compile(r"^3\.0\.\d+$"), "3.1": re.compile(r"^3\.1\.\d+$")}
 # Keywords that move the base URI or resolve dynamically: a "#/..." reference under them would no
 # longer mean "in this document", so the scan refuses them instead of trusting every resolver to agree.
 BASE_CHANGING = ("$id", "$dynamicRef")
+_ALIAS_KEYS = {"$ref", "summary", "description"}
 
 
 def pointer(parts: tuple[str | int, ...] | list[str | int]) -> str:
@@ -155,21 +157,23 @@ def scan_references(data: dict[str, Any]) -> None:
     """Refuse any ``$ref`` that is not a JSON pointer into this document (``#/...``) or that points at
     nothing, and any keyword that would change where references resolve. Nothing is ever fetched."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    checked: set[str] = set()
     while stack:
         node, path = stack.pop()
         if isinstance(node, dict):
             ref = node.get("$ref")
-            if "$ref" in node:
+            if "$ref" in node and ref not in checked:
                 _check_ref(data, ref, path)
+                checked.add(ref)
             for keyword in BASE_CHANGING:
                 if isinstance(node.get(keyword), str):
                     raise InvalidInput(
                         f"{pointer(path)}: '{keyword}' is not supported in imported documents (references "
                         f"would resolve against {node[keyword]!r}); remove it and use '#/...' references."
                     )
-            stack.extend((item, (*path, key)) for key, item in node.items())
+            stack.extend(reversed([(item, (*path, key)) for key, item in node.items()]))  # document order
         elif isinstance(node, list):
-            stack.extend((item, (*path, index)) for index, item in enumerate(node))
+            stack.extend(reversed([(item, (*path, index)) for index, item in enumerate(node)]))
 
 
 def _check_ref(data: dict[str, Any], ref: Any, path: tuple[str | int, ...]) -> None:
@@ -182,10 +186,25 @@ def _check_ref(data: dict[str, Any], ref: Any, path: tuple[str | int, ...]) -> N
             f"{where}: {ref!r} is {kind}; only references inside the document ('#/...') are followed, "
             "nothing is fetched. Bundle the document into one file first."
         )
-    try:
-        resolve_pointer(data, ref)
-    except LookupError as exc:
-        raise InvalidInput(f"{where}: {ref!r} points to nothing in the document ({exc}).") from None
+    chain = [ref]
+    while True:
+        try:
+            target = resolve_pointer(data, chain[-1])
+        except LookupError as exc:
+            raise InvalidInput(f"{where}: {chain[-1]!r} points to nothing in the document ({exc}).") from None
+        # A target that is itself only a reference (with at most a summary or description) continues the chain.
+        if not (isinstance(target, dict) and isinstance(target.get("$ref"), str) and set(target) <= _ALIAS_KEYS):
+            return
+        if target["$ref"] in chain:
+            raise InvalidInput(
+                f"{where}: the references {' -> '.join([*chain, target['$ref']])} form a loop with no schema in it."
+            )
+        chain.append(target["$ref"])
+        if len(chain) > MAX_REF_CHAIN:
+            raise InvalidInput(
+                f"{where}: more than {MAX_REF_CHAIN} references in a chain ({chain[0]} -> ... -> {chain[-1]}); "
+                "point at the target directly."
+            )
 
 
 def split_pointer(ref: str) -> list[str]:

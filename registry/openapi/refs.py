@@ -17,11 +17,10 @@ import re
 from typing import Any
 
 from registry.exceptions import InvalidInput
-from registry.openapi.document import pointer, resolve_pointer, split_pointer
+from registry.openapi.document import MAX_REF_CHAIN, pointer, resolve_pointer, split_pointer
 
 Path = tuple[str | int, ...]
 
-MAX_REF_CHAIN = 32  # a reference whose target is itself only a reference, and so on
 MAX_INLINE_DEPTH = 32  # references expanded inside one another before falling back to $defs
 MAX_INLINE_NODES = 5000  # schema objects in one tool's inlined schemas before falling back to $defs
 MAX_SCHEMA_DEPTH = 100  # nested schemas, references followed
