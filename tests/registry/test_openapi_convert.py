@@ -64,21 +64,23 @@ def test_the_library_document_becomes_one_tool_per_operation():
     result = run(FIXTURE.read_text(), source="library.yaml")
     assert result.warnings == []
     assert [(spec.operation, spec.operation_id) for spec in result.tools] == [
-        ("GET /books", "listBooks"),
-        ("POST /books", "createBook"),
-        ("GET /books/{bookId}", "getBook"),
-        ("GET /categories/{name}", "getCategory"),
+        ("GET /json", "listItems"),
+        ("POST /echo/books", "createBook"),
+        ("GET /echo/books/{bookId}", "getBook"),
+        ("GET /echo/search", "searchBooks"),
+        ("GET /auth/bearer", "whoAmI"),
     ]
-    listing = tool(result, "GET /books")
-    assert listing.title == "List books"
-    assert listing.description == "List books\n\nBooks on the shelf, filtered by tag."
+    listing = tool(result, "GET /json")
+    assert listing.title == "List items"
+    assert listing.description == "List items\n\nA fixed page of two items."
     assert listing.backend_config["openapi"] == {
         "source": "library.yaml",
-        "operation": "GET /books",
-        "operation_id": "listBooks",
+        "operation": "GET /json",
+        "operation_id": "listItems",
     }
     assert listing.annotations == {"readOnlyHint": True, "openWorldHint": True}
-    assert tool(result, "POST /books").annotations["destructiveHint"] is False
+    assert tool(result, "POST /echo/books").annotations["destructiveHint"] is False
+    assert tool(result, "GET /auth/bearer").backend_config["auth"] == {"type": "bearer"}
     for spec in result.tools:
         compiles(spec.input_schema)
         if spec.output_schema is not None:
@@ -88,8 +90,9 @@ def test_the_library_document_becomes_one_tool_per_operation():
 def test_path_query_and_header_parameters_merge_into_the_input_schema():
     """Path-item and operation parameters (OpenAPI "Parameter Object") become arguments: the path one goes into
     the RFC 6570 URL template and is required, the header and query ones are mapped by `params`."""
-    spec = tool(run(FIXTURE.read_text()), "GET /books/{bookId}")
-    assert spec.backend_config["url"] == BASE + "/books/{bookId}"
+    result = run(FIXTURE.read_text())
+    spec = tool(result, "GET /echo/books/{bookId}")
+    assert spec.backend_config["url"] == BASE + "/echo/books/{bookId}"
     assert spec.backend_config["method"] == "GET"
     assert spec.backend_config["params"] == {"bookId": {"in": "path"}, "X-Request-Id": {"in": "header"}}
     assert spec.input_schema["required"] == ["bookId"]
@@ -97,16 +100,16 @@ def test_path_query_and_header_parameters_merge_into_the_input_schema():
         "type": "string",
         "description": "Echoed back, for tracing.",
     }
-    query = tool(run(FIXTURE.read_text()), "GET /books")
-    assert query.backend_config["params"] == {"limit": {"in": "query"}, "tag": {"in": "query"}}
-    assert query.input_schema["properties"]["limit"] == {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}
-    assert "required" not in query.input_schema
+    search = tool(result, "GET /echo/search")
+    assert search.backend_config["params"] == {"q": {"in": "query"}, "limit": {"in": "query"}, "sort": {"in": "query"}}
+    assert search.input_schema["properties"]["limit"] == {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}
+    assert search.input_schema["required"] == ["q"]
 
 
 def test_a_ref_chain_is_followed_to_the_schema():
     """#/components/parameters/BookId -> its schema #/components/schemas/BookId -> #/components/schemas/Identifier:
     the argument's schema is the end of the chain, with the parameter's description."""
-    spec = tool(run(FIXTURE.read_text()), "GET /books/{bookId}")
+    spec = tool(run(FIXTURE.read_text()), "GET /echo/books/{bookId}")
     assert spec.input_schema["properties"]["bookId"] == {
         "type": "integer",
         "minimum": 1,
@@ -116,7 +119,8 @@ def test_a_ref_chain_is_followed_to_the_schema():
 
 def test_one_of_and_any_of_are_kept_and_enforced():
     """oneOf and anyOf survive the conversion, so the gateway checks arguments with them before a call."""
-    spec = tool(run(FIXTURE.read_text()), "POST /books")
+    result = run(FIXTURE.read_text())
+    spec = tool(result, "POST /echo/books")
     properties = spec.input_schema["properties"]
     assert [alt["properties"]["kind"] for alt in properties["format"]["oneOf"]] == [
         {"const": "paperback"},
@@ -127,45 +131,79 @@ def test_one_of_and_any_of_are_kept_and_enforced():
     assert validator.is_valid({"title": "Dune", "format": {"kind": "ebook", "megabytes": 2.5}, "price": "free"})
     assert not validator.is_valid({"title": "Dune", "format": {"kind": "ebook", "pages": 3}})
     assert not validator.is_valid({"title": "Dune", "format": {"kind": "paperback", "pages": 3}, "price": -1})
+    sort = tool(result, "GET /echo/search").input_schema["properties"]["sort"]
+    assert sort == {"oneOf": [{"const": "title"}, {"const": "year"}]}
+
+
+TREE = {"name": "a", "children": [{"name": "b", "children": [{"name": "c", "parent": {"name": "b"}}]}]}
+BROKEN_TREE = {"name": "a", "children": [{"name": "b", "children": [{"title": "no name"}]}]}
 
 
 def test_a_cycle_becomes_a_defs_reference_and_the_schema_stays_finite():
     """Category.children are Categories: the expansion stops at the cycle with {"$ref": "#/$defs/Category"}
     (JSON Schema 2020-12 $defs), so the schema is finite and still validates trees of any depth."""
-    spec = tool(run(FIXTURE.read_text()), "GET /categories/{name}")
-    output = spec.output_schema
+    spec = tool(run(FIXTURE.read_text()), "POST /echo/books")
+    category = spec.input_schema["properties"]["category"]
+    assert category["properties"]["children"]["items"] == {"$ref": "#/$defs/Category"}
+    assert spec.input_schema["$defs"]["Category"]["properties"]["parent"] == {"$ref": "#/$defs/Category"}
+    validator = compiles(spec.input_schema)
+    book = {"title": "Dune", "format": {"kind": "ebook", "megabytes": 1}}
+    assert validator.is_valid({**book, "category": TREE})
+    assert not validator.is_valid({**book, "category": BROKEN_TREE})
+    assert len(json.dumps(spec.input_schema)) < 3000
+
+
+def test_a_cycle_at_the_top_of_a_response_refers_to_itself_at_once():
+    """A response whose schema is itself the recursive one: its children point straight at $defs."""
+    document = doc(
+        {"/tree": {"get": {"responses": ok("x", {"$ref": "#/components/schemas/Node"})}}},
+        components={
+            "schemas": {
+                "Node": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "parent": {"$ref": "#/components/schemas/Node"},
+                        "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+                    },
+                }
+            }
+        },
+    )
+    output = run(document).tools[0].output_schema
     assert output is not None
-    assert output["type"] == "object"
-    assert output["properties"]["children"]["items"] == {"$ref": "#/$defs/Category"}
-    assert output["$defs"]["Category"]["properties"]["parent"] == {"$ref": "#/$defs/Category"}
+    assert output["properties"]["parent"] == {"$ref": "#/$defs/Node"}
+    assert output["$defs"]["Node"]["properties"]["children"]["items"] == {"$ref": "#/$defs/Node"}
     validator = compiles(output)
-    tree = {"name": "a", "children": [{"name": "b", "children": [{"name": "c", "parent": {"name": "b"}}]}]}
-    assert validator.is_valid(tree)
-    assert not validator.is_valid({"name": "a", "children": [{"name": "b", "children": [{"title": "no name"}]}]})
-    assert len(json.dumps(output)) < 2000
+    assert validator.is_valid(TREE)
+    assert not validator.is_valid(BROKEN_TREE)
 
 
 def test_the_body_object_joins_the_arguments_when_no_name_collides():
     """An application/json body that is an object: its properties are arguments beside the parameters, sent as
     the JSON body; its required list joins the tool's."""
-    spec = tool(run(FIXTURE.read_text()), "POST /books")
+    spec = tool(run(FIXTURE.read_text()), "POST /echo/books")
     assert spec.backend_config["body"] == {"encoding": "json"}
     assert spec.backend_config["params"] == {name: {"in": "body"} for name in ("title", "price", "format", "category")}
     assert spec.input_schema["required"] == ["title", "format"]
 
 
 def test_the_output_schema_comes_from_the_success_response():
-    """The first 2xx response's JSON schema is the output schema when it describes an object (MCP outputSchema);
-    allOf of objects counts, and the JSON media type becomes the Accept header."""
-    result = run(FIXTURE.read_text())
-    created = tool(result, "POST /books")
-    assert created.output_schema is not None
-    assert created.output_schema["type"] == "object"
-    assert len(created.output_schema["allOf"]) == 2
-    assert created.backend_config["headers"] == {"Accept": "application/json"}
-    validator = compiles(created.output_schema)
-    assert validator.is_valid({"id": 3, "title": "Dune", "format": {"kind": "paperback", "pages": 412}})
-    assert not validator.is_valid({"title": "Dune", "format": {"kind": "paperback", "pages": 412}})
+    """The first 2xx response's JSON schema (through a response $ref and a schema $ref) is the output schema
+    when it describes an object (MCP outputSchema), and the JSON media type becomes the Accept header."""
+    listing = tool(run(FIXTURE.read_text()), "GET /json")
+    assert listing.output_schema is not None
+    assert listing.output_schema["type"] == "object"
+    assert listing.output_schema["properties"]["data"]["properties"]["items"]["items"]["properties"]["id"] == {
+        "type": "integer",
+        "minimum": 1,
+    }
+    assert listing.backend_config["headers"] == {"Accept": "application/json"}
+    validator = compiles(listing.output_schema)
+    items = [{"id": 1, "title": "first", "tags": ["a"]}, {"id": 2, "title": "second", "tags": ["b", "c"]}]
+    assert validator.is_valid({"data": {"items": items}, "count": 2})
+    assert not validator.is_valid({"data": {"items": [{"id": 0, "title": "zero"}]}, "count": 1})
 
 
 # -- 3.0 and JSON --------------------------------------------------------------------------------------

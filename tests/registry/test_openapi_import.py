@@ -24,7 +24,7 @@ from tests.factories import ToolFactory
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "library.yaml"
 SOURCE = "https://docs.example.com/library.yaml"
 BASE = "http://127.0.0.1:8080/api"
-LIBRARY = ["listBooks", "createBook", "getBook", "getCategory"]
+LIBRARY = ["listItems", "createBook", "getBook", "searchBooks", "whoAmI"]
 
 pytestmark = pytest.mark.django_db
 
@@ -57,16 +57,16 @@ def test_an_import_creates_one_rest_tool_per_operation_in_one_catalog_event(djan
         report = library()
     assert report.added == LIBRARY
     assert (report.changed, report.removed, report.unchanged, report.conflicts) == ([], [], [], [])
-    assert report.operations["getBook"] == "GET /books/{bookId}"
+    assert report.operations["getBook"] == "GET /echo/books/{bookId}"
     assert len(callbacks) == 1
     assert version() == before + 1
     tool = Tool.objects.get(name="getBook")
     assert tool.integration_type == IntegrationType.REST
     assert tool.gateway is None
-    assert tool.backend_config["url"] == BASE + "/books/{bookId}"
+    assert tool.backend_config["url"] == BASE + "/echo/books/{bookId}"
     assert tool.backend_config["openapi"] == {
         "source": SOURCE,
-        "operation": "GET /books/{bookId}",
+        "operation": "GET /echo/books/{bookId}",
         "operation_id": "getBook",
     }
     assert tool.input_schema["required"] == ["bookId"]
@@ -141,12 +141,12 @@ def test_a_dry_run_stores_nothing():
 def test_include_patterns_select_operations_by_id_name_or_method_and_path():
     """fnmatch patterns on the operationId, the tool name or "METHOD /path"; a pattern that selects nothing is
     warned about; what a later import leaves out is removed from the source's tools."""
-    report = library(include=["getC*", "POST /books", "get /books/*", "nothing*"])
-    assert report.added == ["createBook", "getBook", "getCategory"]
+    report = library(include=["search*", "POST /echo/books", "get /echo/books/*", "nothing*"])
+    assert report.added == ["createBook", "getBook", "searchBooks"]
     assert report.warnings == ["The pattern 'nothing*' selects no operation."]
     narrower = library(include=["getBook"])
     assert narrower.unchanged == ["getBook"]
-    assert sorted(narrower.removed) == ["createBook", "getCategory"]
+    assert sorted(narrower.removed) == ["createBook", "searchBooks"]
     assert list(Tool.objects.values_list("name", flat=True)) == ["getBook"]
 
 
@@ -174,19 +174,19 @@ def test_a_name_held_by_another_origin_is_a_conflict_and_that_tool_is_left_alone
     """A tool of an upstream gateway, or of another import, keeps its name and content; the operation that
     wanted the name is not imported and the conflict says which tool holds it."""
     upstream = ToolFactory(name="getBook", description="from upstream")
-    openapi_import(document=json.dumps(small(getCategory={})), source="other.json")
+    openapi_import(document=json.dumps(small(searchBooks={})), source="other.json")
     report = library()
-    assert report.added == ["listBooks", "createBook"]
+    assert report.added == ["listItems", "createBook", "whoAmI"]
     assert len(report.conflicts) == 2
     assert report.conflicts[0].startswith(
-        "GET /books/{bookId}: not imported, the name 'getBook' belongs to a tool of the gateway "
+        "GET /echo/books/{bookId}: not imported, the name 'getBook' belongs to a tool of the gateway "
         f"'{upstream.gateway.name}'"
     )
     assert "belongs to a tool imported from 'other.json'" in report.conflicts[1]
     upstream.refresh_from_db()
     assert upstream.description == "from upstream"
     assert upstream.integration_type == IntegrationType.MCP
-    assert Tool.objects.get(name="getCategory").backend_config["openapi"]["source"] == "other.json"
+    assert Tool.objects.get(name="searchBooks").backend_config["openapi"]["source"] == "other.json"
 
 
 def test_a_different_source_is_a_different_set_of_tools():
