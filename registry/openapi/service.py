@@ -27,6 +27,7 @@ from registry.models import Tool, VirtualServer
 from registry.openapi import naming
 from registry.openapi.convert import Conversion, ToolSpec, convert
 from registry.openapi.document import load
+from registry.tool_kinds.rest import AUTH_SECRETS
 
 # backend_config keys the importer writes on every import; the others are the operator's to keep.
 IMPORTER_KEYS = ("url", "method", "headers", "params", "body", "openapi")
@@ -187,8 +188,18 @@ def _store(
             Tool.objects.filter(pk=existing.pk).update(name=f"~openapi-{existing.pk}")
     members: list[Tool] = []
     for spec, name, existing in plan:
-        fields = _fields(spec, name, existing)
         secrets = credentials.get(spec.security_scheme or "")
+        fields = _fields(spec, name, existing)
+        missing = _missing_secrets(fields["backend_config"], secrets, existing)
+        if missing:
+            fields["backend_config"].pop("auth")
+            if existing is not None and existing.backend_config.get("auth"):
+                fields["backend_config"]["auth"] = existing.backend_config["auth"]
+            report.warnings.append(
+                f"{spec.operation}: its security scheme {spec.security_scheme!r} needs the secrets "
+                f"{', '.join(missing)}, which were not given; the tool is imported without authentication "
+                f"(import again with credentials for {spec.security_scheme!r} to add it)."
+            )
         old_name = existing.name if existing is not None else name
         if existing is not None and _same(existing, fields, secrets):
             report.unchanged.append(name)
@@ -261,6 +272,17 @@ def _fields(spec: ToolSpec, name: str, existing: Tool | None) -> dict[str, Any]:
         "annotations": dict(spec.annotations),
         "backend_config": config,
     }
+
+
+def _missing_secrets(config: dict[str, Any], secrets: dict[str, str] | None, existing: Tool | None) -> list[str]:
+    """The secrets the document's auth needs that are neither given nor already stored on the tool. A REST tool
+    is only stored with complete credentials (registry.tool_kinds.rest), so such a tool goes without auth;
+    secrets that are given are left for the REST rules to judge."""
+    auth = config.get("auth")
+    if not isinstance(auth, dict) or secrets is not None:
+        return []
+    stored = existing.get_credentials() if existing is not None and existing.has_credentials else {}
+    return [key for key in AUTH_SECRETS.get(str(auth.get("type")), ()) if not stored.get(key)]
 
 
 def _same(existing: Tool, fields: dict[str, Any], secrets: dict[str, str] | None) -> bool:

@@ -217,6 +217,30 @@ def test_credentials_of_a_security_scheme_are_set_on_its_tools():
     assert Tool.objects.get(name="alpha").get_credentials() == {"token": "s3cret"}
 
 
+def test_without_its_secrets_a_secured_operation_is_imported_without_auth_until_they_are_given():
+    """A REST tool is only stored with complete credentials, and a document carries no secrets: an operation
+    whose scheme's secrets were not given is imported without authentication, with a warning saying which;
+    a re-import with them adds the auth, and later imports without them keep it."""
+    report = library(include=["whoAmI"])
+    assert report.added == ["whoAmI"]
+    assert report.warnings == [
+        "GET /auth/bearer: its security scheme 'bearerAuth' needs the secrets token, which were not given; the "
+        "tool is imported without authentication (import again with credentials for 'bearerAuth' to add it)."
+    ]
+    assert Tool.objects.get(name="whoAmI").backend_config["auth"] == {"type": "none"}
+    again = library(include=["whoAmI"], credentials={"bearerAuth": {"token": "t"}})
+    assert (again.changed, again.warnings) == (["whoAmI"], [])
+    assert Tool.objects.get(name="whoAmI").backend_config["auth"] == {"type": "bearer"}
+    assert library(include=["whoAmI"]).unchanged == ["whoAmI"]
+    assert Tool.objects.get(name="whoAmI").get_credentials() == {"token": "t"}
+
+
+def test_incomplete_secrets_are_refused_naming_the_operation_and_nothing_is_stored():
+    with pytest.raises(InvalidInput, match=r"GET /auth/bearer \(tool 'whoAmI'\): .*needs the credentials token"):
+        library(credentials={"bearerAuth": {"username": "x"}})
+    assert not Tool.objects.exists()
+
+
 BAD = [
     (b"openapi: [", "not valid YAML"),
     (json.dumps({"swagger": "2.0"}).encode(), "Swagger 2.0"),
