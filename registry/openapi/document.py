@@ -162,9 +162,9 @@ def scan_references(data: dict[str, Any]) -> None:
         node, path = stack.pop()
         if isinstance(node, dict):
             ref = node.get("$ref")
-            if "$ref" in node and ref not in checked:
-                _check_ref(data, ref, path)
-                checked.add(ref)
+            if "$ref" in node and not (isinstance(ref, str) and ref in checked):
+                _check_ref(data, ref, path)  # refuses anything but a string
+                checked.add(str(ref))
             for keyword in BASE_CHANGING:
                 if isinstance(node.get(keyword), str):
                     raise InvalidInput(

@@ -114,6 +114,7 @@ class SchemaBuilder:
         self.inline = inline
         self.defs: dict[str, Any] = {}
         self._names: dict[str, str] = {}  # reference -> its $defs name
+        self._pending: list[str] = []  # references named in $defs whose definition is not built yet
         self._stack: list[str] = []  # references being inlined, outermost first
         self._nodes = 0
         self._depth = 0
@@ -155,7 +156,18 @@ class SchemaBuilder:
             del self._stack[len(self._stack) - len(refs) :]
 
     def finish(self, root: dict[str, Any]) -> dict[str, Any]:
-        """``root`` with the definitions its references need."""
+        """``root`` with the definitions its references need. They are built here, one after the other
+        (each may name more), so a long chain of definitions never nests."""
+        while self._pending:
+            ref = self._pending.pop(0)
+            outer, depth = self._stack, self._depth
+            self._stack, self._depth = [ref], 0
+            try:
+                self.defs[self._names[ref]] = self.schema(
+                    resolve_pointer(self.resolver.data, ref), tuple(split_pointer(ref))
+                )
+            finally:
+                self._stack, self._depth = outer, depth
         return {**root, "$defs": dict(self.defs)} if self.defs else root
 
     def _object(self, node: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -247,7 +259,7 @@ class SchemaBuilder:
             node = resolve_pointer(self.resolver.data, node["$ref"])
 
     def _define(self, ref: str, path: Path) -> str:
-        """The $defs name of a referenced schema, building its definition the first time."""
+        """The $defs name of a referenced schema (its definition is built by finish())."""
         if ref in self._names:
             return self._names[ref]
         self._check_chain(ref, path)
@@ -259,10 +271,6 @@ class SchemaBuilder:
             n += 1
             name = f"{base}_{n}"
         self._names[ref] = name
-        self.defs[name] = {}
-        outer, self._stack = self._stack, [ref]
-        try:
-            self.defs[name] = self.schema(resolve_pointer(self.resolver.data, ref), tuple(tokens))
-        finally:
-            self._stack = outer
+        self.defs[name] = {}  # built by finish()
+        self._pending.append(ref)
         return name

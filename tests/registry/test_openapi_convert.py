@@ -611,6 +611,28 @@ def test_an_exploding_schema_falls_back_to_defs_and_stays_small():
     assert not validator.is_valid({"a": {"a": 1}})
 
 
+def test_a_long_chain_of_nested_schemas_is_kept_as_defs_without_nesting_deep():
+    """150 schemas each holding the next: past 32 nested references inlining stops, and each schema is one
+    $defs entry pointing at the next; the definitions are built one after the other, never nested."""
+    schemas: dict[str, Any] = {
+        f"N{i}": {"type": "object", "properties": {"next": {"$ref": f"#/components/schemas/N{i + 1}"}}}
+        for i in range(150)
+    }
+    schemas["N150"] = {"type": "integer"}
+    document = doc(
+        {"/deep": {"get": {"responses": ok("x", {"$ref": "#/components/schemas/N0"})}}},
+        components={"schemas": schemas},
+    )
+    output = run(document).tools[0].output_schema
+    assert output is not None
+    assert output["properties"]["next"] == {"$ref": "#/$defs/N1"}
+    assert len(output["$defs"]) == 150
+    nested: Any = 1
+    for _ in range(150):
+        nested = {"next": nested}
+    assert compiles(output).is_valid(nested)
+
+
 def test_yaml_integer_keys_and_dates_are_read_as_json():
     """YAML reads `200:` as a number and dates as dates: they become the strings JSON has."""
     text = """
@@ -668,6 +690,10 @@ BAD_DOCUMENTS = [
         json.dumps(doc({"/a": {"get": {"responses": ok("x", {"$ref": "https://evil.example.com/s.json#/X"})}}})),
         r"#/paths/~1a/get/responses/200/content/application~1json/schema/\$ref: 'https://evil.example.com/s.json#/X' "
         r"is a remote reference; only references inside the document \('#/...'\) are followed, nothing is fetched",
+    ),
+    (
+        json.dumps(doc({"/a": {"get": {"responses": ok("x", {"$ref": {"not": "a string"}})}}})),
+        r"schema/\$ref: a \$ref must be a string like '#/components/schemas/Name'",
     ),
     (
         json.dumps(doc({"/a": {"get": {"responses": ok("x", {"$ref": "common.yaml#/Pet"})}}})),
