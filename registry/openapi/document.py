@@ -26,6 +26,20 @@ BASE_CHANGING = ("$id", "$dynamicRef")
 _ALIAS_KEYS = {"$ref", "summary", "description"}
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans (OpenAPI 3.1 documents are YAML 1.2): only true and
+    false, so a property named `on`, `off`, `yes` or `no` stays a name instead of becoming a boolean."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def pointer(parts: tuple[str | int, ...] | list[str | int]) -> str:
     """'#/paths/~1users~1{id}/get' for ("paths", "/users/{id}", "get") (RFC 6901 in a URI fragment)."""
     return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
@@ -76,7 +90,7 @@ def _parse(text: str) -> Any:
                     f"The OpenAPI document is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
                 ) from None
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass: plain data only
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -652,6 +652,24 @@ paths:
     assert spec.output_schema == {"type": "object", "properties": {"n": {"type": "integer"}}}
 
 
+def test_yaml_reads_only_true_and_false_as_booleans():
+    """YAML 1.2 (what OpenAPI 3.1 names): properties called `on` or `no` stay names; `true` is a boolean."""
+    text = """
+openapi: 3.1.0
+info: {title: t, version: "1"}
+paths:
+  /a:
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {type: object, properties: {on: {type: boolean}, no: {type: string}}}
+"""
+    spec = run(text).tools[0]
+    assert set(spec.input_schema["properties"]) == {"on", "no"}
+
+
 # -- bad documents -------------------------------------------------------------------------------------
 
 
@@ -749,6 +767,20 @@ def test_bad_documents_are_refused_with_a_message_naming_the_problem(text, messa
     """Each broken document is refused with an InvalidInput saying what and where; nothing is fetched."""
     with pytest.raises(InvalidInput, match=message):
         run(text)
+
+
+def test_references_are_scanned_before_the_structural_check(monkeypatch):
+    """openapi-spec-validator resolves references itself (remote ones too): it only runs once the scan has proved
+    every $ref local, so a remote one is refused without the validator ever seeing it."""
+    from registry.openapi import document
+
+    def must_not_run(data, version):
+        raise AssertionError("the validator ran on a document with a remote $ref")
+
+    monkeypatch.setattr(document, "_validate_structure", must_not_run)
+    remote = doc({"/a": {"get": {"responses": ok("x", {"$ref": "http://127.0.0.1:9/x.json"})}}})
+    with pytest.raises(InvalidInput, match="is a remote reference"):
+        run(remote)
 
 
 def test_a_document_over_the_size_bound_is_refused_before_parsing():
