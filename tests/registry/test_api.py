@@ -812,6 +812,7 @@ def test_tool_create_stores_every_field(staff_client):
     assert body == {
         **payload,
         "tags": ["arith", "math"],
+        "has_credentials": False,
         "id": body["id"],
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],
