@@ -234,4 +234,10 @@ def _store(kind: Kind, instance: Any, item: dict[str, Any], credentials: dict[st
     try:
         services.entry_save(instance, data=data)  # no event of its own: catalog_import sends one
     except InvalidInput as exc:
-        raise InvalidInput(f"{where} ({item.get(kind.natural_key)!r}): {exc.message}", errors=exc.errors) from None
+        message = f"{where} ({item.get(kind.natural_key)!r}): {exc.message}"
+        if kind.model is Tool and credentials is None and "credentials" in exc.errors:
+            message += (
+                " The export carries no credentials for this tool: export with include_secrets (with a "
+                "passphrase to move them to another installation)."
+            )
+        raise InvalidInput(message, errors=exc.errors) from None

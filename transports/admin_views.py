@@ -60,6 +60,13 @@ class TestCallForm(forms.Form):
         return value
 
 
+class SecretTextarea(forms.Textarea):
+    """A text box that never shows what was typed in it again (secrets are write-only)."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class OpenApiImportForm(forms.Form):
     file = forms.FileField(required=False, help_text="An OpenAPI 3.0 or 3.1 document, JSON or YAML.")
     url = forms.CharField(required=False, label="URL", help_text="Or where to fetch it (http or https).")
@@ -76,6 +83,12 @@ class OpenApiImportForm(forms.Form):
     )
     base_url = forms.CharField(
         required=False, label="Base URL", help_text="The API's base URL, instead of the document's servers."
+    )
+    credentials = forms.JSONField(
+        required=False,
+        widget=SecretTextarea(attrs={"rows": 3, "cols": 60, "style": "font-family: monospace"}),
+        help_text='Secrets by security scheme name, e.g. {"bearerAuth": {"token": "..."}}; stored encrypted '
+        "on the tools that use the scheme.",
     )
     dry_run = forms.BooleanField(required=False, initial=True, help_text="Report what would change; change nothing.")
 
@@ -150,6 +163,7 @@ def openapi_import(request: HttpRequest) -> HttpResponse:
                 include=[line.strip() for line in data["include"].splitlines() if line.strip()],
                 base_url=data["base_url"] or None,
                 dry_run=data["dry_run"],
+                credentials=data["credentials"] or None,
             )
         except CatalogError as exc:
             for name, messages in (exc.errors or {}).items():
@@ -162,19 +176,5 @@ def openapi_import(request: HttpRequest) -> HttpResponse:
         "Import tools from an OpenAPI document",
         form=form,
         report=report,
-        report_rows=_report_rows(report or {}),
+        report_lines=openapi_sources.report_lines(report or {}),
     )
-
-
-def _report_rows(report: dict[str, Any]) -> list[tuple[str, int | None, str]]:
-    """(label, how many, text) per entry of the import report: lists of names joined, the rest as JSON."""
-    rows: list[tuple[str, int | None, str]] = []
-    for key, value in report.items():
-        if key == "dry_run":
-            continue
-        if isinstance(value, list):
-            joiner = "\n" if key == "warnings" else ", "  # warnings are sentences: one per line
-            rows.append((key.replace("_", " "), len(value), joiner.join(map(str, value))))
-        else:
-            rows.append((key.replace("_", " "), None, value if isinstance(value, str) else json.dumps(value)))
-    return rows

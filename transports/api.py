@@ -44,6 +44,11 @@ class OpenApiImportIn(schemas.In):
     include: list[str] = Field([], description="Only operations matching these patterns.")
     base_url: str | None = Field(None, description="The API's base URL, instead of the document's servers.")
     dry_run: bool = Field(False, description="Report what would change; change nothing.")
+    credentials: dict[str, dict[str, str]] | None = Field(
+        None,
+        description='Write-only secrets by security scheme name, e.g. {"bearerAuth": {"token": "..."}}, set on '
+        "the tools that authenticate with that scheme.",
+    )
 
 
 @router.post(
@@ -81,6 +86,7 @@ _IMPORT_BODY = {
                         "include": {"type": "array", "items": {"type": "string"}},
                         "base_url": {"type": "string"},
                         "dry_run": {"type": "boolean"},
+                        "credentials": {"type": "string", "description": "JSON: secrets by security scheme."},
                     },
                 }
             },
@@ -98,6 +104,11 @@ def _import_options(request: HttpRequest) -> dict[str, Any]:
         }
         options["include"] = [pattern for pattern in form.getlist("include") if pattern]
         options["dry_run"] = form.get("dry_run", "").lower() in ("1", "true", "on", "yes")
+        if form.get("credentials"):
+            try:
+                options["credentials"] = json.loads(form["credentials"])
+            except ValueError as exc:
+                raise InvalidInput(f"credentials: not JSON: {exc}.", errors={"credentials": [str(exc)]}) from None
         upload = request.FILES.get("file")
         if upload is not None:
             if upload.size is not None and upload.size > settings.GATEWAY_MAX_BODY_BYTES:

@@ -59,10 +59,12 @@ def openapi_import(
     include: list[str] | None = None,
     base_url: str | None = None,
     dry_run: bool = False,
+    credentials: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Import the operations of the document at ``url`` or given as ``document`` as REST tools; the
     service's report (added, changed, removed, unchanged, warnings). ``source`` names the document
-    for re-imports (default: the URL). InvalidInput with a message a person can act on."""
+    for re-imports (default: the URL); ``credentials``: secrets by security scheme name. InvalidInput
+    with a message a person can act on."""
     if (url is None) == (document is None):
         raise InvalidInput("Give the OpenAPI document either as a URL or as its text (an uploaded file), not both.")
     if url is not None:
@@ -73,6 +75,7 @@ def openapi_import(
         raise InvalidInput(message, errors={"source": [message]})
     from registry.openapi import openapi_import as import_document
 
+    extra = {"credentials": credentials} if credentials else {}
     report = import_document(
         document=document,
         source=source,
@@ -80,5 +83,24 @@ def openapi_import(
         include=include or None,
         base_url=base_url or None,
         dry_run=dry_run,
+        **extra,
     )
     return dict(report.as_dict())
+
+
+def report_lines(report: dict[str, Any]) -> list[tuple[str, int | None, list[str]]]:
+    """The import report for people: (label, how many or None, the items) per entry that says something."""
+    lines: list[tuple[str, int | None, list[str]]] = []
+    for key, value in report.items():
+        label = key.replace("_", " ")
+        if key == "dry_run" or value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append((label, None, ["yes" if value else "no"]))
+        elif isinstance(value, list):
+            lines.append((label, len(value), [str(item) for item in value]))
+        elif isinstance(value, dict):
+            lines.append((label, len(value), [f"{name}: {item}" for name, item in value.items()]))
+        else:
+            lines.append((label, None, [str(value)]))
+    return lines

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from registry.exceptions import CatalogError
+from registry.management.tool_options import json_object_option
 from transports import openapi_sources
 
 
@@ -33,6 +34,10 @@ class Command(BaseCommand):
             "name updates its tools.",
         )
         parser.add_argument("--base-url", help="The API's base URL, instead of the document's servers.")
+        parser.add_argument(
+            "--credentials",
+            help='Secrets by security scheme name as JSON, or @FILE: {"bearerAuth": {"token": "..."}}.',
+        )
         parser.add_argument("--dry-run", action="store_true", help="Report what would change; change nothing.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -56,16 +61,16 @@ class Command(BaseCommand):
                 include=options["include"],
                 base_url=options["base_url"],
                 dry_run=options["dry_run"],
+                credentials=json_object_option("--credentials", options["credentials"]),
             )
         except CatalogError as exc:
             raise CommandError(f"Nothing was imported: {exc.message}") from None
-        prefix = "Dry run, nothing changed. Would have " if options["dry_run"] else ""
-        for key, value in report.items():
-            if key == "dry_run":
+        if report.get("dry_run"):
+            self.stdout.write("Dry run, nothing changed. The import would do this:")
+        for label, count, items in openapi_sources.report_lines(report):
+            if count is None:
+                self.stdout.write(f"{label}: {', '.join(items)}")
                 continue
-            if isinstance(value, list):
-                self.stdout.write(f"{prefix if key != 'warnings' else ''}{key}: {len(value)}")
-                for item in value:
-                    self.stdout.write(f"  {item}")
-            else:
-                self.stdout.write(f"{key}: {value}")
+            self.stdout.write(f"{label}: {count}")
+            for item in items:
+                self.stdout.write(f"  {item}")
