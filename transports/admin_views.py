@@ -49,12 +49,15 @@ def sample_arguments(schema: dict[str, Any]) -> dict[str, Any]:
 
 class TestCallForm(forms.Form):
     arguments = forms.JSONField(
+        required=False,  # {} is "empty" to Django, and a tool may take no arguments
         widget=forms.Textarea(attrs=MONOSPACE),
         help_text="A JSON object of the tool's arguments; they are checked against its input schema first.",
     )
 
     def clean_arguments(self) -> dict[str, Any]:
         value = self.cleaned_data["arguments"]
+        if value is None:
+            return {}
         if not isinstance(value, dict):
             raise forms.ValidationError('The arguments must be a JSON object, such as {"city": "Oslo"}.')
         return value

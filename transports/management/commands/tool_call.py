@@ -10,7 +10,7 @@ from registry.auth import ALL_SCOPES
 from registry.exceptions import CatalogError
 from registry.management.tool_options import json_object_option
 from transports.protocol.core import Caller
-from transports.runtime import get_core, reset_core
+from transports.runtime import get_core
 from transports.tool_calls import ToolCallReport, tool_call
 
 CALLER = Caller(username="manage.py", scopes=ALL_SCOPES, server=None)
@@ -39,8 +39,6 @@ class Command(BaseCommand):
             report = async_to_sync(_call)(options["name"], arguments)
         except CatalogError as exc:
             raise CommandError(exc.message) from None
-        finally:
-            reset_core()  # its event loop is gone
         for note in report.notifications:
             self.stdout.write(f"{note.get('method')}: {json.dumps(note.get('params', {}), ensure_ascii=False)}")
         answer = report.result if report.error is None else {"error": report.error}
