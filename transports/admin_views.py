@@ -153,8 +153,8 @@ def openapi_import(request: HttpRequest) -> HttpResponse:
     if not all(request.user.has_perm(permission) for permission in IMPORT_PERMISSIONS):
         raise PermissionDenied
     report = None
-    form = OpenApiImportForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    form = OpenApiImportForm(request.POST, request.FILES) if request.method == "POST" else OpenApiImportForm()
+    if form.is_bound and form.is_valid():
         data = form.cleaned_data
         upload = data.get("file")
         try:
