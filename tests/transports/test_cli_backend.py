@@ -27,7 +27,9 @@ from transports.protocol.backends import cli
 from transports.protocol.backends.base import CallContext
 from transports.protocol.backends.cli import ArgumentRefused, CliBackend, build_argv
 from transports.protocol.catalog import ToolEntry
+from transports.protocol.core import Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.runtime import get_core
 
 ECHO = str(Path(__file__).resolve().parents[1] / "fixtures" / "argv_echo.py")
 
@@ -149,6 +151,15 @@ def test_a_double_dash_from_a_value_does_not_open_the_operands():
     """Only a literal '--' of the template counts: a client's '--' is itself refused."""
     with pytest.raises(ArgumentRefused):
         build_argv(["{a}", "{b}"], {"a": "--", "b": "-x"})
+
+
+def test_the_value_that_would_start_an_element_is_the_one_named():
+    """An empty first value lets the next one start the element: that argument is refused; text of
+    the template's own at the start is not the client's to change."""
+    with pytest.raises(ArgumentRefused) as refused:
+        build_argv(["{a}{b}"], {"a": "", "b": "-x"})
+    assert refused.value.argument == "b"
+    assert build_argv(["{a}-{b}"], {"a": "", "b": "x"}) == ["-x"]
 
 
 def test_a_nul_character_is_refused():
@@ -430,3 +441,15 @@ async def test_a_cancelled_call_through_the_gateway_stops_the_process_group(cli_
     messages = await asyncio.wait_for(call, 30)
     assert not [message for message in messages if message.get("id") == 41]
     await _assert_group_gone(folder)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_test_call_runs_a_cli_tool_on_the_2026_path(cli_tools):
+    """McpCore.call_tool (the 2026-07-28 stateless path): the output, and an option-looking value refused
+    as a tool error."""
+    caller = Caller(username="hot", scopes=frozenset({"read", "write", "call"}), server=None)
+    answer, _ = await get_core().call_tool("echo_args", {"value": "$(id)", "files": ["-v"]}, caller)
+    assert _printed(answer["result"])["argv"] == ["--", "$(id)", "-v"]
+    answer, _ = await get_core().call_tool("echo_option", {"value": "-v"}, caller)
+    assert answer["result"]["isError"] is True
+    assert "'value' starts with '-'" in answer["result"]["content"][0]["text"]

@@ -113,18 +113,20 @@ def build_argv(template: Sequence[str], arguments: dict[str, Any]) -> list[str]:
             value = arguments[spread.name]
             items = list(value) if isinstance(value, list) else [value]
         for item in items:
-            rendered = "".join(
+            pieces = [
                 part if isinstance(part, str) else render(item if part.spread else arguments[part.name])
                 for part in parts
-            )
-            for part in placeholders:
-                if "\x00" in render(item if part.spread else arguments[part.name]):
+            ]
+            for part, piece in zip(parts, pieces, strict=True):
+                if isinstance(part, Placeholder) and "\x00" in piece:
                     raise ArgumentRefused(part.name, f"Argument {part.name!r} contains a NUL character.")
-            first = parts[0] if parts else ""
-            if isinstance(first, Placeholder) and rendered.startswith("-") and not operands_only:
+            rendered = "".join(pieces)
+            # Who wrote the element's first character: a value there could make it an option.
+            leading = next((part for part, piece in zip(parts, pieces, strict=True) if piece), None)
+            if isinstance(leading, Placeholder) and rendered.startswith("-") and not operands_only:
                 raise ArgumentRefused(
-                    first.name,
-                    f"Argument {first.name!r} starts with '-', so the program would read it as an option: "
+                    leading.name,
+                    f"Argument {leading.name!r} starts with '-', so the program would read it as an option: "
                     "the tool's argument template accepts such a value only after a '--' element.",
                 )
             argv.append(rendered)
@@ -252,7 +254,8 @@ class CliBackend(ToolBackend):
                 f"The command {command!r} of tool {tool.name!r} was not found: it must be an executable file "
                 "given by absolute path, or a program on the gateway's PATH."
             )
-        limit = min(config.get("max_output_bytes") or self.max_output_bytes, self.max_output_bytes)
+        own = config.get("max_output_bytes")
+        limit = min(own, self.max_output_bytes) if isinstance(own, int) and own > 0 else self.max_output_bytes
         try:
             process = await asyncio.create_subprocess_exec(
                 program,
