@@ -226,9 +226,9 @@ register_crud(
 
 @router.get("/export", response={200: dict[str, Any], **ERRORS}, tags=["Catalog"], summary="Export the whole catalog")
 def export_catalog(request: HttpRequest, include_secrets: bool = False) -> Any:
-    """The catalog as one JSON document. With include_secrets (staff only) upstream credentials
-    are included, encrypted with this installation's keys, or with the passphrase sent in the
-    X-Catalog-Passphrase header."""
+    """The catalog as one JSON document. With include_secrets (staff only) the credentials of
+    gateways and REST tools are included, encrypted with this installation's keys, or with the
+    passphrase sent in the X-Catalog-Passphrase header."""
     if include_secrets and not request.auth.allows(Scope.WRITE):  # type: ignore[attr-defined]
         raise Forbidden("Exporting secrets needs the 'write' scope.")
     return exchange.catalog_export(

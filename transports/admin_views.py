@@ -15,6 +15,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.views.decorators.cache import never_cache
 
 from registry import auth, selectors
 from registry.exceptions import CatalogError, NotFound
@@ -110,6 +111,7 @@ def _page(request: HttpRequest, template: str, title: str, **context: Any) -> Ht
     )
 
 
+@never_cache
 @staff_member_required
 def tool_test_call(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the form, arguments prefilled from the input schema; POST: run the call and show its report."""
@@ -147,6 +149,7 @@ def _shown(report: ToolCallReport | None) -> dict[str, Any]:
     return {"report": report, "answer": json.dumps(answer, indent=2, ensure_ascii=False), "notes": notes}
 
 
+@never_cache
 @staff_member_required
 def openapi_import(request: HttpRequest) -> HttpResponse:
     """GET: the form; POST: import (or only report, on a dry run) and show the report."""

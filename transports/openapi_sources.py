@@ -5,7 +5,6 @@ Shared by the REST API, the admin's "Import OpenAPI" page and ``manage.py openap
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,10 +14,6 @@ from django.conf import settings
 from registry.exceptions import InvalidInput
 
 FETCH_TIMEOUT = 30.0  # seconds for the whole download of a document
-
-
-async def _wait(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def is_url(source: str) -> bool:
@@ -35,18 +30,16 @@ def fetch(url: str) -> bytes:
     from transports.protocol.backends.outbound import OutboundError, fetch_document
 
     try:
-        fetched = fetch_document(
+        body, _content_type = async_to_sync(fetch_document)(
             url,
             allow_private=settings.GATEWAY_OUTBOUND_ALLOW_PRIVATE,
             max_bytes=settings.GATEWAY_OUTBOUND_MAX_RESPONSE_BYTES,
             timeout=FETCH_TIMEOUT,
+            max_redirects=settings.GATEWAY_OUTBOUND_MAX_REDIRECTS,
         )
-        if inspect.isawaitable(fetched):
-            fetched = async_to_sync(_wait)(fetched)
     except OutboundError as exc:
         message = f"Cannot fetch the OpenAPI document at {url}: {exc}"
         raise InvalidInput(message, errors={"url": [str(exc)]}) from None
-    body, _content_type = fetched
     return bytes(body)
 
 

@@ -128,7 +128,10 @@ class ToolForm(CatalogForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        kind = self.initial.get("integration_type") or self.instance.integration_type
+        # The kind as submitted (a form shown again with errors), chosen by ?integration_type=, or stored.
+        kind = (self.data.get("integration_type") if self.is_bound else None) or self.initial.get(
+            "integration_type", self.instance.integration_type
+        )
         if "backend_config" in self.fields:
             self.fields["backend_config"].help_text = backend_config_help(str(kind))
 

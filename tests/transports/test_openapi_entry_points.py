@@ -109,7 +109,7 @@ def fetcher(monkeypatch):
     """A stand-in outbound fetcher (async, like the real one): the document, or a refusal."""
     fetched: list[dict] = []
 
-    async def fetch_document(url, *, allow_private, max_bytes, timeout):
+    async def fetch_document(url, *, allow_private, max_bytes, timeout, max_redirects):
         fetched.append({"url": url, "allow_private": allow_private, "max_bytes": max_bytes})
         if "10.0.0.1" in url:
             raise OutboundError("10.0.0.1 is a private address (GATEWAY_OUTBOUND_ALLOW_PRIVATE is off).")
