@@ -22,7 +22,8 @@ from transports.runtime import get_core
 
 @pytest.fixture
 def rest_tool(world):  # noqa: F811
-    """A REST tool in the catalog (its backend comes with the tool-wrapping issue) beside MCP tools."""
+    """Two REST tools in the catalog beside MCP tools, with the process's REST backend taken away, so
+    each test decides which backend (if any) serves the kind."""
     ToolFactory(
         name="weather",
         integration_type=IntegrationType.REST,
@@ -30,6 +31,7 @@ def rest_tool(world):  # noqa: F811
         backend_config={"url": "https://example.invalid/weather/{city}", "method": "GET"},
     )
     ToolFactory(name="forecast", integration_type=IntegrationType.REST, gateway=None)
+    get_core().backends.unregister(IntegrationType.REST)
     return world
 
 
@@ -61,7 +63,7 @@ def _call(name: str, arguments: dict, **meta) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_tool_without_a_backend_is_not_advertised_and_cannot_be_called(rest_tool):
-    """No REST backend is enabled: the REST tool is left out of tools/list, and calling it is the
+    """With no REST backend enabled, the REST tool is left out of tools/list, and calling it is the
     same -32602 "Unknown tool" as any name the client was never offered."""
     token, _ = rest_tool
     session = await _session(token)
