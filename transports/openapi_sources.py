@@ -60,23 +60,25 @@ def openapi_import(
     with a message a person can act on."""
     if (url is None) == (document is None):
         raise InvalidInput("Give the OpenAPI document either as a URL or as its text (an uploaded file), not both.")
+    text: bytes | str
     if url is not None:
-        document = fetch(url)
+        text = fetch(url)
         source = source or url
-    elif not source:
+    elif document is not None:
+        text = document
+    if not source:
         message = "Name the document with 'source' (a re-import with the same source updates its tools in place)."
         raise InvalidInput(message, errors={"source": [message]})
     from registry.openapi import openapi_import as import_document
 
-    extra = {"credentials": credentials} if credentials else {}
     report = import_document(
-        document=document,
+        document=text,
         source=source,
         server=server or None,
         include=include or None,
         base_url=base_url or None,
         dry_run=dry_run,
-        **extra,
+        credentials=credentials or None,
     )
     return dict(report.as_dict())
 

@@ -136,6 +136,7 @@ def test_the_api_imports_a_document_given_as_text(staff_client, service):
             "include": ["get*"],
             "base_url": None,
             "dry_run": True,
+            "credentials": None,
         }
     ]
 
