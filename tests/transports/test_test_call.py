@@ -17,6 +17,7 @@ from registry import auth
 from registry.choices import IntegrationType
 from tests.conftest import basic
 from tests.factories import ToolFactory, UserFactory
+from tests.fixtures.http_api import BEARER_TOKEN, http_api  # noqa: F401
 from transports.protocol import jsonrpc
 from transports.protocol.backends.memory import InMemoryBackend
 from transports.protocol.jsonrpc import JsonRpcError
@@ -287,3 +288,57 @@ def test_the_command_exits_with_an_error_when_the_tool_fails_or_is_unknown(tools
         call_command("tool_call", "nope")
     with pytest.raises(CommandError, match="--arguments is not JSON"):
         call_command("tool_call", "forecast", "--arguments", "{")
+
+
+# ---------------------------------------------------------------------------------------------
+# A real REST tool, from its creation over the API to its test call
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rest_world(transactional_db, _close_worker_connections):
+    reset_core()
+    UserFactory(username="staff", is_staff=True)
+    yield
+    reset_core()
+
+
+async def test_a_rest_tool_made_over_the_api_answers_its_test_call_with_its_stored_secret(rest_world, http_api):  # noqa: F811
+    """Created with write-only credentials, the tool authenticates to the real HTTP API; with a wrong
+    token it answers isError with the status, and the report still carries the time it took."""
+    client = AsyncClient()
+    tool = {
+        "name": "whoami",
+        "integration_type": "rest",
+        "input_schema": {"type": "object", "properties": {}},
+        "backend_config": {"url": http_api.url("/auth/bearer"), "auth": {"type": "bearer"}},
+        "credentials": {"token": BEARER_TOKEN},
+    }
+    created = await client.post("/api/tools", tool, content_type="application/json", headers=as_user())
+    assert created.status_code == 201, created.content
+    body = (await call("whoami")).json()
+    assert body["result"]["structuredContent"] == {"bearer": True}
+    assert body["elapsed_ms"] >= 0
+
+    pk = created.json()["id"]
+    changed = await client.patch(
+        f"/api/tools/{pk}", {"credentials": {"token": "wrong"}}, content_type="application/json", headers=as_user()
+    )
+    assert changed.status_code == 200
+    refused = (await call("whoami")).json()
+    assert refused["result"]["isError"] is True
+    assert "401" in refused["result"]["content"][0]["text"]
+    await get_core().backends.get(IntegrationType.REST).aclose()
+
+
+def test_the_command_calls_a_rest_tool(rest_world, http_api):  # noqa: F811
+    out = io.StringIO()
+    ToolFactory(
+        name="items",
+        integration_type=IntegrationType.REST,
+        gateway=None,
+        input_schema={"type": "object", "properties": {}},
+        backend_config={"url": http_api.url("/json"), "extract": "data.items[*].title"},
+    )
+    call_command("tool_call", "items", stdout=out)
+    assert '"text": "[\\"first\\",\\"second\\"]"' in out.getvalue()  # the extracted titles, as JSON text

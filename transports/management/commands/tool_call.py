@@ -20,7 +20,13 @@ async def _call(name: str, arguments: dict[str, Any]) -> ToolCallReport:
     try:
         return await tool_call(name=name, arguments=arguments, caller=CALLER)
     finally:
-        await get_core().upstreams.aclose()  # this loop ends with the command: part from upstreams cleanly
+        # This loop ends with the command: part cleanly from upstreams and close the backends' pools.
+        core = get_core()
+        await core.upstreams.aclose()
+        for kind in core.backends.kinds:
+            close = getattr(core.backends.get(kind), "aclose", None)
+            if close is not None:
+                await close()
 
 
 class Command(BaseCommand):
