@@ -88,10 +88,10 @@ def report_lines(report: dict[str, Any]) -> list[tuple[str, int | None, list[str
     lines: list[tuple[str, int | None, list[str]]] = []
     for key, value in report.items():
         label = key.replace("_", " ")
-        if key == "dry_run" or value is None:
+        if key == "dry_run" or value is None or value is False:  # a "no" says nothing here (server_created)
             continue
-        if isinstance(value, bool):
-            lines.append((label, None, ["yes" if value else "no"]))
+        if value is True:
+            lines.append((label, None, ["yes"]))
         elif isinstance(value, list):
             lines.append((label, len(value), [str(item) for item in value]))
         elif isinstance(value, dict):
