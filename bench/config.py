@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
 DOC_PATH = ROOT / "docs" / "performance.md"
 UPSTREAM_SCRIPT = ROOT / "tests" / "fixtures" / "upstream_server.py"
+# The REST-tool workload's API: the tests' HTTP server (tests/fixtures/http_api.py) in its own process.
+REST_API_MODULE = "tests.fixtures.http_api"
+REST_TOOL = "rest_echo"
 PYTHON = sys.executable
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

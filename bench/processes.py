@@ -19,6 +19,7 @@ from config import (
     HOST,
     MANY_TOOLS_PAGE,
     PYTHON,
+    REST_API_MODULE,
     ROOT,
     UPSTREAM_SCRIPT,
 )
@@ -135,5 +136,14 @@ def start_upstream(state: Path, name: str, many_tools: int = 0) -> Server:
     if many_tools:
         argv += ["--many-tools", str(many_tools), "--page-size", str(MANY_TOOLS_PAGE), "--bulk-only"]
     server = Server(name, argv, dict(os.environ), port, state / f"{name}.log")
+    server.start()
+    return server
+
+
+def start_rest_api(state: Path) -> Server:
+    """The tests' HTTP API in its own process: the API behind the REST-tool workload's tool."""
+    port = free_port()
+    argv = [PYTHON, "-m", REST_API_MODULE, "--port", str(port)]
+    server = Server("rest-api", argv, dict(os.environ), port, state / "rest-api.log")
     server.start()
     return server

@@ -179,6 +179,32 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     else:
         rows.append(("tools/call ≥ 15× ContextForge's throughput", "not measured", ""))
+
+    # 7. (issue #8) a REST tool call costs no more gateway CPU than an upstream MCP tool call
+    rest_pairs = []
+    for r in cells:
+        if r["workload"] != "rest_tools_call" or is_baseline(r["target"]):
+            continue
+        m = find(cells, r["target"], "tools_call", r["concurrency"])
+        if m and m["server_cpu_ms_per_op"] and r["server_cpu_ms_per_op"]:
+            rest_pairs.append((r, m))
+    title = "REST tool call ≤ upstream MCP tool call, gateway CPU"
+    if rest_pairs:
+        rows.append(
+            (
+                title,
+                "met"
+                if all(r["server_cpu_ms_per_op"] <= m["server_cpu_ms_per_op"] for r, m in rest_pairs)
+                else "not met",
+                "; ".join(
+                    f"{r['target']} c={r['concurrency']}: {fmt(r['server_cpu_ms_per_op'])} vs "
+                    f"{fmt(m['server_cpu_ms_per_op'])} ms"
+                    for r, m in rest_pairs
+                ),
+            )
+        )
+    else:
+        rows.append((title, "not measured", ""))
     return rows
 
 
@@ -334,7 +360,7 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         f"{MANY_TOOLS_PAGE} tools everywhere (the gateway's default `GATEWAY_MCP_PAGE_SIZE`, the fixture's "
         "`--page-size`, ContextForge's default); each first page and each walk is checked for its tool count.",
         "",
-        "## Budget (issue #4)",
+        "## Budget (issues #4 and #8)",
         "",
         "Judged on `gw-daphne-sqlite` (the default deployment) unless the line says otherwise.",
         "",

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules 
 from cells import idle_sessions, measure_cell
 from config import BULK_SIZES, BULK_SOURCE, DOC_PATH, HOST, PY_SPY, RESULTS_DIR, ROOT
 from machine import machine_info, machine_load
-from processes import Server, start_upstream
+from processes import Server, start_rest_api, start_upstream
 from profiles import PROFILE_CELLS, run_profiles
 from report import before_after, budget, fmt, write_markdown
 from targets import (
@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 targets = with_baselines(targets, base_root, baseline_info)
             print("starting upstream fixture servers", flush=True)
             upstreams["up"] = start_upstream(state, "upstream")
+            if any(w.endpoint == "rest" for w in workloads):
+                upstreams["api"] = start_rest_api(state)
             if bulk:
                 needed = {w.endpoint for w in workloads if w.endpoint in BULK_SIZES}
                 if any(t.kind != "direct" for t in targets):
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                         # interleaved: every target once per (workload, c) before moving on
                         for target in order:
                             if target.spec.workloads is not None and workload.name not in target.spec.workloads:
+                                continue
+                            if target.spec.kind not in workload.kinds:
                                 continue
                             if target.spec.max_concurrency and c > target.spec.max_concurrency:
                                 if rnd == 0:

@@ -24,6 +24,7 @@ from config import (
     MANY_TOOLS,
     PG_ADMIN_URL,
     PYTHON,
+    REST_TOOL,
     ROOT,
 )
 from processes import Server, free_port
@@ -117,6 +118,7 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         # The idle-sessions and initialize workloads open many thousands of sessions as one user.
         GATEWAY_MAX_SESSIONS_PER_USER="0",
         GATEWAY_MAX_SESSIONS="1000000",
+        GATEWAY_OUTBOUND_ALLOW_PRIVATE="true",  # the REST-tool workload's API listens on loopback
     )
     pg_db = None
     if spec.db == "postgres":
@@ -148,6 +150,19 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
     manage("gateway_add", "up", "--url", f"http://{HOST}:{upstreams['up'].port}/mcp")
     manage("server_add", "bench", "--gateway", "up")
     servers = {"up": "bench"}
+    if "api" in upstreams:  # the REST-tool workload: one REST tool on the same virtual server
+        config = {
+            "url": f"http://{HOST}:{upstreams['api'].port}/echo/bench{{?message}}",
+            "method": "GET",
+            "extract": "{message: query[0][1]}",
+        }
+        schema = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
+        manage(
+            "tool_add", REST_TOOL, "--kind", "rest", "--config", json.dumps(config),
+            "--input-schema", json.dumps(schema), "--server", "bench",
+        )  # fmt: skip
+        servers["rest"] = "bench"
+        target.backends["rest"] = "api"
     if bulk:
         started = time.monotonic()
         source = upstreams[BULK_SOURCE]

@@ -9,6 +9,7 @@ import loadgen
 from config import (
     MANY_TOOLS,
     MANY_TOOLS_PAGE,
+    REST_TOOL,
 )
 
 
@@ -50,6 +51,13 @@ def op_tools_walk(count: int) -> loadgen.Operation:
     return op
 
 
+async def op_rest_tools_call(client: loadgen.McpClient) -> None:
+    """A REST tool (the tests' HTTP API's /echo, the message picked out with JMESPath)."""
+    result = await client.request("tools/call", {"name": REST_TOOL, "arguments": {"message": "hi"}})
+    if result.get("isError") or (result.get("structuredContent") or {}).get("message") != "hi":
+        raise loadgen.McpError(f"unexpected REST tool result {str(result)[:200]}")
+
+
 async def op_resources_read(client: loadgen.McpClient) -> None:
     result = await client.request("resources/read", {"uri": "test://static-text"})
     if not result.get("contents"):
@@ -69,10 +77,18 @@ class Workload:
     endpoint: str = "up"  # "up": the fixture (gateway server `bench`); b10/b1k/b10k: the bulk upstream of that size
     session_per_op: bool = False  # True: each operation opens (and ends) its own session
     max_concurrency: int | None = None
+    kinds: tuple[str, ...] = ("direct", "gateway", "contextforge")  # the target kinds that can run it
 
 
 WORKLOADS: list[Workload] = [
     Workload("tools_call", 'tools/call echo {"message":"hi"}', op_tools_call_echo),
+    Workload(
+        "rest_tools_call",
+        "tools/call of a REST tool: GET /echo/bench?message=hi on the tests' HTTP API, JMESPath {message: ...}",
+        op_rest_tools_call,
+        "rest",
+        kinds=("gateway",),
+    ),
     Workload("tools_list_10", "tools/list, first page of 10 tools (one page)", op_tools_list_first(10), "b10"),
     Workload(
         "tools_list_1k",

@@ -14,6 +14,7 @@ from federation.api import router as federation_router
 from registry.api import router as registry_router
 from registry.auth import WWW_AUTHENTICATE
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden
+from transports.api import router as transports_router
 from transports.rpc import router as rpc_router
 
 api = NinjaAPI(
@@ -25,6 +26,7 @@ api = NinjaAPI(
 )
 api.add_router("/", registry_router)
 api.add_router("/", federation_router)
+api.add_router("/", transports_router)  # test calls and OpenAPI import: they need the runtime
 
 # JSON-RPC over plain HTTP lives at the root (/rpc, /servers/<name>/rpc), beside the MCP endpoints rather
 # than under /api/, so it is its own small NinjaAPI; it answers in JSON-RPC and documents itself in the README.

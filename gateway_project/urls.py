@@ -1,12 +1,17 @@
-"""URL map of the Django side: admin, REST API, health probes. MCP endpoints are routed in asgi.py."""
+"""URL map of the Django side: admin (with the tool pages of transports.admin_views), REST API, health
+probes. MCP endpoints are routed in asgi.py."""
 
 from django.contrib import admin
 from django.urls import path
 
 from gateway_project import health
 from gateway_project.api import api, rpc_api
+from transports import admin_views
 
 urlpatterns = [
+    # Admin pages that need the runtime (transports), before the admin's own catch-all tool URLs.
+    path("admin/registry/tool/<int:pk>/test-call/", admin_views.tool_test_call, name="admin_tool_test_call"),
+    path("admin/registry/tool/import-openapi/", admin_views.openapi_import, name="admin_tool_openapi_import"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("health", health.health, name="health"),

@@ -52,7 +52,7 @@ class ApiAuth(AuthBase):
         return principal
 
 
-READ, WRITE = ApiAuth(Scope.READ), ApiAuth(Scope.WRITE)
+READ, WRITE, CALL = ApiAuth(Scope.READ), ApiAuth(Scope.WRITE), ApiAuth(Scope.CALL)
 router = Router(auth=READ)
 
 
@@ -172,6 +172,24 @@ register_crud(
     schema_out=schemas.ToolOut,
     filters=schemas.ToolFilters,
 )
+
+
+@router.post(
+    "/tools/validate",
+    response={200: schemas.Valid, 409: schemas.Error, **ERRORS},
+    auth=WRITE,
+    tags=["Tools"],
+    operation_id="tools_validate",
+    summary="Check a tool definition without storing it",
+)
+def validate_tool(request: HttpRequest, payload: schemas.ToolIn) -> Any:
+    """Apply every rule that creating the tool would (its kind's definition rules and credentials
+    included) and store nothing: 200 with {"valid": true}, 422 with the errors by field, 409 when the
+    name is taken."""
+    services.entry_validate(Tool, data=schemas.to_data(payload))
+    return {"valid": True}
+
+
 register_crud(
     router,
     prefix="resources",
@@ -208,9 +226,9 @@ register_crud(
 
 @router.get("/export", response={200: dict[str, Any], **ERRORS}, tags=["Catalog"], summary="Export the whole catalog")
 def export_catalog(request: HttpRequest, include_secrets: bool = False) -> Any:
-    """The catalog as one JSON document. With include_secrets (staff only) upstream credentials
-    are included, encrypted with this installation's keys, or with the passphrase sent in the
-    X-Catalog-Passphrase header."""
+    """The catalog as one JSON document. With include_secrets (staff only) the credentials of
+    gateways and REST tools are included, encrypted with this installation's keys, or with the
+    passphrase sent in the X-Catalog-Passphrase header."""
     if include_secrets and not request.auth.allows(Scope.WRITE):  # type: ignore[attr-defined]
         raise Forbidden("Exporting secrets needs the 'write' scope.")
     return exchange.catalog_export(

@@ -3,8 +3,8 @@
 Entries are named by natural keys (names, URIs), never by database ids, so a document moves
 between installations. Import is one transaction: idempotent (identical entries are left alone),
 conflicts (same key, different content) are reported and kept unless ``overwrite`` is set, and
-any invalid entry rejects the whole document. Secrets are exported only when asked, encrypted with
-the installation's keys or with a passphrase.
+any invalid entry rejects the whole document. Secrets (the credentials of gateways and REST tools) are
+exported only when asked, encrypted with the installation's keys or with a passphrase.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ KINDS = (
     Kind("prompts", Prompt, "name", schemas.PromptIn),
     Kind("servers", VirtualServer, "name", schemas.VirtualServerIn),
 )
+# The kinds whose entries hold encrypted credentials (``credentials_encrypted``, ``get_credentials``).
+_WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
 _MEMBER_KEYS = {
     "tools": "name",
     "resources": "uri",
@@ -85,7 +87,7 @@ def catalog_export(*, include_secrets: bool = False, passphrase: str | None = No
         items = []
         for obj in selectors.entry_queryset(kind.model).order_by(kind.natural_key):
             item = _represent(kind, obj)
-            if include_secrets and isinstance(obj, Gateway) and obj.credentials_encrypted:
+            if include_secrets and isinstance(obj, Gateway | Tool) and obj.credentials_encrypted:
                 item["credentials_encrypted"] = (
                     crypto.encrypt_json(obj.get_credentials(), box) if box else obj.credentials_encrypted
                 )
@@ -165,7 +167,7 @@ def catalog_import(
             item = _validate_item(kind, raw, where)
             key = item[kind.natural_key]
             credentials = None
-            if kind.model is Gateway and "credentials_encrypted" in item:
+            if kind.model in _WITH_SECRETS and "credentials_encrypted" in item:
                 if read_secret is None:
                     raise InvalidInput(f"{where}: credentials_encrypted given but the export has no 'secrets' header.")
                 try:
@@ -199,7 +201,7 @@ def catalog_import(
 def _validate_item(kind: Kind, raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be a JSON object.")
-    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model is Gateway else set())
+    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model in _WITH_SECRETS else set())
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {', '.join(unknown)}.")
@@ -227,7 +229,15 @@ def _store(kind: Kind, instance: Any, item: dict[str, Any], credentials: dict[st
             data["auth_type"], data["credentials"] = auth_type, credentials
         else:  # exported without secrets: keep the kind, the operator supplies the values later
             instance.auth_type = auth_type
+    elif kind.model is Tool and credentials is not None:
+        data["credentials"] = credentials  # without them, a stored tool keeps its own
     try:
         services.entry_save(instance, data=data)  # no event of its own: catalog_import sends one
     except InvalidInput as exc:
-        raise InvalidInput(f"{where} ({item.get(kind.natural_key)!r}): {exc.message}", errors=exc.errors) from None
+        message = f"{where} ({item.get(kind.natural_key)!r}): {exc.message}"
+        if kind.model is Tool and credentials is None and "credentials" in exc.errors:
+            message += (
+                " The export carries no credentials for this tool: export with include_secrets (with a "
+                "passphrase to move them to another installation)."
+            )
+        raise InvalidInput(message, errors=exc.errors) from None

@@ -99,6 +99,19 @@ class GatewayOut(Schema):
         return value or None
 
 
+class ToolCredentials(In):
+    """Write-only secrets of a REST tool's authentication; which keys apply depends on
+    ``backend_config.auth.type``: basic: username, password; bearer: token; api_key: key; oauth2:
+    client_id, client_secret."""
+
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    key: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
 class ToolIn(In):
     name: str
     title: str = ""
@@ -112,7 +125,12 @@ class ToolIn(In):
     integration_type: IntegrationType = IntegrationType.MCP
     gateway: str | None = Field(None, description="Name of the gateway an MCP tool comes from.")
     original_name: str = ""
-    backend_config: dict[str, Any] = {}
+    backend_config: dict[str, Any] = Field(
+        {}, description="The definition of a REST, CLI or function tool (docs/tool-backends.md); {} for MCP tools."
+    )
+    credentials: ToolCredentials | None = Field(
+        None, description="REST tools: write-only secrets, never returned; left out: kept; {}: cleared."
+    )
 
 
 class ToolOut(Schema):
@@ -130,8 +148,13 @@ class ToolOut(Schema):
     gateway: str | None = Field(None, alias="gateway.name")
     original_name: str
     backend_config: dict[str, Any]
+    has_credentials: bool
     created_at: datetime
     updated_at: datetime
+
+
+class Valid(Schema):
+    valid: bool = True
 
 
 def _decode_blob(value: str | None) -> bytes | None:

@@ -7,6 +7,8 @@ is applied and a change announced the same way whoever writes:
 - ``entry_create``, ``entry_update``, ``entry_delete``, ``entries_delete``, ``entries_set_enabled``:
   one write, one catalog event;
 - ``entry_validate``: the checks of ``entry_create`` without storing anything;
+- ``tool_create``, ``tool_update``, ``tool_validate``: the same for one tool, which may also join a
+  virtual server in the same write (the ``tool_*`` commands);
 - ``entry_save``: one entry saved with no event, the building block of services that make one write
   of many saves and announce it once (``catalog_import``, ``gateway_catalog_replace``);
 - ``gateway_catalog_replace`` and ``gateway_failure_record``: what federation learns from an upstream.
@@ -120,6 +122,13 @@ def _apply[M: models.Model](instance: M, data: dict[str, Any]) -> dict[str, list
                 instance.set_credentials(auth_type, credentials or {})
             except ValidationError as exc:
                 raise _domain_error(instance, exc) from None
+    if isinstance(instance, Tool) and "credentials" in data:
+        credentials = data.pop("credentials")
+        if credentials is not None:  # None: kept (write-only); {}: cleared
+            try:
+                instance.set_credentials(credentials)
+            except ValidationError as exc:
+                raise _domain_error(instance, exc) from None
     if "gateway" in data:
         instance.gateway = _gateway_by_name(data.pop("gateway"))  # type: ignore[attr-defined]
     for field in list(data):
@@ -196,15 +205,56 @@ def entries_set_enabled(queryset: QuerySet[Any], *, enabled: bool) -> int:
 
 @transaction.atomic
 def secrets_rotate() -> int:
-    """Re-encrypt every gateway's credentials with the newest key; all or nothing."""
+    """Re-encrypt every gateway's and tool's credentials with the newest key; all or nothing.
+    Returns how many entries held credentials."""
     from registry import crypto
 
     count = 0
-    for gateway in Gateway.objects.select_for_update().exclude(credentials_encrypted=""):
-        gateway.credentials_encrypted = crypto.rotate(gateway.credentials_encrypted)
-        gateway.save(update_fields=["credentials_encrypted"])
-        count += 1
+    holders: list[QuerySet[Any]] = [Gateway.objects.all(), Tool.objects.all()]
+    for queryset in holders:
+        for entry in queryset.select_for_update().exclude(credentials_encrypted=""):
+            entry.credentials_encrypted = crypto.rotate(entry.credentials_encrypted)
+            entry.save(update_fields=["credentials_encrypted"])
+            count += 1
     return count
+
+
+def _server_by_name(name: str) -> VirtualServer:
+    server = VirtualServer.objects.filter(name=name).first()
+    if server is None:
+        message = f"No virtual server named {name!r}."
+        raise InvalidInput(message, errors={"server": [message]})
+    return server
+
+
+def tool_validate(*, data: dict[str, Any], server: str | None = None) -> Tool:
+    """An unsaved tool checked with every rule tool_create applies (and the virtual server it would
+    join must exist); nothing is stored."""
+    tool = entry_validate(Tool, data=data)
+    if server:
+        _server_by_name(server)
+    return tool
+
+
+@transaction.atomic
+def tool_create(*, data: dict[str, Any], server: str | None = None) -> Tool:
+    """Create a tool and, given a virtual server's name, add it to that server: one catalog change."""
+    tool = entry_save(Tool(), data=data)
+    if server:
+        _server_by_name(server).tools.add(tool)
+    events.catalog_changed()
+    return tool
+
+
+@transaction.atomic
+def tool_update(*, tool: Tool, data: dict[str, Any], server: str | None = None) -> Tool:
+    """Change some fields of a tool and, given a virtual server's name, add it to that server too;
+    nothing is stored unless all of it is valid."""
+    entry_save(tool, data=data)
+    if server:
+        _server_by_name(server).tools.add(tool)
+    events.catalog_changed()
+    return tool
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,10 @@ def catalog(db):
     )
     ToolFactory(name="web.search", gateway=web, tags=["search", "web"])
     ToolFactory(name="clock.now", gateway=local, tags=["time"], enabled=False)
-    services.entry_create(Tool, data={"name": "rest.lookup", "integration_type": "rest"})
+    services.entry_create(
+        Tool,
+        data={"name": "rest.lookup", "integration_type": "rest", "backend_config": {"url": "https://api.example.com"}},
+    )
     ResourceFactory(uri="file:///readme.md", name="readme", mime_type="text/markdown")
     ResourceFactory(uri="file:///notes.txt", name="notes")
     ResourceTemplateFactory(uri_template="file:///logs/{date}.txt", name="logs", gateway=web)

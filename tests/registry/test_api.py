@@ -432,7 +432,12 @@ def test_a_body_larger_than_the_limit_is_413_and_changes_nothing(staff_client, e
 
 def test_a_body_just_under_the_limit_is_accepted(staff_client):
     """A body below GATEWAY_MAX_BODY_BYTES is processed normally."""
-    payload = {"name": "fits", "integration_type": "rest", "description": "x" * 1000}
+    payload = {
+        "name": "fits",
+        "integration_type": "cli",
+        "backend_config": {"command": "true"},
+        "description": "x" * 1000,
+    }
     with override_settings(GATEWAY_MAX_BODY_BYTES=2048, DATA_UPLOAD_MAX_MEMORY_SIZE=2048):
         response = staff_client.post_json("/api/tools", payload)
     assert response.status_code == 201
@@ -812,6 +817,7 @@ def test_tool_create_stores_every_field(staff_client):
     assert body == {
         **payload,
         "tags": ["arith", "math"],
+        "has_credentials": False,
         "id": body["id"],
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],
@@ -841,7 +847,7 @@ def test_rest_tool_needs_no_gateway(staff_client):
     response = staff_client.post_json("/api/tools", payload)
     assert response.status_code == 201, response.content
     assert response.json()["gateway"] is None
-    assert response.json()["backend_config"] == {"url": "https://api.example.com"}
+    assert response.json()["backend_config"]["url"] == "https://api.example.com"  # stored normalised
 
 
 @pytest.mark.parametrize(

@@ -303,7 +303,14 @@ def test_changed_entry_is_a_conflict_and_kept_unless_overwrite(catalog):
 def test_import_creates_missing_entries_next_to_existing_ones(catalog):
     """Entries that exist only locally stay; entries only in the document are created."""
     Tool.objects.filter(name="stdio.echo").delete()
-    services.entry_create(Tool, data={"name": "local-only", "integration_type": "function"})
+    services.entry_create(
+        Tool,
+        data={
+            "name": "local-only",
+            "integration_type": "function",
+            "backend_config": {"function": "tests.fixtures.functions.add"},
+        },
+    )
     report = exchange.catalog_import(document=catalog)
     assert report.created == {"tools": ["stdio.echo"]}
     assert Tool.objects.filter(name__in=["local-only", "stdio.echo"]).count() == 2
@@ -425,7 +432,11 @@ def test_non_object_documents_are_rejected(document):
 def test_minimal_document_with_missing_kinds_imports():
     """Kinds left out of a document count as empty lists."""
     report = exchange.catalog_import(
-        document={"format": "mcp-gateway-catalog", "version": 1, "tools": [{"name": "f", "integration_type": "cli"}]}
+        document={
+            "format": "mcp-gateway-catalog",
+            "version": 1,
+            "tools": [{"name": "f", "integration_type": "cli", "backend_config": {"command": "true"}}],
+        }
     )
     assert report.created == {"tools": ["f"]}
     assert Tool.objects.get(name="f").input_schema == {"type": "object", "properties": {}}

@@ -198,12 +198,19 @@ def test_mcp_tool_needs_a_gateway():
     assert list(error.errors) == ["gateway"]
 
 
-@pytest.mark.parametrize("integration_type", [IntegrationType.REST, IntegrationType.CLI, IntegrationType.FUNCTION])
-def test_non_mcp_tool_must_not_have_a_gateway(gateway, integration_type):
+@pytest.mark.parametrize(
+    ("integration_type", "backend_config"),
+    [
+        (IntegrationType.REST, {"url": "https://x"}),
+        (IntegrationType.CLI, {"command": "/bin/true"}),
+        (IntegrationType.FUNCTION, {"function": "tests.fixtures.functions.add"}),
+    ],
+)
+def test_non_mcp_tool_must_not_have_a_gateway(gateway, integration_type, backend_config):
     """REST, CLI and function tools cannot come from a gateway, and are valid without one."""
     error = rejected(Tool, name="t", integration_type=integration_type, gateway="upstream")
     assert list(error.errors) == ["gateway"]
-    tool = create(Tool, name="t", integration_type=integration_type, backend_config={"url": "https://x"})
+    tool = create(Tool, name="t", integration_type=integration_type, backend_config=backend_config)
     assert tool.gateway is None
 
 

@@ -9,7 +9,7 @@ import pytest
 from registry import services
 from registry.exceptions import InvalidInput
 from registry.models import Tool
-from tests.fixtures.http_api import _tls_material
+from tests.fixtures.tls import tls_material
 
 URL = "https://api.example.com/v1/users/{user_id}/posts{?limit,page}"
 
@@ -193,7 +193,7 @@ def test_credentials_are_stored_encrypted_and_read_back():
 
 @pytest.mark.django_db
 def test_a_ca_bundle_in_pem_is_accepted():
-    ca_pem, _ = _tls_material()
+    ca_pem, _ = tls_material()
     tool = _create({"url": URL, "ca_bundle": ca_pem})
     assert tool.backend_config["ca_bundle"] == ca_pem
 

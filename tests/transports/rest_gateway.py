@@ -53,7 +53,11 @@ class Gateway:
         get_core().catalog.invalidate()
 
     def use(self, backend: RestBackend) -> RestBackend:
-        """Serve REST tools with ``backend`` instead of the one made from settings."""
+        """Serve REST tools with ``backend`` instead of the one made from settings (both are closed
+        after the test)."""
+        previous = get_core().backends.get(IntegrationType.REST)
+        if isinstance(previous, RestBackend):
+            self.backends.append(previous)
         get_core().backends.register(IntegrationType.REST, backend)
         self.backends.append(backend)
         return backend

@@ -217,7 +217,7 @@ async def test_303_turns_a_post_into_a_get_and_307_keeps_it(gateway):  # noqa: F
 @pytest.mark.django_db(transaction=True)
 async def test_credentials_are_not_sent_to_another_origin(gateway):  # noqa: F811
     """A same-origin redirect keeps the Authorization header; a redirect to another origin (another
-    port) drops it, and an API key header with it."""
+    port) drops it, and an API key header with it, for the rest of the chain."""
     other = start_http_api()
     try:
         auth = {"type": "bearer"}
@@ -235,6 +235,11 @@ async def test_credentials_are_not_sent_to_another_origin(gateway):  # noqa: F81
         assert "Authorization" not in elsewhere["headers"]
         elsewhere = (await gateway.call("keyhop", {"to": other.url("/echo/other")}))["structuredContent"]
         assert "X-API-Key" not in elsewhere["headers"]
+        # Sent elsewhere and back: the credentials stay dropped.
+        back = f"/redirect?to={gateway.api.url('/echo/back')}"
+        returned = (await gateway.call("hop", {"to": other.url(back)}))["structuredContent"]
+        assert returned["path"] == "/echo/back"
+        assert "Authorization" not in returned["headers"]
     finally:
         other.stop()
 
@@ -259,8 +264,10 @@ async def test_a_response_over_the_gateways_bound_names_the_setting(gateway):  #
     gateway.use(RestBackend(allow_private=True, max_response_bytes=2048))
     await gateway.add_tool("big", {"url": gateway.api.url("/big?bytes=4096")})
     await gateway.add_tool("fits", {"url": gateway.api.url("/big?bytes=2048")})
+    await gateway.add_tool("peek", {"url": gateway.api.url("/big?bytes=4096"), "method": "HEAD"})
     assert "2048 bytes, the limit set by GATEWAY_OUTBOUND_MAX_RESPONSE_BYTES" in text_of(await gateway.call("big"))
     assert (await gateway.call("fits"))["content"][0]["type"] == "resource"
+    assert text_of(await gateway.call("peek")).startswith("HTTP 200 OK from HEAD")  # a length, not a body
 
 
 # -- fetch_document (the OpenAPI importer's fetch) -----------------------------------------------------------

@@ -9,11 +9,11 @@ from registry.exceptions import SecretError
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt stored upstream credentials with the newest (first) key in GATEWAY_ENCRYPTION_KEYS."
+    help = "Re-encrypt stored gateway and tool credentials with the newest (first) key in GATEWAY_ENCRYPTION_KEYS."
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             count = services.secrets_rotate()
         except SecretError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(f"Re-encrypted the credentials of {count} gateway(s) with the first key.")
+        self.stdout.write(f"Re-encrypted the credentials of {count} gateway(s) and tool(s) with the first key.")

@@ -246,12 +246,12 @@ async def send(
     first_origin = origin(url)
     sensitive = {name.lower() for name in sensitive_headers}
     for hop in range(max_redirects + 1):
-        hop_headers = headers
         if origin(url) != first_origin:
-            hop_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in sensitive)
+            # For good: a host we were sent to cannot send us back with the credentials to a path it picks.
+            headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in sensitive)
         try:
             async with session.request(
-                method, url, headers=hop_headers, data=body, ssl=ssl, allow_redirects=False
+                method, url, headers=headers, data=body, ssl=ssl, allow_redirects=False
             ) as response:
                 try:
                     location = response.headers.get("Location")
@@ -265,9 +265,11 @@ async def send(
                             headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "content-type")
                         url = next_url
                         continue
-                    payload, truncated = await read_bounded(
-                        response, max_bytes if response.ok else min(max_bytes, ERROR_BODY_BYTES), strict=response.ok
-                    )
+                    if method == "HEAD":  # its Content-Length describes a body it does not send
+                        payload, truncated = b"", False
+                    else:
+                        limit = max_bytes if response.ok else min(max_bytes, ERROR_BODY_BYTES)
+                        payload, truncated = await read_bounded(response, limit, strict=response.ok)
                 except BaseException:
                     response.close()  # a half-read response must not go back to the pool
                     raise
@@ -285,6 +287,10 @@ async def send(
             raise ConnectionFailed(f"Could not reach {masked(url, secret_params)}: {_describe(exc)}") from None
         except aiohttp.InvalidURL:
             raise OutboundError(f"{masked(url, secret_params)} is not a URL that can be requested.") from None
+        except aiohttp.ClientError as exc:  # a malformed answer (oversized headers, bad framing...)
+            raise OutboundError(
+                f"The answer of {masked(url, secret_params)} could not be read: {_describe(exc)[:300]}"
+            ) from None
     raise OutboundError(
         f"{method} {masked(url, secret_params)} was redirected more than {max_redirects} times "
         f"(the limit is {MAX_REDIRECTS_SETTING}); the API may be redirecting in a loop."
