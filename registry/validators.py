@@ -6,6 +6,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema_rs
 from django.core.exceptions import ValidationError
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -60,7 +61,10 @@ def validate_object_schema(value: Any) -> None:
     if not isinstance(value, dict):
         raise ValidationError("A schema must be a JSON object.", code="invalid_schema")
     try:
-        Draft202012Validator.check_schema(value)
+        # jsonschema-rs's meta-schema check is ~100x faster (an OpenAPI import saves hundreds of schemas);
+        # the Python one runs only to say what is wrong.
+        if not jsonschema_rs.meta.is_valid(value):
+            Draft202012Validator.check_schema(value)
     except SchemaError as exc:
         path = "/".join(str(part) for part in exc.path)
         where = f" at '{path}'" if path else ""
@@ -203,3 +207,17 @@ def validate_tags(value: Any) -> None:
     """Tags: a list of short strings."""
     if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in value):
         raise ValidationError("Tags must be a list of strings of 1-64 characters.", code="invalid_tags")
+
+
+def _refuse_remote(uri: str) -> Any:
+    raise ValueError(f"the reference {uri!r} points outside the schema; only '#/...' references are resolved")
+
+
+def compile_schema_locally(schema: dict[str, Any]) -> Any:
+    """The schema compiled as the gateway will enforce it (jsonschema-rs, 2020-12), never fetching a
+    remote ``$ref`` (that would let a definition make the gateway request any URL); ValueError with
+    the reason when it cannot be compiled."""
+    try:
+        return jsonschema_rs.validator_for(schema, validate_formats=False, retriever=_refuse_remote)
+    except jsonschema_rs.ValidationError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from registry import validators
 from registry.exceptions import InvalidInput
 from registry.openapi import naming, security, urls
 from registry.openapi.document import OpenApiDocument, mapping, pointer
@@ -365,9 +365,9 @@ def _check_schema(schema: dict[str, Any], label: str, where: Path, notes: list[s
     it does not, the slower Python check tells a schema the catalog would refuse (the operation is skipped)
     from one only the gateway's validator cannot compile (kept, and not enforced)."""
     try:
-        jsonschema_rs.validator_for(schema, validate_formats=False)
+        validators.compile_schema_locally(schema)
         return
-    except (jsonschema_rs.ValidationError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:
         compile_error = str(exc).splitlines()[0]
     try:
         Draft202012Validator.check_schema(schema)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
+from registry import validators
 from registry.choices import IntegrationType
 from registry.tool_kinds import cli, function, rest
 
@@ -24,3 +27,17 @@ def clean(tool: Any) -> None:  # a registry.models.Tool (a layer above this one)
     cleaner = _CLEANERS.get(IntegrationType(tool.integration_type))
     if cleaner is not None:
         cleaner(tool)
+        _check_compiles(tool)
+
+
+def _check_compiles(tool: Any) -> None:
+    """The gateway enforces a wrapped tool's schemas itself (no upstream does): they must compile, with
+    no reference outside the schema."""
+    for field in ("input_schema", "output_schema"):
+        schema = getattr(tool, field)
+        if not isinstance(schema, dict):
+            continue
+        try:
+            validators.compile_schema_locally(schema)
+        except ValueError as exc:
+            raise ValidationError({field: f"The gateway cannot enforce this schema: {exc}."}) from None

@@ -122,3 +122,43 @@ async def test_a_test_call_runs_the_tool_outside_any_session(forecast):
     assert answer["result"]["isError"] is True
     answer, _ = await core.call_tool("nope", {}, caller)
     assert answer["error"]["code"] == -32602
+
+
+REMOTE = {"type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/steal.json"}}}
+
+
+@pytest.mark.django_db
+def test_a_wrapped_tool_schema_with_a_remote_reference_is_refused():
+    """The gateway enforces a wrapped tool's schema itself; a remote $ref would make it fetch a URL, so
+    the definition is refused naming the reference, and nothing is stored."""
+    from registry import services
+    from registry.exceptions import InvalidInput
+    from registry.models import Tool
+
+    data = {
+        "name": "remote_ref",
+        "integration_type": "function",
+        "backend_config": {"function": "tests.fixtures.functions.add"},
+        "input_schema": REMOTE,
+    }
+    with pytest.raises(InvalidInput, match=r"input_schema: The gateway cannot enforce this schema: .*steal\.json"):
+        services.entry_create(Tool, data=data)
+    assert not Tool.objects.filter(name="remote_ref").exists()
+
+
+def test_compiling_a_schema_never_fetches_a_remote_reference():
+    """A schema that slipped past the registry with a remote $ref is left unenforced, not fetched: the
+    listening socket the reference names is never connected to."""
+    import socket
+
+    from transports.protocol.json_schema import compile_schema
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        schema = {"type": "object", "properties": {"a": {"$ref": f"http://127.0.0.1:{port}/steal.json"}}}
+        assert compile_schema(schema, what="tool 'x'") is None
+        with pytest.raises(BlockingIOError):
+            listener.accept()

@@ -13,13 +13,19 @@ logger = logging.getLogger(__name__)
 Validator = Any  # a compiled jsonschema_rs validator
 
 
+def _refuse_remote(uri: str) -> Any:
+    # jsonschema-rs would fetch a remote $ref over HTTP: a stored schema must never make the gateway
+    # request a URL (the registry refuses such schemas for wrapped tools; this guards the rest).
+    raise ValueError(f"remote reference {uri!r} refused")
+
+
 def compile_schema(schema: Any, *, what: str) -> Validator | None:
     """A compiled validator for ``schema`` (2020-12 unless it says otherwise), or None when the schema
     cannot be compiled (it was checked when stored; a schema that still fails is logged, not enforced)."""
     if not isinstance(schema, dict):
         return None
     try:
-        return jsonschema_rs.validator_for(schema, validate_formats=False)
+        return jsonschema_rs.validator_for(schema, validate_formats=False, retriever=_refuse_remote)
     except (jsonschema_rs.ValidationError, ValueError, TypeError) as exc:
         logger.warning("The schema of %s cannot be compiled and is not enforced: %s", what, exc)
         return None
