@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                         for target in order:
                             if target.spec.workloads is not None and workload.name not in target.spec.workloads:
                                 continue
-                            if target.spec.kind not in workload.kinds:
-                                continue
+                            if target.spec.kind not in workload.kinds or workload.endpoint not in target.urls:
+                                continue  # e.g. the REST-tool workload on a --baseline checkout without tool_add
                             if target.spec.max_concurrency and c > target.spec.max_concurrency:
                                 if rnd == 0:
                                     skipped.append(f"{target.spec.name} / {workload.name} / c={c}")

@@ -150,7 +150,7 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
     manage("gateway_add", "up", "--url", f"http://{HOST}:{upstreams['up'].port}/mcp")
     manage("server_add", "bench", "--gateway", "up")
     servers = {"up": "bench"}
-    if "api" in upstreams:  # the REST-tool workload: one REST tool on the same virtual server
+    if "api" in upstreams and spec.baseline_of is None:  # the REST-tool workload: a REST tool on the same server
         config = {
             "url": f"http://{HOST}:{upstreams['api'].port}/echo/bench{{?message}}",
             "method": "GET",

@@ -213,6 +213,12 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int, *, strict: 
     ``strict``, else cut there (the second value says whether it was)."""
     if strict and response.content_length is not None and response.content_length > limit:
         raise ResponseTooLarge(f"{response.content_length} bytes", limit=limit)
+    if (
+        response.content_length is not None
+        and response.content_length <= limit
+        and not response.headers.get("Content-Encoding")
+    ):
+        return await response.read(), False  # the common case: a declared size within the bound, read at once
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):

@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 from transports.protocol.backends import outbound
 from transports.protocol.backends.base import CallContext, ToolBackend
 from transports.protocol.backends.rest_auth import Applied, Authenticator, AuthFailed, TokenCache
-from transports.protocol.backends.rest_request import ArgumentError, RestSpec, SpecCache, build_request
+from transports.protocol.backends.rest_request import ArgumentError, BuiltRequest, RestSpec, SpecCache, build_request
 from transports.protocol.backends.rest_response import failure_result, response_result
 from transports.protocol.backends.results import error_result
 from transports.protocol.catalog import ToolEntry
@@ -148,7 +148,14 @@ class _Call:
         self.attempts_allowed = 1 + spec.retries if spec.idempotent else 1
         self.attempt = 0
         self.secret_params: frozenset[str] = frozenset()
-        self.shown = f"{spec.method} {spec.url}"  # until the request is built
+        self.request: BuiltRequest | None = None  # the last attempt's, named in messages
+
+    @property
+    def shown(self) -> str:
+        """The request as messages name it (secrets masked); made only when a message needs it."""
+        if self.request is None:
+            return f"{self.spec.method} {self.spec.url}"
+        return f"{self.request.method} {outbound.masked(self.request.url, self.secret_params)}"
 
     async def run(self, timeout: asyncio.Timeout) -> dict[str, Any]:
         session = self.backend.session()
@@ -166,7 +173,7 @@ class _Call:
                 request = build_request(self.spec, self.arguments, extra_query=applied.query)
             except (AuthFailed, ArgumentError) as exc:
                 return error_result(exc.message)
-            self.shown = f"{request.method} {outbound.masked(request.url, self.secret_params)}"
+            self.request = request
             try:
                 response = await outbound.send(
                     session,
