@@ -22,6 +22,8 @@ stateless = HTTP and stdio 2026-07-28; one-shot = POST /rpc.
 - list_changed after a REST catalog change. Session era: notifications/tools/list_changed. Stateless: on a
   subscriptions/listen stream. One-shot: subscriptions/listen is -32601 (it needs a stream).
 - errors: unknown tool, unknown method, invalid params: the same code and message everywhere.
+- wrapped tools (a Python function tool): called like an upstream's, and arguments that fail its input
+  schema are a tool error naming the field (SEP-1303, 2025-11-25 server/tools "Error Handling"), everywhere.
 
 Spec references (MCP 2025-11-25 and 2026-07-28): basic/lifecycle, server/discover,
 server/utilities/pagination, basic/utilities/progress, basic/utilities/cancellation (2026-07-28:
@@ -64,6 +66,7 @@ ELICIT_ARGS = {"message": "Who are you?"}
 ELICITED_TEXT = 'User response: action=accept, content={"email": "ada@example.com", "username": "ada"}'
 SAMPLE_ARGS = {"prompt": "What is the answer?"}
 SAMPLED_TEXT = "LLM response: 42"
+WRAPPED_CONFIG = '{"function": "tests.fixtures.functions.add"}'
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +76,16 @@ def gateway(tmp_path_factory):
     with (
         running_upstream("streamable-http", era="auto") as upstream,
         # unbuffered: the gateway's log is written as things happen, so a traceback fails its own test
-        start_live_gateway(state, GATEWAY_MCP_PAGE_SIZE=str(PAGE_SIZE), PYTHONUNBUFFERED="1") as live,
+        start_live_gateway(
+            state,
+            GATEWAY_MCP_PAGE_SIZE=str(PAGE_SIZE),
+            PYTHONUNBUFFERED="1",
+            GATEWAY_FUNCTION_TOOLS="tests.fixtures.functions.*",
+        ) as live,
     ):
         assert "Registered 'fx'" in live.manage("gateway_add", "fx", "--url", upstream.url)
+        # A wrapped tool (issue #8): the gateway runs it and checks its arguments itself.
+        live.manage("tool_add", "wrapped_add", "--kind", "function", "--config", WRAPPED_CONFIG)
         status, body = live.api("POST", "/api/gateways?sync=false", {"name": "dead", "url": "http://127.0.0.1:9/mcp"})
         assert status == 201, body
         live.stub = add_stub(live, state)  # before the first MCP request: the gateway reads its catalog then
@@ -383,3 +393,19 @@ async def test_errors(connect):
         expected = {case: error(code, message) for case, (_, _, code, message) in ERRORS.items()}
         assert got == expected, json.dumps(got, indent=1)
         assert (await client.call_tool("echo", {"message": "still here"}))["content"][0]["text"] == "still here"
+
+
+# -- wrapped tools --------------------------------------------------------------------------------------------
+
+
+async def test_a_wrapped_tool_answers_and_its_arguments_are_checked(connect):
+    """A Python-function tool (tests.fixtures.functions.add) answers on every transport like an upstream's tool;
+    arguments its input schema refuses never reach it: an isError result naming the field (every client here
+    speaks 2025-11-25 or later, where SEP-1303 makes argument errors tool errors)."""
+    async with connect() as client:
+        result = await client.call_tool("wrapped_add", {"a": 2, "b": 40})
+        assert result["content"] == [{"type": "text", "text": "2 + 40 = 42"}]
+        assert not result.get("isError")
+        refused = await client.call_tool("wrapped_add", {"a": "two"})
+        assert refused["isError"] is True
+        assert refused["content"][0]["text"].startswith("Invalid arguments for tool 'wrapped_add': at /a:")
