@@ -12,8 +12,34 @@ from tests.factories import UserFactory
 PASSWORD = "correct-horse-battery"
 
 
+# Modules whose tests run the same whatever DATABASE_URL and REDIS_URL say: their gateways are processes
+# with their own SQLite database and in-memory channel layer (tests/transports/conftest.start_live_gateway
+# drops both variables), or they test the upstream clients and fixtures alone. They are marked
+# `backend_independent`, so CI's PostgreSQL + Redis pass can leave them to the embedded-default pass.
+BACKEND_INDEPENDENT = (
+    "tests/fixtures/test_upstream_fixture.py",
+    "tests/transports/test_everything.py",
+    "tests/transports/test_modern.py",
+    "tests/transports/test_modern_clients.py",
+    "tests/transports/test_new_user_walks.py",
+    "tests/transports/test_openapi_through_gateway.py",
+    "tests/transports/test_sse_endpoint.py",
+    "tests/transports/test_stdio_bridge.py",
+    "tests/transports/test_through_gateway.py",
+    "tests/transports/test_transport_table.py",
+    "tests/transports/test_websocket_endpoint.py",
+    "tests/transports/upstream/",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `redis` need REDIS_URL; without it they are skipped with the reason shown."""
+    """Tests marked `redis` need REDIS_URL; without it they are skipped with the reason shown. Tests of the
+    BACKEND_INDEPENDENT modules are marked `backend_independent`."""
+    independent = pytest.mark.backend_independent
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if any(path == name or (name.endswith("/") and path.startswith(name)) for name in BACKEND_INDEPENDENT):
+            item.add_marker(independent)
     if os.environ.get("REDIS_URL"):
         return
     skip = pytest.mark.skip(reason="needs Redis: set REDIS_URL (CI sets it; `make test` passes it through)")
