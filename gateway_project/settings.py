@@ -189,13 +189,75 @@ GATEWAY_MAX_PARKED_CALLS = env_int("GATEWAY_MAX_PARKED_CALLS", 1000, minimum=1)
 GATEWAY_CACHE_TTL_MS = env_int("GATEWAY_CACHE_TTL_MS", 5000, minimum=0)
 
 # ---------------------------------------------------------------------------------------------
-# Celery (federation sync, health checks)
+# Federation and operations: health, sync, drift, failover, peers, stdio (docs/federation.md)
+# ---------------------------------------------------------------------------------------------
+# Seconds between health checks of each enabled gateway (ping, or server/discover for 2026-07-28).
+GATEWAY_HEALTH_INTERVAL = env_float("GATEWAY_HEALTH_INTERVAL", 15.0, minimum=1.0)
+# Seconds a health check waits for the upstream before counting a failure.
+GATEWAY_HEALTH_TIMEOUT = env_float("GATEWAY_HEALTH_TIMEOUT", 10.0, minimum=0.1)
+# Failed checks in a row that make a gateway unreachable (the first failure makes it degraded).
+GATEWAY_HEALTH_FAILURES = env_int("GATEWAY_HEALTH_FAILURES", 3, minimum=1)
+# Longest wait, in seconds, between checks of an unreachable gateway (the wait doubles from the interval).
+GATEWAY_HEALTH_MAX_BACKOFF = env_float("GATEWAY_HEALTH_MAX_BACKOFF", 300.0, minimum=1.0)
+# Leave the tools, resources and prompts of unreachable gateways out of the lists (clients get
+# list_changed when they go and when they return); off: they stay listed and calls fail fast.
+GATEWAY_HIDE_UNREACHABLE = env_bool("GATEWAY_HIDE_UNREACHABLE", False)
+# Default seconds between scheduled syncs of a gateway's catalog (a gateway's own sync_interval wins;
+# 0: only on list_changed, on a change to the gateway, or by hand).
+GATEWAY_SYNC_INTERVAL = env_int("GATEWAY_SYNC_INTERVAL", 300, minimum=0)
+# Seconds a sync waits for each of the upstream's answers.
+GATEWAY_SYNC_TIMEOUT = env_float("GATEWAY_SYNC_TIMEOUT", 30.0, minimum=0.1)
+# Sync runs kept per gateway (older ones are deleted).
+GATEWAY_SYNC_RUNS_KEPT = env_int("GATEWAY_SYNC_RUNS_KEPT", 50, minimum=1)
+# What a changed description, schema or annotations of a known upstream tool does: "hold" (the approved
+# definition keeps serving until a staff user approves the change), "withhold" (the tool is not served
+# until approved), or "accept" (taken at once, still recorded).
+GATEWAY_DRIFT_POLICY = env_str("GATEWAY_DRIFT_POLICY", "hold").lower()
+# Where the periodic work runs: "inprocess" (a scheduler thread in the gateway process), "celery"
+# (Celery beat and workers; the gateway process runs none), "off", or "auto" (celery when REDIS_URL is
+# set, else inprocess).
+GATEWAY_SCHEDULER = env_str("GATEWAY_SCHEDULER", "auto").lower()
+# Seconds between scheduler ticks (each finds the gateways whose check or sync is due).
+GATEWAY_SCHEDULER_TICK = env_float("GATEWAY_SCHEDULER_TICK", 5.0, minimum=0.1)
+# Threads of the in-process scheduler (checks and syncs that run at once).
+GATEWAY_SCHEDULER_WORKERS = env_int("GATEWAY_SCHEDULER_WORKERS", 4, minimum=1)
+# Seconds one worker holds a gateway's lease for a check or sync (a crashed worker's lease runs out).
+GATEWAY_LEASE_SECONDS = env_float("GATEWAY_LEASE_SECONDS", 120.0, minimum=1.0)
+# Failover: failed calls in a row that open a gateway's circuit, and seconds before it is tried again.
+GATEWAY_CIRCUIT_FAILURES = env_int("GATEWAY_CIRCUIT_FAILURES", 3, minimum=1)
+GATEWAY_CIRCUIT_COOLDOWN = env_float("GATEWAY_CIRCUIT_COOLDOWN", 30.0, minimum=0.1)
+# Supervised stdio servers: most running at once per gateway process, seconds unused before one is
+# stopped (0: never), and the longest wait, in seconds, between restarts of one that keeps dying.
+GATEWAY_STDIO_MAX_PROCESSES = env_int("GATEWAY_STDIO_MAX_PROCESSES", 32, minimum=1)
+GATEWAY_STDIO_IDLE_TIMEOUT = env_float("GATEWAY_STDIO_IDLE_TIMEOUT", 600.0, minimum=0.0)
+GATEWAY_STDIO_MAX_BACKOFF = env_float("GATEWAY_STDIO_MAX_BACKOFF", 60.0, minimum=0.1)
+# Peers: this gateway's own base URL as peers reach it (loop detection, mDNS), peer base URLs to
+# discover from (comma-separated), the bearer token presented to peers' well-known endpoints, how many
+# hops of peer-of-peer discovery to follow, hosts discovery may add (empty: any), whether discovered
+# peers join without approval, mDNS/DNS-SD on the local network, and seconds between discovery runs.
+GATEWAY_PUBLIC_URL = env_str("GATEWAY_PUBLIC_URL", "")
+GATEWAY_PEERS = env_list("GATEWAY_PEERS", [])
+GATEWAY_PEER_TOKEN = env_str("GATEWAY_PEER_TOKEN", "")
+GATEWAY_DISCOVERY_MAX_DEPTH = env_int("GATEWAY_DISCOVERY_MAX_DEPTH", 2, minimum=0)
+GATEWAY_DISCOVERY_ALLOWED_HOSTS = env_list("GATEWAY_DISCOVERY_ALLOWED_HOSTS", [])
+GATEWAY_DISCOVERY_AUTO_APPROVE = env_bool("GATEWAY_DISCOVERY_AUTO_APPROVE", False)
+GATEWAY_DISCOVERY_MDNS = env_bool("GATEWAY_DISCOVERY_MDNS", False)
+GATEWAY_DISCOVERY_INTERVAL = env_float("GATEWAY_DISCOVERY_INTERVAL", 600.0, minimum=1.0)
+
+# ---------------------------------------------------------------------------------------------
+# Celery (production runner of the periodic work: `celery -A gateway_project worker` and `... beat`)
 # ---------------------------------------------------------------------------------------------
 # Broker: Redis when REDIS_URL is set; otherwise tasks run eagerly in the calling process.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat's schedule lives here, not in the database (no django-celery-beat): beat only ticks; each
+# gateway's own intervals (sync_interval, health backoff) are on its row and edited in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "federation-tick": {"task": "federation.tasks.tick", "schedule": GATEWAY_SCHEDULER_TICK},
+    "federation-discover": {"task": "federation.tasks.discover_peers", "schedule": GATEWAY_DISCOVERY_INTERVAL},
+}
 
 # ---------------------------------------------------------------------------------------------
 # Django plumbing

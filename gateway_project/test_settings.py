@@ -22,6 +22,8 @@ GATEWAY_ENCRYPTION_KEYS = []
 # backend built without this.
 GATEWAY_OUTBOUND_ALLOW_PRIVATE = True
 GATEWAY_FUNCTION_TOOLS = ["tests.fixtures.functions.*"]
+# Tests run periodic work themselves (or start their own worker, beat or gateway process).
+GATEWAY_SCHEDULER = "off"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
     DATABASES["default"]["OPTIONS"].pop("init_command", None)

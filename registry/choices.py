@@ -37,11 +37,30 @@ class AuthType(models.TextChoices):
 
 
 class Health(models.TextChoices):
-    """Last known reachability of an upstream."""
+    """Last known reachability of an upstream (docs/federation.md: the health state machine)."""
 
     UNKNOWN = "unknown", "Unknown"
     HEALTHY = "healthy", "Healthy"
-    UNHEALTHY = "unhealthy", "Unhealthy"
+    DEGRADED = "degraded", "Degraded"
+    UNREACHABLE = "unreachable", "Unreachable"
+
+
+class SyncTrigger(models.TextChoices):
+    """Why a gateway's catalog was read."""
+
+    SCHEDULE = "schedule", "Schedule"
+    LIST_CHANGED = "list_changed", "Upstream said list_changed"
+    CHANGE = "change", "Gateway added or changed"
+    MANUAL = "manual", "By hand"
+
+
+class ChangeStatus(models.TextChoices):
+    """Where a changed upstream definition stands in review."""
+
+    PENDING = "pending", "Waiting for approval"
+    APPROVED = "approved", "Approved"
+    SUPERSEDED = "superseded", "Superseded by a newer change"
+    ACCEPTED = "accepted", "Taken without review"
 
 
 class IntegrationType(models.TextChoices):

@@ -11,7 +11,16 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from registry import crypto, tool_kinds, validators
-from registry.choices import AuthType, DetectedEra, Era, Health, IntegrationType, Transport
+from registry.choices import (
+    AuthType,
+    ChangeStatus,
+    DetectedEra,
+    Era,
+    Health,
+    IntegrationType,
+    SyncTrigger,
+    Transport,
+)
 
 URL_SCHEMES = {
     Transport.STREAMABLE_HTTP: ("http", "https"),
@@ -62,10 +71,44 @@ class Gateway(TimeStamped):
     verify_tls = models.BooleanField("verify TLS", default=True)
     ca_bundle = models.TextField("CA bundle (PEM)", blank=True)
     enabled = models.BooleanField(default=True)
+    # Operations (docs/federation.md): how often the catalog is read, failover and stdio supervision.
+    sync_interval = models.PositiveIntegerField(
+        "sync interval",
+        null=True,
+        blank=True,
+        help_text="Seconds between scheduled reads of the upstream's catalog; empty: GATEWAY_SYNC_INTERVAL; "
+        "0: only when the upstream says list_changed or by hand.",
+    )
+    redundancy_group = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validators.validate_slug],
+        help_text="Gateways of one group that offer the same tool (same name and input schema) serve it as "
+        "one tool: calls go to a healthy one, by priority, then round robin.",
+    )
+    priority = models.IntegerField(default=100, help_text="Within a redundancy group: lower is tried first.")
+    per_user_process = models.BooleanField(
+        "one process per user",
+        default=False,
+        help_text="stdio only: the server keeps per-user state, so each user gets a process of their own.",
+    )
+    start_at_boot = models.BooleanField(
+        default=False, help_text="stdio only: start the process when the gateway starts, not on first use."
+    )
     # What the gateway last learned about the upstream (written by federation, not by people).
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     last_error = models.TextField(blank=True, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    next_check_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The stdio supervisor's last report: {"state", "pid", "restarts", "since", "last_exit", "host"}.
+    process_state = models.JSONField(default=dict, blank=True, editable=False)
+    # A lease on the gateway's periodic work (sync, check): one worker at a time, across processes.
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     protocol_version = models.CharField(max_length=32, blank=True, editable=False)
     detected_era = models.CharField(max_length=16, choices=DetectedEra.choices, blank=True, editable=False)
     server_info = models.JSONField(default=dict, blank=True, editable=False)
@@ -94,6 +137,8 @@ class Gateway(TimeStamped):
                     validators.validate_upstream_url(self.url, schemes=URL_SCHEMES[Transport(self.transport)])
                 except ValidationError as exc:
                     errors["url"] = exc.messages[0]
+        if self.transport != Transport.STDIO and (self.per_user_process or self.start_at_boot):
+            errors["per_user_process"] = "Process options are only for stdio gateways."
         if self.era == Era.MODERN and self.transport in (Transport.SSE, Transport.WEBSOCKET):
             errors["era"] = f"MCP 2026-07-28 has no {self.get_transport_display()} transport; use auto or legacy."
         if self.ca_bundle and "-----BEGIN CERTIFICATE-----" not in self.ca_bundle:
@@ -170,6 +215,13 @@ class Tool(TimeStamped):
     backend_config = models.JSONField(default=dict, blank=True, validators=[validators.validate_json_object])
     # A REST tool's secrets (password, token, API key, OAuth client secret), encrypted like a gateway's.
     credentials_encrypted = models.TextField(blank=True, editable=False)
+    # Local choice for an upstream tool: served instead of the upstream's description (kept by syncs).
+    description_override = models.TextField(
+        blank=True, help_text="Served instead of the description; a sync never changes it."
+    )
+    # Definition drift (docs/federation.md): the upstream's changed definition, held until approved.
+    pending_definition = models.JSONField(null=True, blank=True, editable=False)
+    drift_detected_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -217,6 +269,19 @@ class Tool(TimeStamped):
     @property
     def upstream_name(self) -> str:
         return self.original_name or self.name
+
+    @property
+    def served_description(self) -> str:
+        return self.description_override or self.description
+
+    def definition(self) -> dict[str, Any]:
+        """The fields an upstream owns, as stored (what drift compares)."""
+        return {field: getattr(self, field) for field in UPSTREAM_TOOL_FIELDS}
+
+
+# The fields of an upstream MCP tool that its upstream owns: read-only in the admin and the API,
+# written only by syncs (and by approving a held-back change).
+UPSTREAM_TOOL_FIELDS = ("title", "description", "input_schema", "output_schema", "annotations")
 
 
 class Resource(TimeStamped):
@@ -337,6 +402,52 @@ class VirtualServer(TimeStamped):
                     validate_icon(self.icon)
                 except ValidationError:
                     raise ValidationError({"icon": "The icon must be an http(s): or data: URL."}) from None
+
+
+class SyncRun(models.Model):
+    """One read of an upstream's catalog: when, why, how long, what changed, what failed."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=16, choices=SyncTrigger.choices, default=SyncTrigger.SCHEDULE)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    ok = models.BooleanField(default=False)
+    # Labels such as "tool echo", as CatalogDiff holds them.
+    added = models.JSONField(default=list, blank=True)
+    updated = models.JSONField(default=list, blank=True)
+    removed = models.JSONField(default=list, blank=True)
+    held = models.JSONField(default=list, blank=True)  # changed definitions held back for review
+    skipped = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["gateway", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.gateway} sync at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DefinitionChange(models.Model):
+    """A changed definition (description, schemas, annotations) of a known upstream tool, with its diff."""
+
+    tool = models.ForeignKey(Tool, on_delete=models.CASCADE, related_name="definition_changes")
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="definition_changes")
+    detected_at = models.DateTimeField()
+    previous = models.JSONField(default=dict)
+    current = models.JSONField(default=dict)
+    # [{"field": "description", "before": ..., "after": ..., "text": unified diff or ""}]
+    diff = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=ChangeStatus.choices, default=ChangeStatus.PENDING)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-detected_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.tool} changed at {self.detected_at:%Y-%m-%d %H:%M:%S} ({self.status})"
 
 
 class CatalogRevision(models.Model):

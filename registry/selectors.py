@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from django.db import models
 from django.db.models import Q, QuerySet
 
+from registry.choices import Health
 from registry.exceptions import NotFound
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
@@ -87,11 +88,18 @@ def catalog_rows() -> dict[str, Any]:
     """Everything the MCP hot path serves, as plain data: enabled entries whose gateway (if any) is
     enabled, virtual servers with their members' keys, and each enabled gateway's connection
     settings with its credentials decrypted. Read once per catalog version, never per request."""
+    from django.conf import settings
+
     from registry.events import catalog_version
 
     version = catalog_version()  # first: rows read after it are at least this new
     gateways = {g.pk: g for g in Gateway.objects.filter(enabled=True)}
     live = Q(gateway__isnull=True) | Q(gateway__enabled=True)
+    if settings.GATEWAY_HIDE_UNREACHABLE:  # their entries leave the lists until a check succeeds
+        live &= ~Q(gateway__health=Health.UNREACHABLE)
+    tool_rows = Tool.objects.filter(live, enabled=True)
+    if settings.GATEWAY_DRIFT_POLICY == "withhold":  # a tool whose changed definition awaits approval
+        tool_rows = tool_rows.filter(pending_definition__isnull=True)
 
     def source(obj: Any) -> str | None:
         return gateways[obj.gateway_id].name if obj.gateway_id in gateways else None
@@ -101,7 +109,7 @@ def catalog_rows() -> dict[str, Any]:
             "id": t.pk,
             "name": t.name,
             "title": t.title,
-            "description": t.description,
+            "description": t.served_description,
             "input_schema": t.input_schema,
             "output_schema": t.output_schema,
             "annotations": t.annotations,
@@ -112,7 +120,7 @@ def catalog_rows() -> dict[str, Any]:
             "backend_config": t.backend_config,
             "credentials": t.get_credentials(),
         }
-        for t in Tool.objects.filter(live, enabled=True)
+        for t in tool_rows
     ]
     resources = [
         {
@@ -191,6 +199,12 @@ def catalog_rows() -> dict[str, Any]:
             "verify_tls": g.verify_tls,
             "ca_bundle": g.ca_bundle or None,
             "capabilities": g.capabilities,
+            "health": g.health,
+            "last_error": g.last_error,
+            "redundancy_group": g.redundancy_group,
+            "priority": g.priority,
+            "per_user_process": g.per_user_process,
+            "start_at_boot": g.start_at_boot,
         }
         for g in gateways.values()
     ]

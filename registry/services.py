@@ -339,7 +339,7 @@ def gateway_catalog_replace(
 @transaction.atomic
 def gateway_failure_record(*, gateway: Gateway, error: str) -> None:
     """Record that the gateway's upstream could not be read; its entries stay as last read."""
-    Gateway.objects.filter(pk=gateway.pk).update(health=Health.UNHEALTHY, last_error=error[:2000])
+    Gateway.objects.filter(pk=gateway.pk).update(health=Health.DEGRADED, last_error=error[:2000])
 
 
 def _clean_schema(schema: Any) -> dict[str, Any]:

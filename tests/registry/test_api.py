@@ -706,11 +706,11 @@ def test_gateway_name_of_64_characters_is_accepted(staff_client):
 def test_gateway_list_filters_by_transport_and_health(staff_client):
     """transport= and health= narrow the gateway list."""
     GatewayFactory(name="web", health=Health.HEALTHY)
-    GatewayFactory(name="down", health=Health.UNHEALTHY)
+    GatewayFactory(name="down", health=Health.UNREACHABLE)
     GatewayFactory(name="local", transport=Transport.STDIO, url="", command="run-me")
     by_transport = staff_client.get("/api/gateways", {"transport": "stdio"})
     assert keys(by_transport) == ["local"]
-    assert keys(staff_client.get("/api/gateways", {"health": "unhealthy"})) == ["down"]
+    assert keys(staff_client.get("/api/gateways", {"health": "unreachable"})) == ["down"]
     assert keys(staff_client.get("/api/gateways", {"health": "healthy"})) == ["web"]
     assert keys(staff_client.get("/api/gateways", {"transport": "streamable-http", "health": "unknown"})) == []
 

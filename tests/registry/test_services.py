@@ -109,7 +109,7 @@ def test_entries_delete_counts_the_entries_and_bumps_once():
 def test_replacing_a_catalog_adds_updates_and_removes_and_records_the_upstream(django_capture_on_commit_callbacks):
     """Entries are added, changed ones updated, vanished ones removed; the gateway is marked healthy
     with what the upstream said about itself; the whole replace is one catalog change."""
-    gateway = GatewayFactory(name="fx", health=Health.UNHEALTHY, last_error="down")
+    gateway = GatewayFactory(name="fx", health=Health.UNREACHABLE, last_error="down")
     replace(gateway, tools=[tool("echo"), tool("sum")], resources=[{"uri": "test://a", "name": "a"}])
     version = events.catalog_version()
     with django_capture_on_commit_callbacks() as callbacks:
@@ -202,7 +202,7 @@ def test_a_failed_read_is_recorded_and_keeps_the_entries():
     version = events.catalog_version()
     services.gateway_failure_record(gateway=gateway, error="x" * 3000)
     gateway.refresh_from_db()
-    assert (gateway.health, len(gateway.last_error)) == (Health.UNHEALTHY, 2000)
+    assert (gateway.health, len(gateway.last_error)) == (Health.DEGRADED, 2000)
     assert Tool.objects.filter(gateway=gateway).count() == 1
     assert events.catalog_version() == version  # health is not part of the catalog snapshot
 

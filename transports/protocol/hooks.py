@@ -48,3 +48,12 @@ class Hook:
 # of upstream connections the notice came through, to read the new lists on). Federation re-reads the
 # upstream; the catalog change that follows sends the gateway's own list_changed.
 upstream_lists_changed = Hook("upstream_lists_changed")
+
+# A request to an upstream failed on the connection (refused, reset, TLS, process died, timed out;
+# not an error the upstream answered). Arguments: the gateway's name and the failure as a sentence.
+# Federation marks a healthy gateway degraded at once (a passive health signal).
+upstream_failed = Hook("upstream_failed")
+
+# A supervised stdio server changed state (started, exited, restarting, stopped idle). Arguments: the
+# gateway's name and {"state", "pid", "restarts", "since", "last_exit", "host"}. Federation records it.
+upstream_process_changed = Hook("upstream_process_changed")

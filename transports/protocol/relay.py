@@ -37,13 +37,18 @@ _token_counter = itertools.count(1)
 Notices = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
+class UpstreamDown(JsonRpcError):
+    """The upstream could not be reached (connection refused or dropped, timed out, process died, or
+    marked unreachable by its health checks): another upstream of a redundancy group may serve the call."""
+
+
 def upstream_error(gateway: str, exc: Exception, timeout: float | None = None) -> JsonRpcError:
     """The JSON-RPC error a client gets for an upstream's failure."""
     if isinstance(exc, UpstreamError):
         return JsonRpcError(exc.code, exc.message, exc.data)
     if isinstance(exc, UpstreamTimeout):
-        return JsonRpcError(jsonrpc.REQUEST_TIMEOUT, f"Upstream {gateway!r} did not answer within {timeout or 0:g} s.")
-    return JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {exc}")
+        return UpstreamDown(jsonrpc.REQUEST_TIMEOUT, f"Upstream {gateway!r} did not answer within {timeout or 0:g} s.")
+    return UpstreamDown(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {exc}")
 
 
 class UpstreamRelay:

@@ -1,0 +1,10 @@
+"""Signals the catalog sends for other apps to react to (connected in their ``AppConfig.ready()``).
+
+Sent only after the writing transaction commits, so a receiver never sees rolled-back state.
+"""
+
+from django.dispatch import Signal
+
+# A gateway was created, or changed in a way that needs its catalog read again (connection settings,
+# enabled). Keyword arguments: gateway_id (int), created (bool).
+gateway_saved = Signal()
