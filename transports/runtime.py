@@ -83,6 +83,7 @@ def get_core() -> McpCore:
             cache_scope="private" if settings.GATEWAY_AUTH_REQUIRED else "public",
             prompt_renderer=render_prompt,
             backends=wrapped_tool_backends(),
+            failover={"failures": settings.GATEWAY_CIRCUIT_FAILURES, "cooldown": settings.GATEWAY_CIRCUIT_COOLDOWN},
         )
         events.add_local_listener(_invalidate_snapshot)
         _core = core

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import orjson
+
 from transports.protocol.json_schema import compile_schema
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ class ToolEntry:
     # Wrapped tools only (no upstream checks for them): the compiled input and output schemas.
     input_validator: Any = None
     output_validator: Any = None
+    # Other providers of this tool in its gateway's redundancy group, best priority first:
+    # (gateway, upstream name) pairs a call may fail over to (docs/federation.md §4). () for most tools.
+    alternates: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +162,42 @@ def _validators(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _schema_key(schema: Any) -> bytes:
+    return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+
+
+def redundant_providers(
+    rows: dict[str, Any],
+) -> tuple[dict[int, tuple[tuple[str, str], ...]], dict[int, int]]:
+    """Upstream tools that several gateways of one redundancy group offer (same upstream name, same
+    input schema): the alternates of the one entry that serves each, and, for every other provider's
+    row id, the id of that entry. One pass over the tools; only grouped gateways' tools cost more."""
+    groups = {g["name"]: (g["redundancy_group"], g["priority"]) for g in rows["gateways"] if g.get("redundancy_group")}
+    if not groups:
+        return {}, {}
+    providers: dict[tuple[str, str, bytes], list[dict[str, Any]]] = {}
+    for row in rows["tools"]:
+        group = groups.get(row["gateway"]) if row["integration_type"] == "mcp" else None
+        if group is not None:
+            key = (group[0], row["upstream_name"], _schema_key(row["input_schema"]))
+            providers.setdefault(key, []).append(row)
+    alternates: dict[int, tuple[tuple[str, str], ...]] = {}
+    redirect: dict[int, int] = {}
+    for members in providers.values():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda r: (groups[r["gateway"]][1], r["gateway"]))
+        # The entry clients know by the upstream's own name keeps serving; else the best priority's.
+        primary = next((r for r in members if r["name"] == r["upstream_name"]), members[0])
+        alternates[primary["id"]] = tuple((r["gateway"], r["upstream_name"]) for r in members if r is not primary)
+        redirect.update((r["id"], primary["id"]) for r in members if r is not primary)
+    return alternates, redirect
+
+
 def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool] | None = None) -> Snapshot:
-    """Turn ``catalog_rows`` into immutable views (without the tools ``servable`` refuses)."""
+    """Turn ``catalog_rows`` into immutable views (without the tools ``servable`` refuses; a tool that
+    gateways of one redundancy group share becomes one entry with ``alternates``)."""
+    alternates, redirect = redundant_providers(rows)
     tools = {
         row["id"]: ToolEntry(
             name=row["name"],
@@ -179,9 +218,11 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
             timeout=row["timeout"],
             backend_config=row["backend_config"],
             credentials=row.get("credentials") or {},
+            alternates=alternates.get(row["id"], ()),
             **_validators(row),
         )
         for row in rows["tools"]
+        if row["id"] not in redirect
     }
     if servable is not None:
         tools = {key: tool for key, tool in tools.items() if servable(tool)}
@@ -252,10 +293,23 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
             chosen.update({i: entry for i, entry in table.items() if entry.gateway in whole})
             return list(chosen.values())
 
+        def pick_tools() -> list[ToolEntry]:
+            if member_ids is None or not redirect:
+                return pick(tools, "tools")
+            # A server that lists any provider of a shared tool (or a whole gateway of one) serves its entry.
+            whole: set[str] = set(member_ids.get("gateways", ()))  # type: ignore[arg-type]
+            chosen = {j: tools[j] for j in (redirect.get(i, i) for i in member_ids["tools"]) if j in tools}
+            chosen.update(
+                (i, entry)
+                for i, entry in tools.items()
+                if entry.gateway in whole or (entry.alternates and any(g in whole for g, _ in entry.alternates))
+            )
+            return list(chosen.values())
+
         return View(
             name=name,
             title=title,
-            tools=_sorted_by(pick(tools, "tools"), "name"),
+            tools=_sorted_by(pick_tools(), "name"),
             resources=_sorted_by(pick(resources, "resources"), "uri"),
             templates=_sorted_by(pick(templates, "resource_templates"), "uri_template"),
             prompts=_sorted_by(pick(prompts, "prompts"), "name"),

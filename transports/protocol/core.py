@@ -25,6 +25,7 @@ from transports.protocol.backends import ToolBackends
 from transports.protocol.backends.upstream_mcp import UpstreamMcpBackend
 from transports.protocol.catalog import CatalogCache, View
 from transports.protocol.exchange import Emit, Exchange
+from transports.protocol.failover import Failover, FailoverSettings
 from transports.protocol.fanout import Fanout
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.listen import Listener, ListenStreams
@@ -125,6 +126,7 @@ class McpCore:
         cache_scope: str = "private",
         instructions: str | None = None,
         prompt_renderer: PromptRenderer | None = None,
+        failover: FailoverSettings | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else CatalogCache()
         self.sessions = sessions if sessions is not None else SessionStore()
@@ -142,8 +144,10 @@ class McpCore:
         self.fanout.relay = self.relay
         self.upstreams.on_notification = self.fanout.upstream_message
         self.backends = backends if backends is not None else ToolBackends()
+        # Circuit breakers and turns of redundancy groups' tools (docs/federation.md §4), per process.
+        self.failover = Failover(settings=failover)
         if self.backends.get("mcp") is None:
-            self.backends.register("mcp", UpstreamMcpBackend(self.relay))
+            self.backends.register("mcp", UpstreamMcpBackend(self.relay, failover=self.failover))
         self.backends.on_change = self.catalog.invalidate
         self.catalog.servable = self.backends.serves
         self.methods = Methods(
