@@ -96,7 +96,9 @@ def catalog_rows() -> dict[str, Any]:
     gateways = {g.pk: g for g in Gateway.objects.filter(enabled=True)}
     live = Q(gateway__isnull=True) | Q(gateway__enabled=True)
     if settings.GATEWAY_HIDE_UNREACHABLE:  # their entries leave the lists until a check succeeds
-        live &= ~Q(gateway__health=Health.UNREACHABLE)
+        # (except in a redundancy group: the snapshot folds the group's tools together and failover
+        # skips the unreachable provider, so the tool keeps its name while another serves it)
+        live &= ~Q(gateway__health=Health.UNREACHABLE, gateway__redundancy_group="")
     tool_rows = Tool.objects.filter(live, enabled=True)
     if settings.GATEWAY_DRIFT_POLICY == "withhold":  # a tool whose changed definition awaits approval
         tool_rows = tool_rows.filter(pending_definition__isnull=True)
