@@ -104,9 +104,7 @@ class DiscoveryReport:
         return next((outcome for outcome in self.peers if outcome.url == key), None)
 
     def summary(self) -> str:
-        return (
-            f"{len(self.found)} found, {len(self.new)} new, {len(self.failed)} failed, {len(self.refused)} refused"
-        )
+        return f"{len(self.found)} found, {len(self.new)} new, {len(self.failed)} failed, {len(self.refused)} refused"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +218,10 @@ def _describe(exc: BaseException, *, target: str, timeout: float) -> str:
 def fetch_document(url: str, *, token: str = "", timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
     """A peer's well-known document, checked for shape; PeerFetchError with a sentence otherwise."""
     target = normalize_url(url) + WELL_KNOWN_PATH
-    request = urllib.request.Request(target, headers={"Accept": "application/json", "User-Agent": "mcp-gateway"})
+    # normalize_url admits http and https only, so no file: or custom scheme reaches urllib.
+    request = urllib.request.Request(  # noqa: S310
+        target, headers={"Accept": "application/json", "User-Agent": "mcp-gateway"}
+    )
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     opener = urllib.request.build_opener(_NoRedirects)
@@ -427,4 +428,3 @@ def peers_discover(
                 if isinstance(item, dict):
                     enqueue(item.get("url"), depth + 1, PeerSource.PEER, url)
     return report
-

@@ -36,8 +36,10 @@ def well_known(request: HttpRequest) -> JsonResponse:
             )
         if not principal.allows(Scope.READ):
             return JsonResponse(
-                {"detail": f"Your credentials do not allow '{Scope.READ}' (they allow: "
-                 f"{', '.join(sorted(principal.scopes)) or 'nothing'})."},
+                {
+                    "detail": f"Your credentials do not allow '{Scope.READ}' (they allow: "
+                    f"{', '.join(sorted(principal.scopes)) or 'nothing'})."
+                },
                 status=403,
             )
     base = peers.public_url() or request.build_absolute_uri("/").rstrip("/")
