@@ -257,9 +257,11 @@ def fetch_document(url: str, *, token: str = "", timeout: float = FETCH_TIMEOUT)
 
 def _unique_gateway_name(peer: Peer) -> str:
     parts = urlsplit(peer.url)
-    named = peer.name if peer.name and peer.name != DEFAULT_NAME else ""
+    # A name of its own says more than an address; a host name alone (the default) needs the port,
+    # since several gateways may share a host.
+    named = peer.name if peer.name not in ("", DEFAULT_NAME, parts.hostname) else ""
     base = named or (parts.hostname or "peer") + (f"-{parts.port}" if parts.port else "")
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-")[:56] or "peer"
+    slug = re.sub(r"[^a-z0-9_-]+", "-", base.lower()).strip("-_")[:56] or "peer"
     name, counter = slug, 1
     while Gateway.objects.filter(name=name).exists():
         counter += 1

@@ -156,15 +156,19 @@ def test_discovery_follows_peers_of_peers_breadth_first(third: Trio) -> None:
         (third.b.url, 1, PeerSource.PEER, third.a.url),
         (third.c.url, 2, PeerSource.PEER, third.b.url),
     ]
-    assert len(report.new) == 3 and not report.failed and not report.refused
+    assert len(report.new) == 3
+    assert not report.failed
+    assert not report.refused
     rows = {peer.url: peer for peer in Peer.objects.all()}
     assert set(rows) == {third.a.url, third.b.url, third.c.url}
     assert all(p.status == PeerStatus.PENDING and p.last_seen_at and not p.last_error for p in rows.values())
-    assert rows[third.c.url].depth == 2 and rows[third.c.url].name == "127.0.0.1"
+    assert rows[third.c.url].depth == 2
+    assert rows[third.c.url].name == "127.0.0.1"
     assert not Gateway.objects.exists()  # pending peers are not in the catalog
 
     again = peers.peers_discover()  # a second run finds the same peers, none new
-    assert len(again.found) == 3 and not again.new
+    assert len(again.found) == 3
+    assert not again.new
 
 
 def test_discovery_respects_the_depth_limit(third: Trio, settings) -> None:
@@ -202,7 +206,8 @@ def test_discovery_skips_this_gateway_itself(third: Trio, settings) -> None:
     settings.GATEWAY_PUBLIC_URL = third.c.url
     settings.GATEWAY_PEERS = [f"http://localhost:{port_of(third.c)}"]  # C's document names C's public URL
     report = peers.peers_discover()
-    assert report.peers == [] and report.skipped_self == [f"http://localhost:{port_of(third.c)}"]
+    assert report.peers == []
+    assert report.skipped_self == [f"http://localhost:{port_of(third.c)}"]
     assert not Peer.objects.exists()
 
 
@@ -220,7 +225,8 @@ def test_discovery_refuses_hosts_outside_the_allow_list(third: Trio, settings) -
     assert len(peers.peers_discover().found) == 3
     settings.GATEWAY_DISCOVERY_ALLOWED_HOSTS = ["gateway.example.com"]
     report = peers.peers_discover()
-    assert report.peers == [] and [r.url for r in report.refused] == [third.a.url]
+    assert report.peers == []
+    assert [r.url for r in report.refused] == [third.a.url]
 
 
 def test_a_failing_peer_is_recorded_and_does_not_stop_the_others(third: Trio, settings) -> None:
@@ -231,11 +237,13 @@ def test_a_failing_peer_is_recorded_and_does_not_stop_the_others(third: Trio, se
     report = peers.peers_discover()
     assert [o.url for o in report.found] == [third.a.url, third.b.url, third.c.url]
     [failed] = report.failed
-    assert failed.url == dead and failed.error == f"connection refused by {dead.removeprefix('http://')}"
+    assert failed.url == dead
+    assert failed.error == f"connection refused by {dead.removeprefix('http://')}"
     assert Peer.objects.get(url=dead).last_error == failed.error
     assert Peer.objects.get(url=dead).last_seen_at is None
     reasons = [r.reason for r in report.refused]
-    assert "is not an http:// or https:// URL" in reasons[0] and "is not an http:// or https:// URL" in reasons[1]
+    assert "is not an http:// or https:// URL" in reasons[0]
+    assert "is not an http:// or https:// URL" in reasons[1]
     assert "carries credentials" in reasons[2]
 
 
@@ -261,11 +269,13 @@ def test_peers_stay_pending_until_approved_and_approval_makes_a_synced_gateway(
     assert peer_b.status == PeerStatus.PENDING
     gateway = peers.peer_approve(peer=peer_b)
     peer_b.refresh_from_db()
-    assert peer_b.status == PeerStatus.APPROVED and peer_b.gateway == gateway
+    assert peer_b.status == PeerStatus.APPROVED
+    assert peer_b.gateway == gateway
     assert gateway.transport == Transport.STREAMABLE_HTTP
     assert gateway.url == third.b.url + "/mcp"
-    assert gateway.auth_type == AuthType.BEARER and gateway.get_credentials() == {"token": third.a.token}
-    assert gateway.name == "127-0-0-1"  # from the name B gives itself (its host)
+    assert gateway.auth_type == AuthType.BEARER
+    assert gateway.get_credentials() == {"token": third.a.token}
+    assert gateway.name == f"127-0-0-1-{port_of(third.b)}"  # B names itself after its host: the port is added
     services.gateway_refresh(gateway=gateway)
     gateway.refresh_from_db()
     assert gateway.server_info["name"] == "mcp-gateway"
@@ -294,9 +304,12 @@ def test_auto_approve_makes_every_new_peer_a_gateway_at_once(third: Trio, settin
     with a unique name."""
     settings.GATEWAY_DISCOVERY_AUTO_APPROVE = True
     report = peers.peers_discover()
-    assert all(o.approved for o in report.peers) and len(report.peers) == 3
+    assert all(o.approved for o in report.peers)
+    assert len(report.peers) == 3
     assert set(Peer.objects.values_list("status", flat=True)) == {PeerStatus.APPROVED}
-    assert sorted(Gateway.objects.values_list("name", flat=True)) == ["127-0-0-1", "127-0-0-1-2", "127-0-0-1-3"]
+    assert sorted(Gateway.objects.values_list("name", flat=True)) == sorted(
+        f"127-0-0-1-{port_of(g)}" for g in (third.a, third.b, third.c)
+    )
     assert sorted(Gateway.objects.values_list("url", flat=True)) == sorted(
         g.url + "/mcp" for g in (third.a, third.b, third.c)
     )
@@ -358,3 +371,64 @@ def test_mdns_is_not_imported_when_off(trio: Trio) -> None:
         "print('zeroconf' in sys.modules, 'federation.mdns' in sys.modules)",
     )
     assert out.strip().splitlines()[-1] == "False False"
+
+
+# --- without live gateways --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("HTTPS://GW.Example.com:443/", "https://gw.example.com"),
+        ("http://gw.example.com:80/base/", "http://gw.example.com/base"),
+        ("http://[::1]:8000", "http://[::1]:8000"),
+        (" http://127.0.0.1:9000/ ", "http://127.0.0.1:9000"),
+    ],
+)
+def test_one_gateway_has_one_spelling(raw: str, normalized: str) -> None:
+    """Scheme and host lower-cased, default ports and trailing slashes dropped."""
+    assert peers.normalize_url(raw) == normalized
+
+
+@pytest.mark.parametrize("raw", ["", "gw.example.com", "javascript:alert(1)", "http://h:99999", "http://h/?q=1", 7])
+def test_a_url_that_cannot_be_a_peer_is_refused(raw: object) -> None:
+    with pytest.raises(peers.PeerUrlError):
+        peers.normalize_url(raw)
+
+
+@pytest.mark.django_db
+def test_approved_gateways_get_unique_slug_names(settings) -> None:
+    """Peers naming themselves alike become gateways named apart; no token: no credentials."""
+    settings.GATEWAY_PEER_TOKEN = ""
+    one = Peer.objects.create(url="https://one.example", name="Team Gateway!")
+    two = Peer.objects.create(url="https://two.example", name="Team Gateway!")
+    assert peers.peer_approve(peer=one).name == "team-gateway"
+    second = peers.peer_approve(peer=two)
+    assert second.name == "team-gateway-2"
+    assert second.auth_type == AuthType.NONE
+
+
+@pytest.mark.django_db
+def test_the_admin_approves_and_rejects_through_the_services(admin_client) -> None:
+    """The Approve action makes the peer a gateway; Reject disables it; a bad URL added by hand is a form error."""
+    peer = Peer.objects.create(url="https://peer.example", name="peer")
+    changelist = "/admin/federation/peer/"
+    response = admin_client.post(changelist, {"action": "approve", "_selected_action": [peer.pk]}, follow=True)
+    assert "Approved 1 peer(s)" in response.content.decode()
+    peer.refresh_from_db()
+    assert peer.status == PeerStatus.APPROVED
+    assert peer.gateway is not None
+    assert peer.gateway.url == "https://peer.example/mcp"
+    admin_client.post(changelist, {"action": "reject", "_selected_action": [peer.pk]})
+    peer.refresh_from_db()
+    assert peer.status == PeerStatus.REJECTED
+    assert not peer.gateway.enabled
+    assert admin_client.get(changelist + "?status__exact=rejected").status_code == 200
+    assert admin_client.get(f"{changelist}{peer.pk}/change/").status_code == 200
+
+    response = admin_client.post(changelist + "add/", {"url": "ftp://nope.example"})
+    assert "is not an http:// or https:// URL" in response.content.decode()
+    admin_client.post(changelist + "add/", {"url": "HTTPS://Added.example/"})
+    added = Peer.objects.get(url="https://added.example")
+    assert added.source == PeerSource.MANUAL
+    assert added.status == PeerStatus.PENDING
