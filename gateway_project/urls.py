@@ -1,9 +1,10 @@
 """URL map of the Django side: admin (with the tool pages of transports.admin_views), REST API, health
-probes. MCP endpoints are routed in asgi.py."""
+probes, the well-known document peers read. MCP endpoints are routed in asgi.py."""
 
 from django.contrib import admin
 from django.urls import path
 
+from federation import views as federation_views
 from gateway_project import health
 from gateway_project.api import api, rpc_api
 from transports import admin_views
@@ -16,5 +17,6 @@ urlpatterns = [
     path("api/", api.urls),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
+    path(".well-known/mcp-gateway", federation_views.well_known, name="well_known_mcp_gateway"),
     path("", rpc_api.urls),  # POST /rpc, POST /servers/<name>/rpc
 ]
