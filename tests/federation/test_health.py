@@ -75,7 +75,8 @@ def test_an_upstream_that_stops_becomes_degraded_then_unreachable_and_healthy_ag
         assert (back.ok, back.before, back.after) == (True, "unreachable", "healthy")
         gateway.refresh_from_db()
         assert (gateway.health, gateway.consecutive_failures, gateway.last_error) == (Health.HEALTHY, 0, "")
-        assert gateway.next_check_at is None and gateway.last_seen_at is not None
+        assert gateway.next_check_at is None
+        assert gateway.last_seen_at is not None
     finally:
         upstream.stop()
 
