@@ -1,16 +1,98 @@
-"""Health checks of upstream gateways and the passive signals of failed calls (docs/federation.md)."""
+"""Health checks of upstream gateways and the passive signals of failed calls (docs/federation.md).
+
+A check connects a client of its own (never the serving pool's: a check must see what a new connection
+sees, and must not disturb the sessions clients use), pings, closes, and records the outcome in the
+registry's state machine (``registry.gateway_state``). Failed calls relayed to clients count too: the
+relay sends ``hooks.upstream_failed`` and ``after_call_failure`` marks a healthy gateway degraded at once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+
+from federation.errors import describe_failure
+from federation.services import _row
+from registry.gateway_state import gateway_check_record, gateway_passive_failure
 from registry.models import Gateway
+from transports.protocol.upstream import create_client
+from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from transports.protocol.upstream_pool import config_from_row
+from transports.protocol.vocabulary import PING
+
+logger = logging.getLogger(__name__)
+
+# What a probe may raise for an upstream's failure (the rest are bugs, and propagate): the clients' own
+# errors, a configuration create_client refuses, and what a library lets through in an edge case.
+_FAILURES = (UpstreamError, UpstreamTimeout, UpstreamUnavailable, ValueError, OSError, aiohttp.ClientError)
 
 
-def gateway_check(*, gateway: Gateway, timeout: float | None = None) -> Any:
-    """Probe the upstream once and record the result in the health state machine (stub)."""
-    raise NotImplementedError
+@dataclass(frozen=True)
+class CheckResult:
+    """One health check: the gateway's name, whether the upstream answered, its state before and after,
+    the failure as a sentence ("" when ok) and how long the probe took."""
+
+    gateway: str
+    ok: bool
+    before: str
+    after: str
+    error: str = ""
+    latency_ms: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+async def _probe(row: dict[str, Any], timeout: float) -> None:
+    config = dataclasses.replace(config_from_row(row, request_timeout=timeout), connect_timeout=timeout)
+    client = create_client(config)
+    try:
+        await client.connect()
+        # A 2026-07-28 session turns ping (removed in that era) into an uncached server/discover, which is
+        # the contract's probe for it; a session-era upstream answers ping itself.
+        await client.request(PING, {}, timeout=timeout)
+    finally:
+        await client.aclose()
+
+
+def gateway_check(*, gateway: Gateway, timeout: float | None = None) -> CheckResult:
+    """Probe the upstream once (connect, ping or server/discover, close) and record the result in the
+    health state machine; an upstream's failure is recorded, never raised."""
+    seconds = float(settings.GATEWAY_HEALTH_TIMEOUT if timeout is None else timeout)
+    row = _row(gateway)
+    started = time.monotonic()
+    error = ""
+    try:
+        async_to_sync(_probe)(row, seconds)
+    except _FAILURES as exc:
+        error = describe_failure(exc, timeout=seconds, target=gateway.url or gateway.command)
+    latency_ms = round((time.monotonic() - started) * 1000)
+    before, after = gateway_check_record(gateway_id=gateway.pk, ok=not error, error=error)
+    if before != after:
+        log = logger.info if after == "healthy" else logger.warning
+        log("gateway %s: %s -> %s%s", gateway.name, before, after, f" ({error})" if error else "")
+    return CheckResult(gateway.name, not error, before, after, error, latency_ms)
 
 
 async def after_call_failure(gateway_name: str, error: str) -> None:
-    """hooks.upstream_failed receiver: a call failed on the connection (stub)."""
+    """hooks.upstream_failed receiver: a call failed on the connection, so a healthy (or not yet checked)
+    gateway is marked degraded at once; its health checks decide what comes next."""
+
+    def mark() -> bool:
+        from django.db import connection
+
+        try:
+            return gateway_passive_failure(name=gateway_name, error=error)
+        finally:
+            connection.close()  # a worker thread of its own: its connection would otherwise linger
+
+    if await sync_to_async(mark, thread_sensitive=False)():
+        logger.warning("gateway %s: degraded after a failed call (%s)", gateway_name, error)

@@ -339,7 +339,9 @@ def gateway_catalog_replace(
 @transaction.atomic
 def gateway_failure_record(*, gateway: Gateway, error: str) -> None:
     """Record that the gateway's upstream could not be read; its entries stay as last read."""
-    Gateway.objects.filter(pk=gateway.pk).update(health=Health.DEGRADED, last_error=error[:2000])
+    from registry.gateway_state import gateway_check_record  # here: keeps this module's imports to its owner
+
+    gateway_check_record(gateway_id=gateway.pk, ok=False, error=error)  # a failed read is a failed check
 
 
 def _clean_schema(schema: Any) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def test_a_failed_read_is_recorded_and_keeps_the_entries():
     gateway.refresh_from_db()
     assert (gateway.health, len(gateway.last_error)) == (Health.DEGRADED, 2000)
     assert Tool.objects.filter(gateway=gateway).count() == 1
-    assert events.catalog_version() == version  # health is not part of the catalog snapshot
+    assert events.catalog_version() == version + 1  # healthy -> degraded: the snapshot serves health
 
 
 def test_prefixed_names_stay_within_64_characters_and_unique():

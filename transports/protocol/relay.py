@@ -10,17 +10,19 @@ declared the capability; anything else gets -32601. Notifications that concern e
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from transports.protocol import jsonrpc, modern
+from transports.protocol import hooks, jsonrpc, modern
 from transports.protocol import vocabulary as mcp
 from transports.protocol.exchange import Exchange
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from transports.protocol.upstream.failures import describe
 from transports.protocol.upstream_pool import FULL_CAPABILITIES, UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ NEEDS = {
     "elicitation/create": ("elicitation", "form"),
 }
 _token_counter = itertools.count(1)
+# Gateway health states (registry.choices.Health, which the core may not import): calls to an unreachable
+# gateway fail fast; a failed call to a degraded or unreachable one tells federation nothing new.
+UNREACHABLE = "unreachable"
+QUIET_STATES = frozenset({"degraded", UNREACHABLE})
 
 Notices = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
@@ -48,7 +54,16 @@ def upstream_error(gateway: str, exc: Exception, timeout: float | None = None) -
         return JsonRpcError(exc.code, exc.message, exc.data)
     if isinstance(exc, UpstreamTimeout):
         return UpstreamDown(jsonrpc.REQUEST_TIMEOUT, f"Upstream {gateway!r} did not answer within {timeout or 0:g} s.")
-    return UpstreamDown(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {exc}")
+    return UpstreamDown(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is unavailable: {describe(exc).rstrip('.')}.")
+
+
+def unreachable_error(gateway: str, row: dict[str, Any]) -> UpstreamDown:
+    """Fail fast: the error for a call to a gateway its health checks found unreachable."""
+    why = row.get("last_error") or "its health checks failed"
+    return UpstreamDown(
+        jsonrpc.SERVER_ERROR,
+        f"Upstream {gateway!r} is unreachable: {why}; the gateway sends it no calls until a health check succeeds.",
+    )
 
 
 class UpstreamRelay:
@@ -61,6 +76,10 @@ class UpstreamRelay:
         self._levels: weakref.WeakKeyDictionary[UpstreamClient, str] = weakref.WeakKeyDictionary()
         # Tool names each upstream session offers to its capability profile (None: could not tell).
         self._offered: dict[str, weakref.WeakKeyDictionary[UpstreamClient, frozenset[str] | None]] = {}
+        # Connection failures reported on hooks.upstream_failed: gateway -> the snapshot version reported
+        # under, so a burst of failed calls sends one signal until the snapshot shows the gateway's new state.
+        self._reported: dict[str, int] = {}
+        self._signals: set[asyncio.Task[None]] = set()
 
     def forget_offered(self, gateway: str) -> None:
         """The upstream's lists changed: what it offers to each profile is asked again."""
@@ -84,6 +103,8 @@ class UpstreamRelay:
         row = ex.snapshot.upstreams.get(gateway)
         if row is None and not self.pool.has_override(gateway):
             raise JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is disabled.")
+        if row is not None and row.get("health") == UNREACHABLE:
+            raise unreachable_error(gateway, row)
         meta = params.get("_meta")
         client_meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
         client_token = client_meta.get("progressToken")
@@ -127,7 +148,27 @@ class UpstreamRelay:
                 )
             return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
         except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
-            raise upstream_error(gateway, exc, timeout or self.timeout) from None
+            error = upstream_error(gateway, exc, timeout or self.timeout)
+            if isinstance(error, UpstreamDown):
+                self._connection_failed(ex, gateway, row, exc, timeout or self.timeout)
+            raise error from None
+
+    def _connection_failed(
+        self, ex: Exchange, gateway: str, row: dict[str, Any] | None, exc: Exception, timeout: float
+    ) -> None:
+        """Tell federation (hooks.upstream_failed) that a call to a gateway the snapshot deems healthy failed
+        on the connection. Off the call path: the receiver runs as a task of its own, and only once per
+        gateway and snapshot version (the snapshot that follows shows the gateway degraded)."""
+        if row is None or row.get("health") in QUIET_STATES or not hooks.upstream_failed.connected:
+            return
+        version = ex.snapshot.version
+        if self._reported.get(gateway) == version:
+            return
+        self._reported[gateway] = version
+        sentence = describe(exc, timeout=timeout, target=row.get("url") or row.get("command"))
+        task = asyncio.get_running_loop().create_task(hooks.upstream_failed.send(gateway, sentence))
+        self._signals.add(task)
+        task.add_done_callback(self._signals.discard)
 
     async def _from_upstream(
         self, ex: Exchange, gateway: str, message: dict[str, Any], client_token: Any, upstream_token: str | None
