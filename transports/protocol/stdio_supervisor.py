@@ -307,6 +307,8 @@ class StdioSupervisor:
         head = describe_exit(code)
         self._failed(unit, head, " | ".join(client.stderr_tail), code)
         logger.warning("%s: stdio process died (%s); restarting in %g s", unit.name, head, unit.backoff)
+        unit.client = None
+        self._spawn(self._close_client(client))  # now: what it left in its process group goes too
 
     def _failed(self, unit: Unit, head: str, tail: str, code: int | None = None) -> str:
         """Record an exit (or a failed start), schedule the restart; returns the sentence for callers."""

@@ -19,8 +19,7 @@ import base64
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -189,9 +188,7 @@ class UpstreamPool:
         return False if eras == {"legacy"} else None
 
     @staticmethod
-    def _key(
-        name: str, capabilities: dict[str, Any] | None, era: str | None = None, *, user: str | None = None
-    ) -> str:
+    def _key(name: str, capabilities: dict[str, Any] | None, era: str | None = None, *, user: str | None = None) -> str:
         key = name
         if capabilities is not None and capabilities != FULL_CAPABILITIES:
             key = f"{name}\x00{orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode()}"

@@ -315,7 +315,10 @@ class StdioClient(RpcClient):
             self._noise += 1
             if self._noise <= _NOISE_LOGGED or self._noise % _NOISE_EVERY == 0:
                 logger.warning(
-                    "%s: skipped a stdout line that is not JSON (%s so far): %.200r", self.config.name, self._noise, line
+                    "%s: skipped a stdout line that is not JSON (%s so far): %.200r",
+                    self.config.name,
+                    self._noise,
+                    line,
                 )
             return
         await self._receive(message)
