@@ -18,6 +18,8 @@ from transports.protocol.core import McpCore
 from transports.protocol.replicas import Mesh
 from transports.protocol.sessions import SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
+from transports.protocol.stdio_supervisor import StdioSupervisor
+from transports.protocol.upstream_pool import UpstreamPool
 
 _core: McpCore | None = None
 
@@ -49,6 +51,18 @@ def wrapped_tool_backends() -> ToolBackends:
     )
 
 
+class BootingSource(DatabaseSource):
+    """The database source; each load also starts the stdio servers marked ``start_at_boot``."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+
+    async def rows(self) -> dict[str, Any]:
+        rows = await super().rows()
+        self.pool.start_at_boot(rows.get("gateways", ()))
+        return rows
+
+
 def get_core() -> McpCore:
     """The process-wide McpCore (sessions, catalog snapshot, upstream pool)."""
     global _core
@@ -70,8 +84,17 @@ def get_core() -> McpCore:
             sessions = RedisSessionStore(settings.REDIS_URL, mesh, **limits)
         else:
             sessions = SessionStore(**limits)
+        upstreams = UpstreamPool(
+            request_timeout=settings.GATEWAY_TOOL_TIMEOUT,
+            stdio=StdioSupervisor(
+                max_processes=settings.GATEWAY_STDIO_MAX_PROCESSES,
+                idle_timeout=settings.GATEWAY_STDIO_IDLE_TIMEOUT,
+                max_backoff=settings.GATEWAY_STDIO_MAX_BACKOFF,
+            ),
+        )
         core = McpCore(
-            catalog=CatalogCache(DatabaseSource()),
+            catalog=CatalogCache(BootingSource(upstreams)),
+            upstreams=upstreams,
             sessions=sessions,
             mesh=mesh,
             page_size=settings.GATEWAY_MCP_PAGE_SIZE,

@@ -132,7 +132,7 @@ class UpstreamRelay:
             # elicitation or roots): an upstream session would have nothing to relay to it, and the
             # stateless era costs the upstream and the gateway less per call (docs/performance.md).
             era = None if shared or not (ex.modern or profile) else mcp.MODERN if ex.modern else mcp.LEGACY
-            client = await self.pool.get(gateway, row or {}, profile, era=era)
+            client = await self.pool.get(gateway, row or {}, profile, era=era, user=ex.session.username)
             if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
                 await self._check_offered(gateway, client, tool, profile)
             if ex.session.log_level is not None:

@@ -7,6 +7,9 @@ in the era of the client's request: a session-era client through an upstream ses
 server->client requests relay to the client's stream), a 2026-07-28 client statelessly. The gateway
 bridges between eras only for an upstream that speaks one era, or when the gateway's era setting
 forces one (``legacy`` or ``modern``: always that era).
+
+stdio gateways' processes are supervised (``StdioSupervisor``: restarts with backoff, idle stop, a process
+limit); a gateway with ``per_user_process`` has one process per user (the user is part of the key).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import base64
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
 
+from transports.protocol.stdio_supervisor import StdioSupervisor
 from transports.protocol.upstream.base import UpstreamClient, UpstreamConfig, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -88,8 +92,10 @@ def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamC
 class UpstreamPool:
     """Connected upstream clients by gateway name."""
 
-    def __init__(self, *, request_timeout: float = 60.0) -> None:
+    def __init__(self, *, request_timeout: float = 60.0, stdio: StdioSupervisor | None = None) -> None:
         self.request_timeout = request_timeout
+        self.stdio = stdio if stdio is not None else StdioSupervisor()
+        self._booting: set[asyncio.Task[None]] = set()
         self._clients: dict[str, tuple[UpstreamConfig, UpstreamClient]] = {}
         self._overrides: dict[str, UpstreamClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -112,6 +118,7 @@ class UpstreamPool:
         capabilities: dict[str, Any] | None = None,
         *,
         era: str | None = None,
+        user: str | None = None,
     ) -> UpstreamClient:
         """A connected client for the gateway, connecting (or reconnecting) when needed.
 
@@ -123,34 +130,40 @@ class UpstreamPool:
         2026-07-28 one; None: either will do). With the gateway's era setting ``auto`` and an upstream
         that speaks both eras, the client returned speaks the requested era; with an upstream that
         speaks one era, or an era setting of ``legacy`` or ``modern``, it speaks that one era and the
-        core bridges."""
+        core bridges.
+
+        ``user``: the caller; a gateway with ``per_user_process`` gets a process per user."""
         if name in self._overrides:
             return self._overrides[name]
         config = config_from_row(row, request_timeout=self.request_timeout)
         profiled = config
         if capabilities is not None and capabilities != FULL_CAPABILITIES:
             profiled = dataclasses.replace(config, client_capabilities=capabilities)
+        if not row.get("per_user_process"):
+            user = None
         if config.era != "auto" and name in self._split:
             await self._drop_split(name)  # the era setting is no longer auto: no per-era sessions
         if config.era != "auto" or era is None:
-            return await self._connected(name, self._key(name, capabilities), profiled)
+            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
         # The shared client (all capabilities, era detected) tells which eras the upstream speaks.
-        shared = await self._connected(name, self._key(name, None), config)
+        shared = await self._connected(name, self._key(name, None, user=user), config)
         if shared.era != "modern" or era == "modern":
             # No discover answer: a session-era upstream (every client bridges onto a session). Or a
             # 2026-07-28 client of a modern upstream: detection already picks that era.
             if profiled is config:
                 return shared
-            return await self._connected(name, self._key(name, capabilities), profiled)
+            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
         # A session-era client and an upstream that answered server/discover: a session too, if it
         # accepts initialize (a dual-era upstream).
         refused = self._single_era.get(name)
         if refused is not None and refused[0] == config and time.monotonic() < refused[1]:
-            return await self._connected(name, self._key(name, capabilities), profiled)
+            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
         self._split.add(name)
         try:
             client = await self._connected(
-                name, self._key(name, capabilities, "legacy"), dataclasses.replace(profiled, era="legacy")
+                name,
+                self._key(name, capabilities, "legacy", user=user),
+                dataclasses.replace(profiled, era="legacy"),
             )
         except UpstreamUnavailable as exc:
             logger.info(
@@ -160,7 +173,7 @@ class UpstreamPool:
                 exc,
             )
             self._single_era[name] = (config, time.monotonic() + SINGLE_ERA_RETRY)
-            return await self._connected(name, self._key(name, capabilities), profiled)
+            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
         self._single_era.pop(name, None)
         return client
 
@@ -175,10 +188,12 @@ class UpstreamPool:
         return False if eras == {"legacy"} else None
 
     @staticmethod
-    def _key(name: str, capabilities: dict[str, Any] | None, era: str | None = None) -> str:
+    def _key(name: str, capabilities: dict[str, Any] | None, era: str | None = None, *, user: str | None = None) -> str:
         key = name
         if capabilities is not None and capabilities != FULL_CAPABILITIES:
             key = f"{name}\x00{orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode()}"
+        if user is not None:
+            key = f"{key}\x00user={user}"
         if era is not None:
             key = f"{key}\x00era={era}"
         return key
@@ -187,11 +202,19 @@ class UpstreamPool:
         self._split.discard(name)
         self._single_era.pop(name, None)
         for key in [k for k in self._clients if k.startswith(f"{name}\x00") and k.endswith("\x00era=legacy")]:
-            _, client = self._clients.pop(key)
-            await self._close(client)
+            config, client = self._clients.pop(key)
+            await (self.stdio.stop(key) if config.transport == "stdio" else self._close(client))
 
     async def _connected(self, name: str, key: str, config: UpstreamConfig) -> UpstreamClient:
         """The client kept under ``key``: connected, and rebuilt when ``config`` changed."""
+        if config.transport == "stdio":  # the supervisor starts, restarts and stops its process
+            previous = self._clients.get(key)
+            if previous is not None and previous[0].transport != "stdio":
+                del self._clients[key]
+                await self._close(previous[1])
+            stdio = await self.stdio.client(key=key, config=config, sink=self._sink(name))
+            self._clients[key] = (config, stdio)
+            return stdio
         current = self._clients.get(key)
         if current is not None and current[0] == config and current[1].connected:
             return current[1]
@@ -201,8 +224,8 @@ class UpstreamPool:
             if current is not None and current[0] == config and current[1].connected:
                 return current[1]
             if current is not None:
-                await self._close(current[1])
                 del self._clients[key]
+                await (self.stdio.stop(key) if current[0].transport == "stdio" else self._close(current[1]))
             from transports.protocol.upstream import create_client
 
             client = create_client(config)
@@ -229,7 +252,30 @@ class UpstreamPool:
         except Exception:
             logger.debug("error closing upstream client", exc_info=True)
 
+    def start_at_boot(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Start, in the background, the shared process of each stdio gateway row marked ``start_at_boot``
+        (called whenever the catalog is loaded: a running one is left as it is). Per-user processes wait
+        for their user."""
+        for row in rows:
+            if row.get("transport") == "stdio" and row.get("start_at_boot") and not row.get("per_user_process"):
+                task = asyncio.get_running_loop().create_task(self._boot(row))
+                self._booting.add(task)
+                task.add_done_callback(self._booting.discard)
+
+    async def _boot(self, row: dict[str, Any]) -> None:
+        name = row["name"]
+        try:
+            await self.get(name, row)
+        except (UpstreamUnavailable, ValueError) as exc:
+            logger.warning("upstream %s did not start at boot: %s", name, exc)
+            return
+        self.stdio.pin(self._key(name, None))
+
     async def aclose(self) -> None:
-        for _, client in list(self._clients.values()):
-            await self._close(client)
+        for task in list(self._booting):
+            task.cancel()
+        for config, client in list(self._clients.values()):
+            if config.transport != "stdio":
+                await self._close(client)
         self._clients.clear()
+        await self.stdio.aclose()

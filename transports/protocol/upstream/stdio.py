@@ -18,16 +18,21 @@ gateway's own environment (which holds its secrets).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from transports.protocol.upstream.base import UpstreamConfig, UpstreamUnavailable
+from transports.protocol.upstream.base import MessageHandler, UpstreamConfig, UpstreamTimeout, UpstreamUnavailable
 from transports.protocol.upstream.engine import RpcClient
 
 logger = logging.getLogger("transports.protocol.upstream")
@@ -51,6 +56,70 @@ MAX_STDERR_LINE = 2000
 STDERR_TAIL = 10
 _CHUNK = 64 * 1024
 _CLOSE_STDIN_GRACE = 0.5
+# Answers and cancellations queued for a child that does not read its stdin (a flood of pings).
+MAX_OUTBOX = 64
+_NOISE_LOGGED = 5  # stdout lines that are not JSON: the first few are logged, then one in _NOISE_EVERY
+_NOISE_EVERY = 1000
+_PR_SET_PDEATHSIG = 1
+_EXIT_GRACE = 2.0  # atexit: seconds between SIGTERM and SIGKILL
+
+# Process groups of the children started by this process and not yet known to be gone (pid = pgid).
+_live_groups: set[int] = set()
+_libc: Any = None
+
+
+def _parent_death_signal(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGTERM the child when this process dies (Linux only)."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not load libraries
+        except OSError:
+            return None
+    prctl = _libc.prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
+            os._exit(1)
+
+    return preexec
+
+
+def _group_alive(pgid: int, *, reap: bool = False) -> bool:
+    if reap:  # only when no event loop's child watcher may reap it: a zombie leader still counts
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_children(grace: float = _EXIT_GRACE) -> int:
+    """SIGTERM every live child process group, SIGKILL those still there after ``grace`` s; synchronous
+    (it runs at interpreter exit, when no event loop is left). Returns how many groups were signalled."""
+    groups = [pgid for pgid in list(_live_groups) if _group_alive(pgid, reap=True)]
+    for pgid in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(pgid, reap=True) for pgid in groups):
+        time.sleep(0.05)
+    for pgid in groups:
+        if _group_alive(pgid, reap=True):
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+    _live_groups.clear()
+    return len(groups)
+
+
+atexit.register(reap_children)
 
 
 def child_environment(extra: dict[str, str]) -> dict[str, str]:
@@ -68,6 +137,41 @@ class StdioClient(RpcClient):
         self._reader: asyncio.Task[None] | None = None
         self._stderr: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._noise = 0  # stdout lines of this connection that were not JSON
+        self.exit_code: int | None = None  # of the last process, once it exited
+        self.last_active = time.monotonic()  # when a call last started or ended
+        # The supervisor's ears: the process died on its own (code, sentence); a call timed out.
+        self.on_exit: Callable[[int | None, str], None] | None = None
+        self.on_timeout: Callable[[], None] | None = None
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        """The last lines the process wrote to stderr (each cut to 200 characters)."""
+        return list(self._stderr_tail)
+
+    @property
+    def busy(self) -> bool:
+        """Whether calls are in flight (a subscription stream counts)."""
+        return bool(self._pending)
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        on_message: MessageHandler | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        self.last_active = time.monotonic()
+        try:
+            return await super().request(method, params, timeout=timeout, on_message=on_message, headers=headers)
+        except UpstreamTimeout:
+            if self.on_timeout is not None:
+                self.on_timeout()
+            raise
+        finally:
+            self.last_active = time.monotonic()
 
     @property
     def pid(self) -> int | None:
@@ -80,6 +184,8 @@ class StdioClient(RpcClient):
         if not self.config.command:
             raise UpstreamUnavailable(f"{name}: no command configured")
         self._stderr_tail.clear()
+        self._noise = 0
+        self.exit_code = None
         try:
             process = await asyncio.create_subprocess_exec(
                 self.config.command,
@@ -90,9 +196,11 @@ class StdioClient(RpcClient):
                 env=child_environment(dict(self.config.env)),
                 cwd=self.config.cwd or None,
                 start_new_session=True,
+                preexec_fn=_parent_death_signal(os.getpid()),
             )
         except OSError as exc:
             raise UpstreamUnavailable(f"{name}: cannot start {self.config.command!r}: {exc}") from None
+        _live_groups.add(process.pid)
         self._process = process
         self._stderr = self.spawn(self._drain_stderr(process))
         self._reader = self.spawn(self._read(process, self._generation))
@@ -101,6 +209,10 @@ class StdioClient(RpcClient):
         process, self._process = self._process, None
         if process is not None:
             await self._stop(process)
+            if self.exit_code is None:
+                self.exit_code = process.returncode
+            if process.returncode is not None:
+                _live_groups.discard(process.pid)
         await self.settle([self._reader, self._stderr])
         self._reader = self._stderr = None
 
@@ -109,14 +221,25 @@ class StdioClient(RpcClient):
         if process.stdin is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 process.stdin.close()
-        if await self._exited(process, _CLOSE_STDIN_GRACE):
-            return
-        self._signal(process, signal.SIGTERM)
-        if await self._exited(process, self.config.shutdown_grace):
-            return
-        logger.warning("%s: process %s ignored SIGTERM; killing it", self.config.name, process.pid)
-        self._signal(process, signal.SIGKILL)
-        await self._exited(process, 5.0)
+        if not await self._exited(process, _CLOSE_STDIN_GRACE):
+            self._signal(process, signal.SIGTERM)
+            if not await self._exited(process, self.config.shutdown_grace):
+                logger.warning("%s: process %s ignored SIGTERM; killing it", self.config.name, process.pid)
+                self._signal(process, signal.SIGKILL)
+                await self._exited(process, 5.0)
+        if process.returncode is not None:
+            await self._end_group(process.pid)
+
+    async def _end_group(self, pgid: int) -> None:
+        """The leader is gone; what it started in its group (a wrapper's children) goes too."""
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            if not _group_alive(pgid):
+                return
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signum)
+            deadline = time.monotonic() + self.config.shutdown_grace
+            while time.monotonic() < deadline and _group_alive(pgid):
+                await asyncio.sleep(0.05)
 
     @staticmethod
     async def _exited(process: asyncio.subprocess.Process, timeout: float) -> bool:
@@ -175,7 +298,12 @@ class StdioClient(RpcClient):
         reason = "the process closed its stdout" if code is None else f"the process exited with code {code}"
         if self._stderr_tail:
             reason += "; last stderr: " + " | ".join(self._stderr_tail)
+        self.exit_code = code
+        if code is not None and not _group_alive(process.pid):
+            _live_groups.discard(process.pid)
         self._connection_lost(reason, generation)
+        if self._process is process and self.on_exit is not None:  # died on its own, not stopped by us
+            self.on_exit(code, reason)
 
     async def _line(self, line: bytes) -> None:
         line = line.strip()
@@ -184,7 +312,14 @@ class StdioClient(RpcClient):
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
-            logger.warning("%s: skipped a stdout line that is not JSON: %.200r", self.config.name, line)
+            self._noise += 1
+            if self._noise <= _NOISE_LOGGED or self._noise % _NOISE_EVERY == 0:
+                logger.warning(
+                    "%s: skipped a stdout line that is not JSON (%s so far): %.200r",
+                    self.config.name,
+                    self._noise,
+                    line,
+                )
             return
         await self._receive(message)
 
@@ -215,6 +350,14 @@ class StdioClient(RpcClient):
         if text:
             self._stderr_tail.append(text[:200])
             stderr_logger.info("%s: %s", self.config.name, text)
+
+    def _send_soon(self, message: dict[str, Any]) -> None:
+        # A child that floods requests (pings) and never reads its stdin would queue answers without end.
+        if len(self._notices) >= MAX_OUTBOX:
+            what = message.get("method") or f"answer to {message.get('id')!r}"
+            logger.debug("%s: dropped a %s for the process: %s are queued", self.config.name, what, MAX_OUTBOX)
+            return
+        super()._send_soon(message)
 
     async def _send(self, message: dict[str, Any]) -> None:
         process = self._process
