@@ -20,6 +20,7 @@ BACKEND_INDEPENDENT = (
     "tests/federation/test_chain.py",
     "tests/federation/test_peers.py",
     "tests/transports/test_failover.py",
+    "tests/transports/test_stdio_supervision.py",
     "tests/fixtures/test_upstream_fixture.py",
     "tests/transports/test_everything.py",
     "tests/transports/test_modern.py",
