@@ -117,7 +117,8 @@ def test_a_failed_sync_is_recorded_and_raised_as_a_sentence(state, tmp_path):
     assert "Traceback" not in failure.value.message
     run = SyncRun.objects.filter(gateway=gateway).first()
     assert (run.ok, run.trigger) == (False, SyncTrigger.SCHEDULE)
-    assert run.error and run.error in failure.value.message
+    assert run.error
+    assert run.error in failure.value.message
     gateway.refresh_from_db()
     assert gateway.health == Health.DEGRADED
     assert gateway.last_error == run.error
