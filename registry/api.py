@@ -132,6 +132,7 @@ def register_crud(
             for field in services.UPSTREAM_FIELDS.get(model, ()):
                 if field not in payload.model_fields_set:
                     data.pop(field, None)
+            services.upstream_fields_refuse(instance, data)
         services.entry_update(instance, data=data)
         return selectors.entry_get(model, pk=pk)
 

@@ -13,7 +13,8 @@ is applied and a change announced the same way whoever writes:
   write of many saves and announce it once (``catalog_import``, ``registry.catalog_sync``); a gateway
   created, changed in its connection settings or enabled again is announced on ``hooks.gateway_saved``
   on commit (federation syncs it);
-- ``upstream_fields_refuse``: the fields an upstream owns are not changed by people or the API;
+- ``upstream_fields_refuse``: the check the REST API applies before an update, so the fields an
+  upstream owns are changed only by syncs (the admin shows them read-only);
 - what federation learns from an upstream is written by ``registry.catalog_sync``.
 """
 
@@ -250,9 +251,7 @@ def entry_create[M: models.Model](model: type[M], *, data: dict[str, Any], gatew
 
 @transaction.atomic
 def entry_update[M: models.Model](instance: M, *, data: dict[str, Any]) -> M:
-    """Change some fields of a catalog entry; nothing is stored unless all of them are valid (and the
-    fields an upstream owns are left to it: see upstream_fields_refuse)."""
-    upstream_fields_refuse(instance, data)
+    """Change some fields of a catalog entry; nothing is stored unless all of them are valid."""
     entry_save(instance, data=data)
     events.catalog_changed()
     return instance
@@ -338,7 +337,6 @@ def tool_create(*, data: dict[str, Any], server: str | None = None) -> Tool:
 def tool_update(*, tool: Tool, data: dict[str, Any], server: str | None = None) -> Tool:
     """Change some fields of a tool and, given a virtual server's name, add it to that server too;
     nothing is stored unless all of it is valid."""
-    upstream_fields_refuse(tool, data)
     entry_save(tool, data=data)
     if server:
         _server_by_name(server).tools.add(tool)

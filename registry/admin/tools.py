@@ -224,6 +224,14 @@ class UpstreamFieldsReadOnly:
         return readonly
 
 
+# Read-only JSON fields of a gateway's tool, shown by a method that indents them.
+SHOWN_JSON = {name: f"{name}_shown" for name in ("input_schema", "output_schema", "annotations")}
+
+
+def pretty_json(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
 def render_diff(changes: list[dict[str, Any]]) -> str:
     """A definition change's per-field diff as HTML: the unified text diff, or before → after."""
     parts = []
@@ -265,8 +273,19 @@ class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
         ("Schemas", {"fields": ["input_schema", "output_schema", "annotations"]}),
     ]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.gateway_id is not None:  # JSON shown indented, as in the edit boxes
+            readonly = [SHOWN_JSON.get(field, field) for field in readonly]
+        return readonly
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and obj.gateway_id is not None:
+            fieldsets = [
+                (name, {**options, "fields": [SHOWN_JSON.get(field, field) for field in options["fields"]]})
+                for name, options in fieldsets
+            ]
         if obj is not None and obj.pending_definition is not None:
             description = (
                 "The upstream changed this tool's definition; the one above keeps serving until the change is "
@@ -281,6 +300,18 @@ class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
                 ),
             )
         return fieldsets
+
+    @admin.display(description="input schema")
+    def input_schema_shown(self, obj: Tool) -> str:
+        return pretty_json(obj.input_schema)
+
+    @admin.display(description="output schema")
+    def output_schema_shown(self, obj: Tool) -> str:
+        return pretty_json(obj.output_schema)
+
+    @admin.display(description="annotations")
+    def annotations_shown(self, obj: Tool) -> str:
+        return pretty_json(obj.annotations)
 
     @admin.display(description="tags")
     def tag_list(self, obj: Tool) -> str:

@@ -74,8 +74,8 @@ def test_a_held_change_is_shown_filtered_and_approved_by_the_action(client, gate
     assert "+Echoes, louder." in page
 
     listed = client.get(LIST, {"drift": "yes"}).content.decode()
-    assert 'href="/admin/registry/tool/%d/change/' % echo.pk in listed
-    assert "/admin/registry/tool/%d/change/" % Tool.objects.get(name="sum").pk not in listed
+    assert f'href="/admin/registry/tool/{echo.pk}/change/' in listed
+    assert f"/admin/registry/tool/{Tool.objects.get(name='sum').pk}/change/" not in listed
 
     both = [str(echo.pk), str(Tool.objects.get(name="sum").pk)]
     response = client.post(LIST, {"action": "approve_definitions", "_selected_action": both}, follow=True)

@@ -91,7 +91,11 @@ def test_a_put_without_the_upstream_fields_keeps_them(staff_client, gateway):
 def test_local_tools_keep_every_field_editable(staff_client):
     created = staff_client.post_json(
         "/api/tools",
-        {"name": "local", "integration_type": "function", "backend_config": {"function": "tests.fixtures.functions.add"}},
+        {
+            "name": "local",
+            "integration_type": "function",
+            "backend_config": {"function": "tests.fixtures.functions.add"},
+        },
     )
     assert created.status_code == 201, created.json()
     response = staff_client.patch_json(f"/api/tools/{created.json()['id']}", {"description": "changed"})
