@@ -156,7 +156,7 @@ def gateway_catalog_apply(
     _apply_prompts(gateway, diff, prompts)
 
     run = _record_run(gateway, diff, trigger=trigger, started_at=started_at, ok=True, error="")
-    gateway_state.gateway_check_record(gateway_id=gateway.pk, ok=True)
+    gateway_state.gateway_check_record(gateway_id=gateway.pk, ok=True)  # type: ignore[attr-defined,unused-ignore]
     gateway.refresh_from_db(fields=["health", "last_error", "last_seen_at", "consecutive_failures"])
     if diff.changed or gateway_changed:
         events.catalog_changed()
@@ -167,7 +167,9 @@ def gateway_catalog_apply(
 def sync_failure_record(*, gateway: Gateway, trigger: str, started_at: datetime, error: str) -> SyncRun:
     """Record that reading the gateway's upstream failed (``error``: a sentence); its entries stay as last read."""
     run = _record_run(gateway, CatalogDiff(), trigger=trigger, started_at=started_at, ok=False, error=error[:2000])
-    gateway_state.gateway_check_record(gateway_id=gateway.pk, ok=False, error=error[:2000])
+    gateway_state.gateway_check_record(  # type: ignore[attr-defined,unused-ignore]
+        gateway_id=gateway.pk, ok=False, error=error[:2000]
+    )
     return run
 
 
@@ -479,6 +481,7 @@ def definition_changes_approve(*, tools: Iterable[Tool], user: str = "") -> list
         pending_changes = DefinitionChange.objects.filter(tool=tool, status=ChangeStatus.PENDING)
         change = pending_changes.order_by("-detected_at", "-pk").first()
         if change is None:  # held by an older version of this code, or its record was removed: record it now
+            assert tool.gateway_id is not None  # only a gateway's tools are held
             change = DefinitionChange(
                 tool=tool,
                 gateway_id=tool.gateway_id,

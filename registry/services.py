@@ -192,9 +192,10 @@ def entry_save[M: models.Model](instance: M, *, data: dict[str, Any], gateway_sa
     _validated_save(instance)
     for name, objs in m2m.items():
         getattr(instance, name).set(objs)
-    changed = stored is not None and instance.enabled and _connection_changed(stored, instance)
-    if gateway_saved and isinstance(instance, Gateway) and (creating or changed):
-        _gateway_saved_on_commit(instance.pk, created=creating)
+    if gateway_saved and isinstance(instance, Gateway):
+        changed = stored is not None and instance.enabled and _connection_changed(stored, instance)
+        if creating or changed:
+            _gateway_saved_on_commit(instance.pk, created=creating)
     return instance
 
 

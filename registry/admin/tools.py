@@ -283,7 +283,7 @@ class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
         fieldsets = list(super().get_fieldsets(request, obj))
         if obj is not None and obj.gateway_id is not None:
             fieldsets = [
-                (name, {**options, "fields": [SHOWN_JSON.get(field, field) for field in options["fields"]]})
+                (name, {**options, "fields": [SHOWN_JSON.get(str(f), str(f)) for f in options["fields"]]})
                 for name, options in fieldsets
             ]
         if obj is not None and obj.pending_definition is not None:

@@ -58,6 +58,7 @@ async def wait_for(gateway, condition) -> dict[str, str]:
 async def test_a_changed_description_is_held_until_approved(tmp_path):
     state = tmp_path / "tools.json"
     write_state(state, [listed("echo", "Echoes.")])
+    (tmp_path / "gw").mkdir()
     with start_live_gateway(tmp_path / "gw", GATEWAY_DRIFT_POLICY="hold", GATEWAY_SCHEDULER="off") as gateway:
         args = ["--arg", str(SERVER), "--arg", "--state", "--arg", str(state)]
         out = gateway.manage("gateway_add", "drift", "--command", sys.executable, *args, "--era", "legacy")
