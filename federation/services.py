@@ -1,11 +1,11 @@
-"""Registering upstream MCP servers and reading their catalogs into the registry.
+"""Registering upstream MCP servers and reading their catalogs.
 
 ``gateway_add`` connects first and stores nothing when the upstream cannot be reached or answers
-garbage; ``gateway_refresh`` re-reads an upstream and brings its tools, resources, templates and
-prompts up to date. This module reads upstreams (with the clients in ``transports``); what is read
-is written by the registry's public service ``gateway_catalog_replace`` (new entries added, changed
-ones updated, vanished ones removed, names another source holds prefixed), so federation writes no
-catalog row itself.
+garbage; ``read_upstream`` reads an upstream's lists (with the clients in ``transports``). What is read
+is written by the registry's ``registry.catalog_sync.gateway_catalog_apply`` (new entries added,
+changed ones updated, vanished ones removed, changed tool definitions held for review, a sync run
+recorded), so federation writes no catalog row itself. Later reads are ``federation.sync.gateway_sync``;
+``gateway_refresh`` is its older name, kept for its callers.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
+from federation.errors import describe_failure
+from registry import catalog_sync
 from registry import services as registry_services
-from registry.choices import DetectedEra
+from registry.catalog_sync import CatalogDiff
+from registry.choices import DetectedEra, SyncTrigger
 from registry.exceptions import InvalidInput
-from registry.models import Gateway
-from registry.services import CatalogDiff
+from registry.models import Gateway, SyncRun
 from transports.protocol.upstream import create_client
 from transports.protocol.upstream.base import (
     UpstreamError,
@@ -109,20 +113,23 @@ async def _read_upstream(row: dict[str, Any], timeout: float, pool: UpstreamPool
 
 def read_upstream(gateway: Gateway, *, timeout: float = 30.0, pool: UpstreamPool | None = None) -> UpstreamCatalog:
     """Connect to the gateway's upstream (or use ``pool``'s connection) and read its lists; InvalidInput
-    with the reason when it fails."""
+    with the reason when it fails (the original failure is its ``__cause__``)."""
     try:
         return async_to_sync(_read_upstream)(_row(gateway), timeout, pool)
-    except UpstreamTimeout:
-        raise InvalidInput(f"Upstream {gateway.name!r} did not answer within {timeout:g} s.") from None
+    except UpstreamTimeout as exc:
+        raise InvalidInput(f"Upstream {gateway.name!r} did not answer within {timeout:g} s.") from exc
     except UpstreamUnavailable as exc:
-        raise InvalidInput(f"Cannot reach upstream {gateway.name!r}: {exc}") from None
+        raise InvalidInput(f"Cannot reach upstream {gateway.name!r}: {exc}") from exc
     except UpstreamError as exc:
-        raise InvalidInput(f"Upstream {gateway.name!r} answered an error: {exc.message} (code {exc.code}).") from None
+        raise InvalidInput(f"Upstream {gateway.name!r} answered an error: {exc.message} (code {exc.code}).") from exc
+    except (OSError, ValueError, TimeoutError) as exc:  # below the clients: sockets, TLS, garbage
+        raise InvalidInput(f"Cannot read upstream {gateway.name!r}: {describe_failure(exc, timeout=timeout)}") from exc
 
 
-def _record(gateway: Gateway, upstream: UpstreamCatalog) -> CatalogDiff:
+def catalog_apply(gateway: Gateway, upstream: UpstreamCatalog, *, trigger: str, started_at: Any) -> SyncRun:
+    """Write what was read from the gateway's upstream into the catalog (a sync run, one transaction)."""
     info = upstream.description()
-    return registry_services.gateway_catalog_replace(
+    return catalog_sync.gateway_catalog_apply(
         gateway=gateway,
         tools=upstream.tools,
         resources=upstream.resources,
@@ -132,43 +139,29 @@ def _record(gateway: Gateway, upstream: UpstreamCatalog) -> CatalogDiff:
         protocol_version=str(info["protocol_version"] or ""),
         server_info=info["server_info"],
         capabilities=info["capabilities"],
+        trigger=trigger,
+        started_at=started_at,
     )
 
 
-def gateway_add(*, data: dict[str, Any], timeout: float = 30.0) -> tuple[Gateway, CatalogDiff]:
-    """Register an upstream: validate, connect and read its catalog, then store it all at once."""
+def gateway_add(*, data: dict[str, Any], timeout: float | None = None) -> tuple[Gateway, CatalogDiff]:
+    """Register an upstream: validate, connect and read its catalog, then store it all at once (the
+    first sync run, trigger "change")."""
+    timeout = settings.GATEWAY_SYNC_TIMEOUT if timeout is None else timeout
     probe = registry_services.entry_validate(Gateway, data=data)  # entry_create's errors, nothing stored
+    started = timezone.now()
     upstream = read_upstream(probe, timeout=timeout)
     with transaction.atomic():
-        gateway = registry_services.entry_create(Gateway, data=data)
-        report = _record(gateway, upstream)
-    return gateway, report
+        # gateway_saved is not sent: this is the sync it would ask for (it would read the upstream twice).
+        gateway = registry_services.entry_create(Gateway, data=data, gateway_saved=False)
+        run = catalog_apply(gateway, upstream, trigger=SyncTrigger.CHANGE, started_at=started)
+    gateway.refresh_from_db()
+    return gateway, CatalogDiff.from_run(run)
 
 
-def gateway_refresh(*, gateway: Gateway, timeout: float = 30.0, pool: UpstreamPool | None = None) -> CatalogDiff:
-    """Re-read an upstream's catalog; on failure record the gateway as unhealthy and raise."""
-    try:
-        upstream = read_upstream(gateway, timeout=timeout, pool=pool)
-    except InvalidInput as exc:
-        registry_services.gateway_failure_record(gateway=gateway, error=exc.message)
-        raise
-    return _record(gateway, upstream)
+def gateway_refresh(*, gateway: Gateway, timeout: float | None = None, pool: UpstreamPool | None = None) -> CatalogDiff:
+    """Re-read an upstream's catalog now (``federation.sync.gateway_sync``, trigger manual) and report
+    what changed; InvalidInput with the reason when it fails (recorded as a failed sync run)."""
+    from federation.sync import gateway_sync
 
-
-async def refresh_after_list_changed(gateway_name: str, pool: UpstreamPool | None = None) -> None:
-    """An upstream announced a list change: re-read it (the catalog change that follows notifies clients).
-    ``pool``: the core's connections, one of which just announced the change (read through it: no new
-    connection, handshake or child process)."""
-    from asgiref.sync import sync_to_async
-
-    def refresh() -> None:
-        from django.db import connection
-
-        try:
-            gateway = Gateway.objects.filter(name=gateway_name, enabled=True).first()
-            if gateway is not None:
-                gateway_refresh(gateway=gateway, pool=pool)
-        finally:
-            connection.close()
-
-    await sync_to_async(refresh, thread_sensitive=False)()
+    return CatalogDiff.from_run(gateway_sync(gateway=gateway, pool=pool, timeout=timeout))

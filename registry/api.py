@@ -11,7 +11,7 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
 
-from registry import auth, exchange, schemas, selectors, services
+from registry import auth, catalog_sync, exchange, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput
@@ -126,7 +126,14 @@ def register_crud(
 
     def _update(pk: int, payload: Schema, *, partial: bool) -> Any:
         instance = selectors.entry_get(model, pk=pk)
-        services.entry_update(instance, data=schemas.to_data(payload, partial=partial))
+        data = schemas.to_data(payload, partial=partial)
+        if getattr(instance, "gateway_id", None) is not None:
+            # The upstream owns these: a PUT that leaves them out keeps them (sending a different value is 422).
+            for field in services.UPSTREAM_FIELDS.get(model, ()):
+                if field not in payload.model_fields_set:
+                    data.pop(field, None)
+            services.upstream_fields_refuse(instance, data)
+        services.entry_update(instance, data=data)
         return selectors.entry_get(model, pk=pk)
 
     @router.put(
@@ -188,6 +195,21 @@ def validate_tool(request: HttpRequest, payload: schemas.ToolIn) -> Any:
     name is taken."""
     services.entry_validate(Tool, data=schemas.to_data(payload))
     return {"valid": True}
+
+
+@router.post(
+    "/tools/{int:pk}/approve-definition",
+    response={200: schemas.DefinitionChangeOut, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+    auth=WRITE,
+    tags=["Tools"],
+    operation_id="tools_approve_definition",
+    summary="Approve a tool's changed upstream definition",
+)
+def approve_definition(request: HttpRequest, pk: int) -> Any:
+    """Put the definition the upstream changed to (held back by GATEWAY_DRIFT_POLICY hold or withhold)
+    into service: 200 with the approved change, 409 when no change waits for approval."""
+    principal: auth.Principal = request.auth  # type: ignore[attr-defined]
+    return catalog_sync.definition_change_approve(tool=selectors.entry_get(Tool, pk=pk), user=principal.username)
 
 
 register_crud(

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 from ninja import Schema
 from pydantic import ConfigDict, Field, create_model, field_validator
 
-from registry.choices import AuthType, DetectedEra, Era, Health, IntegrationType, Transport
+from registry.choices import AuthType, ChangeStatus, DetectedEra, Era, Health, IntegrationType, Transport
 
 
 class In(Schema):
@@ -131,6 +131,9 @@ class ToolIn(In):
     credentials: ToolCredentials | None = Field(
         None, description="REST tools: write-only secrets, never returned; left out: kept; {}: cleared."
     )
+    description_override: str = Field(
+        "", description="Served instead of description; for a gateway's tool, the one description you may change."
+    )
 
 
 class ToolOut(Schema):
@@ -149,8 +152,33 @@ class ToolOut(Schema):
     original_name: str
     backend_config: dict[str, Any]
     has_credentials: bool
+    description_override: str
+    drift_pending: bool = Field(
+        description="The upstream changed this tool's definition and the change waits for approval "
+        "(POST /api/tools/{id}/approve-definition)."
+    )
+    drift_detected_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def resolve_drift_pending(obj: Any) -> bool:
+        return obj.pending_definition is not None
+
+
+class DefinitionChangeOut(Schema):
+    id: int
+    tool: str = Field(alias="tool.name")
+    gateway: str = Field(alias="gateway.name")
+    detected_at: datetime
+    status: ChangeStatus
+    decided_by: str
+    decided_at: datetime | None
+    previous: dict[str, Any]
+    current: dict[str, Any]
+    diff: list[dict[str, Any]] = Field(
+        description='Per changed field: {"field", "before", "after", "text"} (text: a unified diff or "").'
+    )
 
 
 class Valid(Schema):

@@ -9,28 +9,57 @@ is applied and a change announced the same way whoever writes:
 - ``entry_validate``: the checks of ``entry_create`` without storing anything;
 - ``tool_create``, ``tool_update``, ``tool_validate``: the same for one tool, which may also join a
   virtual server in the same write (the ``tool_*`` commands);
-- ``entry_save``: one entry saved with no event, the building block of services that make one write
-  of many saves and announce it once (``catalog_import``, ``gateway_catalog_replace``);
-- ``gateway_catalog_replace`` and ``gateway_failure_record``: what federation learns from an upstream.
+- ``entry_save``: one entry saved with no catalog event, the building block of services that make one
+  write of many saves and announce it once (``catalog_import``, ``registry.catalog_sync``); a gateway
+  created, changed in its connection settings or enabled again is announced on ``hooks.gateway_saved``
+  on commit (federation syncs it);
+- ``upstream_fields_refuse``: the check the REST API applies before an update, so the fields an
+  upstream owns are changed only by syncs (the admin shows them read-only);
+- what federation learns from an upstream is written by ``registry.catalog_sync``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import functools
+import logging
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
-from django.utils import timezone
 
-from registry import events
-from registry.choices import Health, IntegrationType
-from registry.exceptions import CatalogError, Conflict, InvalidInput
-from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry import events, hooks
+from registry.exceptions import Conflict, InvalidInput
+from registry.models import UPSTREAM_TOOL_FIELDS, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 M = TypeVar("M", bound=models.Model)
+logger = logging.getLogger(__name__)
+
+# The fields an upstream owns, per kind of entry: a sync writes them; people and the API may not change
+# them on an entry that comes from a gateway (a tool's local description is description_override).
+UPSTREAM_RESOURCE_FIELDS = ("name", "title", "description", "mime_type", "annotations")
+UPSTREAM_PROMPT_FIELDS = ("title", "description", "arguments")
+UPSTREAM_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
+    Tool: UPSTREAM_TOOL_FIELDS,
+    Resource: UPSTREAM_RESOURCE_FIELDS,
+    ResourceTemplate: UPSTREAM_RESOURCE_FIELDS,
+    Prompt: UPSTREAM_PROMPT_FIELDS,
+}
+# A change to any of these (or re-enabling) means the gateway's catalog must be read again.
+GATEWAY_CONNECTION_FIELDS = (
+    "transport",
+    "era",
+    "url",
+    "command",
+    "args",
+    "env",
+    "cwd",
+    "auth_type",
+    "credentials_encrypted",
+    "verify_tls",
+    "ca_bundle",
+    "enabled",
+)
 
 # Virtual-server members are named by their natural key.
 MEMBER_KEYS: dict[str, tuple[type[models.Model], str]] = {
@@ -149,22 +178,73 @@ def entry_validate[M: models.Model](model: type[M], *, data: dict[str, Any]) -> 
 
 
 @transaction.atomic
-def entry_save[M: models.Model](instance: M, *, data: dict[str, Any]) -> M:
+def entry_save[M: models.Model](instance: M, *, data: dict[str, Any], gateway_saved: bool = True) -> M:
     """Set field values on a new or stored entry, validate it and save it with its members.
 
     Sends no catalog event: the service that calls it makes one write of many saves and announces
-    it once (entry_create and entry_update do, for one entry)."""
+    it once (entry_create and entry_update do, for one entry). A gateway created, or changed in its
+    connection settings, or enabled again, is announced on ``hooks.gateway_saved`` on commit (so its
+    catalog gets read) unless ``gateway_saved`` is False (the caller reads the upstream itself)."""
+    stored = _gateway_connection(instance) if gateway_saved and isinstance(instance, Gateway) else None
+    creating = instance.pk is None
     m2m = _apply(instance, data)
     _validated_save(instance)
     for name, objs in m2m.items():
         getattr(instance, name).set(objs)
+    if gateway_saved and isinstance(instance, Gateway):
+        changed = stored is not None and instance.enabled and _connection_changed(stored, instance)
+        if creating or changed:
+            _gateway_saved_on_commit(instance.pk, created=creating)
     return instance
 
 
+def _gateway_connection(instance: Gateway) -> dict[str, Any] | None:
+    """The stored connection settings of a gateway (read again: a form may have changed the instance)."""
+    if instance.pk is None:
+        return None
+    return Gateway.objects.filter(pk=instance.pk).values(*GATEWAY_CONNECTION_FIELDS).first()
+
+
+def _connection_changed(stored: dict[str, Any], gateway: Gateway) -> bool:
+    """Whether an enabled gateway's catalog must be read again: it was disabled, or how to reach it changed."""
+    return any(getattr(gateway, field) != stored[field] for field in GATEWAY_CONNECTION_FIELDS)
+
+
+def _gateway_saved_on_commit(gateway_id: int, *, created: bool) -> None:
+    transaction.on_commit(functools.partial(_send_gateway_saved, gateway_id, created))
+
+
+def _send_gateway_saved(gateway_id: int, created: bool) -> None:
+    # Robust: the write is committed; a receiver that fails must not turn it into an error for the caller.
+    for receiver, result in hooks.gateway_saved.send_robust(sender=Gateway, gateway_id=gateway_id, created=created):
+        if isinstance(result, Exception):
+            logger.warning("gateway_saved receiver %r failed", receiver, exc_info=result)
+
+
+def upstream_fields_refuse(instance: models.Model, data: dict[str, Any]) -> None:
+    """InvalidInput naming the first field ``data`` would change that the entry's upstream owns (for an
+    entry that comes from a gateway); values equal to the stored ones pass."""
+    owned = [field for field in UPSTREAM_FIELDS.get(type(instance), ()) if field in data]
+    if not owned or instance.pk is None:
+        return
+    stored = type(instance)._default_manager.filter(pk=instance.pk).values("gateway__name", *owned).first()
+    if stored is None or stored["gateway__name"] is None:
+        return
+    for field in owned:
+        if data[field] != stored[field]:
+            upstream = stored["gateway__name"]
+            if isinstance(instance, Tool) and field == "description":
+                message = f"description is owned by the upstream {upstream!r}; set description_override instead."
+            else:
+                message = f"{field} is owned by the upstream {upstream!r}; it changes only when a sync reads it."
+            raise InvalidInput(message, errors={field: [message]})
+
+
 @transaction.atomic
-def entry_create[M: models.Model](model: type[M], *, data: dict[str, Any]) -> M:
-    """Create a catalog entry from field values (gateways, tools... referenced by name)."""
-    instance = entry_save(model(), data=data)
+def entry_create[M: models.Model](model: type[M], *, data: dict[str, Any], gateway_saved: bool = True) -> M:
+    """Create a catalog entry from field values (gateways, tools... referenced by name); see entry_save
+    for ``gateway_saved``."""
+    instance = entry_save(model(), data=data, gateway_saved=gateway_saved)
     events.catalog_changed()
     return instance
 
@@ -197,9 +277,16 @@ def entries_delete(queryset: QuerySet[Any]) -> int:
 @transaction.atomic
 def entries_set_enabled(queryset: QuerySet[Any], *, enabled: bool) -> int:
     """Enable or disable many entries at once; returns how many changed."""
+    enabling = (
+        list(queryset.filter(enabled=False).values_list("pk", flat=True))
+        if enabled and queryset.model is Gateway
+        else []
+    )
     changed = queryset.exclude(enabled=enabled).update(enabled=enabled)
     if changed:
         events.catalog_changed()
+    for gateway_id in enabling:  # re-enabled gateways: their catalog may have moved on meanwhile
+        _gateway_saved_on_commit(gateway_id, created=False)
     return int(changed)
 
 
@@ -258,82 +345,8 @@ def tool_update(*, tool: Tool, data: dict[str, Any], server: str | None = None) 
 
 
 # ---------------------------------------------------------------------------------------------
-# What an upstream provides (federation reads it; the catalog is written here)
+# What an upstream provides is written by registry.catalog_sync (syncs and definition drift)
 # ---------------------------------------------------------------------------------------------
-
-MAX_PREFIXED = 64
-
-
-@dataclasses.dataclass
-class CatalogDiff:
-    """What gateway_catalog_replace changed, as labels such as "tool echo", and what it could not take."""
-
-    added: list[str] = dataclasses.field(default_factory=list)
-    updated: list[str] = dataclasses.field(default_factory=list)
-    removed: list[str] = dataclasses.field(default_factory=list)
-    renamed: dict[str, str] = dataclasses.field(default_factory=dict)  # upstream name -> catalog name
-    skipped: list[str] = dataclasses.field(default_factory=list)  # entries the catalog could not take, with why
-
-    def summary(self) -> str:
-        text = f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed"
-        return text + (f", {len(self.skipped)} skipped" if self.skipped else "")
-
-
-def catalog_name(gateway: str, upstream: str, taken: set[str]) -> str:
-    """The upstream's name if free, else '<gateway>_<name>' within 64 characters (a hash keeps it unique)."""
-    if upstream not in taken:
-        return upstream
-    candidate = f"{gateway}_{upstream}"
-    if len(candidate) > MAX_PREFIXED:
-        digest = hashlib.sha256(f"{gateway}/{upstream}".encode()).hexdigest()[:8]
-        candidate = f"{candidate[: MAX_PREFIXED - 9]}_{digest}"
-    return candidate
-
-
-@transaction.atomic
-def gateway_catalog_replace(
-    *,
-    gateway: Gateway,
-    tools: list[dict[str, Any]],
-    resources: list[dict[str, Any]],
-    templates: list[dict[str, Any]],
-    prompts: list[dict[str, Any]],
-    detected_era: str,
-    protocol_version: str,
-    server_info: dict[str, Any],
-    capabilities: dict[str, Any],
-) -> CatalogDiff:
-    """Record a successful read of the gateway's upstream: what it said about itself (the gateway is
-    marked healthy) and its lists, as MCP's tools/list, resources/list, resources/templates/list and
-    prompts/list return them, which become exactly what the gateway provides.
-
-    New entries are added, changed ones updated in place (local choices such as ``enabled``, tags and
-    virtual-server membership stay), vanished ones removed. An upstream name another source holds
-    gets the gateway's prefix (see ``catalog_name``); an entry the catalog cannot take is skipped and
-    reported, not fatal. One catalog event, on commit."""
-    diff = CatalogDiff()
-    gateway.detected_era = detected_era
-    gateway.protocol_version = protocol_version[:32]
-    gateway.server_info = server_info
-    gateway.capabilities = capabilities
-    gateway.health, gateway.last_error, gateway.last_seen_at = Health.HEALTHY, "", timezone.now()
-    gateway.save(
-        update_fields=[
-            "detected_era",
-            "protocol_version",
-            "server_info",
-            "capabilities",
-            "health",
-            "last_error",
-            "last_seen_at",
-        ]
-    )
-    _replace_named(gateway, diff, Tool, tools, _tool_fields, extra={"integration_type": IntegrationType.MCP})
-    _replace_by_uri(gateway, diff, Resource, "uri", resources, "uri", _resource_fields)
-    _replace_by_uri(gateway, diff, ResourceTemplate, "uri_template", templates, "uriTemplate", _resource_fields)
-    _replace_named(gateway, diff, Prompt, prompts, _prompt_fields)
-    events.catalog_changed()
-    return diff
 
 
 @transaction.atomic
@@ -342,124 +355,3 @@ def gateway_failure_record(*, gateway: Gateway, error: str) -> None:
     from registry.gateway_state import gateway_check_record  # here: keeps this module's imports to its owner
 
     gateway_check_record(gateway_id=gateway.pk, ok=False, error=error)  # a failed read is a failed check
-
-
-def _clean_schema(schema: Any) -> dict[str, Any]:
-    return (
-        schema if isinstance(schema, dict) and schema.get("type") == "object" else {"type": "object", "properties": {}}
-    )
-
-
-def _tool_fields(item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "title": str(item.get("title") or (item.get("annotations") or {}).get("title") or "")[:256],
-        "description": str(item.get("description") or ""),
-        "input_schema": _clean_schema(item.get("inputSchema")),
-        "output_schema": item.get("outputSchema") if isinstance(item.get("outputSchema"), dict) else None,
-        "annotations": item.get("annotations") if isinstance(item.get("annotations"), dict) else {},
-    }
-
-
-def _prompt_fields(item: dict[str, Any]) -> dict[str, Any]:
-    arguments = [
-        {k: v for k, v in arg.items() if k in ("name", "title", "description", "required") and v is not None}
-        for arg in item.get("arguments") or []
-        if isinstance(arg, dict) and isinstance(arg.get("name"), str)
-    ]
-    return {
-        "title": str(item.get("title") or "")[:256],
-        "description": str(item.get("description") or ""),
-        "arguments": arguments,
-    }
-
-
-def _resource_fields(item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": str(item.get("name") or item.get("uri"))[:256],
-        "title": str(item.get("title") or "")[:256],
-        "description": str(item.get("description") or ""),
-        "mime_type": str(item.get("mimeType") or "")[:255],
-        "annotations": item.get("annotations") if isinstance(item.get("annotations"), dict) else {},
-    }
-
-
-def _replace_named(
-    gateway: Gateway,
-    diff: CatalogDiff,
-    model: type[Tool] | type[Prompt],
-    items: list[dict[str, Any]],
-    to_fields: Any,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Tools and prompts: keyed by the upstream's name; a name another source holds gets a prefix."""
-    noun = model._meta.verbose_name
-    mine: dict[str, Any] = {obj.original_name or obj.name: obj for obj in model.objects.filter(gateway=gateway)}
-    taken = set(model.objects.exclude(gateway=gateway).values_list("name", flat=True))
-    seen: set[str] = set()
-    for item in items:
-        name = item.get("name")
-        if not isinstance(name, str) or name in seen:
-            continue
-        seen.add(name)
-        fields = to_fields(item)
-        existing = mine.get(name)
-        try:
-            if existing is None:
-                catalog = catalog_name(gateway.name, name, taken)
-                _validated_save(model(name=catalog, gateway=gateway, original_name=name, **(extra or {}), **fields))
-                diff.added.append(f"{noun} {catalog}")
-                taken.add(catalog)
-                if catalog != name:
-                    diff.renamed[name] = catalog
-            elif any(getattr(existing, k) != v for k, v in fields.items()):
-                for key, value in fields.items():
-                    setattr(existing, key, value)
-                _validated_save(existing)
-                diff.updated.append(f"{noun} {existing.name}")
-        except CatalogError as exc:
-            diff.skipped.append(f"{noun} {name!r}: {exc.message}")
-    for upstream_name, obj in mine.items():
-        if upstream_name not in seen:
-            obj.delete()
-            diff.removed.append(f"{noun} {obj.name}")
-
-
-def _replace_by_uri(
-    gateway: Gateway,
-    diff: CatalogDiff,
-    model: type[Resource] | type[ResourceTemplate],
-    key: str,
-    items: list[dict[str, Any]],
-    wire_key: str,
-    to_fields: Any,
-) -> None:
-    """Resources and templates keep the upstream's URI (a collision with another source is reported)."""
-    noun = model._meta.verbose_name
-    mine: dict[str, Any] = {getattr(obj, key): obj for obj in model.objects.filter(gateway=gateway)}
-    seen: set[str] = set()
-    for item in items:
-        value = item.get(wire_key)
-        if not isinstance(value, str) or value in seen:
-            continue
-        seen.add(value)
-        fields = to_fields(item)
-        existing = mine.get(value)
-        try:
-            if existing is None:
-                if model._default_manager.filter(**{key: value}).exists():
-                    diff.skipped.append(f"{noun} {value!r}: another source already has it")
-                    continue
-                extra = {"original_uri": value} if model is Resource else {}
-                _validated_save(model(gateway=gateway, **{key: value}, **fields, **extra))
-                diff.added.append(f"{noun} {value}")
-            elif any(getattr(existing, k) != v for k, v in fields.items()):
-                for k, v in fields.items():
-                    setattr(existing, k, v)
-                _validated_save(existing)
-                diff.updated.append(f"{noun} {value}")
-        except CatalogError as exc:
-            diff.skipped.append(f"{noun} {value!r}: {exc.message}")
-    for value, obj in mine.items():
-        if value not in seen:
-            obj.delete()
-            diff.removed.append(f"{noun} {value}")

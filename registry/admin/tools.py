@@ -10,16 +10,19 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from registry import catalog_sync
 from registry.admin.base import CatalogAdmin, CatalogForm
+from registry.catalog_sync import field_diff
 from registry.choices import IntegrationType
 from registry.exceptions import CatalogError
 from registry.models import Tool
+from registry.services import UPSTREAM_FIELDS
 
 # Which credentials each REST authentication type takes (docs/tool-backends.md, "REST").
 AUTH_KEYS: dict[str, tuple[str, ...]] = {
@@ -114,6 +117,7 @@ class ToolForm(CatalogForm):
             "name",
             "title",
             "description",
+            "description_override",
             "enabled",
             "tags",
             "timeout",
@@ -191,16 +195,71 @@ class TagFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DriftPendingFilter(admin.SimpleListFilter):
+    title = "definition change pending"
+    parameter_name = "drift"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(pending_definition__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(pending_definition__isnull=True)
+        return queryset
+
+
+class UpstreamFieldsReadOnly:
+    """For the admin of an entry kind an upstream fills (tools, resources, templates, prompts): the
+    fields the upstream owns (``registry.services.UPSTREAM_FIELDS``) are read-only on entries that come
+    from a gateway; a sync writes them. Put it before CatalogAdmin in the bases."""
+
+    model: Any
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if obj is not None and obj.gateway_id is not None:
+            readonly += [field for field in UPSTREAM_FIELDS.get(self.model, ()) if field not in readonly]
+        return readonly
+
+
+# Read-only JSON fields of a gateway's tool, shown by a method that indents them.
+SHOWN_JSON = {name: f"{name}_shown" for name in ("input_schema", "output_schema", "annotations")}
+
+
+def pretty_json(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def render_diff(changes: list[dict[str, Any]]) -> str:
+    """A definition change's per-field diff as HTML: the unified text diff, or before → after."""
+    parts = []
+    for item in changes:
+        text = item.get("text") or f"- {json.dumps(item.get('before'))}\n+ {json.dumps(item.get('after'))}"
+        parts.append((item.get("field", "?"), text))
+    return format_html_join(
+        "", '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>', parts
+    ) or format_html("{}", "no field changed")
+
+
 @admin.register(Tool)
-class ToolAdmin(CatalogAdmin):
+class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     form = ToolForm
-    list_display = ["name", "title", "integration_type", "gateway", "enabled", "tag_list"]
-    list_filter = ["enabled", "integration_type", ("gateway", admin.RelatedOnlyFieldListFilter), TagFilter]
+    list_display = ["name", "title", "integration_type", "gateway", "enabled", "tag_list", "drift_pending"]
+    list_filter = [
+        "enabled",
+        "integration_type",
+        ("gateway", admin.RelatedOnlyFieldListFilter),
+        TagFilter,
+        DriftPendingFilter,
+    ]
     search_fields = ["name", "title", "description", "original_name"]
     list_select_related = ["gateway"]
-    readonly_fields = ["credentials_stored"]
+    readonly_fields = ["credentials_stored", "pending_change"]
+    actions = ["enable_selected", "disable_selected", "approve_definitions"]
     fieldsets = [
-        (None, {"fields": ["name", "title", "description", "enabled", "tags", "timeout"]}),
+        (None, {"fields": ["name", "title", "description", "description_override", "enabled", "tags", "timeout"]}),
         ("Backend", {"fields": ["integration_type", "gateway", "original_name", "backend_config"]}),
         (
             "Credentials (write-only; REST tools)",
@@ -214,9 +273,73 @@ class ToolAdmin(CatalogAdmin):
         ("Schemas", {"fields": ["input_schema", "output_schema", "annotations"]}),
     ]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.gateway_id is not None:  # JSON shown indented, as in the edit boxes
+            readonly = [SHOWN_JSON.get(field, field) for field in readonly]
+        return readonly
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and obj.gateway_id is not None:
+            fieldsets = [
+                (name, {**options, "fields": [SHOWN_JSON.get(str(f), str(f)) for f in options["fields"]]})
+                for name, options in fieldsets
+            ]
+        if obj is not None and obj.pending_definition is not None:
+            description = (
+                "The upstream changed this tool's definition; the one above keeps serving until the change is "
+                'approved (the "Approve changed definitions" action of the tool list, the API or '
+                "`manage.py drift_approve`)."
+            )
+            fieldsets.insert(
+                0,
+                (
+                    "Changed upstream definition, waiting for approval",
+                    {"fields": ["pending_change"], "description": description},
+                ),
+            )
+        return fieldsets
+
+    @admin.display(description="input schema")
+    def input_schema_shown(self, obj: Tool) -> str:
+        return pretty_json(obj.input_schema)
+
+    @admin.display(description="output schema")
+    def output_schema_shown(self, obj: Tool) -> str:
+        return pretty_json(obj.output_schema)
+
+    @admin.display(description="annotations")
+    def annotations_shown(self, obj: Tool) -> str:
+        return pretty_json(obj.annotations)
+
     @admin.display(description="tags")
     def tag_list(self, obj: Tool) -> str:
         return ", ".join(obj.tags)
+
+    @admin.display(description="change pending", boolean=True)
+    def drift_pending(self, obj: Tool) -> bool:
+        return obj.pending_definition is not None
+
+    @admin.display(description="changes")
+    def pending_change(self, obj: Tool) -> str:
+        if obj.pending_definition is None:
+            return "none"
+        since = f"{obj.drift_detected_at:%Y-%m-%d %H:%M:%S}" if obj.drift_detected_at else "?"
+        return format_html(
+            "<p>Detected {}.</p>{}", since, render_diff(field_diff(obj.definition(), obj.pending_definition))
+        )
+
+    @admin.action(description="Approve changed definitions")
+    def approve_definitions(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        approved = catalog_sync.definition_changes_approve(tools=queryset, user=request.user.get_username())
+        if approved:
+            names = ", ".join(sorted(change.tool.name for change in approved))
+            self.message_user(
+                request, f"Approved the changed definitions of {len(approved)} tools: {names}.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "None of the selected tools has a changed definition waiting.", messages.WARNING)
 
     @admin.display(description="stored credentials")
     def credentials_stored(self, obj: Tool) -> str:

@@ -53,14 +53,21 @@ def test_a_taken_name_gets_the_gateway_prefix_and_keeps_the_upstream_name(upstre
 
 
 @pytest.mark.django_db
-def test_refresh_adds_updates_and_removes(upstream):
+def test_refresh_adds_updates_and_removes(upstream, settings):
+    """A changed definition of a known tool is held for review by default (GATEWAY_DRIFT_POLICY=hold);
+    with accept it is updated at once."""
     gateway, _ = services.gateway_add(data={"name": "fx", "url": "http://127.0.0.1:9/mcp"})
     upstream.tools = [tool("echo", description="now described"), tool("new")]
     report = services.gateway_refresh(gateway=gateway)
     assert report.added == ["tool new"]
-    assert report.updated == ["tool echo"]
+    assert (report.updated, report.held) == ([], ["tool echo"])
     assert report.removed == ["tool sum"]
-    assert Tool.objects.get(name="echo").description == "now described"
+    assert Tool.objects.get(name="echo").description == ""
+    settings.GATEWAY_DRIFT_POLICY = "accept"
+    upstream.tools = [tool("echo", description="described again"), tool("new")]
+    report = services.gateway_refresh(gateway=gateway)
+    assert report.updated == ["tool echo"]
+    assert Tool.objects.get(name="echo").description == "described again"
 
 
 @pytest.mark.django_db

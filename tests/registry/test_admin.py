@@ -250,10 +250,10 @@ def test_changing_a_tool_bumps_the_version(client, catalog):
     tool = Tool.objects.get(name="web.search")
     url = f"/admin/registry/tool/{tool.pk}/change/"
     version = events.catalog_version()
-    response = client.post(url, {**form_values(client.get(url)), "title": "Search the web"})
+    response = client.post(url, {**form_values(client.get(url)), "description_override": "Search the web"})
     assert response.status_code == 302
     tool.refresh_from_db()
-    assert tool.title == "Search the web"
+    assert tool.description_override == "Search the web"
     assert events.catalog_version() == version + 1
 
 
@@ -284,8 +284,10 @@ def test_clearing_an_optional_json_box_stores_its_default(client, catalog):
 
 
 def test_clearing_the_required_input_schema_is_an_error(client, catalog):
-    """The input schema is required: an emptied box is an error on that field."""
-    tool = Tool.objects.get(name="web.search")
+    """The input schema is required: an emptied box is an error on that field (of a local tool: a
+    gateway's tool shows its upstream's schema read-only)."""
+    function = {"function": "tests.fixtures.functions.add"}
+    tool = ToolFactory(name="adder", integration_type="function", gateway=None, backend_config=function)
     url = f"/admin/registry/tool/{tool.pk}/change/"
     response = client.post(url, {**form_values(client.get(url)), "input_schema": ""})
     assert response.status_code == 200

@@ -66,6 +66,19 @@ def with_credentials(gateway: Gateway, auth_type: str, credentials: dict[str, An
     return gateway
 
 
+ADD_FUNCTION = {"function": "tests.fixtures.functions.add"}
+ECHO_REST = {"url": "https://api.example.com/echo"}
+
+
+def make_tool(name: str, **kw: Any) -> Tool:
+    """A gateway's tool when a gateway is given, else a local (function) one."""
+    if kw.get("gateway") is not None:
+        return ToolFactory(name=name, **kw)
+    return ToolFactory(
+        name=name, **{"integration_type": "function", "gateway": None, "backend_config": ADD_FUNCTION, **kw}
+    )
+
+
 @dataclass(frozen=True)
 class Entity:
     """How the generic tests make, describe and name one kind of catalog entry."""
@@ -97,8 +110,14 @@ ENTITIES = [
         prefix="tools",
         model=Tool,
         key="name",
-        make=lambda i, **kw: ToolFactory(name=f"tool.{i:02d}", **kw),
-        payload=lambda i: {"name": f"tool.{i:02d}", "gateway": origin().name, "description": "Adds numbers."},
+        # A local (function) tool: every field of a gateway's tool that its upstream owns is read-only.
+        make=lambda i, **kw: make_tool(f"tool.{i:02d}", **kw),
+        payload=lambda i: {
+            "name": f"tool.{i:02d}",
+            "integration_type": "function",
+            "backend_config": ADD_FUNCTION,
+            "description": "Adds numbers.",
+        },
     ),
     Entity(
         prefix="resources",
@@ -111,12 +130,10 @@ ENTITIES = [
         prefix="resource-templates",
         model=ResourceTemplate,
         key="uri_template",
-        make=lambda i, **kw: ResourceTemplateFactory(uri_template=f"file:///logs/{i:02d}/{{day}}.txt", **kw),
-        payload=lambda i: {
-            "uri_template": f"file:///logs/{i:02d}/{{day}}.txt",
-            "name": f"logs {i}",
-            "gateway": origin().name,
-        },
+        make=lambda i, **kw: ResourceTemplateFactory(
+            uri_template=f"file:///logs/{i:02d}/{{day}}.txt", **{"gateway": None, **kw}
+        ),
+        payload=lambda i: {"uri_template": f"file:///logs/{i:02d}/{{day}}.txt", "name": f"logs {i}"},
     ),
     Entity(
         prefix="prompts",
@@ -818,6 +835,9 @@ def test_tool_create_stores_every_field(staff_client):
         **payload,
         "tags": ["arith", "math"],
         "has_credentials": False,
+        "description_override": "",
+        "drift_pending": False,
+        "drift_detected_at": None,
         "id": body["id"],
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],
@@ -965,8 +985,17 @@ def test_tool_invalid_schema_message_says_where(staff_client):
 
 def test_tool_put_replaces_every_field(staff_client):
     """PUT of a tool resets the fields left out of the body to their defaults."""
-    tool = ToolFactory(title="Old", tags=["x"], timeout=5.0, annotations={"readOnlyHint": True})
-    response = staff_client.put_json(f"/api/tools/{tool.pk}", {"name": tool.name, "gateway": tool.gateway.name})
+    tool = ToolFactory(
+        title="Old",
+        tags=["x"],
+        timeout=5.0,
+        annotations={"readOnlyHint": True},
+        integration_type="rest",
+        gateway=None,
+        backend_config=ECHO_REST,
+    )
+    body = {"name": tool.name, "integration_type": "rest", "backend_config": ECHO_REST}
+    response = staff_client.put_json(f"/api/tools/{tool.pk}", body)
     assert response.status_code == 200
     body = response.json()
     assert (body["title"], body["tags"], body["timeout"], body["annotations"]) == ("", [], None, {})
@@ -984,7 +1013,13 @@ def test_tool_put_without_a_gateway_is_422_for_an_mcp_tool(staff_client):
 
 def test_tool_patch_may_set_nullable_fields_to_null(staff_client):
     """PATCH with null for a nullable field (timeout, output_schema) clears it."""
-    tool = ToolFactory(timeout=3.0, output_schema={"type": "object"})
+    tool = ToolFactory(
+        timeout=3.0,
+        output_schema={"type": "object"},
+        integration_type="function",
+        gateway=None,
+        backend_config=ADD_FUNCTION,
+    )
     response = staff_client.patch_json(f"/api/tools/{tool.pk}", {"timeout": None, "output_schema": None})
     assert response.status_code == 200
     tool.refresh_from_db()
@@ -1376,9 +1411,9 @@ def test_catalog_version_goes_up_after_each_successful_write(staff_client):
     assert created.status_code == 201
     assert catalog_version() == start + 1
     pk = created.json()["id"]
-    assert staff_client.put_json(f"/api/tools/{pk}", {"name": "t", "gateway": "math", "title": "T"}).status_code == 200
+    assert staff_client.put_json(f"/api/tools/{pk}", {"name": "t", "gateway": "math", "tags": ["t"]}).status_code == 200
     assert catalog_version() == start + 2
-    assert staff_client.patch_json(f"/api/tools/{pk}", {"title": "U"}).status_code == 200
+    assert staff_client.patch_json(f"/api/tools/{pk}", {"tags": ["u"]}).status_code == 200
     assert catalog_version() == start + 3
     assert staff_client.delete(f"/api/tools/{pk}").status_code == 204
     assert catalog_version() == start + 4
