@@ -113,8 +113,7 @@ class SyncRunInline(admin.TabularInline):  # type: ignore[type-arg]
     formset = RecentSyncRuns
     shown = 10
     verbose_name_plural = f"last {shown} sync runs"
-    fields = ["started_at", "trigger", "ok", "duration_ms", "changes", "error"]
-    readonly_fields = fields
+    fields = readonly_fields = ("started_at", "trigger", "ok", "duration_ms", "changes", "error")
     can_delete = False
     extra = 0
     max_num = 0
