@@ -19,3 +19,5 @@ if os.environ.get("SCHED_TEST_BROKER_URL"):
     CELERY_TASK_ALWAYS_EAGER = False
     CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ.get("SCHED_TEST_PREFIX", "")}
     CELERY_TASK_DEFAULT_QUEUE = os.environ.get("SCHED_TEST_PREFIX", "") + "gateway"
+    # No broadcast channels (remote control, mingle, gossip) that another test's worker could hear.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
