@@ -78,6 +78,10 @@ class HealthOut(Schema):
     health_changed_at: datetime | None
     next_check_at: datetime | None = Field(description="Set while unreachable: the next check (backoff).")
 
+    @staticmethod
+    def resolve_ok(obj: Gateway) -> bool:
+        return obj.consecutive_failures == 0
+
 
 class SyncRunOut(Schema):
     id: int
@@ -113,7 +117,7 @@ def check_gateway(request: HttpRequest, pk: int) -> Any:
     gateway = selectors.entry_get(Gateway, pk=pk)
     health.gateway_check(gateway=gateway)
     gateway.refresh_from_db()
-    return HealthOut.from_orm(gateway).model_dump() | {"ok": gateway.consecutive_failures == 0}
+    return gateway
 
 
 @router.post(

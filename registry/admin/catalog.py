@@ -208,6 +208,11 @@ class GatewayAdmin(CatalogAdmin):
         ),
     ]
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # The only inline (sync runs) is read-only: nothing to save, but the change message reads these.
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
     @admin.display(description="health", ordering="health")
     def health_badge(self, obj: Gateway) -> str:
         color = HEALTH_COLORS.get(Health(obj.health), "#6e7781")
