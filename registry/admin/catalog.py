@@ -208,10 +208,12 @@ class GatewayAdmin(CatalogAdmin):
         ),
     ]
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        # The only inline (sync runs) is read-only: nothing to save, but the change message reads these.
-        for formset in formsets:
-            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        # The only inline (sync runs) is read-only: a save submits nothing for it, so it takes no part in one
+        # (no management form to send, nothing to validate or save).
+        if request.method == "POST":
+            return []
+        return super().get_inline_instances(request, obj)
 
     @admin.display(description="health", ordering="health")
     def health_badge(self, obj: Gateway) -> str:
