@@ -1,16 +1,19 @@
 """REST endpoints for upstream gateways: the catalog CRUD, plus registering (which connects to the
-upstream and reads its catalog) and refreshing. Mounted under /api/ by gateway_project.api."""
+upstream and reads its catalog), refreshing, checking health and syncing now, and the sync history.
+Mounted under /api/ by gateway_project.api."""
 
+from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema, Status
+from ninja import Field, Router, Schema, Status
 
-from federation import services
+from federation import health, services, sync
 from registry import schemas, selectors
 from registry import services as registry_services
 from registry.api import ERRORS, READ, WRITE, register_crud
-from registry.models import Gateway
+from registry.choices import Health, SyncTrigger
+from registry.models import Gateway, SyncRun
 
 router = Router(auth=READ)
 
@@ -61,6 +64,89 @@ def refresh_gateway(request: HttpRequest, pk: int) -> Any:
     """Connect to the upstream again and bring its entries in the catalog up to date."""
     report = services.gateway_refresh(gateway=selectors.entry_get(Gateway, pk=pk))
     return report.__dict__
+
+
+class HealthOut(Schema):
+    id: int
+    name: str
+    ok: bool = Field(description="The check reached the upstream.")
+    health: Health
+    last_error: str
+    consecutive_failures: int
+    last_checked_at: datetime | None
+    last_seen_at: datetime | None
+    health_changed_at: datetime | None
+    next_check_at: datetime | None = Field(description="Set while unreachable: the next check (backoff).")
+
+    @staticmethod
+    def resolve_ok(obj: Gateway) -> bool:
+        return obj.consecutive_failures == 0
+
+
+class SyncRunOut(Schema):
+    id: int
+    gateway: str
+    trigger: SyncTrigger
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int
+    ok: bool
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+    held: list[str] = Field(description="Tools whose changed upstream definition waits for review.")
+    skipped: list[str]
+    error: str
+
+    @staticmethod
+    def resolve_gateway(obj: SyncRun) -> str:
+        return obj.gateway.name
+
+
+@router.post(
+    "/gateways/{int:pk}/check",
+    response={200: HealthOut, 404: schemas.Error, **ERRORS},
+    auth=WRITE,
+    tags=["Gateways"],
+    operation_id="gateways_check",
+    summary="Health-check a gateway now",
+)
+def check_gateway(request: HttpRequest, pk: int) -> Any:
+    """Probe the upstream once (ping, or server/discover for 2026-07-28) and record the result; the answer is
+    the gateway's health after it. An unreachable upstream is a 200 with ok false and the reason."""
+    gateway = selectors.entry_get(Gateway, pk=pk)
+    health.gateway_check(gateway=gateway)
+    gateway.refresh_from_db()
+    return gateway
+
+
+@router.post(
+    "/gateways/{int:pk}/sync",
+    response={200: SyncRunOut, 404: schemas.Error, **ERRORS},
+    auth=WRITE,
+    tags=["Gateways"],
+    operation_id="gateways_sync",
+    summary="Sync a gateway's catalog now",
+)
+def sync_gateway(request: HttpRequest, pk: int) -> Any:
+    """Read the upstream's catalog and apply the difference; the answer is the sync run. When the upstream
+    cannot be read: 422 with the reason (the failed run is in the sync history)."""
+    return sync.gateway_sync(gateway=selectors.entry_get(Gateway, pk=pk), trigger=SyncTrigger.MANUAL)
+
+
+@router.get(
+    "/gateways/{int:pk}/sync-runs",
+    response={200: list[SyncRunOut], 404: schemas.Error, **ERRORS},
+    tags=["Gateways"],
+    operation_id="gateways_sync_runs",
+    summary="A gateway's recent sync runs",
+)
+def sync_runs(request: HttpRequest, pk: int, limit: int = 20) -> Any:
+    """The gateway's sync runs, newest first (at most ``limit``, 1 to 100)."""
+    gateway = selectors.entry_get(Gateway, pk=pk)
+    limit = max(1, min(limit, 100))
+    runs = SyncRun.objects.filter(gateway=gateway).select_related("gateway").order_by("-started_at", "-pk")
+    return list(runs[:limit])
 
 
 register_crud(

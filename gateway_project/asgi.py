@@ -31,3 +31,9 @@ application = ProtocolTypeRouter(
 # sight, so collections stay short (they caused daphne's latency spikes; see docs/performance.md).
 gc.collect()
 gc.freeze()
+
+# The embedded default runs federation's periodic work (health checks, syncs) in this process; with
+# GATEWAY_SCHEDULER=celery it runs on Celery workers instead, and with off nowhere (tests).
+from federation.scheduler import start_background  # noqa: E402
+
+start_background()

@@ -1,4 +1,9 @@
-"""The Celery app. Workers: `celery -A gateway_project worker`; beat: `celery -A gateway_project beat`."""
+"""The Celery app. Workers: `celery -A gateway_project worker`; beat: `celery -A gateway_project beat`.
+
+Configuration comes from Django's settings (the ``CELERY_`` names), beat's schedule included
+(``CELERY_BEAT_SCHEDULE``: beat only sends ``federation.tasks.tick`` and ``discover_peers``; each
+gateway's own intervals live on its row). Tasks are found in the installed apps' ``tasks`` modules.
+"""
 
 import os
 

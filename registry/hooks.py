@@ -8,3 +8,8 @@ from django.dispatch import Signal
 # A gateway was created, or changed in a way that needs its catalog read again (connection settings,
 # enabled). Keyword arguments: gateway_id (int), created (bool).
 gateway_saved = Signal()
+
+# Someone asked for a gateway's health check or catalog sync now (the admin's "Check now" and "Sync now"):
+# federation runs it, off the request when a scheduler runs. Keyword arguments: gateway_id (int).
+gateway_check_requested = Signal()
+gateway_sync_requested = Signal()

@@ -7,14 +7,24 @@ import json
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
+from registry import hooks
 from registry.admin.base import CatalogAdmin, CatalogForm
-from registry.choices import AuthType
-from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, VirtualServer
+from registry.choices import AuthType, Health
+from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, SyncRun, VirtualServer
+
+HEALTH_COLORS = {
+    Health.HEALTHY: "#1a7f37",
+    Health.DEGRADED: "#9a6700",
+    Health.UNREACHABLE: "#cf222e",
+    Health.UNKNOWN: "#6e7781",
+}
 
 
 class GatewayForm(CatalogForm):
@@ -51,6 +61,11 @@ class GatewayForm(CatalogForm):
             "auth_type",
             "verify_tls",
             "ca_bundle",
+            "sync_interval",
+            "redundancy_group",
+            "priority",
+            "per_user_process",
+            "start_at_boot",
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -84,26 +99,70 @@ class GatewayForm(CatalogForm):
         return data
 
 
+class RecentSyncRuns(BaseInlineFormSet):  # type: ignore[type-arg]
+    """The newest runs only: a busy gateway keeps GATEWAY_SYNC_RUNS_KEPT of them."""
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return super().get_queryset().order_by("-started_at", "-pk")[: SyncRunInline.shown]
+
+
+class SyncRunInline(admin.TabularInline):  # type: ignore[type-arg]
+    """The gateway's last sync runs, read-only (they are records of what happened)."""
+
+    model = SyncRun
+    formset = RecentSyncRuns
+    shown = 10
+    verbose_name_plural = f"last {shown} sync runs"
+    fields = readonly_fields = ("started_at", "trigger", "ok", "duration_ms", "changes", "error")
+    can_delete = False
+    extra = 0
+    max_num = 0
+    show_change_link = False
+
+    @admin.display(description="changes")
+    def changes(self, obj: SyncRun) -> str:
+        counts = {name: len(getattr(obj, name) or []) for name in ("added", "updated", "removed", "held", "skipped")}
+        return ", ".join(f"{count} {name}" for name, count in counts.items() if count) or "none"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Gateway)
 class GatewayAdmin(CatalogAdmin):
     form = GatewayForm
+    inlines = [SyncRunInline]
+    actions = ["enable_selected", "disable_selected", "check_now", "sync_now"]
     list_display = [
         "name",
         "transport",
-        "era",
-        "detected_era",
         "endpoint",
         "enabled",
-        "health",
-        "last_seen_at",
-        "auth_type",
+        "health_badge",
+        "last_error_short",
+        "last_synced_at",
+        "redundancy_group",
+        "detected_era",
     ]
-    list_filter = ["enabled", "health", "transport", "era", "detected_era", "auth_type"]
-    search_fields = ["name", "description", "url", "command"]
+    list_filter = ["enabled", "health", "transport", "era", "detected_era", "auth_type", "redundancy_group"]
+    search_fields = ["name", "description", "url", "command", "redundancy_group"]
     readonly_fields = [
         "health",
         "last_error",
         "last_seen_at",
+        "consecutive_failures",
+        "health_changed_at",
+        "last_checked_at",
+        "next_check_at",
+        "last_synced_at",
+        "process_state_json",
+        "lease",
         "detected_era",
         "protocol_version",
         "server_info_json",
@@ -113,18 +172,33 @@ class GatewayAdmin(CatalogAdmin):
     fieldsets = [
         (None, {"fields": ["name", "description", "enabled", "transport", "era"]}),
         ("Remote server", {"fields": ["url", "verify_tls", "ca_bundle"]}),
-        ("Local process (stdio)", {"fields": ["command", "args", "env", "cwd"]}),
+        ("Local process (stdio)", {"fields": ["command", "args", "env", "cwd", "per_user_process", "start_at_boot"]}),
         (
             "Credentials (write-only)",
             {"fields": ["auth_type", "credentials_stored", "username", "password", "token", "headers"]},
+        ),
+        ("Operations", {"fields": ["sync_interval", "redundancy_group", "priority"]}),
+        (
+            "Health (learned by the gateway)",
+            {
+                "fields": [
+                    "health",
+                    "last_error",
+                    "consecutive_failures",
+                    "last_seen_at",
+                    "health_changed_at",
+                    "last_checked_at",
+                    "next_check_at",
+                    "last_synced_at",
+                    "process_state_json",
+                    "lease",
+                ]
+            },
         ),
         (
             "Reported by the upstream",
             {
                 "fields": [
-                    "health",
-                    "last_error",
-                    "last_seen_at",
                     "detected_era",
                     "protocol_version",
                     "server_info_json",
@@ -133,6 +207,51 @@ class GatewayAdmin(CatalogAdmin):
             },
         ),
     ]
+
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        # The only inline (sync runs) is read-only: a save submits nothing for it, so it takes no part in one
+        # (no management form to send, nothing to validate or save).
+        if request.method == "POST":
+            return []
+        return super().get_inline_instances(request, obj)
+
+    @admin.display(description="health", ordering="health")
+    def health_badge(self, obj: Gateway) -> str:
+        color = HEALTH_COLORS.get(Health(obj.health), "#6e7781")
+        return format_html(
+            '<span style="background:{};color:#fff;border-radius:8px;padding:1px 8px;white-space:nowrap">{}</span>',
+            color,
+            obj.get_health_display(),
+        )
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj: Gateway) -> str:
+        text = obj.last_error
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.display(description="process state")
+    def process_state_json(self, obj: Gateway) -> str:
+        return json.dumps(obj.process_state, indent=2) if obj.process_state else "-"
+
+    @admin.display(description="lease (a check or sync running)")
+    def lease(self, obj: Gateway) -> str:
+        if not (obj.lease_owner and obj.lease_until):
+            return "-"
+        return f"{obj.lease_owner} until {obj.lease_until:%Y-%m-%d %H:%M:%S}"
+
+    @admin.action(description="Check now (health)")
+    def check_now(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        for gateway_id in ids:
+            hooks.gateway_check_requested.send(sender=Gateway, gateway_id=gateway_id)
+        self.message_user(request, f"Health check of {len(ids)} gateway(s) requested.", messages.SUCCESS)
+
+    @admin.action(description="Sync now (read the catalog)")
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[Gateway]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        for gateway_id in ids:
+            hooks.gateway_sync_requested.send(sender=Gateway, gateway_id=gateway_id)
+        self.message_user(request, f"Sync of {len(ids)} gateway(s) requested.", messages.SUCCESS)
 
     @admin.display(description="URL or command")
     def endpoint(self, obj: Gateway) -> str:

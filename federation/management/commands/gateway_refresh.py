@@ -1,27 +1,27 @@
-"""Re-read an upstream's catalog."""
+"""Re-read an upstream's catalog (the older name of `gateway_sync NAME`)."""
 
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from federation import services
+from federation import sync
+from federation.management.output import gateways_named, sync_counts
+from registry.choices import SyncTrigger
 from registry.exceptions import CatalogError
-from registry.models import Gateway
 
 
 class Command(BaseCommand):
-    help = "Re-read the tools, resources, templates and prompts of the upstream NAME."
+    help = "Re-read the tools, resources, templates and prompts of the upstream NAME (as `gateway_sync NAME`)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
-        parser.add_argument("--timeout", type=float, default=30.0)
+        parser.add_argument("--timeout", type=float, help="Seconds to wait for each answer (GATEWAY_SYNC_TIMEOUT).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        gateway = Gateway.objects.filter(name=options["name"]).first()
-        if gateway is None:
-            raise CommandError(f"No gateway named {options['name']!r}.")
+        (gateway,) = gateways_named([options["name"]])
+        extra: dict[str, Any] = {"timeout": options["timeout"]} if options["timeout"] is not None else {}
         try:
-            report = services.gateway_refresh(gateway=gateway, timeout=options["timeout"])
+            result = sync.gateway_sync(gateway=gateway, trigger=SyncTrigger.MANUAL, **extra)
         except CatalogError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(f"Refreshed {gateway.name!r}: {report.summary()}.")
+        self.stdout.write(f"Refreshed {gateway.name!r}: {sync_counts(result)}.")

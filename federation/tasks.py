@@ -1,0 +1,42 @@
+"""Celery tasks of federation (docs/federation.md "Where it runs"): thin callers of the scheduler's
+``tick`` and ``run_job`` and of peer discovery. Beat sends ``tick`` and ``discover_peers``
+(``CELERY_BEAT_SCHEDULE`` in settings); workers run the per-gateway jobs ``tick`` enqueues."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from celery import shared_task
+
+from federation import scheduler
+from registry.choices import SyncTrigger
+
+
+@shared_task(name="federation.tasks.tick", ignore_result=True)
+def tick() -> dict[str, list[int]]:
+    """Enqueue the checks and syncs that are due."""
+    return scheduler.tick().as_dict()
+
+
+@shared_task(name="federation.tasks.check_gateway", ignore_result=True)
+def check_gateway(gateway_id: int) -> str:
+    """Health-check one gateway (skipped while another worker holds its lease)."""
+    return scheduler.run_job(scheduler.CHECK, gateway_id)
+
+
+@shared_task(name="federation.tasks.sync_gateway", ignore_result=True)
+def sync_gateway(gateway_id: int, trigger: str = SyncTrigger.SCHEDULE) -> str:
+    """Sync one gateway's catalog (skipped while another worker holds its lease)."""
+    return scheduler.run_job(scheduler.SYNC, gateway_id, trigger=trigger)
+
+
+@shared_task(name="federation.tasks.discover_peers", ignore_result=True)
+def discover_peers() -> Any:
+    """Run peer discovery (federation.peers), if this build has it."""
+    try:
+        discover = importlib.import_module("federation.peers").peers_discover
+    except (ImportError, AttributeError):
+        return None
+    discover()
+    return None
