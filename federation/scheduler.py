@@ -100,7 +100,7 @@ def tick(*, now: datetime | None = None) -> TickReport:
     """Find the checks and syncs that are due and enqueue one job per gateway for each."""
     now = now or timezone.now()
     report = TickReport()
-    report.checks = list(gateway_state.gateways_due_for_check(now))  # type: ignore[attr-defined, unused-ignore]
+    report.checks = list(gateway_state.gateways_due_for_check(now=now))
     report.syncs, report.recoveries = syncs_due(now=now)
     for gateway_id in report.checks:
         enqueue(CHECK, gateway_id)

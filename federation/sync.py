@@ -77,6 +77,8 @@ def on_gateway_saved(sender: Any = None, *, gateway_id: int, created: bool = Fal
     """registry.hooks.gateway_saved receiver: sync the gateway soon (an enabled one), off the saving request."""
     from federation import scheduler
 
+    if scheduler.scheduler_mode() == "off":  # no background work at all: syncs are run by hand
+        return
     if not Gateway.objects.filter(pk=gateway_id, enabled=True).exists():
         return
     try:

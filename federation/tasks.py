@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from celery import shared_task
@@ -32,11 +31,8 @@ def sync_gateway(gateway_id: int, trigger: str = SyncTrigger.SCHEDULE) -> str:
 
 
 @shared_task(name="federation.tasks.discover_peers", ignore_result=True)
-def discover_peers() -> Any:
-    """Run peer discovery (federation.peers), if this build has it."""
-    try:
-        discover = importlib.import_module("federation.peers").peers_discover
-    except (ImportError, AttributeError):
-        return None
-    discover()
-    return None
+def discover_peers() -> dict[str, Any]:
+    """Run peer discovery from GATEWAY_PEERS, approved peers and (if on) mDNS; the summary."""
+    from federation.peers import peers_discover
+
+    return {"summary": peers_discover().summary()}

@@ -17,6 +17,7 @@ PASSWORD = "correct-horse-battery"
 # drops both variables), or they test the upstream clients and fixtures alone. They are marked
 # `backend_independent`, so CI's PostgreSQL + Redis pass can leave them to the embedded-default pass.
 BACKEND_INDEPENDENT = (
+    "tests/federation/test_celery.py",
     "tests/federation/test_chain.py",
     "tests/federation/test_drift.py",
     "tests/federation/test_peers.py",

@@ -246,7 +246,10 @@ def test_tasks_are_thin_callers(monkeypatch):
     tasks.sync_gateway.run(6, "manual")
     assert calls[-1] == ("sync", 6, {"trigger": "manual"})
     assert tasks.tick.run() == {"checks": [1], "syncs": [2], "recoveries": []}
-    assert tasks.discover_peers.run() is None  # federation.peers may not exist yet: nothing happens
+    monkeypatch.setattr(
+        "federation.peers.peers_discover", lambda: type("Report", (), {"summary": lambda self: "1 found"})()
+    )
+    assert tasks.discover_peers.run() == {"summary": "1 found"}
 
 
 class Recorder:

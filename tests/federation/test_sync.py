@@ -45,8 +45,9 @@ def state(tmp_path) -> Path:
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[tuple]:
-    """What federation asked the scheduler to run (nothing is run)."""
+def enqueued(monkeypatch, settings) -> list[tuple]:
+    """What federation asked the scheduler to run (nothing is run), with background work on."""
+    settings.GATEWAY_SCHEDULER = "inprocess"
     calls: list[tuple] = []
     monkeypatch.setattr(
         scheduler, "enqueue", lambda job, gateway_id, **options: calls.append((job, gateway_id, options))
@@ -185,8 +186,11 @@ def test_a_catalog_import_that_creates_a_gateway_enqueues_its_sync(enqueued, dja
 
 
 @pytest.mark.django_db
-def test_a_failing_sync_never_breaks_the_write_that_asked_for_it(monkeypatch, django_capture_on_commit_callbacks):
+def test_a_failing_sync_never_breaks_the_write_that_asked_for_it(
+    monkeypatch, settings, django_capture_on_commit_callbacks
+):
     """With a scheduler that runs the job inline, the failure is recorded, not raised at the saver."""
+    settings.GATEWAY_SCHEDULER = "inprocess"
 
     def inline(job, gateway_id, **options):
         sync.gateway_sync(gateway=Gateway.objects.get(pk=gateway_id), timeout=2, **options)

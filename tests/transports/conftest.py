@@ -83,6 +83,8 @@ def start_live_gateway(state: Path, *, port: int | None = None, **overrides: str
         "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
         "GATEWAY_AUTH_CACHE_SECONDS": "1",
         "LOG_LEVEL": "WARNING",
+        # No background checks or syncs unless a test asks for them (the federation tests do).
+        "GATEWAY_SCHEDULER": "off",
         **overrides,
     }
     gateway = LiveGateway(url=f"http://127.0.0.1:{port}", token="", env=env)
