@@ -149,7 +149,7 @@ def test_a_tool_added_on_c_reaches_a_client_of_a_as_list_changed(gateways):
                     await anyio.sleep(0.2)
             result = await session.call_tool("added_on_c", {"a": 2, "b": 3})
             assert not result.is_error
-            assert result.content[0].text == "5"
+            assert result.content[0].text == "2 + 3 = 5"
 
     anyio.run(scenario)
 
