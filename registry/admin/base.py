@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 
 from registry import services
 from registry.exceptions import CatalogError
+from registry.services import UPSTREAM_FIELDS
 
 
 class PrettyJSONField(forms.JSONField):
@@ -170,3 +171,17 @@ class CatalogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         services.entries_delete(queryset)
+
+
+class UpstreamFieldsReadOnly:
+    """For the admin of an entry kind an upstream fills (tools, resources, templates, prompts): the
+    fields the upstream owns (``registry.services.UPSTREAM_FIELDS``) are read-only on entries that come
+    from a gateway; a sync writes them. Put it before CatalogAdmin in the bases."""
+
+    model: Any
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if obj is not None and obj.gateway_id is not None:
+            readonly += [field for field in UPSTREAM_FIELDS.get(self.model, ()) if field not in readonly]
+        return readonly

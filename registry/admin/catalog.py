@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from registry import hooks
-from registry.admin.base import CatalogAdmin, CatalogForm
+from registry.admin.base import CatalogAdmin, CatalogForm, UpstreamFieldsReadOnly
 from registry.choices import AuthType, Health
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, SyncRun, VirtualServer
 
@@ -296,7 +296,7 @@ class ResourceForm(CatalogForm):
 
 
 @admin.register(Resource)
-class ResourceAdmin(CatalogAdmin):
+class ResourceAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     form = ResourceForm
     list_display = ["uri", "name", "mime_type", "gateway", "enabled"]
     list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter), "mime_type"]
@@ -306,7 +306,7 @@ class ResourceAdmin(CatalogAdmin):
 
 
 @admin.register(ResourceTemplate)
-class ResourceTemplateAdmin(CatalogAdmin):
+class ResourceTemplateAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     list_display = ["uri_template", "name", "mime_type", "gateway", "enabled"]
     list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["uri_template", "name", "title", "description"]
@@ -314,7 +314,7 @@ class ResourceTemplateAdmin(CatalogAdmin):
 
 
 @admin.register(Prompt)
-class PromptAdmin(CatalogAdmin):
+class PromptAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     list_display = ["name", "title", "gateway", "enabled"]
     list_filter = ["enabled", ("gateway", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "title", "description", "template"]

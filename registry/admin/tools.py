@@ -17,12 +17,11 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from registry import catalog_sync
-from registry.admin.base import CatalogAdmin, CatalogForm
+from registry.admin.base import CatalogAdmin, CatalogForm, UpstreamFieldsReadOnly
 from registry.catalog_sync import field_diff
 from registry.choices import IntegrationType
 from registry.exceptions import CatalogError
 from registry.models import Tool
-from registry.services import UPSTREAM_FIELDS
 
 # Which credentials each REST authentication type takes (docs/tool-backends.md, "REST").
 AUTH_KEYS: dict[str, tuple[str, ...]] = {
@@ -208,20 +207,6 @@ class DriftPendingFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(pending_definition__isnull=True)
         return queryset
-
-
-class UpstreamFieldsReadOnly:
-    """For the admin of an entry kind an upstream fills (tools, resources, templates, prompts): the
-    fields the upstream owns (``registry.services.UPSTREAM_FIELDS``) are read-only on entries that come
-    from a gateway; a sync writes them. Put it before CatalogAdmin in the bases."""
-
-    model: Any
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        readonly = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        if obj is not None and obj.gateway_id is not None:
-            readonly += [field for field in UPSTREAM_FIELDS.get(self.model, ()) if field not in readonly]
-        return readonly
 
 
 # Read-only JSON fields of a gateway's tool, shown by a method that indents them.

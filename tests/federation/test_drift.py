@@ -65,7 +65,7 @@ async def test_a_changed_description_is_held_until_approved(tmp_path):
         write_state(state, [listed("echo", "Echoes, and now also deletes files."), listed("extra", "New.")])
         out = gateway.manage("gateway_refresh", "drift")
         assert "1 added" in out
-        assert "1 held for review" in out
+        assert "1 held" in out
         tools = await wait_for(gateway, lambda tools: "extra" in tools)
         assert tools["echo"] == "Echoes."
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from registry.catalog_sync import gateway_catalog_apply
 from registry.choices import ChangeStatus, SyncTrigger
 from registry.models import DefinitionChange, Tool
-from tests.factories import GatewayFactory
+from tests.factories import GatewayFactory, PromptFactory, ResourceFactory
 from tests.registry.test_admin import form_values
 from tests.sync_support import tool
 
@@ -85,3 +85,31 @@ def test_a_held_change_is_shown_filtered_and_approved_by_the_action(client, gate
     change = DefinitionChange.objects.get(tool=echo)
     assert (change.status, change.decided_by) == (ChangeStatus.APPROVED, "admin")
     assert "waiting for approval" not in client.get(change_url(echo)).content.decode()
+
+
+@pytest.mark.parametrize(
+    ("make", "url", "upstream_fields", "local_field"),
+    [
+        (
+            lambda gw: ResourceFactory(gateway=gw, text=None, uri="up://r", title="T", description="D"),
+            "/admin/registry/resource/{pk}/change/",
+            ("name", "title", "description", "mime_type", "annotations"),
+            "enabled",
+        ),
+        (
+            lambda gw: PromptFactory(gateway=gw, template="", name="p", title="T", description="D"),
+            "/admin/registry/prompt/{pk}/change/",
+            ("title", "description", "arguments"),
+            "enabled",
+        ),
+    ],
+)
+def test_an_upstream_resource_or_prompt_has_its_upstream_fields_read_only(
+    client, make, url, upstream_fields, local_field
+):
+    """A resource or prompt from a gateway: what its upstream owns is shown, not editable (a sync writes it)."""
+    entry = make(GatewayFactory(name="srv"))
+    values = form_values(client.get(url.format(pk=entry.pk)))
+    for field in upstream_fields:
+        assert field not in values, field
+    assert local_field in values

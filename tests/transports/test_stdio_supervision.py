@@ -159,8 +159,9 @@ def make(made: list[StdioSupervisor], **options: Any) -> StdioSupervisor:
 
 
 async def test_a_crashed_process_is_restarted_at_once_and_calls_work_again(reported, supervisors) -> None:
-    """The child exits with code 1 mid-call: the call fails with the reason, the supervisor restarts it
-    without waiting for a call (after 1 s), and the next call is answered by the new process."""
+    """The child exits with code 1 mid-call: the call fails with the reason, the supervisor restarts it at
+    once without waiting for a call (a first death is not backed off), and the next call is answered by the
+    new process."""
     supervisor = make(supervisors, max_backoff=4)
     client = await supervisor.client(key="crashy", config=config("--crash-after", "1"))
     first = client.pid
@@ -182,10 +183,39 @@ async def test_a_crashed_process_is_restarted_at_once_and_calls_work_again(repor
     assert {"state", "pid", "restarts", "since", "last_exit", "host"} <= set(reported[-1][1])
 
 
+async def test_a_process_that_keeps_dying_is_restarted_at_once_then_backed_off(supervisors) -> None:
+    """A process that runs and dies is restarted at once the first time (the next call is served); dying
+    again without a stable run makes callers wait 1 s, then 2 s (capped by GATEWAY_STDIO_MAX_BACKOFF)."""
+    supervisor = make(supervisors, max_backoff=2, stable_after=60)
+    settings = config("--crash-after", "0")  # dies at its first tool call
+
+    async def crash(client: Any) -> None:
+        with pytest.raises(UpstreamUnavailable, match="exited with code 1"):
+            await call(client, "echo", text="x")
+
+    await crash(await supervisor.client(key="crashy", config=settings))
+    await crash(await supervisor.client(key="crashy", config=settings))  # restarted at once: no wait
+    with pytest.raises(UpstreamUnavailable, match=r"exited with code 1; restarting in 1 s"):
+        await supervisor.client(key="crashy", config=settings)
+    await crash(await until_client(supervisor, settings))
+    with pytest.raises(UpstreamUnavailable, match=r"exited with code 1; restarting in 2 s"):
+        await supervisor.client(key="crashy", config=settings)
+
+
+async def until_client(supervisor: StdioSupervisor, settings: Any) -> Any:
+    """The unit's client once its restart wait (if any) is over."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            try:
+                return await supervisor.client(key="crashy", config=settings)
+            except UpstreamUnavailable:
+                await asyncio.sleep(0.1)
+
+
 async def test_restarts_back_off_and_calls_meanwhile_fail_at_once(tmp_path, reported, supervisors) -> None:
     """A child that cannot start is retried after 1 s, 2 s, then at most GATEWAY_STDIO_MAX_BACKOFF; a call
-    meanwhile fails at once naming the exit, the wait and the last stderr; once it stays up, the backoff
-    starts again at 1 s."""
+    meanwhile fails at once naming the exit, the wait and the last stderr; once it stays up, the count starts
+    again (a death after a stable run is restarted at once)."""
     flag, starts = tmp_path / "fail", tmp_path / "starts"
     flag.touch()
     supervisor = make(supervisors, max_backoff=2, stable_after=0.5)
@@ -213,8 +243,10 @@ async def test_restarts_back_off_and_calls_meanwhile_fail_at_once(tmp_path, repo
     assert await call(client, "echo", text="up") == "up"
     await asyncio.sleep(0.7)  # stays up longer than stable_after
     os.kill(state["pid"], signal.SIGKILL)
-    state = await until(lambda: (s := only_state(supervisor))["state"] == "restarting" and s, "restarting")
-    assert state["backoff"] == 1
+    killed = state["pid"]
+    state = await until(  # after a stable run, a death is restarted at once
+        lambda: (s := only_state(supervisor))["state"] == "running" and s["pid"] != killed and s, "a new process", 5
+    )
     assert "killed by SIGKILL" in state["last_exit"]
 
 

@@ -4,9 +4,12 @@ The pool keeps one stdio client per key (the gateway, the capability profile, th
 gateway with ``per_user_process``); each key is a ``Unit`` here, with at most one process. A unit's process is
 
 - started on first use (or at boot, ``pin``ned: never stopped for being idle);
-- restarted when it dies, at once in the background, after 1 s, then 2, 4, ... up to ``max_backoff``; the
-  count starts again once a process has stayed up ``stable_after`` s. A call that arrives meanwhile fails at
-  once with the reason and the wait ("the process exited with code 1; restarting in 4 s; last stderr: ...");
+- restarted in the background when it dies: at once the first time (a process that ran and died once is
+  most likely fine when started again; the calls that follow should not fail for it), then after 1 s, 2, 4,
+  ... up to ``max_backoff`` while it keeps dying, and after 1 s, 2, 4, ... from the start when it cannot
+  even start. The count starts again once a process has stayed up ``stable_after`` s. A call that arrives
+  during a wait fails at once with the reason and the wait ("the process exited with code 1; restarting in
+  4 s; last stderr: ...");
 - killed and restarted when it hangs: after a call times out, a ``ping`` must be answered within
   ``hang_probe_timeout`` s (any answer will do, even an error);
 - stopped after ``idle_timeout`` s without calls (0: never);
@@ -99,6 +102,7 @@ class Unit:
     pinned: bool = False  # started at boot: not stopped for being idle
     restarts: int = 0
     failures: int = 0  # exits in a row without a stable run: the backoff's exponent
+    immediate: bool = False  # this run of failures began with a restart at once (not counted in the exponent)
     since: str = field(default_factory=_now)
     started_at: float = 0.0  # monotonic, while running
     last_used: float = field(default_factory=time.monotonic)
@@ -313,10 +317,15 @@ class StdioSupervisor:
     def _failed(self, unit: Unit, head: str, tail: str, code: int | None = None) -> str:
         """Record an exit (or a failed start), schedule the restart; returns the sentence for callers."""
         now = time.monotonic()
-        if unit.started_at and now - unit.started_at >= self.stable_after:
-            unit.failures = 0  # it ran long enough: this exit starts the backoff again
+        ran = bool(unit.started_at)  # it was running (this is an exit, not a failed start)
+        if ran and now - unit.started_at >= self.stable_after:
+            unit.failures, unit.immediate = 0, False  # it ran long enough: this exit starts the backoff again
         unit.failures += 1
-        unit.backoff = min(FIRST_BACKOFF * 2 ** (unit.failures - 1), self.max_backoff)
+        if ran and unit.failures == 1:
+            unit.immediate, unit.backoff = True, 0.0
+        else:
+            exponent = unit.failures - (2 if unit.immediate else 1)
+            unit.backoff = min(FIRST_BACKOFF * 2**exponent, self.max_backoff)
         unit.retry_at = now + unit.backoff
         unit.state = RESTARTING
         unit.started_at = 0.0
@@ -331,8 +340,9 @@ class StdioSupervisor:
         return self._waiting(unit)
 
     def _waiting(self, unit: Unit) -> str:
-        seconds = max(1, math.ceil(unit.retry_at - time.monotonic()))
-        sentence = f"{unit.name}: {unit.exit_head}; restarting in {seconds} s"
+        left = unit.retry_at - time.monotonic()
+        when = f"restarting in {max(1, math.ceil(left))} s" if left > 0 else "restarting now"
+        sentence = f"{unit.name}: {unit.exit_head}; {when}"
         return sentence + (f"; last stderr: {unit.exit_tail}" if unit.exit_tail else "")
 
     async def _restart_later(self, unit: Unit, delay: float) -> None:
