@@ -342,7 +342,14 @@ async def test_list_changed_reaches_the_stream(gateway):
         await asyncio.wait_for(changed.wait(), 10)
         after = {tool.name for tool in (await client.list_tools()).tools}
         assert after ^ before == {"test_dynamic_tool"}
+        changed.clear()
         await client.call_tool("test_trigger_tool_change", {})  # back as it was
+        # ...and settled before the next part: a late list_changed of this re-read must not be taken for the
+        # REST change's (nor arrive while that client is closing).
+        await asyncio.wait_for(changed.wait(), 10)
+        async with asyncio.timeout(10):
+            while {tool.name for tool in (await client.list_tools()).tools} != before:
+                await asyncio.sleep(0.1)
     # a REST change, seen by a client of /sse (every enabled entry)
     changed.clear()
     status, _ = gateway.api("POST", "/api/gateways?sync=false", {"name": "dead", "url": "http://127.0.0.1:9/mcp"})
