@@ -1,15 +1,16 @@
-"""URL map of the Django side: admin (with the tool pages of transports.admin_views), REST API, health
-probes, the well-known document peers read. MCP endpoints are routed in asgi.py."""
+"""URL map of the Django side: the landing page, admin (with the tool pages of transports.admin_views),
+REST API, health probes, the well-known document peers read. MCP endpoints are routed in asgi.py."""
 
 from django.contrib import admin
 from django.urls import path
 
 from federation import views as federation_views
-from gateway_project import health
+from gateway_project import health, views
 from gateway_project.api import api, rpc_api
 from transports import admin_views
 
 urlpatterns = [
+    path("", views.home, name="home"),  # the admin's "View site" (site_url "/") comes here
     # Admin pages that need the runtime (transports), before the admin's own catch-all tool URLs.
     path("admin/registry/tool/<int:pk>/test-call/", admin_views.tool_test_call, name="admin_tool_test_call"),
     path("admin/registry/tool/import-openapi/", admin_views.openapi_import, name="admin_tool_openapi_import"),

@@ -6,7 +6,7 @@ import json
 from typing import Any, TypeVar
 
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import F, Func, OuterRef, Q, QuerySet, Subquery
 
 from registry.choices import Health
 from registry.exceptions import NotFound
@@ -219,3 +219,37 @@ def catalog_rows() -> dict[str, Any]:
         "prompts": prompts,
         "servers": servers,
     }
+
+
+def _served(model: type[models.Model], member: str) -> Subquery:
+    """How many enabled entries of ``model`` a virtual server serves: those it lists (``member``, the
+    entry's related name to servers) and every entry of its gateways, counted once, as the MCP endpoint
+    serves them (entries of disabled gateways left out)."""
+    count = Func(F("pk"), function="COUNT", template="%(function)s(DISTINCT %(expressions)s)")
+    rows = (
+        model._default_manager.filter(
+            Q(**{member: OuterRef("pk")}) | Q(gateway__servers=OuterRef("pk")),
+            Q(gateway__isnull=True) | Q(gateway__enabled=True),
+            enabled=True,
+        )
+        .order_by()
+        .annotate(served=count)
+        .values("served")
+    )
+    return Subquery(rows, output_field=models.IntegerField())
+
+
+def served_counts() -> dict[str, Subquery]:
+    """Annotations of a VirtualServer queryset with what each server really serves: tools_served,
+    resources_served, templates_served, prompts_served (its chosen entries plus everything from its gateways)."""
+    return {
+        "tools_served": _served(Tool, "servers"),
+        "resources_served": _served(Resource, "servers"),
+        "templates_served": _served(ResourceTemplate, "servers"),
+        "prompts_served": _served(Prompt, "servers"),
+    }
+
+
+def server_list_with_counts() -> QuerySet[VirtualServer]:
+    """Virtual servers with ``served_counts``."""
+    return VirtualServer.objects.annotate(**served_counts())

@@ -8,13 +8,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import models
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from registry import hooks
+from registry import hooks, selectors
 from registry.admin.base import CatalogAdmin, CatalogForm, UpstreamFieldsReadOnly
 from registry.choices import AuthType, Health
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, SyncRun, VirtualServer
@@ -323,17 +323,44 @@ class PromptAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
 
 @admin.register(VirtualServer)
 class VirtualServerAdmin(CatalogAdmin):
-    list_display = ["name", "title", "enabled", "tool_count"]
+    list_display = ["name", "title", "enabled", "tool_count", "resource_count", "prompt_count", "endpoint"]
     list_filter = ["enabled"]
     search_fields = ["name", "title", "description"]
     filter_horizontal = ["tools", "resources", "resource_templates", "prompts"]
+    readonly_fields = ["endpoints"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).annotate(tool_total=models.Count("tools"))
+        # What each server really serves: its chosen entries plus everything from its gateways.
+        return super().get_queryset(request).annotate(**selectors.served_counts())
 
-    @admin.display(description="tools", ordering="tool_total")
+    @admin.display(description="tools served", ordering="tools_served")
     def tool_count(self, obj: Any) -> int:
-        return int(obj.tool_total)
+        return int(obj.tools_served or 0)
+
+    @admin.display(description="resources served", ordering="resources_served")
+    def resource_count(self, obj: Any) -> int:
+        return int(obj.resources_served or 0)
+
+    @admin.display(description="prompts served", ordering="prompts_served")
+    def prompt_count(self, obj: Any) -> int:
+        return int(obj.prompts_served or 0)
+
+    @admin.display(description="MCP endpoint")
+    def endpoint(self, obj: Any) -> str:
+        return f"/servers/{obj.name}/mcp"
+
+    @admin.display(description="endpoints")
+    def endpoints(self, obj: Any) -> str:
+        if obj is None or not obj.pk:
+            return "-"
+        base = f"/servers/{obj.name}"
+        rows = [
+            ("Streamable HTTP (2025-11-25 sessions and 2026-07-28)", f"{base}/mcp"),
+            ("HTTP+SSE (2024-11-05)", f"{base}/sse"),
+            ("WebSocket", f"{base}/ws"),
+            ("JSON-RPC over plain HTTP", f"{base}/rpc"),
+        ]
+        return format_html_join(mark_safe("<br>"), "{}: <code>{}</code>", rows)
 
 
 @admin.register(RevokedToken)

@@ -166,10 +166,17 @@ def test_changelist_search_and_filters(client, catalog, model, query, expected):
     assert sorted(shown(response)) == expected
 
 
-def test_server_changelist_counts_tools(client, catalog):
-    """The virtual-server list shows how many tools each server has."""
+def test_server_changelist_counts_what_each_server_serves(client, catalog):
+    """The virtual-server list shows how many tools each server serves (chosen ones and its gateways'), and
+    its MCP endpoint; a server's page lists its endpoints."""
     response = client.get("/admin/registry/virtualserver/")
-    assert response.context["cl"].result_list[0].tool_total == 1
+    server = response.context["cl"].result_list[0]
+    assert server.tools_served == 1
+    page = response.content.decode()
+    assert f"/servers/{server.name}/mcp" in page
+    page = client.get(f"/admin/registry/virtualserver/{server.pk}/change/").content.decode()
+    for suffix in ("mcp", "sse", "ws", "rpc"):
+        assert f"<code>/servers/{server.name}/{suffix}</code>" in page
 
 
 def test_staff_without_permissions_cannot_use_the_catalog_admin(staff_user):
