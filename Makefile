@@ -71,16 +71,21 @@ else
 endif
 
 # nginx is the round-robin proxy of the two-replica test (tests/replicas); Debian's nginx-light is enough.
-system-deps: ## Install the system packages the tests need (nginx-light, with apt-get) when they are missing
-	@if command -v nginx >/dev/null || test -x /usr/sbin/nginx; then :; \
+# chromium is the browser the admin's browser tests drive with Playwright (`playwright install` is not used:
+# it downloads browser builds, which this project does not rely on).
+system-deps: ## Install the system packages the tests need (nginx-light, chromium, with apt-get) when they are missing
+	@missing=; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then :; \
 	elif ! command -v apt-get >/dev/null; then \
-		echo "make: nginx not found and no apt-get here; install nginx (the two-replica test needs it)" >&2; exit 1; \
+		echo "make: missing$$missing and no apt-get here; install them (the replica and browser tests need them)" >&2; exit 1; \
 	else \
 		sudo=; if [ "$$(id -u)" != 0 ]; then sudo=sudo; \
-			command -v sudo >/dev/null || { echo "make: nginx not found; install nginx-light as root (the two-replica test needs it)" >&2; exit 1; }; \
+			command -v sudo >/dev/null || { echo "make: install$$missing as root (the replica and browser tests need them)" >&2; exit 1; }; \
 		fi; \
-		echo "Installing nginx-light (for the two-replica test)"; \
-		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nginx-light; \
+		echo "Installing$$missing (for the replica and browser tests)"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 test: dev system-deps ## Set up and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)

@@ -18,6 +18,7 @@ PASSWORD = "correct-horse-battery"
 # `backend_independent`, so CI's PostgreSQL + Redis pass can leave them to the embedded-default pass.
 BACKEND_INDEPENDENT = (
     "tests/federation/test_celery.py",
+    "tests/gateway_project/test_browser.py",
     "tests/federation/test_chain.py",
     "tests/federation/test_drift.py",
     "tests/federation/test_peers.py",

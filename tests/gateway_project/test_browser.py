@@ -1,0 +1,88 @@
+"""The gateway in a real browser: Debian's Chromium (installed by `make system-deps`), driven headless by
+Playwright for Python through `executable_path` (no `playwright install`), against a live gateway process
+with its in-process scheduler. Screenshots of each page go to test-artifacts/screenshots/.
+
+A staff user signs in, sees the landing page list the virtual server and its upstream healthy, and the
+admin's gateway list; the upstream is stopped and the gateway list shows it unreachable with the reason.
+Anyone else sees only the endpoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.servers import start_upstream
+from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# Chromium's background services dial out at start; this machine's network refuses them (and CI has none).
+QUIET = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium: run `make system-deps` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=QUIET)
+        yield launched
+        launched.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_path):
+    upstream = start_upstream("streamable-http")
+    try:
+        with start_live_gateway(
+            tmp_path,
+            GATEWAY_SCHEDULER="inprocess",
+            GATEWAY_SCHEDULER_TICK="0.3",
+            GATEWAY_HEALTH_INTERVAL="1",
+            GATEWAY_HEALTH_FAILURES="2",
+        ) as gateway:
+            status, body = gateway.api("POST", "/api/gateways", {"name": "fx", "url": upstream.url})
+            assert status == 201, body
+            gateway.manage("server_add", "demo", "--gateway", "fx")
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(gateway.url + "/")
+            assert "fx" not in page.inner_text("main")  # anonymous: endpoints only
+            page.goto(gateway.url + "/admin/login/?next=/")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(gateway.url + "/")
+            main = page.inner_text("main")
+            assert f"{gateway.url}/servers/demo/mcp" in main
+            assert "Healthy" in main
+            shot(page, "landing-page")
+            page.goto(gateway.url + "/admin/registry/gateway/")
+            assert "Healthy" in page.inner_text("#result_list")
+            shot(page, "gateway-list-healthy")
+
+            upstream.stop()
+            deadline = time.monotonic() + 60
+            while "Unreachable" not in page.inner_text("#result_list"):
+                assert time.monotonic() < deadline, "the gateway list never showed the upstream unreachable"
+                time.sleep(0.5)
+                page.reload()
+            assert "connection refused by 127.0.0.1" in page.inner_text("#result_list")
+            shot(page, "gateway-list-unreachable")
+            page.close()
+    finally:
+        upstream.stop()
