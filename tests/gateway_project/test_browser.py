@@ -2,9 +2,9 @@
 Playwright for Python through `executable_path` (no `playwright install`), against a live gateway process
 with its in-process scheduler. Screenshots of each page go to test-artifacts/screenshots/.
 
-A staff user signs in, sees the landing page list the virtual server and its upstream healthy, and the
-admin's gateway list; the upstream is stopped and the gateway list shows it unreachable with the reason.
-Anyone else sees only the endpoints."""
+A staff user signs in, sees the landing page list the virtual server and its upstream healthy, the admin's
+gateway list, and the dashboard on the admin index; the upstream is stopped and the dashboard shows it
+unreachable with the reason without the page being reloaded. Anyone else sees only the endpoints."""
 
 from __future__ import annotations
 
@@ -75,14 +75,20 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             assert "Healthy" in page.inner_text("#result_list")
             shot(page, "gateway-list-healthy")
 
+            # The dashboard on the admin index follows the upstream's health with no reload (HTMX polling).
+            page.goto(gateway.url + "/admin/")
+            panel = page.locator("#gateway-health")
+            assert "Healthy" in panel.inner_text()
+            shot(page, "dashboard-healthy")
+            page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
             upstream.stop()
             deadline = time.monotonic() + 60
-            while "Unreachable" not in page.inner_text("#result_list"):
-                assert time.monotonic() < deadline, "the gateway list never showed the upstream unreachable"
+            while "Unreachable" not in page.locator("#gateway-health").inner_text():
+                assert time.monotonic() < deadline, "the dashboard never showed the upstream unreachable"
                 time.sleep(0.5)
-                page.reload()
-            assert "connection refused by 127.0.0.1" in page.inner_text("#result_list")
-            shot(page, "gateway-list-unreachable")
+            assert page.evaluate("window.sameDocument === true")  # updated in place, not reloaded
+            assert "connection refused by 127.0.0.1" in page.locator("#gateway-health").inner_text()
+            shot(page, "dashboard-unreachable")
             page.close()
     finally:
         upstream.stop()

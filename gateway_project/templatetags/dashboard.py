@@ -1,0 +1,16 @@
+"""The dashboard's panels for the admin index template (rendered with the page: no JavaScript needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from gateway_project.dashboard import gateway_health
+
+register = template.Library()
+
+
+@register.inclusion_tag("admin/_gateway_health.html")
+def gateway_health_panel() -> dict[str, Any]:
+    return gateway_health()
