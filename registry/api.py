@@ -212,6 +212,21 @@ def approve_definition(request: HttpRequest, pk: int) -> Any:
     return catalog_sync.definition_change_approve(tool=selectors.entry_get(Tool, pk=pk), user=principal.username)
 
 
+@router.post(
+    "/tools/{int:pk}/reject-definition",
+    response={200: schemas.DefinitionChangeOut, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+    auth=WRITE,
+    tags=["Tools"],
+    operation_id="tools_reject_definition",
+    summary="Reject a tool's changed upstream definition",
+)
+def reject_definition(request: HttpRequest, pk: int) -> Any:
+    """Refuse the definition the upstream changed to: the approved one keeps serving and the same change is
+    not held again (a different one is). 200 with the rejected change, 409 when no change waits."""
+    principal: auth.Principal = request.auth  # type: ignore[attr-defined]
+    return catalog_sync.definition_change_reject(tool=selectors.entry_get(Tool, pk=pk), user=principal.username)
+
+
 register_crud(
     router,
     prefix="resources",

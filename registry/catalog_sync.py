@@ -328,6 +328,8 @@ def _tool_drift(
         return
     if tool.pending_definition == current:
         return  # already held: nothing new to review
+    if _was_rejected(tool, current):
+        return  # a staff user already refused exactly this definition: the approved one stays, quietly
     _check_definition(tool, current)
     _supersede_pending(tool, now=now)
     DefinitionChange.objects.create(
@@ -349,6 +351,11 @@ def _check_definition(tool: Tool, definition: dict[str, Any]) -> None:
     except ValidationError as exc:
         summary = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
         raise InvalidInput(f"Invalid tool: {summary}") from None
+
+
+def _was_rejected(tool: Tool, definition: dict[str, Any]) -> bool:
+    rejected = DefinitionChange.objects.filter(tool=tool, status=ChangeStatus.REJECTED).only("current")
+    return any(change.current == definition for change in rejected)
 
 
 def _supersede_pending(tool: Tool, *, now: datetime) -> None:
@@ -504,3 +511,45 @@ def definition_change_approve(*, tool: Tool, user: str = "") -> DefinitionChange
         raise Conflict(f"Tool {tool.name!r} has no changed definition waiting for approval.")
     tool.refresh_from_db()
     return approved[0]
+
+
+@transaction.atomic
+def definition_changes_reject(*, tools: Iterable[Tool], user: str = "") -> list[DefinitionChange]:
+    """Refuse the held definitions of these tools (tools with none are passed over): the approved
+    definition keeps serving (a withheld tool returns), and later syncs do not hold that same definition
+    again; a different one is held as usual. One catalog change for all of them."""
+    now = timezone.now()
+    rejected = []
+    ids = [tool.pk for tool in tools]
+    for tool in Tool.objects.select_for_update().filter(pk__in=ids, pending_definition__isnull=False):
+        pending = dict(tool.pending_definition or {})
+        pending_changes = DefinitionChange.objects.filter(tool=tool, status=ChangeStatus.PENDING)
+        change = pending_changes.order_by("-detected_at", "-pk").first()
+        if change is None:
+            assert tool.gateway_id is not None  # only a gateway's tools are held
+            previous = tool.definition()
+            change = DefinitionChange(
+                tool=tool,
+                gateway_id=tool.gateway_id,
+                detected_at=now,
+                previous=previous,
+                current=pending,
+                diff=field_diff(previous, pending),
+            )
+        change.status, change.decided_by, change.decided_at = ChangeStatus.REJECTED, user[:150], now
+        change.save()
+        pending_changes.exclude(pk=change.pk).update(status=ChangeStatus.SUPERSEDED, decided_at=now)
+        _clear_hold(tool)
+        rejected.append(change)
+    if rejected:
+        events.catalog_changed()
+    return rejected
+
+
+def definition_change_reject(*, tool: Tool, user: str = "") -> DefinitionChange:
+    """Refuse a tool's held definition; Conflict when none is waiting."""
+    rejected = definition_changes_reject(tools=[tool], user=user)
+    if not rejected:
+        raise Conflict(f"Tool {tool.name!r} has no changed definition waiting for approval.")
+    tool.refresh_from_db()
+    return rejected[0]

@@ -61,6 +61,7 @@ class ChangeStatus(models.TextChoices):
     APPROVED = "approved", "Approved"
     SUPERSEDED = "superseded", "Superseded by a newer change"
     ACCEPTED = "accepted", "Taken without review"
+    REJECTED = "rejected", "Rejected (the approved definition stays)"
 
 
 class IntegrationType(models.TextChoices):

@@ -242,7 +242,7 @@ class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     search_fields = ["name", "title", "description", "original_name"]
     list_select_related = ["gateway"]
     readonly_fields = ["credentials_stored", "pending_change"]
-    actions = ["enable_selected", "disable_selected", "approve_definitions"]
+    actions = ["enable_selected", "disable_selected", "approve_definitions", "reject_definitions"]
     fieldsets = [
         (None, {"fields": ["name", "title", "description", "description_override", "enabled", "tags", "timeout"]}),
         ("Backend", {"fields": ["integration_type", "gateway", "original_name", "backend_config"]}),
@@ -322,6 +322,20 @@ class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
             names = ", ".join(sorted(change.tool.name for change in approved))
             self.message_user(
                 request, f"Approved the changed definitions of {len(approved)} tools: {names}.", messages.SUCCESS
+            )
+        else:
+            self.message_user(request, "None of the selected tools has a changed definition waiting.", messages.WARNING)
+
+    @admin.action(description="Reject changed definitions (keep the approved ones)", permissions=["change"])
+    def reject_definitions(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        rejected = catalog_sync.definition_changes_reject(tools=queryset, user=request.user.get_username())
+        if rejected:
+            names = ", ".join(sorted(change.tool.name for change in rejected))
+            self.message_user(
+                request,
+                f"Rejected the changed definitions of {len(rejected)} tools: {names}. "
+                "Their approved definitions stay; the same change will not be held again.",
+                messages.SUCCESS,
             )
         else:
             self.message_user(request, "None of the selected tools has a changed definition waiting.", messages.WARNING)

@@ -10,7 +10,13 @@ import pytest
 from django.utils import timezone
 
 from registry import catalog_sync, events, services
-from registry.catalog_sync import CatalogDiff, catalog_name, definition_change_approve, gateway_catalog_apply
+from registry.catalog_sync import (
+    CatalogDiff,
+    catalog_name,
+    definition_change_approve,
+    definition_change_reject,
+    gateway_catalog_apply,
+)
 from registry.choices import ChangeStatus, Health, SyncTrigger
 from registry.exceptions import Conflict
 from registry.models import DefinitionChange, Prompt, Resource, ResourceTemplate, SyncRun, Tool
@@ -370,3 +376,31 @@ def test_a_changed_definition_the_catalog_cannot_take_is_skipped_not_held(echo):
     assert "input_schema" in run.skipped[0]
     echo.refresh_from_db()
     assert echo.pending_definition is None
+
+
+@pytest.mark.django_db
+def test_a_rejected_definition_keeps_the_approved_one_and_is_not_held_again(echo, settings):
+    """Rejecting: the approved definition stays (a withheld tool is served again), the change is marked
+    rejected, and a later sync with that same definition holds nothing; a different one is held as usual."""
+    settings.GATEWAY_DRIFT_POLICY = "withhold"
+    apply(echo.gateway, tools=[tool("echo", **CHANGED)])
+    assert served("echo") is None
+    version = events.catalog_version()
+    change = definition_change_reject(tool=echo, user="alice")
+    assert (change.status, change.decided_by) == (ChangeStatus.REJECTED, "alice")
+    assert events.catalog_version() == version + 1
+    echo.refresh_from_db()
+    assert (echo.description, echo.pending_definition) == ("Echoes the text.", None)
+    assert served("echo")["description"] == "Echoes the text."
+
+    again = apply(echo.gateway, tools=[tool("echo", **CHANGED)])
+    assert (again.held, again.updated) == ([], [])
+    echo.refresh_from_db()
+    assert echo.pending_definition is None
+    assert served("echo")["description"] == "Echoes the text."
+
+    other = apply(echo.gateway, tools=[tool("echo", **{**CHANGED, "description": "Yet another."})])
+    assert other.held == ["tool echo"]
+    definition_change_reject(tool=echo, user="bob")
+    with pytest.raises(Conflict):  # nothing waits any more
+        definition_change_reject(tool=echo, user="bob")

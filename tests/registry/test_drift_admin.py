@@ -113,3 +113,13 @@ def test_an_upstream_resource_or_prompt_has_its_upstream_fields_read_only(
     for field in upstream_fields:
         assert field not in values, field
     assert local_field in values
+
+
+def test_the_reject_action_keeps_the_approved_definitions(client, gateway):
+    sync(gateway, tool("echo", description="Echoes, louder."), tool("sum", description="Adds."))
+    echo = Tool.objects.get(name="echo")
+    response = client.post(LIST, {"action": "reject_definitions", "_selected_action": [str(echo.pk)]}, follow=True)
+    assert "Rejected the changed definitions of 1 tools: echo." in response.content.decode()
+    echo.refresh_from_db()
+    assert (echo.description, echo.pending_definition) == ("Echoes.", None)
+    assert DefinitionChange.objects.get(tool=echo).status == ChangeStatus.REJECTED

@@ -135,3 +135,16 @@ def test_approving_a_held_definition_through_the_api(staff_client, reader_client
     assert (shown["description"], shown["drift_pending"]) == ("Echoes, now louder.", False)
     assert staff_client.post_json(f"/api/tools/{echo.pk}/approve-definition").status_code == 409
     assert staff_client.post_json("/api/tools/999999/approve-definition").status_code == 404
+
+
+def test_rejecting_a_held_definition_through_the_api(staff_client, reader_client, gateway):
+    echo = Tool.objects.get(name="echo")
+    assert staff_client.post_json(f"/api/tools/{echo.pk}/reject-definition").status_code == 409
+    sync(gateway, tools=[tool("echo", description="Echoes, now louder.")])
+    assert reader_client.post_json(f"/api/tools/{echo.pk}/reject-definition").status_code == 403
+    response = staff_client.post_json(f"/api/tools/{echo.pk}/reject-definition")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["status"], response.json()["decided_by"]) == ("rejected", "staff")
+    shown = staff_client.get(f"/api/tools/{echo.pk}").json()
+    assert (shown["description"], shown["drift_pending"]) == ("Echoes.", False)
+    assert staff_client.post_json("/api/tools/999999/reject-definition").status_code == 404
