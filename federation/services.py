@@ -118,8 +118,9 @@ def read_upstream(gateway: Gateway, *, timeout: float = 30.0, pool: UpstreamPool
         return async_to_sync(_read_upstream)(_row(gateway), timeout, pool)
     except UpstreamTimeout as exc:
         raise InvalidInput(f"Upstream {gateway.name!r} did not answer within {timeout:g} s.") from exc
-    except UpstreamUnavailable as exc:
-        raise InvalidInput(f"Cannot reach upstream {gateway.name!r}: {exc}") from exc
+    except UpstreamUnavailable as exc:  # a sentence ("connection refused by host:port"), not the library's text
+        reason = describe_failure(exc, timeout=timeout).rstrip(".")
+        raise InvalidInput(f"Cannot reach upstream {gateway.name!r}: {reason}.") from exc
     except UpstreamError as exc:
         raise InvalidInput(f"Upstream {gateway.name!r} answered an error: {exc.message} (code {exc.code}).") from exc
     except (OSError, ValueError, TimeoutError) as exc:  # below the clients: sockets, TLS, garbage

@@ -4,6 +4,7 @@ REST API, health probes, the well-known document peers read. MCP endpoints are r
 from django.contrib import admin
 from django.urls import path
 
+from federation import admin_views as federation_admin_views
 from federation import views as federation_views
 from gateway_project import dashboard, health, views
 from gateway_project.api import api, rpc_api
@@ -14,6 +15,11 @@ urlpatterns = [
     # Admin pages that need the runtime (transports), before the admin's own catch-all tool URLs.
     path("admin/registry/tool/<int:pk>/test-call/", admin_views.tool_test_call, name="admin_tool_test_call"),
     path("admin/registry/tool/import-openapi/", admin_views.openapi_import, name="admin_tool_openapi_import"),
+    path(
+        "admin/registry/gateway/register/",
+        federation_admin_views.gateway_register,
+        name="admin_gateway_register",
+    ),
     path("admin/dashboard/gateways/", dashboard.gateway_health_fragment, name="admin_dashboard_gateways"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),

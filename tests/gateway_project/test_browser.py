@@ -2,7 +2,8 @@
 Playwright for Python through `executable_path` (no `playwright install`), against a live gateway process
 with its in-process scheduler. Screenshots of each page go to test-artifacts/screenshots/.
 
-A staff user signs in, sees the landing page list the virtual server and its upstream healthy, the admin's
+A staff user signs in, registers an upstream with the connection test (what it is and what it would add,
+then stored), sees the landing page list the virtual server and its upstream healthy, the admin's
 gateway list, and the dashboard on the admin index; the upstream is stopped and the dashboard shows it
 unreachable with the reason without the page being reloaded. Anyone else sees only the endpoints."""
 
@@ -56,17 +57,30 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             GATEWAY_HEALTH_INTERVAL="1",
             GATEWAY_HEALTH_FAILURES="2",
         ) as gateway:
-            status, body = gateway.api("POST", "/api/gateways", {"name": "fx", "url": upstream.url})
-            assert status == 201, body
-            gateway.manage("server_add", "demo", "--gateway", "fx")
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(gateway.url + "/")
-            assert "fx" not in page.inner_text("main")  # anonymous: endpoints only
-            page.goto(gateway.url + "/admin/login/?next=/")
+            assert "Sign in" in page.inner_text("main")  # anonymous: endpoints only
+            page.goto(gateway.url + "/admin/login/?next=/admin/registry/gateway/")
             page.get_by_label("Username").fill("admin")
             page.get_by_label("Password").fill(ADMIN_PASSWORD)
             page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(gateway.url + "/")
+            page.wait_for_url(gateway.url + "/admin/registry/gateway/")
+
+            # Register with a connection test: what the upstream is and would add, then store it.
+            page.get_by_role("link", name="Register with a connection test").click()
+            page.get_by_label("Name:", exact=True).fill("fx")
+            page.get_by_label("URL:", exact=True).fill(upstream.url)
+            page.get_by_role("button", name="Test connection").click()
+            report = page.locator("#connection-report").inner_text()
+            assert "gateway-upstream-fixture" in report
+            assert "test_simple_text" in report
+            shot(page, "register-connection-test")
+            page.get_by_role("button", name="Register").click()
+            page.wait_for_url("**/admin/registry/gateway/*/change/")
+            assert "Registered 'fx'" in page.inner_text("body")
+            gateway.manage("server_add", "demo", "--gateway", "fx")
+
+            page.goto(gateway.url + "/")
             main = page.inner_text("main")
             assert f"{gateway.url}/servers/demo/mcp" in main
             assert "Healthy" in main
