@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -121,8 +122,18 @@ class SyncRunInline(admin.TabularInline):  # type: ignore[type-arg]
 
     @admin.display(description="changes")
     def changes(self, obj: SyncRun) -> str:
-        counts = {name: len(getattr(obj, name) or []) for name in ("added", "updated", "removed", "held", "skipped")}
-        return ", ".join(f"{count} {name}" for name, count in counts.items() if count) or "none"
+        """The run's diff: counts, and each entry added (+), updated (~), removed (-), held or skipped."""
+        kinds = {"added": "+", "updated": "~", "removed": "-", "held": "held", "skipped": "skipped"}
+        lists = {name: list(getattr(obj, name) or []) for name in kinds}
+        summary = ", ".join(f"{len(items)} {name}" for name, items in lists.items() if items)
+        if not summary:
+            return "none"
+        lines = [(kinds[name], item) for name, items in lists.items() for item in items]
+        return format_html(
+            "<details><summary>{}</summary><pre>{}</pre></details>",
+            summary,
+            format_html_join("\n", "{} {}", lines),
+        )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -163,6 +174,7 @@ class GatewayAdmin(CatalogAdmin):
         "last_synced_at",
         "process_state_json",
         "lease",
+        "definition_changes",
         "detected_era",
         "protocol_version",
         "server_info_json",
@@ -192,6 +204,7 @@ class GatewayAdmin(CatalogAdmin):
                     "last_synced_at",
                     "process_state_json",
                     "lease",
+                    "definition_changes",
                 ]
             },
         ),
@@ -232,6 +245,16 @@ class GatewayAdmin(CatalogAdmin):
     @admin.display(description="process state")
     def process_state_json(self, obj: Gateway) -> str:
         return json.dumps(obj.process_state, indent=2) if obj.process_state else "-"
+
+    @admin.display(description="changed tool definitions waiting")
+    def definition_changes(self, obj: Gateway) -> str:
+        if obj.pk is None:
+            return "-"
+        held = list(obj.tools.filter(pending_definition__isnull=False).order_by("name").values_list("name", flat=True))
+        if not held:
+            return "none"
+        url = reverse("admin:registry_tool_changelist") + f"?gateway__id__exact={obj.pk}&drift=yes"
+        return format_html('{} (<a href="{}">review, approve or reject</a>)', ", ".join(held), url)
 
     @admin.display(description="lease (a check or sync running)")
     def lease(self, obj: Gateway) -> str:

@@ -123,3 +123,18 @@ def test_the_reject_action_keeps_the_approved_definitions(client, gateway):
     echo.refresh_from_db()
     assert (echo.description, echo.pending_definition) == ("Echoes.", None)
     assert DefinitionChange.objects.get(tool=echo).status == ChangeStatus.REJECTED
+
+
+def test_the_gateway_page_shows_its_runs_diff_and_links_its_held_changes(client, gateway):
+    sync(gateway, tool("echo", description="Echoes, louder."), tool("sum", description="Adds."), tool("new"))
+    page = client.get(f"/admin/registry/gateway/{gateway.pk}/change/").content.decode()
+    assert "1 added, 1 held" in page
+    assert "+ tool new" in page
+    assert "held tool echo" in page
+    link = f"/admin/registry/tool/?gateway__id__exact={gateway.pk}&amp;drift=yes"
+    assert f'echo (<a href="{link}">review, approve or reject</a>)' in page
+    listed = client.get(link.replace("&amp;", "&"))
+    assert listed.status_code == 200
+    text = listed.content.decode()
+    assert f"/admin/registry/tool/{Tool.objects.get(name='echo').pk}/change/" in text
+    assert f"/admin/registry/tool/{Tool.objects.get(name='sum').pk}/change/" not in text
