@@ -48,20 +48,95 @@ def sample_arguments(schema: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
-class TestCallForm(forms.Form):
-    arguments = forms.JSONField(
-        required=False,  # {} is "empty" to Django, and a tool may take no arguments
-        widget=forms.Textarea(attrs=MONOSPACE),
-        help_text="A JSON object of the tool's arguments; they are checked against its input schema first.",
+FIELD_PREFIX = "arg_"
+
+
+def _schema_field(spec: dict[str, Any], *, required: bool) -> forms.Field:
+    """A form field for one argument: text, number, checkbox or choice by its JSON Schema type; anything
+    else (objects, arrays, unions) as JSON text."""
+    kind = spec.get("type")
+    help_text = str(spec.get("description") or "")
+    common: dict[str, Any] = {"required": required, "help_text": help_text}
+    enum = spec.get("enum")
+    if isinstance(enum, list) and enum and all(isinstance(value, str | int | float) for value in enum):
+        choices = [("", "---")] if not required else []
+        return forms.TypedChoiceField(
+            choices=choices + [(json.dumps(value), str(value)) for value in enum],
+            coerce=json.loads,
+            empty_value=None,
+            **common,
+        )
+    if kind == "boolean":
+        return forms.NullBooleanField(
+            widget=forms.Select(choices=[("unknown", "---"), ("true", "true"), ("false", "false")]), **common
+        )
+    if kind == "integer":
+        return forms.IntegerField(**common)
+    if kind == "number":
+        return forms.FloatField(**common)
+    if kind == "string":
+        return forms.CharField(strip=False, **common)
+    return forms.JSONField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "style": "font-family: monospace"}), **common
     )
 
-    def clean_arguments(self) -> dict[str, Any]:
-        value = self.cleaned_data["arguments"]
-        if value is None:
-            return {}
+
+class TestCallForm(forms.Form):
+    """The tool's arguments: one field per top-level property of its input schema (typed as the schema
+    says), or the whole object as JSON, which wins when given."""
+
+    arguments = forms.CharField(  # parsed here: a JSONField would show an empty box as "null" again
+        required=False,
+        strip=True,
+        widget=forms.Textarea(attrs=MONOSPACE),
+        label="Arguments as JSON",
+        help_text="Or the whole arguments object as JSON (used instead of the fields above when given); "
+        "arguments are checked against the tool's input schema first.",
+    )
+
+    def __init__(self, *args: Any, schema: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema = schema or {}
+        properties = schema.get("properties")
+        required = set(schema.get("required") or [])
+        self.argument_names: list[str] = []
+        if isinstance(properties, dict):
+            for name, spec in properties.items():
+                if isinstance(spec, dict):
+                    field = _schema_field(spec, required=False)  # the schema check names what is missing
+                    field.label = name + (" (required)" if name in required else "")
+                    self.fields[FIELD_PREFIX + name] = field
+                    self.argument_names.append(name)
+        self.order_fields([FIELD_PREFIX + name for name in self.argument_names] + ["arguments"])
+
+    def argument_fields(self) -> list[Any]:
+        return [self[FIELD_PREFIX + name] for name in self.argument_names]
+
+    def clean_arguments(self) -> dict[str, Any] | None:
+        text = self.cleaned_data["arguments"]
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        if value == {}:
+            return None
         if not isinstance(value, dict):
             raise forms.ValidationError('The arguments must be a JSON object, such as {"city": "Oslo"}.')
         return value
+
+    def call_arguments(self) -> dict[str, Any]:
+        """The JSON object if one was given, else the filled fields (empty ones left out)."""
+        given = self.cleaned_data.get("arguments")
+        if given is not None:
+            return dict(given)
+        out: dict[str, Any] = {}
+        for name in self.argument_names:
+            value = self.cleaned_data.get(FIELD_PREFIX + name)
+            if value is not None and value != "":
+                out[name] = value
+        return out
 
 
 class SecretTextarea(forms.Textarea):
@@ -123,17 +198,18 @@ def tool_test_call(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404(exc.message) from None
     report = None
     if request.method == "POST":
-        form = TestCallForm(request.POST)
+        form = TestCallForm(request.POST, schema=tool.input_schema)
         if form.is_valid():
             user = request.user
             caller = Caller(username=user.get_username(), scopes=auth.user_scopes(user), server=None)
             try:
-                arguments = form.cleaned_data["arguments"]
+                arguments = form.call_arguments()
                 report = async_to_sync(tool_call)(name=tool.name, arguments=arguments, caller=caller)
             except CatalogError as exc:
                 form.add_error(None, exc.message)
     else:
-        form = TestCallForm(initial={"arguments": sample_arguments(tool.input_schema)})
+        initial = {FIELD_PREFIX + name: value for name, value in sample_arguments(tool.input_schema).items()}
+        form = TestCallForm(initial=initial, schema=tool.input_schema)
     return _page(request, "test_call.html", f"Test call: {tool.name}", tool=tool, form=form, **_shown(report))
 
 
@@ -146,7 +222,30 @@ def _shown(report: ToolCallReport | None) -> dict[str, Any]:
         {"method": note.get("method", ""), "params": json.dumps(note.get("params", {}), ensure_ascii=False)}
         for note in report.notifications
     ]
-    return {"report": report, "answer": json.dumps(answer, indent=2, ensure_ascii=False), "notes": notes}
+    result = report.result or {}
+    structured = result.get("structuredContent")
+    return {
+        "report": report,
+        "answer": json.dumps(answer, indent=2, ensure_ascii=False),
+        "notes": notes,
+        "contents": [_content(item) for item in result.get("content") or [] if isinstance(item, dict)],
+        "structured": None if structured is None else json.dumps(structured, indent=2, ensure_ascii=False),
+    }
+
+
+def _content(item: dict[str, Any]) -> dict[str, Any]:
+    """One content block as the page shows it: text, an image or audio player (data: URL), a link."""
+    kind = item.get("type")
+    mime = str(item.get("mimeType") or "")
+    if kind in ("image", "audio") and isinstance(item.get("data"), str) and "/" in mime and '"' not in mime:
+        return {"type": kind, "src": f"data:{mime};base64,{item['data']}", "mime": mime}
+    if kind == "resource_link":
+        return {"type": "link", "uri": str(item.get("uri") or ""), "name": str(item.get("name") or item.get("uri"))}
+    if kind == "resource" and isinstance(item.get("resource"), dict):
+        resource = item["resource"]
+        text = resource.get("text") if isinstance(resource.get("text"), str) else "(binary)"
+        return {"type": "resource", "uri": str(resource.get("uri") or ""), "text": text}
+    return {"type": "text", "text": str(item.get("text", json.dumps(item, ensure_ascii=False)))}
 
 
 @never_cache

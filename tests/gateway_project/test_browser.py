@@ -80,6 +80,21 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             assert "Registered 'fx'" in page.inner_text("body")
             gateway.manage("server_add", "demo", "--gateway", "fx")
 
+            # The playground: a tool's test call, its arguments as fields, its image shown as an image.
+            page.goto(gateway.url + "/admin/registry/tool/?q=test_image_content")
+            page.get_by_role("link", name="test_image_content", exact=True).click()
+            page.get_by_role("link", name="Test call").click()
+            page.get_by_role("button", name="Call the tool").click()
+            assert page.locator("#call-contents img").count() == 1
+            assert "Result" in page.inner_text("#call-result h2")
+            shot(page, "playground-image")
+            page.goto(gateway.url + "/admin/registry/tool/?q=echo")
+            page.get_by_role("link", name="echo", exact=True).click()
+            page.get_by_role("link", name="Test call").click()
+            page.get_by_label("message (required):").fill("hello from the browser")
+            page.get_by_role("button", name="Call the tool").click()
+            assert "hello from the browser" in page.inner_text("#call-contents")
+
             page.goto(gateway.url + "/")
             main = page.inner_text("main")
             assert f"{gateway.url}/servers/demo/mcp" in main

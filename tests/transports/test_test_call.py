@@ -210,11 +210,41 @@ def page(name: str) -> str:
 
 
 def test_the_admin_page_starts_from_the_required_arguments(admin_client):
-    """GET: the form, prefilled with the required arguments (defaults where the schema has them)."""
+    """GET: a field per argument of the input schema, the required ones prefilled (defaults where the schema
+    has them), and the JSON box empty."""
     response = admin_client.get(page("forecast"))
     assert response.status_code == 200
-    assert response.context["form"]["arguments"].value() == '{"city": "", "days": 3}'
-    assert "Test call: forecast" in response.content.decode()
+    form = response.context["form"]
+    assert (form["arg_city"].value(), form["arg_days"].value()) == ("", 3)
+    assert form["arguments"].value() in (None, "")
+    html = response.content.decode()
+    assert "Test call: forecast" in html
+    assert 'id="argument-fields"' in html
+
+
+def test_the_admin_page_calls_with_the_fields_typed_as_the_schema_says(admin_client, tools):
+    """The fields become the arguments, converted to the schema's types; empty optional ones are left out."""
+    response = admin_client.post(page("noisy"), {"arg_city": "Oslo", "arg_days": "2"})
+    assert response.status_code == 200, response.context["form"].errors
+    assert tools.calls == [("noisy", {"city": "Oslo", "days": 2})]
+
+
+def test_the_result_shows_images_and_audio_as_media_and_links_as_links():
+    from transports.admin_views import _content
+
+    assert _content({"type": "image", "data": "AAA=", "mimeType": "image/png"}) == {
+        "type": "image",
+        "src": "data:image/png;base64,AAA=",
+        "mime": "image/png",
+    }
+    assert _content({"type": "audio", "data": "AAA=", "mimeType": "audio/wav"})["src"] == "data:audio/wav;base64,AAA="
+    assert _content({"type": "image", "data": "AAA=", "mimeType": 'x"onerror="'})["type"] == "text"  # no odd types
+    assert _content({"type": "resource_link", "uri": "file:///a", "name": "a"}) == {
+        "type": "link",
+        "uri": "file:///a",
+        "name": "a",
+    }
+    assert _content({"type": "text", "text": "hi"}) == {"type": "text", "text": "hi"}
 
 
 def test_the_admin_page_runs_the_call_and_shows_result_notifications_and_time(admin_client, tools):
