@@ -253,3 +253,18 @@ def served_counts() -> dict[str, Subquery]:
 def server_list_with_counts() -> QuerySet[VirtualServer]:
     """Virtual servers with ``served_counts``."""
     return VirtualServer.objects.annotate(**served_counts())
+
+
+def server_tools(server: VirtualServer) -> QuerySet[Tool]:
+    """The enabled tools a virtual server serves, as stored: those it lists and every tool of its gateways
+    (of enabled gateways), each once, in name order."""
+    return (
+        Tool.objects.filter(
+            Q(servers=server) | Q(gateway__servers=server),
+            Q(gateway__isnull=True) | Q(gateway__enabled=True),
+            enabled=True,
+        )
+        .select_related("gateway")
+        .distinct()
+        .order_by("name")
+    )

@@ -4,6 +4,7 @@ resources, resource templates, prompts, virtual servers and revoked tokens."""
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import Any
 
 from django import forms
@@ -344,13 +345,29 @@ class PromptAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     list_select_related = ["gateway"]
 
 
+# This gateway's base URL while a virtual server's page renders (see VirtualServerAdmin.change_view).
+_BASE_URL: ContextVar[str] = ContextVar("admin_base_url", default="http://127.0.0.1:8000")
+
+
 @admin.register(VirtualServer)
 class VirtualServerAdmin(CatalogAdmin):
     list_display = ["name", "title", "enabled", "tool_count", "resource_count", "prompt_count", "endpoint"]
     list_filter = ["enabled"]
     search_fields = ["name", "title", "description"]
     filter_horizontal = ["tools", "resources", "resource_templates", "prompts"]
-    readonly_fields = ["endpoints"]
+    readonly_fields = ["endpoints", "client_configuration", "served_tools"]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        # The client configuration names this gateway's own address, which only the request knows; the page
+        # is rendered here, while it is set (read-only fields are computed at render time).
+        token = _BASE_URL.set(request.build_absolute_uri("/").rstrip("/"))
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+            return response
+        finally:
+            _BASE_URL.reset(token)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         # What each server really serves: its chosen entries plus everything from its gateways.
@@ -384,6 +401,63 @@ class VirtualServerAdmin(CatalogAdmin):
             ("JSON-RPC over plain HTTP", f"{base}/rpc"),
         ]
         return format_html_join(mark_safe("<br>"), "{}: <code>{}</code>", rows)
+
+    @admin.display(description="client configuration")
+    def client_configuration(self, obj: Any) -> str:
+        if obj is None or not obj.pk:
+            return "-"
+        url = f"{_BASE_URL.get()}/servers/{obj.name}/mcp"
+        desktop = json.dumps(
+            {
+                "mcpServers": {
+                    obj.name: {
+                        "command": "/path/to/mcp-gateway/scripts/mcp-gateway-stdio",
+                        "args": ["--url", url],
+                        "env": {"MCP_GATEWAY_TOKEN": "<a token from manage.py issue_token>"},
+                    }
+                }
+            },
+            indent=2,
+        )
+        sdk = (
+            "import httpx2\n"
+            "from mcp import Client\n"
+            "from mcp.client.streamable_http import streamable_http_client\n\n"
+            'async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:\n'
+            f'    async with Client(streamable_http_client("{url}", http_client=http)) as client:\n'
+            "        print((await client.list_tools()).tools)"
+        )
+        blocks = [
+            ("Streamable HTTP (any MCP client)", f"URL: {url}\nHeader: Authorization: Bearer <token>"),
+            ("Desktop clients (stdio wrapper)", desktop),
+            ("Python (the official mcp SDK)", sdk),
+        ]
+        return format_html_join("", '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>', blocks)
+
+    @admin.display(description="tools it serves")
+    def served_tools(self, obj: Any) -> str:
+        if obj is None or not obj.pk:
+            return "-"
+        tools = [
+            (
+                tool.name,
+                tool.gateway.name if tool.gateway else tool.get_integration_type_display(),
+                tool.served_description,
+            )
+            for tool in selectors.server_tools(obj)
+        ]
+        if not tools:
+            return "none yet: choose tools or gateways above"
+        rows = format_html_join(
+            "", "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", [(n, s, d[:160]) for n, s, d in tools]
+        )
+        return format_html(
+            '<table id="served-tools"><thead><tr><th>tool</th><th>from</th><th>description</th></tr></thead>'
+            '<tbody>{}</tbody></table><p class="help">As stored: {} tools (tools of a redundancy group are '
+            "listed once by clients).</p>",
+            rows,
+            len(tools),
+        )
 
 
 @admin.register(RevokedToken)

@@ -177,6 +177,11 @@ def test_server_changelist_counts_what_each_server_serves(client, catalog):
     page = client.get(f"/admin/registry/virtualserver/{server.pk}/change/").content.decode()
     for suffix in ("mcp", "sse", "ws", "rpc"):
         assert f"<code>/servers/{server.name}/{suffix}</code>" in page
+    # the composer's preview and the configuration a client needs, with this gateway's own address
+    assert 'id="served-tools"' in page
+    assert f"URL: http://testserver/servers/{server.name}/mcp" in page
+    assert "scripts/mcp-gateway-stdio" in page
+    assert "streamable_http_client(&quot;http://testserver/servers/" in page
 
 
 def test_staff_without_permissions_cannot_use_the_catalog_admin(staff_user):
