@@ -85,6 +85,7 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             page.get_by_role("link", name="test_image_content", exact=True).click()
             page.get_by_role("link", name="Test call").click()
             page.get_by_role("button", name="Call the tool").click()
+            page.locator("#call-result").wait_for()  # the answer's page has loaded
             assert page.locator("#call-contents img").count() == 1
             assert "Result" in page.inner_text("#call-result h2")
             shot(page, "playground-image")
