@@ -9,6 +9,9 @@ unreachable with the reason without the page being reloaded. Anyone else sees on
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +35,15 @@ QUIET = [
 
 @pytest.fixture(scope="module")
 def browser():
+    # The admin's CSS and the dashboard's htmx are static files, which the gateway (WhiteNoise) serves from
+    # STATIC_ROOT as `make run` collects it: collect them before any gateway of this module starts.
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "gateway_project.settings"},
+        check=True,
+        timeout=120,
+    )
     if not CHROMIUM.exists():
         pytest.fail("the browser tests need Debian's chromium: run `make system-deps` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
