@@ -469,20 +469,23 @@ def pending_definition_tools(*, gateway: Gateway | None = None, names: Iterable[
 
 
 @transaction.atomic
-def definition_changes_approve(*, tools: Iterable[Tool], user: str = "") -> list[DefinitionChange]:
-    """Put the held definitions of these tools into service (tools with none are passed over): one
-    catalog change for all of them."""
+def _decide(tools: Iterable[Tool], *, user: str, status: str) -> list[DefinitionChange]:
+    """Approve (put into service) or reject (drop, keeping the approved definition) the held definitions of
+    these tools; tools with none are passed over. One catalog change for all of them."""
     now = timezone.now()
-    approved = []
+    decided = []
     ids = [tool.pk for tool in tools]
     for tool in Tool.objects.select_for_update().filter(pk__in=ids, pending_definition__isnull=False):
         pending = dict(tool.pending_definition or {})
         previous = tool.definition()
-        for field in UPSTREAM_TOOL_FIELDS:
-            if field in pending:
-                setattr(tool, field, pending[field])
-        tool.pending_definition, tool.drift_detected_at = None, None
-        entry_save(tool, data={})
+        if status == ChangeStatus.APPROVED:
+            for field in UPSTREAM_TOOL_FIELDS:
+                if field in pending:
+                    setattr(tool, field, pending[field])
+            tool.pending_definition, tool.drift_detected_at = None, None
+            entry_save(tool, data={})
+        else:
+            _clear_hold(tool)
         pending_changes = DefinitionChange.objects.filter(tool=tool, status=ChangeStatus.PENDING)
         change = pending_changes.order_by("-detected_at", "-pk").first()
         if change is None:  # held by an older version of this code, or its record was removed: record it now
@@ -495,61 +498,41 @@ def definition_changes_approve(*, tools: Iterable[Tool], user: str = "") -> list
                 current=pending,
                 diff=field_diff(previous, pending),
             )
-        change.status, change.decided_by, change.decided_at = ChangeStatus.APPROVED, user[:150], now
+        change.status, change.decided_by, change.decided_at = status, user[:150], now
         change.save()
-        pending_changes.update(status=ChangeStatus.SUPERSEDED, decided_at=now)
-        approved.append(change)
-    if approved:
+        pending_changes.exclude(pk=change.pk).update(status=ChangeStatus.SUPERSEDED, decided_at=now)
+        decided.append(change)
+    if decided:
         events.catalog_changed()
-    return approved
+    return decided
+
+
+def _decide_one(tool: Tool, *, user: str, status: str) -> DefinitionChange:
+    decided = _decide([tool], user=user, status=status)
+    if not decided:
+        raise Conflict(f"Tool {tool.name!r} has no changed definition waiting for approval.")
+    tool.refresh_from_db()
+    return decided[0]
+
+
+def definition_changes_approve(*, tools: Iterable[Tool], user: str = "") -> list[DefinitionChange]:
+    """Put the held definitions of these tools into service (tools with none are passed over): one
+    catalog change for all of them."""
+    return _decide(tools, user=user, status=ChangeStatus.APPROVED)
 
 
 def definition_change_approve(*, tool: Tool, user: str = "") -> DefinitionChange:
     """Put a tool's held definition into service; Conflict when none is waiting."""
-    approved = definition_changes_approve(tools=[tool], user=user)
-    if not approved:
-        raise Conflict(f"Tool {tool.name!r} has no changed definition waiting for approval.")
-    tool.refresh_from_db()
-    return approved[0]
+    return _decide_one(tool, user=user, status=ChangeStatus.APPROVED)
 
 
-@transaction.atomic
 def definition_changes_reject(*, tools: Iterable[Tool], user: str = "") -> list[DefinitionChange]:
     """Refuse the held definitions of these tools (tools with none are passed over): the approved
     definition keeps serving (a withheld tool returns), and later syncs do not hold that same definition
     again; a different one is held as usual. One catalog change for all of them."""
-    now = timezone.now()
-    rejected = []
-    ids = [tool.pk for tool in tools]
-    for tool in Tool.objects.select_for_update().filter(pk__in=ids, pending_definition__isnull=False):
-        pending = dict(tool.pending_definition or {})
-        pending_changes = DefinitionChange.objects.filter(tool=tool, status=ChangeStatus.PENDING)
-        change = pending_changes.order_by("-detected_at", "-pk").first()
-        if change is None:
-            assert tool.gateway_id is not None  # only a gateway's tools are held
-            previous = tool.definition()
-            change = DefinitionChange(
-                tool=tool,
-                gateway_id=tool.gateway_id,
-                detected_at=now,
-                previous=previous,
-                current=pending,
-                diff=field_diff(previous, pending),
-            )
-        change.status, change.decided_by, change.decided_at = ChangeStatus.REJECTED, user[:150], now
-        change.save()
-        pending_changes.exclude(pk=change.pk).update(status=ChangeStatus.SUPERSEDED, decided_at=now)
-        _clear_hold(tool)
-        rejected.append(change)
-    if rejected:
-        events.catalog_changed()
-    return rejected
+    return _decide(tools, user=user, status=ChangeStatus.REJECTED)
 
 
 def definition_change_reject(*, tool: Tool, user: str = "") -> DefinitionChange:
     """Refuse a tool's held definition; Conflict when none is waiting."""
-    rejected = definition_changes_reject(tools=[tool], user=user)
-    if not rejected:
-        raise Conflict(f"Tool {tool.name!r} has no changed definition waiting for approval.")
-    tool.refresh_from_db()
-    return rejected[0]
+    return _decide_one(tool, user=user, status=ChangeStatus.REJECTED)
