@@ -37,10 +37,21 @@ class SecretInput(forms.PasswordInput):
 
 
 class GatewayRegisterForm(forms.Form):
-    name = forms.SlugField(max_length=64, help_text="How the gateway is known in the catalog.")
+    name = forms.SlugField(
+        max_length=64,
+        help_text="How the gateway is known in the catalog.",
+        widget=forms.TextInput({"class": "vTextField"}),
+    )
     transport = forms.ChoiceField(choices=Transport.choices, initial=Transport.STREAMABLE_HTTP)
-    url = forms.CharField(required=False, label="URL", help_text="Streamable HTTP, SSE or WebSocket: the endpoint.")
-    command = forms.CharField(required=False, help_text="stdio: the program to start.")
+    url = forms.CharField(
+        required=False,
+        label="URL",
+        help_text="Streamable HTTP, SSE or WebSocket: the endpoint.",
+        widget=forms.TextInput({"class": "vURLField"}),
+    )
+    command = forms.CharField(
+        required=False, help_text="stdio: the program to start.", widget=forms.TextInput({"class": "vTextField"})
+    )
     args = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), help_text="stdio: one argument per line."
     )
