@@ -13,14 +13,16 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from federation import services
 from registry import services as registry_services
-from registry.choices import AuthType, Era, Transport
+from registry.catalog_sync import CatalogDiff
+from registry.choices import AuthType, Era, Health, SyncTrigger, Transport
 from registry.exceptions import CatalogError
 from registry.models import Gateway
 
@@ -141,3 +143,52 @@ def gateway_register(request: HttpRequest) -> HttpResponse:
             "report": report,
         },
     )
+
+
+OPERATE_PERMISSION = "registry.change_gateway"
+
+
+def _operate(gateway_id: int, job: str) -> tuple[str, str, Any]:
+    """Run a check or sync of the gateway now, under its lease: (message level, sentence, sync run or None)."""
+    from federation import health, sync
+    from federation.scheduler import Busy, gateway_leased
+
+    try:
+        with gateway_leased(gateway_id) as gateway:
+            if gateway is None:
+                raise Http404("No such gateway.")
+            if job == "check":
+                result = health.gateway_check(gateway=gateway)
+                state = Health(result.after).label
+                if result.ok:
+                    return "success", f"{gateway.name}: {state}; it answered in {result.latency_ms} ms.", None
+                return "error", f"{gateway.name}: {state}; {result.error}", None
+            try:
+                run = sync.gateway_sync(gateway=gateway, trigger=SyncTrigger.MANUAL)
+            except CatalogError as exc:
+                return "error", exc.message, None
+            diff = CatalogDiff.from_run(run)
+            return "success", f"Synced {gateway.name!r} in {run.duration_ms} ms: {diff.summary()}.", run
+    except Busy:
+        return "warning", "A check or sync of this gateway is running right now; try again in a moment.", None
+
+
+@never_cache
+@staff_member_required
+@require_POST
+def gateway_operate(request: HttpRequest, pk: int, job: str) -> HttpResponse:
+    """The gateway page's "Check now" and "Sync now": run it now (not queued) and show its result, inline
+    as an HTMX fragment, or as a message on the gateway's page after a plain form post."""
+    if not request.user.has_perm(OPERATE_PERMISSION):
+        raise PermissionDenied
+    if job not in ("check", "sync"):
+        raise Http404("Unknown operation.")
+    level, sentence, run = _operate(pk, job)
+    if getattr(request, "htmx", False):
+        return TemplateResponse(
+            request,
+            "admin/registry/gateway/_operation_result.html",
+            {"level": level, "sentence": sentence, "run": run},
+        )
+    messages.add_message(request, getattr(messages, level.upper()), sentence)
+    return HttpResponseRedirect(reverse("admin:registry_gateway_change", args=[pk]))

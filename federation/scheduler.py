@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -117,6 +118,26 @@ def _lease_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
 
 
+class Busy(Exception):
+    """Another worker holds the gateway's lease: a check or sync of it is running now."""
+
+
+@contextlib.contextmanager
+def gateway_leased(gateway_id: int) -> Iterator[Gateway | None]:
+    """Hold the gateway's lease for the block, which gets the gateway (None when it is gone); Busy when
+    another worker holds it. One check or sync per gateway at a time, across workers and replicas."""
+    owner = _lease_owner()
+    if not leases.gateway_lease_acquire(gateway_id=gateway_id, owner=owner, seconds=settings.GATEWAY_LEASE_SECONDS):
+        if Gateway.objects.filter(pk=gateway_id).exists():
+            raise Busy(f"A check or sync of gateway {gateway_id} is running now.")
+        yield None
+        return
+    try:
+        yield Gateway.objects.filter(pk=gateway_id).first()
+    finally:
+        leases.gateway_lease_release(gateway_id=gateway_id, owner=owner)
+
+
 def run_job(job: str, gateway_id: int, **options: Any) -> str:
     """Run one check or sync of the gateway under its lease: "done", "failed" (recorded on the gateway),
     "busy" (another worker holds the lease: skipped), "gone" (no such gateway) or "error" (logged)."""
@@ -124,20 +145,19 @@ def run_job(job: str, gateway_id: int, **options: Any) -> str:
 
     if job not in JOBS:
         raise ValueError(f"Unknown job {job!r}: use one of {', '.join(JOBS)}.")
-    owner = _lease_owner()
-    if not leases.gateway_lease_acquire(gateway_id=gateway_id, owner=owner, seconds=settings.GATEWAY_LEASE_SECONDS):
-        exists = Gateway.objects.filter(pk=gateway_id).exists()
-        logger.debug("%s of gateway %s skipped: %s", job, gateway_id, "busy" if exists else "gone")
-        return "busy" if exists else "gone"
     try:
-        gateway = Gateway.objects.filter(pk=gateway_id).first()
-        if gateway is None:
-            return "gone"
-        if job == CHECK:
-            health.gateway_check(gateway=gateway)
-        else:
-            sync.gateway_sync(gateway=gateway, trigger=options.get("trigger", SyncTrigger.SCHEDULE))
-        return "done"
+        with gateway_leased(gateway_id) as gateway:
+            if gateway is None:
+                logger.debug("%s of gateway %s skipped: gone", job, gateway_id)
+                return "gone"
+            if job == CHECK:
+                health.gateway_check(gateway=gateway)
+            else:
+                sync.gateway_sync(gateway=gateway, trigger=options.get("trigger", SyncTrigger.SCHEDULE))
+            return "done"
+    except Busy:
+        logger.debug("%s of gateway %s skipped: busy", job, gateway_id)
+        return "busy"
     except CatalogError as exc:
         # The service recorded the failure on the gateway (health, SyncRun); nothing more to do here.
         logger.info("%s of gateway %s failed: %s", job, gateway_id, exc.message)
@@ -145,8 +165,6 @@ def run_job(job: str, gateway_id: int, **options: Any) -> str:
     except Exception:
         logger.exception("%s of gateway %s raised", job, gateway_id)
         return "error"
-    finally:
-        leases.gateway_lease_release(gateway_id=gateway_id, owner=owner)
 
 
 class InProcessScheduler:

@@ -20,6 +20,18 @@ urlpatterns = [
         federation_admin_views.gateway_register,
         name="admin_gateway_register",
     ),
+    path(
+        "admin/registry/gateway/<int:pk>/check-now/",
+        federation_admin_views.gateway_operate,
+        {"job": "check"},
+        name="admin_gateway_check_now",
+    ),
+    path(
+        "admin/registry/gateway/<int:pk>/sync-now/",
+        federation_admin_views.gateway_operate,
+        {"job": "sync"},
+        name="admin_gateway_sync_now",
+    ),
     path("admin/dashboard/gateways/", dashboard.gateway_health_fragment, name="admin_dashboard_gateways"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
