@@ -8,6 +8,7 @@ from federation import admin_views as federation_admin_views
 from federation import views as federation_views
 from gateway_project import dashboard, health, views
 from gateway_project.api import api, rpc_api
+from registry.admin import exchange_views
 from transports import admin_views
 
 urlpatterns = [
@@ -33,6 +34,8 @@ urlpatterns = [
         name="admin_gateway_sync_now",
     ),
     path("admin/dashboard/gateways/", dashboard.gateway_health_fragment, name="admin_dashboard_gateways"),
+    path("admin/catalog/export/", exchange_views.catalog_export, name="admin_catalog_export"),
+    path("admin/catalog/import/", exchange_views.catalog_import, name="admin_catalog_import"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("health", health.health, name="health"),
