@@ -143,6 +143,8 @@ def _check_document(document: Any) -> None:
         raise InvalidInput(
             f"Unsupported export version {document.get('version')!r}; this gateway reads version {VERSION}."
         )
+    if not isinstance(document.get("secrets") or {}, dict):
+        raise InvalidInput("'secrets' must be a JSON object (as catalog_export writes it).")
     known = {"format", "version", "exported_at", "secrets", *(kind.key for kind in KINDS)}
     unknown = sorted(set(document) - known)
     if unknown:
@@ -207,6 +209,8 @@ def _validate_item(kind: Kind, raw: Any, where: str) -> dict[str, Any]:
         raise InvalidInput(f"{where}: unknown field(s) {', '.join(unknown)}.")
     if not isinstance(raw.get(kind.natural_key), str):
         raise InvalidInput(f"{where}: '{kind.natural_key}' is required.")
+    if not isinstance(raw.get("credentials_encrypted", ""), str):
+        raise InvalidInput(f"{where}: 'credentials_encrypted' must be a string (as catalog_export writes it).")
     plain = {k: v for k, v in raw.items() if k != "credentials_encrypted"}
     try:
         parsed = kind.schema.model_validate(plain).model_dump(exclude={"credentials"})

@@ -235,30 +235,10 @@ class ImportForm(forms.Form):
         except RecursionError:
             self.add_error("file" if upload else "text", f"{where.capitalize()} nests JSON too deeply to read.")
             return data
-        problem = _shape_problem(data["document"])
-        if problem:
-            self.add_error(None, f"Nothing can be imported: {problem}")
-            return data
         data["raw"] = raw
         data["digest"] = hashlib.sha256(raw).hexdigest()
         data["source"] = upload.name if upload else "pasted JSON"
         return data
-
-
-def _shape_problem(document: Any) -> str | None:
-    """Two shapes registry.exchange does not check yet (it fails on them with a TypeError/AttributeError):
-    a 'secrets' header that is not an object, and credentials that are not a string. Everything else about
-    the document is the service's to judge."""
-    if not isinstance(document, dict):
-        return None  # the service names this one
-    if "secrets" in document and not isinstance(document["secrets"], dict | None):
-        return "'secrets' must be a JSON object."
-    for kind in exchange.KINDS:
-        items = document.get(kind.key)
-        for index, item in enumerate(items if isinstance(items, list) else []):
-            if isinstance(item, dict) and not isinstance(item.get("credentials_encrypted", ""), str):
-                return f"{kind.key}[{index}]: 'credentials_encrypted' must be a string."
-    return None
 
 
 def _too_large(size: int, limit: int) -> str:

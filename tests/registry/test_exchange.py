@@ -738,3 +738,26 @@ def test_command_import_rejects_invalid_files(tmp_path, catalog):
     with pytest.raises(CommandError, match=r"Nothing was imported: tools\[3\] \('zz'\)"):
         call_command("catalog_import", str(invalid))
     assert counts() == dict.fromkeys(counts(), 0)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"format": "mcp-gateway-catalog", "version": 1, "secrets": "x"}, "'secrets' must be a JSON object"),
+        ({"format": "mcp-gateway-catalog", "version": 1, "secrets": ["x"]}, "'secrets' must be a JSON object"),
+        (
+            {
+                "format": "mcp-gateway-catalog",
+                "version": 1,
+                "gateways": [
+                    {"name": "g", "transport": "streamable-http", "url": "http://x/mcp", "credentials_encrypted": 5}
+                ],
+            },
+            "gateways[0]: 'credentials_encrypted' must be a string",
+        ),
+    ],
+)
+def test_http_import_of_misshapen_secrets_is_422_not_500(staff_client, document, message):
+    response = staff_client.post_json("/api/import", document)
+    assert response.status_code == 422, response.content
+    assert message in response.json()["detail"]

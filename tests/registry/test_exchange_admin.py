@@ -360,11 +360,11 @@ def test_the_session_keeps_a_bounded_number_of_previews(client):
         ('{"format": "mcp-gateway-catalog", "version": 9}', "Unsupported export version 9"),
         ('{"format": "mcp-gateway-catalog", "version": 1, "tools": {}}', "'tools' must be a list."),
         ('{"format": "mcp-gateway-catalog", "version": 1, "tools": [{"title": "x"}]}', "tools[0]: 'name' is required"),
-        ('{"format": "mcp-gateway-catalog", "version": 1, "secrets": "x"}', "'secrets' must be a JSON object."),
+        ('{"format": "mcp-gateway-catalog", "version": 1, "secrets": "x"}', "'secrets' must be a JSON object"),
         (
             '{"format": "mcp-gateway-catalog", "version": 1, "secrets": {"encryption": "installation-keys"},'
             ' "gateways": [{"name": "g", "url": "http://x/mcp", "credentials_encrypted": 5}]}',
-            "gateways[0]: 'credentials_encrypted' must be a string.",
+            "gateways[0]: 'credentials_encrypted' must be a string",
         ),
         ("[" * 100_000, "nests JSON too deeply"),
         ("   ", "Upload a file or paste the JSON (one of them)."),
