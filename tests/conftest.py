@@ -19,6 +19,7 @@ PASSWORD = "correct-horse-battery"
 BACKEND_INDEPENDENT = (
     "tests/federation/test_celery.py",
     "tests/gateway_project/test_browser.py",
+    "tests/gateway_project/test_browser_playground.py",
     "tests/federation/test_chain.py",
     "tests/federation/test_drift.py",
     "tests/federation/test_peers.py",

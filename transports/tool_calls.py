@@ -5,6 +5,7 @@ back, what it sent on the way (progress, logs) and how long it took. Shared by t
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +60,17 @@ def _why_not_callable(name: str) -> str:
     )
 
 
-async def tool_call(*, name: str, arguments: dict[str, Any], caller: Caller) -> ToolCallReport:
+async def tool_call(
+    *,
+    name: str,
+    arguments: dict[str, Any],
+    caller: Caller,
+    on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> ToolCallReport:
     """Call the tool ``name`` as ``caller`` would over MCP (2026-07-28, no session, progress asked for);
-    NotFound naming why when the gateway serves no such tool."""
+    NotFound naming why when the gateway serves no such tool. ``on_notification`` is awaited with each
+    notification (progress, log message) as the tool sends it; the report lists them all as well.
+    Cancelling the caller's task cancels the call (the backend sees ``asyncio.CancelledError``)."""
     core = get_core()
     try:
         view = await core.view(None)
@@ -70,7 +79,7 @@ async def tool_call(*, name: str, arguments: dict[str, Any], caller: Caller) -> 
     if name not in view.tool_by_name:
         raise NotFound(await sync_to_async(_why_not_callable)(name))
     started = time.perf_counter()
-    answer, emitted = await core.call_tool(name, arguments, caller)
+    answer, emitted = await core.call_tool(name, arguments, caller, on_notification=on_notification)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     notifications = [message for message in emitted if "method" in message and "id" not in message]
     if "error" in answer:

@@ -555,11 +555,18 @@ class McpCore:
         )
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any], caller: Caller
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        caller: Caller,
+        on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """One tools/call outside any client session (the admin's and the REST API's test call): the
         2026-07-28 path every stateless client takes, with progress asked for. The JSON-RPC answer
-        (``result`` or ``error``) and what the call sent before it (progress, logs)."""
+        (``result`` or ``error``) and what the call sent before it (progress, logs).
+
+        ``on_notification`` is awaited with each notification as the call sends it (the admin's
+        playground streams progress while the call runs); a slow callback holds the call back."""
         message = jsonrpc.request(
             "test-call",
             mcp.TOOLS_CALL,
@@ -579,6 +586,8 @@ class McpCore:
 
         async def emit(related: dict[str, Any]) -> None:
             emitted.append(related)
+            if on_notification is not None and "method" in related and "id" not in related:
+                await on_notification(related)
 
         try:
             envelope = modern.parse_envelope(message)
