@@ -21,6 +21,7 @@ urlpatterns = [
         name="admin_gateway_register",
     ),
     path("admin/dashboard/gateways/", dashboard.gateway_health_fragment, name="admin_dashboard_gateways"),
+    path("admin/dashboard/traffic/", dashboard.traffic_fragment, name="admin_dashboard_traffic"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("health", health.health, name="health"),
