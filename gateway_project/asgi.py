@@ -37,3 +37,9 @@ gc.freeze()
 from federation.scheduler import start_background  # noqa: E402
 
 start_background()
+
+# Each process publishes its traffic counts for the dashboard's view across replicas
+# (GATEWAY_STATS_PUBLISH_SECONDS; 0: no publisher thread).
+from transports.stats import start_publishing  # noqa: E402
+
+start_publishing()

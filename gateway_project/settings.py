@@ -221,6 +221,10 @@ GATEWAY_SCHEDULER = env_str("GATEWAY_SCHEDULER", "auto").lower()
 GATEWAY_SCHEDULER_TICK = env_float("GATEWAY_SCHEDULER_TICK", 5.0, minimum=0.1)
 # Threads of the in-process scheduler (checks and syncs that run at once).
 GATEWAY_SCHEDULER_WORKERS = env_int("GATEWAY_SCHEDULER_WORKERS", 4, minimum=1)
+# Seconds between publications of each gateway process's traffic counts (calls, errors, open sessions
+# and streams) to the cache, where the admin dashboard sums every replica's (0: not published; the
+# dashboard then shows only the process that serves it).
+GATEWAY_STATS_PUBLISH_SECONDS = env_float("GATEWAY_STATS_PUBLISH_SECONDS", 5.0, minimum=0.0)
 # Seconds one worker holds a gateway's lease for a check or sync (a crashed worker's lease runs out).
 GATEWAY_LEASE_SECONDS = env_float("GATEWAY_LEASE_SECONDS", 120.0, minimum=1.0)
 # Failover: failed calls in a row that open a gateway's circuit, and seconds before it is tried again.

@@ -36,6 +36,7 @@ urlpatterns = [
     path("admin/dashboard/gateways/", dashboard.gateway_health_fragment, name="admin_dashboard_gateways"),
     path("admin/catalog/export/", exchange_views.catalog_export, name="admin_catalog_export"),
     path("admin/catalog/import/", exchange_views.catalog_import, name="admin_catalog_import"),
+    path("admin/dashboard/traffic/", dashboard.traffic_fragment, name="admin_dashboard_traffic"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("health", health.health, name="health"),

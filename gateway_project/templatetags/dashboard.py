@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from gateway_project.dashboard import gateway_health
+from gateway_project.dashboard import gateway_health, traffic
 
 register = template.Library()
 
@@ -14,3 +14,8 @@ register = template.Library()
 @register.inclusion_tag("admin/_gateway_health.html")
 def gateway_health_panel() -> dict[str, Any]:
     return gateway_health()
+
+
+@register.inclusion_tag("admin/_traffic.html")
+def traffic_panel() -> dict[str, Any]:
+    return traffic()

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from transports.protocol import jsonrpc
+from transports.protocol import jsonrpc, observe
 from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import CallContext, ToolBackends
-from transports.protocol.catalog import page
+from transports.protocol.catalog import ToolEntry, page
 from transports.protocol.exchange import Exchange
 from transports.protocol.fanout import Fanout, resource_origin
 from transports.protocol.json_schema import describe, first_error
@@ -73,6 +73,7 @@ class Methods:
         page_size: int,
         tool_timeout: float,
         prompt_renderer: PromptRenderer | None = None,
+        recorder: observe.Recorder | None = None,
     ) -> None:
         self.sessions = sessions
         self.relay = relay
@@ -81,6 +82,7 @@ class Methods:
         self.page_size = page_size
         self.tool_timeout = tool_timeout
         self.render_prompt = prompt_renderer or _no_renderer
+        self.recorder = recorder if recorder is not None else observe.recorder
         self.table: dict[str, Method] = {
             mcp.PING: self.ping,
             mcp.TOOLS_LIST: self.tools_list,
@@ -163,13 +165,31 @@ class Methods:
     # -- tools ----------------------------------------------------------------------------------
 
     async def tools_call(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        """Every tools/call of both eras comes here, and is counted here (``observe``: per tool and
+        gateway; an error is a JSON-RPC error or an ``isError`` result)."""
+        started = self.recorder.clock()
         name = params.get("name")
+        tool = ex.view.tool_by_name.get(name) if isinstance(name, str) else None
+        counted, gateway = (tool.name, tool.gateway or observe.LOCAL) if tool else (observe.UNKNOWN_TOOL, observe.LOCAL)
+        try:
+            result = await self._tools_call(name, tool, params, ex)
+        except asyncio.CancelledError:
+            self.recorder.record(counted, gateway, False, started)
+            raise
+        except BaseException:
+            self.recorder.record(counted, gateway, True, started)
+            raise
+        self.recorder.record(counted, gateway, bool(result.get("isError")), started)
+        return result
+
+    async def _tools_call(
+        self, name: Any, tool: ToolEntry | None, params: dict[str, Any], ex: Exchange
+    ) -> dict[str, Any]:
         if not isinstance(name, str):
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: tools/call needs a tool name.")
         arguments = params.get("arguments", {})
         if not isinstance(arguments, dict):
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, "Invalid params: arguments must be an object.")
-        tool = ex.view.tool_by_name.get(name)
         if tool is None:
             raise JsonRpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         if "call" not in ex.session.scopes:
