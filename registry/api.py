@@ -14,7 +14,7 @@ from ninja.utils import check_csrf
 from registry import auth, catalog_sync, exchange, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
-from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput
+from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput, NotFound
 from registry.models import Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -44,6 +44,9 @@ class ApiAuth(AuthBase):
                 "Authentication required: send 'Authorization: Bearer <token>' (see `manage.py issue_token`) "
                 "or HTTP Basic credentials."
             )
+        refusal = auth.rest_refusal(principal)
+        if refusal is not None:
+            raise Forbidden(refusal)
         if not principal.allows(self.scope):
             raise Forbidden(
                 f"Your credentials do not allow '{self.scope}' "
@@ -300,6 +303,8 @@ def import_catalog(request: HttpRequest, dry_run: bool = False, overwrite: bool 
     "/tokens", response={201: schemas.TokenOut, **ERRORS}, tags=["Tokens"], summary="Issue a token for yourself"
 )
 def issue_token(request: HttpRequest, payload: schemas.TokenIn) -> Any:
+    """A new bearer token for the caller, at most with the caller's own scopes; optionally named and bound to
+    one virtual server. The token is in this answer only: GET /api/tokens lists it without its text."""
     principal: auth.Principal = request.auth  # type: ignore[attr-defined]
     if principal.method == "anonymous":
         raise Forbidden("Tokens are issued to users; authentication is off, so there is no user to issue one to.")
@@ -307,10 +312,51 @@ def issue_token(request: HttpRequest, payload: schemas.TokenIn) -> Any:
         expires_in = parse_duration(payload.expires_in) if payload.expires_in else None
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+    except OverflowError:
+        raise InvalidInput(f"expires_in {payload.expires_in!r} is too long.") from None
     scopes: list[str] = list(payload.scopes) if payload.scopes is not None else sorted(principal.scopes)
     if not set(scopes) <= principal.scopes:
         raise Forbidden("A token cannot carry scopes your own credentials do not have.")
-    return Status(201, {"token": auth.token_issue(username=principal.username, expires_in=expires_in, scopes=scopes)})
+    issued = auth.issued_token_create(
+        username=principal.username,
+        expires_in=expires_in,
+        scopes=scopes,
+        name=payload.name,
+        server=payload.server or None,
+        issued_by=principal.username,
+    )
+    record = issued.record
+    return Status(
+        201,
+        {
+            "token": issued.token,
+            "jti": record.jti,
+            "name": record.name,
+            "scopes": record.scope_list,
+            "server": record.server.name if record.server else None,
+            "expires_at": record.expires_at,
+        },
+    )
+
+
+@router.get(
+    "/tokens",
+    response={200: list[schemas.TokenRecordOut], **ERRORS},
+    tags=["Tokens"],
+    operation_id="tokens_list",
+    summary="List issued tokens",
+)
+@paginate(Pagination)
+def list_tokens(request: HttpRequest, query: Query[schemas.TokenFilters]) -> Any:
+    """Your own tokens, newest first; with the write scope everyone's (narrow with ?user=). Never the token
+    text. Tokens issued before tokens were recorded are not listed (they can still be revoked by jti)."""
+    principal: auth.Principal = request.auth  # type: ignore[attr-defined]
+    username = query.user
+    if not principal.allows(Scope.WRITE):
+        if username is not None and username != principal.username:
+            raise Forbidden("Listing other users' tokens needs the 'write' scope.")
+        username = principal.username
+    return auth.issued_token_list(username=username, state=query.state, server=query.server)
 
 
 @router.post(
@@ -318,3 +364,22 @@ def issue_token(request: HttpRequest, payload: schemas.TokenIn) -> Any:
 )
 def revoke_token(request: HttpRequest, payload: schemas.RevokeIn) -> Any:
     return auth.token_revoke(token_or_jti=payload.token, reason=payload.reason)
+
+
+@router.post(
+    "/tokens/{jti}/revoke",
+    response={200: schemas.RevokeOut, 404: schemas.Error, **ERRORS},
+    tags=["Tokens"],
+    operation_id="tokens_revoke_by_id",
+    summary="Revoke a token by its id",
+)
+def revoke_token_by_id(request: HttpRequest, jti: str, reason: str = "") -> Any:
+    """Revoke one of your tokens by its jti (as GET /api/tokens lists them); with the write scope anyone's,
+    including tokens issued before tokens were recorded. Revoking twice is harmless."""
+    principal: auth.Principal = request.auth  # type: ignore[attr-defined]
+    if (
+        not principal.allows(Scope.WRITE)
+        and not auth.issued_token_list(username=principal.username).filter(jti=jti).exists()
+    ):
+        raise NotFound(f"You have no token with the id {jti!r}.")
+    return auth.token_revoke(token_or_jti=jti, reason=reason)

@@ -1,8 +1,13 @@
 """Who is calling: HTTP Basic against Django users, JWT bearer tokens, or a Django session.
 
-Used by the REST API now and by the MCP transports later, so it works from an Authorization
-header value alone. The caller becomes a ``Principal`` whose scopes are what the user may do
-(staff: read, write, call; others: read, call), narrowed by a token's own ``scope`` claim.
+Used by the REST API and the MCP transports, so it works from an Authorization header value alone.
+The caller becomes a ``Principal`` whose scopes are what the user may do (staff: read, write, call;
+others: read, call), narrowed by a token's own ``scope`` claim. A token may be bound to one virtual
+server (its ``srv`` claim): it then opens only that server's MCP endpoints (``server_refusal``).
+
+Issued tokens are recorded (``IssuedToken``: whose, scopes, server, expiry; never the token), so they can
+be listed and revoked; revocation puts the jti on the deny list (``RevokedToken``) the auth path checks.
+Tokens issued before records were kept have none and work as before.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import jwt
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from registry.choices import Scope
 from registry.conf import jwt_config
 from registry.exceptions import AuthenticationFailed, InvalidInput
-from registry.models import RevokedToken
+from registry.models import IssuedToken, RevokedToken, VirtualServer
 
 ALL_SCOPES = frozenset(Scope.values)
 WWW_AUTHENTICATE = 'Bearer realm="MCP Gateway", Basic realm="MCP Gateway", charset="UTF-8"'
@@ -36,9 +43,34 @@ class Principal:
     scopes: frozenset[str]
     method: str  # "basic", "jwt", "session" or "anonymous"
     token_id: str | None = None
+    server: str | None = None  # a token bound to one virtual server: only its endpoints
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+def server_refusal(principal: Principal, server: str | None) -> str | None:
+    """Why ``principal`` may not use the MCP endpoints of ``server`` (None: the whole catalog's), or None
+    when it may. Uses only the Principal, so the edge checks it without a query."""
+    if principal.server is None or principal.server == server:
+        return None
+    where = "the whole catalog's endpoints" if server is None else f"virtual server {server!r}"
+    bound = principal.server
+    return (
+        f"Forbidden: this token is bound to virtual server {bound!r} and only opens its endpoints "
+        f"(/servers/{bound}/mcp, /servers/{bound}/sse, /servers/{bound}/ws, /servers/{bound}/rpc), "
+        f"not {where}."
+    )
+
+
+def rest_refusal(principal: Principal) -> str | None:
+    """Why ``principal`` may not use the REST API, or None: a server-bound token is for MCP clients only."""
+    if principal.server is None:
+        return None
+    return (
+        f"This token is bound to virtual server {principal.server!r} and only opens its MCP endpoints "
+        f"(/servers/{principal.server}/mcp and its sse, ws and rpc); use an unbound token for the REST API."
+    )
 
 
 ANONYMOUS = Principal(username="anonymous", scopes=ALL_SCOPES, method="anonymous")
@@ -71,30 +103,94 @@ def _active_user(username: str) -> Any:
     return user
 
 
-def token_issue(*, username: str, expires_in: timedelta | None = None, scopes: list[str] | str | None = None) -> str:
-    """A signed JWT for an existing active user; scopes default to all the user may do."""
+@dataclass(frozen=True)
+class Issued:
+    """A token just issued (its text, shown once) and its record."""
+
+    token: str
+    record: IssuedToken
+
+
+@transaction.atomic
+def issued_token_create(
+    *,
+    username: str,
+    expires_in: timedelta | None = None,
+    scopes: list[str] | str | None = None,
+    name: str = "",
+    server: str | None = None,
+    issued_by: str = "",
+) -> Issued:
+    """A signed JWT for an existing active user, recorded in the same transaction; scopes default to all the
+    user may do; ``server`` (a virtual server's name) binds the token to that server's endpoints."""
     config = jwt_config()
     user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
     if user is None or not user.is_active:
-        raise InvalidInput(f"No active user named {username!r}.")
+        raise InvalidInput(
+            f"No active user named {username!r}.", errors={"user": [f"No active user named {username!r}."]}
+        )
     wanted = parse_scopes(scopes)
     granted = wanted & user_scopes(user)
     if not granted:
-        raise InvalidInput(f"User {username!r} may not have any of the scopes asked for ({', '.join(sorted(wanted))}).")
+        message = f"User {username!r} may not have any of the scopes asked for ({', '.join(sorted(wanted))})."
+        raise InvalidInput(message, errors={"scopes": [message]})
+    name = name.strip()
+    if len(name) > IssuedToken.NAME_MAX_LENGTH:
+        message = f"The name is longer than {IssuedToken.NAME_MAX_LENGTH} characters."
+        raise InvalidInput(message, errors={"name": [message]})
+    bound = None
+    if server:
+        bound = VirtualServer.objects.filter(name=server).first()
+        if bound is None:
+            message = f"No virtual server named {server!r}."
+            raise InvalidInput(message, errors={"server": [message]})
     if not config.signing_key:
         raise InvalidInput(f"JWT_PRIVATE_KEY is needed to issue {config.algorithm} tokens.")
-    now = datetime.now(UTC)
-    claims = {
+    now = datetime.now(UTC).replace(microsecond=0)  # the JWT's times are whole seconds; so are the record's
+    try:
+        expires_at = now + (expires_in or config.default_expires_in)
+    except OverflowError:
+        message = "That lifetime is too long: the token would expire after the year 9999."
+        raise InvalidInput(message, errors={"expires_in": [message]}) from None
+    claims: dict[str, Any] = {
         "sub": username,
         "iss": config.issuer,
         "aud": config.audience,
         "iat": now,
         "nbf": now,
-        "exp": now + (expires_in or config.default_expires_in),
+        "exp": expires_at,
         "jti": uuid.uuid4().hex,
         "scope": " ".join(sorted(granted)),
     }
-    return jwt.encode(claims, config.signing_key, algorithm=config.algorithm)
+    if bound is not None:
+        claims["srv"] = bound.name
+    token = jwt.encode(claims, config.signing_key, algorithm=config.algorithm)
+    record = IssuedToken.objects.create(
+        jti=claims["jti"],
+        user=user,
+        name=name,
+        scopes=claims["scope"],
+        server=bound,
+        issued_at=now,
+        expires_at=expires_at,
+        issued_by=issued_by,
+    )
+    return Issued(token=token, record=record)
+
+
+def token_issue(
+    *,
+    username: str,
+    expires_in: timedelta | None = None,
+    scopes: list[str] | str | None = None,
+    name: str = "",
+    server: str | None = None,
+    issued_by: str = "",
+) -> str:
+    """The text of a new token (see ``issued_token_create``)."""
+    return issued_token_create(
+        username=username, expires_in=expires_in, scopes=scopes, name=name, server=server, issued_by=issued_by
+    ).token
 
 
 _JWT_REASONS: list[tuple[type[Exception], str]] = [
@@ -142,9 +238,25 @@ def token_principal(token: str) -> Principal:
         scopes = parse_scopes(str(claims.get("scope", ""))) if "scope" in claims else ALL_SCOPES
     except InvalidInput as exc:  # a credential problem (401), not a request-body one (422)
         raise AuthenticationFailed(f"Invalid bearer token: {exc.message}") from None
+    jti = str(claims["jti"])
     return Principal(
-        username=user.get_username(), scopes=scopes & user_scopes(user), method="jwt", token_id=str(claims["jti"])
+        username=user.get_username(),
+        scopes=scopes & user_scopes(user),
+        method="jwt",
+        token_id=jti,
+        server=_bound_server(jti, str(claims["srv"])) if "srv" in claims else None,
     )
+
+
+def _bound_server(jti: str, claimed: str) -> str:
+    """The virtual server a bound token opens: its record's server. A bound token without a record (its
+    server was deleted, which takes the record along) opens nothing."""
+    record = IssuedToken.objects.filter(jti=jti).select_related("server").first()
+    if record is None or record.server is None:
+        raise AuthenticationFailed(
+            f"Invalid bearer token: it was bound to virtual server {claimed!r}, which no longer exists."
+        )
+    return record.server.name
 
 
 def basic_principal(encoded: str) -> Principal:
@@ -183,11 +295,11 @@ def session_principal(user: AbstractBaseUser | AnonymousUser) -> Principal | Non
 
 @transaction.atomic
 def token_revoke(*, token_or_jti: str, reason: str = "") -> RevokedToken:
-    """Deny a token from now on, by the token itself or by its jti."""
-    jti, subject, expires_at = token_or_jti, "", None
-    if token_or_jti.count(".") == 2:
+    """Deny a token from now on, by the token itself or by its jti; its record (if any) says revoked."""
+    jti, subject, expires_at = token_or_jti.strip(), "", None
+    if jti.count(".") == 2:
         try:
-            claims = jwt.decode(token_or_jti, options={"verify_signature": False})
+            claims = jwt.decode(jti, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise InvalidInput("That is neither a token id (jti) nor a readable token.") from None
         jti, subject = str(claims.get("jti", "")), str(claims.get("sub", ""))
@@ -195,8 +307,61 @@ def token_revoke(*, token_or_jti: str, reason: str = "") -> RevokedToken:
             expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
         if not jti:
             raise InvalidInput("The token has no jti claim, so it cannot be revoked.")
+    if not jti:
+        raise InvalidInput("Give the token or its id (jti).")
+    record = IssuedToken.objects.filter(jti=jti).select_related("user").first()
+    if record is not None:
+        subject = subject or record.user.get_username()
+        expires_at = expires_at or record.expires_at
     try:
         with transaction.atomic():
-            return RevokedToken.objects.create(jti=jti, subject=subject, expires_at=expires_at, reason=reason)
+            revoked = RevokedToken.objects.create(jti=jti, subject=subject, expires_at=expires_at, reason=reason)
     except IntegrityError:
-        return RevokedToken.objects.get(jti=jti)
+        revoked = RevokedToken.objects.get(jti=jti)
+    IssuedToken.objects.filter(jti=jti, revoked_at__isnull=True).update(revoked_at=revoked.revoked_at)
+    return revoked
+
+
+@transaction.atomic
+def issued_tokens_revoke(*, tokens: QuerySet[IssuedToken], reason: str = "") -> int:
+    """Revoke the recorded tokens that are not revoked yet; how many were."""
+    count = 0
+    for jti in tokens.filter(revoked_at__isnull=True).values_list("jti", flat=True):
+        token_revoke(token_or_jti=jti, reason=reason)
+        count += 1
+    return count
+
+
+@transaction.atomic
+def issued_tokens_delete(*, tokens: QuerySet[IssuedToken]) -> int:
+    """Forget token records, revoking each first: a token whose record is gone must not keep working unseen."""
+    issued_tokens_revoke(tokens=tokens, reason="its record was deleted")
+    count, _ = tokens.delete()
+    return count
+
+
+def issued_token_list(
+    *, username: str | None = None, state: str | None = None, server: str | None = None
+) -> QuerySet[IssuedToken]:
+    """Recorded tokens, newest first, narrowed by owner, state (active, expired, revoked) and server name
+    ("" for tokens bound to no server)."""
+    tokens = IssuedToken.objects.select_related("user", "server")
+    if username is not None:
+        tokens = tokens.filter(**{f"user__{get_user_model().USERNAME_FIELD}": username})
+    if state is not None:
+        tokens = tokens.filter(issued_token_state_filter(state))
+    if server is not None:
+        tokens = tokens.filter(server__isnull=True) if server == "" else tokens.filter(server__name=server)
+    return tokens
+
+
+def issued_token_state_filter(state: str) -> Q:
+    """The condition for tokens in ``state`` as of now; InvalidInput for an unknown state."""
+    now = timezone.now()
+    if state == IssuedToken.State.REVOKED:
+        return Q(revoked_at__isnull=False)
+    if state == IssuedToken.State.EXPIRED:
+        return Q(revoked_at__isnull=True, expires_at__lte=now)
+    if state == IssuedToken.State.ACTIVE:
+        return Q(revoked_at__isnull=True, expires_at__gt=now)
+    raise InvalidInput(f"Unknown token state {state!r}; use active, expired or revoked.")

@@ -6,9 +6,11 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from registry import crypto, tool_kinds, validators
 from registry.choices import (
@@ -473,3 +475,58 @@ class RevokedToken(models.Model):
 
     def __str__(self) -> str:
         return self.jti
+
+
+class IssuedToken(models.Model):
+    """A bearer token this gateway issued: whose, what it may do, where, until when; never the token itself."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    jti = models.CharField("token id (jti)", max_length=128, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="issued_tokens")
+    NAME_MAX_LENGTH = 128
+
+    name = models.CharField(
+        max_length=NAME_MAX_LENGTH, blank=True, help_text="What the token is for, as its issuer put it."
+    )
+    scopes = models.CharField(max_length=64, help_text="Space-separated: read, write, call.")
+    # A bound token opens only this server's endpoints. CASCADE, not SET_NULL: a null server means "every
+    # server", so SET_NULL would widen the token when its server goes. With CASCADE the record goes with the
+    # server and registry.auth refuses a bound token that has no record, so deleting a server retires its
+    # tokens and a new server of the same name never inherits them. (PROTECT would make a server with any
+    # token ever bound to it, even long expired, impossible to delete.)
+    server = models.ForeignKey(
+        VirtualServer,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="issued_tokens",
+        help_text="Empty: the whole catalog and every virtual server.",
+    )
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    issued_by = models.CharField(max_length=150, blank=True, help_text="Who issued it (a username, or a command).")
+
+    class Meta:
+        ordering = ["-issued_at", "-pk"]
+        indexes = [models.Index(fields=["user", "-issued_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.jti} ({self.user})"
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()
+
+    @property
+    def state(self) -> str:
+        """Revoked, expired or active, as of now."""
+        if self.revoked_at is not None:
+            return self.State.REVOKED
+        if self.expires_at <= timezone.now():
+            return self.State.EXPIRED
+        return self.State.ACTIVE

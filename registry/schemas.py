@@ -364,11 +364,59 @@ class ToolFilters(SourceFilters):
 class TokenIn(In):
     expires_in: str | None = Field(None, description="e.g. 30m, 12h, 7d; default JWT_DEFAULT_EXPIRES_IN.")
     scopes: list[Literal["read", "write", "call"]] | None = None
+    name: str = Field("", max_length=128, description="What the token is for (shown in lists).")
+    server: str | None = Field(
+        None,
+        description="Bind the token to this virtual server: it then opens only /servers/<server>/mcp (and its "
+        "sse, ws and rpc endpoints), not the whole catalog, other servers or this REST API.",
+    )
 
 
 class TokenOut(Schema):
-    token: str
+    token: str = Field(description="The token itself: shown only in this answer, it cannot be recovered later.")
     token_type: str = "Bearer"
+    jti: str
+    name: str
+    scopes: list[str]
+    server: str | None
+    expires_at: datetime
+
+
+class TokenRecordOut(Schema):
+    """A recorded token: never the token itself."""
+
+    jti: str
+    user: str
+    name: str
+    scopes: list[str]
+    server: str | None
+    issued_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    issued_by: str
+    state: Literal["active", "expired", "revoked"]
+
+    @staticmethod
+    def resolve_user(obj: Any) -> str:
+        return str(obj.user.get_username())
+
+    @staticmethod
+    def resolve_scopes(obj: Any) -> list[str]:
+        return list(obj.scope_list)
+
+    @staticmethod
+    def resolve_server(obj: Any) -> str | None:
+        return obj.server.name if obj.server is not None else None
+
+    @staticmethod
+    def resolve_state(obj: Any) -> str:
+        return str(obj.state)
+
+
+class TokenFilters(Schema):
+    user: str | None = Field(None, description="Only this user's tokens (other users' need the write scope).")
+    state: Literal["active", "expired", "revoked"] | None = None
+    server: str | None = Field(None, description='Only tokens bound to this virtual server ("" for unbound ones).')
 
 
 class RevokeIn(In):

@@ -109,7 +109,9 @@ def refuse_handshake(headers: dict[str, str]) -> str | None:
 
 async def admit(headers: dict[str, str], server: str | None, authorization: str | None = None) -> Caller:
     """The checks every MCP endpoint makes, in this order, with the Streamable HTTP endpoint's statuses
-    and messages: Host (421, DNS rebinding), Origin (403), credentials (401 with WWW-Authenticate).
+    and messages: Host (421, DNS rebinding), Origin (403), credentials (401 with WWW-Authenticate), and
+    a token bound to one virtual server used on another server's or the whole catalog's endpoint (403,
+    naming the server it is bound to; decided from the cached Principal alone, no query).
     Returns the ``Caller`` the protocol core serves. ``authorization`` replaces the Authorization
     header (a WebSocket's allowed ?token=)."""
     host = headers.get("host", "")
@@ -123,6 +125,9 @@ async def admit(headers: dict[str, str], server: str | None, authorization: str 
         )
     except AuthenticationFailed as exc:
         raise EdgeRefused(401, exc.message, [(b"www-authenticate", auth.WWW_AUTHENTICATE.encode())]) from None
+    refusal = auth.server_refusal(principal, server)
+    if refusal is not None:
+        raise EdgeRefused(403, refusal)
     return Caller(principal.username, principal.scopes, server, headers)
 
 

@@ -22,20 +22,37 @@ class Command(BaseCommand):
             metavar="SCOPE",
             help="read, write or call; repeat or separate with commas (default: all the user may have).",
         )
+        parser.add_argument("--name", default="", help="What the token is for (shown by token_list and the admin).")
+        parser.add_argument(
+            "--server",
+            metavar="VIRTUAL_SERVER",
+            help="Bind the token to this virtual server: it opens only /servers/VIRTUAL_SERVER/mcp (and its sse, "
+            "ws and rpc endpoints), not the whole catalog, other servers or the REST API.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             expires_in = parse_duration(options["expires_in"]) if options["expires_in"] else None
         except ValueError as exc:
             raise CommandError(f"--expires-in: {exc}") from None
+        except OverflowError:
+            raise CommandError(f"--expires-in: {options['expires_in']!r} is too long.") from None
         scopes = " ".join(options["scopes"]) if options["scopes"] else None
         try:
-            token = auth.token_issue(username=options["username"], expires_in=expires_in, scopes=scopes)
+            issued = auth.issued_token_create(
+                username=options["username"],
+                expires_in=expires_in,
+                scopes=scopes,
+                name=options["name"],
+                server=options["server"],
+                issued_by="manage.py issue_token",
+            )
         except InvalidInput as exc:
             raise CommandError(exc.message) from None
-        claims = auth.token_claims(token)
+        claims = auth.token_claims(issued.token)
+        bound = f"; only virtual server {claims['srv']}" if "srv" in claims else ""
         self.stderr.write(
-            f"Token for {claims['sub']} (scopes: {claims['scope']}; jti {claims['jti']}; "
+            f"Token for {claims['sub']} (scopes: {claims['scope']}{bound}; jti {claims['jti']}; "
             f"expires at unix time {claims['exp']}):"
         )
-        self.stdout.write(token)
+        self.stdout.write(issued.token)
