@@ -11,12 +11,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from registry import hooks, selectors
+from registry.admin import composer
 from registry.admin.base import CatalogAdmin, CatalogForm, UpstreamFieldsReadOnly
 from registry.choices import AuthType, Health
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, RevokedToken, SyncRun, VirtualServer
@@ -357,6 +358,18 @@ class VirtualServerAdmin(CatalogAdmin):
     filter_horizontal = ["tools", "resources", "resource_templates", "prompts"]
     readonly_fields = ["endpoints", "client_configuration", "served_tools"]
 
+    def get_urls(self) -> list[URLPattern]:
+        def compose(request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+            return composer.compose_view(request, self, object_id)
+
+        wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
+        # Before the admin's own URLs: their "<path:object_id>/" would take "compose/" for an object's id.
+        return [
+            path("compose/", wrap(compose), name="registry_virtualserver_compose_new"),
+            path("<path:object_id>/compose/", wrap(compose), name="registry_virtualserver_compose"),
+            *super().get_urls(),
+        ]
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         # The client configuration names this gateway's own address, which only the request knows; the page
         # is rendered here, while it is set (read-only fields are computed at render time).
@@ -406,32 +419,7 @@ class VirtualServerAdmin(CatalogAdmin):
     def client_configuration(self, obj: Any) -> str:
         if obj is None or not obj.pk:
             return "-"
-        url = f"{_BASE_URL.get()}/servers/{obj.name}/mcp"
-        desktop = json.dumps(
-            {
-                "mcpServers": {
-                    obj.name: {
-                        "command": "/path/to/mcp-gateway/scripts/mcp-gateway-stdio",
-                        "args": ["--url", url],
-                        "env": {"MCP_GATEWAY_TOKEN": "<a token from manage.py issue_token>"},
-                    }
-                }
-            },
-            indent=2,
-        )
-        sdk = (
-            "import httpx2\n"
-            "from mcp import Client\n"
-            "from mcp.client.streamable_http import streamable_http_client\n\n"
-            'async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:\n'
-            f'    async with Client(streamable_http_client("{url}", http_client=http)) as client:\n'
-            "        print((await client.list_tools()).tools)"
-        )
-        blocks = [
-            ("Streamable HTTP (any MCP client)", f"URL: {url}\nHeader: Authorization: Bearer <token>"),
-            ("Desktop clients (stdio wrapper)", desktop),
-            ("Python (the official mcp SDK)", sdk),
-        ]
+        blocks = composer.client_configuration(name=obj.name, base_url=_BASE_URL.get())
         return format_html_join("", '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>', blocks)
 
     @admin.display(description="tools it serves")
