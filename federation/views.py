@@ -34,6 +34,8 @@ def well_known(request: HttpRequest) -> JsonResponse:
                 "Authentication required: send 'Authorization: Bearer <token>' with the read scope "
                 "(a peer sends its GATEWAY_PEER_TOKEN) or HTTP Basic credentials."
             )
+        if (refusal := auth.rest_refusal(principal)) is not None:
+            return JsonResponse({"detail": refusal}, status=403)
         if not principal.allows(Scope.READ):
             return JsonResponse(
                 {

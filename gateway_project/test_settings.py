@@ -24,6 +24,7 @@ GATEWAY_OUTBOUND_ALLOW_PRIVATE = True
 GATEWAY_FUNCTION_TOOLS = ["tests.fixtures.functions.*"]
 # Tests run periodic work themselves (or start their own worker, beat or gateway process).
 GATEWAY_SCHEDULER = "off"
+GATEWAY_STATS_PUBLISH_SECONDS = 0  # no publisher thread in the test process (tests that want one start it)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
     DATABASES["default"]["OPTIONS"].pop("init_command", None)

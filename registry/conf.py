@@ -21,7 +21,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION_RE.match(text.strip().lower())
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration like 30m, 12h, 7d or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long for a duration") from None
 
 
 def _pem(value: str) -> str:

@@ -96,7 +96,10 @@ async def serve(request: HttpRequest, server: str | None) -> HttpResponse:
         caller = await edge.admit(headers, server)
     except edge.EdgeRefused as exc:
         if exc.status == 403:
-            return _refuse(403, jsonrpc.INVALID_REQUEST, "Forbidden: this Origin may not use the JSON-RPC endpoint.")
+            # The edge names the MCP endpoint; here it is the JSON-RPC one (a foreign Origin, a server-bound token).
+            return _refuse(
+                403, jsonrpc.INVALID_REQUEST, exc.message.replace("the MCP endpoint", "the JSON-RPC endpoint")
+            )
         extra = {"WWW-Authenticate": WWW_AUTHENTICATE} if exc.status == 401 else {}
         return _refuse(exc.status, jsonrpc.INVALID_REQUEST, exc.message, **extra)
     if (request.content_type or "").lower() != "application/json":

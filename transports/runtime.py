@@ -118,6 +118,11 @@ def _invalidate_snapshot() -> None:
         _core.catalog.invalidate()
 
 
+def current_core() -> McpCore | None:
+    """This process's core if it has been made (it serves MCP), else None; never makes one."""
+    return _core
+
+
 def reset_core() -> None:
     """Forget the process's core (tests start each case with a fresh one)."""
     global _core

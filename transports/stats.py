@@ -105,7 +105,7 @@ def gauges() -> dict[str, Any]:
     """What is open in this process now: ``sessions`` (held here; 0 with the shared store),
     ``shared_store`` (sessions live in Redis), ``shared_sessions`` (then: the whole deployment's live
     sessions, None when Redis could not be read), ``streams``, ``stdio`` (running processes)."""
-    core = runtime._core  # this process's core, if it serves MCP yet (no core is made for a reading)
+    core = runtime.current_core()  # this process's core, if it serves MCP yet (no core is made for a reading)
     sessions, shared_store, shared, stdio = 0, False, None, 0
     if core is not None:
         store = core.sessions

@@ -59,8 +59,8 @@ class WebSocketEndpoint:
         server = scope.get("url_route", {}).get("kwargs", {}).get("server")
         try:
             caller = await edge.admit(headers, server, _query_authorization(scope, headers))
-        except edge.EdgeRefused as exc:
-            await _refuse(send, CLOSE_UNAUTHORIZED, exc.message)
+        except edge.EdgeRefused as exc:  # 4401 for credentials, 4403 for a token bound to another server
+            await _refuse(send, 4000 + exc.status, exc.message)
             return
         try:
             connection = await Connection.open(caller, transport="websocket")

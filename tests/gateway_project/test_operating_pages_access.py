@@ -2,7 +2,7 @@
 
 Anonymous users and signed-in users who are not staff are sent to the admin's login (or refused) on each
 page; the gateway actions ("Check now", "Sync now") and the forms (test call, OpenAPI import, gateway
-change) refuse a POST without a CSRF token, for staff too."""
+change, registration, token issue, catalog export and import) refuse a POST without a CSRF token, for staff too."""
 
 import pytest
 from django.test import Client
@@ -24,13 +24,19 @@ def pages(entries) -> list[str]:
     return [
         "/admin/",
         "/admin/dashboard/gateways/",
+        "/admin/dashboard/traffic/",
         "/admin/registry/gateway/",
+        "/admin/registry/gateway/register/",
         f"/admin/registry/gateway/{gateway.pk}/change/",
         f"/admin/registry/tool/{tool.pk}/change/",
         f"/admin/registry/tool/{tool.pk}/test-call/",
         "/admin/registry/tool/import-openapi/",
         "/admin/registry/virtualserver/",
         "/admin/federation/peer/",
+        "/admin/registry/issuedtoken/",
+        "/admin/registry/issuedtoken/add/",
+        "/admin/catalog/export/",
+        "/admin/catalog/import/",
     ]
 
 
@@ -53,6 +59,9 @@ def test_anonymous_and_non_staff_users_reach_no_operating_page(entries):
                 "/admin/registry/gateway/", {"action": action, "_selected_action": [str(gateway.pk)]}
             )
             assert refused(response), action
+        for operation in ("check-now", "sync-now"):
+            url = f"/admin/registry/gateway/{gateway.pk}/{operation}/"
+            assert refused(client.post(url)), url
 
 
 def test_staff_forms_and_actions_refuse_a_post_without_csrf(entries, admin_user):
@@ -66,6 +75,12 @@ def test_staff_forms_and_actions_refuse_a_post_without_csrf(entries, admin_user)
         (f"/admin/registry/tool/{tool.pk}/test-call/", {"arguments": "{}"}),
         ("/admin/registry/tool/import-openapi/", {"source": "https://example.com/openapi.json"}),
         ("/admin/federation/peer/add/", {"url": "https://peer.example.com"}),
+        (f"/admin/registry/gateway/{gateway.pk}/check-now/", {}),
+        (f"/admin/registry/gateway/{gateway.pk}/sync-now/", {}),
+        ("/admin/registry/gateway/register/", {"name": "x", "test": "Test connection"}),
+        ("/admin/registry/issuedtoken/add/", {"user": str(admin_user.pk), "scopes": ["read"]}),
+        ("/admin/catalog/export/", {}),
+        ("/admin/catalog/import/", {"text": "{}"}),
     ]
     for url, data in posts:
         assert client.post(url, data).status_code == 403, url

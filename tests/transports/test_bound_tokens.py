@@ -114,6 +114,7 @@ async def test_the_rpc_endpoints_refuse_a_bound_token_elsewhere(tokens):
         answer = json.loads(response.content)
         if status == 403:
             assert answer["error"]["code"] == -32600
+            assert "bound to virtual server 'pair'" in answer["error"]["message"]
         else:
             assert answer["result"] == {}
 
@@ -197,8 +198,9 @@ def test_websocket_refuses_a_bound_token_elsewhere_saying_why(bound_gateway, pat
     with _ws(live, path, token) as socket:
         message = json.loads(socket.recv(timeout=10))
         assert "bound to virtual server 'bound-pair'" in message["error"]["message"]
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=10)
+        assert closed.value.rcvd.code == 4403  # forbidden, not 4401: the credentials are valid
 
 
 def test_websocket_serves_a_bound_token_on_its_server(bound_gateway):
@@ -238,3 +240,11 @@ def test_a_revoked_bound_token_is_401_on_its_own_server(bound_gateway):
     response = post_mcp(live, "/servers/bound-pair/mcp", token)
     assert response.status_code == 401
     assert "revoked" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_well_known_document_refuses_a_bound_token(tokens):
+    """/.well-known/mcp-gateway reads credentials like the REST API, so a bound token is refused there too."""
+    response = await AsyncClient().get("/.well-known/mcp-gateway", headers={"Authorization": tokens["bound"]})
+    assert response.status_code == 403
+    assert "only opens its MCP endpoints" in json.loads(response.content)["detail"]
