@@ -420,7 +420,12 @@ class VirtualServerAdmin(CatalogAdmin):
         if obj is None or not obj.pk:
             return "-"
         blocks = composer.client_configuration(name=obj.name, base_url=_BASE_URL.get())
-        return format_html_join("", '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>', blocks)
+        issue = reverse("admin:registry_issuedtoken_add") + f"?server={obj.pk}"
+        return format_html(
+            '{}<p><a href="{}">Issue a token for this server</a> (it opens only this server\'s endpoints).</p>',
+            format_html_join("", '<p><strong>{}</strong></p><pre style="white-space: pre-wrap">{}</pre>', blocks),
+            issue,
+        )
 
     @admin.display(description="tools it serves")
     def served_tools(self, obj: Any) -> str:

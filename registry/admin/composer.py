@@ -55,7 +55,7 @@ def client_configuration(*, name: str, base_url: str) -> list[tuple[str, str]]:
                 name: {
                     "command": "/path/to/mcp-gateway/scripts/mcp-gateway-stdio",
                     "args": ["--url", url],
-                    "env": {"MCP_GATEWAY_TOKEN": "<a token from manage.py issue_token>"},
+                    "env": {"MCP_GATEWAY_TOKEN": "<a token: the admin's Issue a token, or manage.py issue_token>"},
                 }
             }
         },

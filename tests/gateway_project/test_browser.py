@@ -3,8 +3,10 @@ Playwright for Python through `executable_path` (no `playwright install`), again
 with its in-process scheduler. Screenshots of each page go to test-artifacts/screenshots/.
 
 A staff user signs in, registers an upstream with the connection test (what it is and what it would add,
-then stored), sees the landing page list the virtual server and its upstream healthy, the admin's
-gateway list, and the dashboard on the admin index; the upstream is stopped and the dashboard shows it
+then stored), syncs it from its page, composes a virtual server with the composer's preview, issues a
+token bound to it (which opens that server only) and revokes it, runs tools from the playground, sees the
+landing page list the virtual server and its upstream healthy, the admin's gateway list, and the dashboard
+on the admin index with the calls just made; the upstream is stopped and the dashboard shows it
 unreachable with the reason without the page being reloaded. Anyone else sees only the endpoints."""
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from tests.fixtures.servers import start_upstream
 from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
+from tests.transports.test_bound_tokens import post_mcp
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -90,7 +93,56 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             page.get_by_role("button", name="Register").click()
             page.wait_for_url("**/admin/registry/gateway/*/change/")
             assert "Registered 'fx'" in page.inner_text("body")
-            gateway.manage("server_add", "demo", "--gateway", "fx")
+
+            # Sync it now: the result appears on the gateway's page without leaving it.
+            page.get_by_role("button", name="Sync now").click()
+            result = page.locator("#gateway-operation-result")
+            result.get_by_text("Synced 'fx'").wait_for()
+            assert "0 added" in result.inner_text()  # registering read the catalog already
+            shot(page, "gateway-sync-now")
+
+            # Compose a virtual server from the whole gateway; the preview shows the tools a client will see.
+            page.goto(gateway.url + "/admin/")
+            page.get_by_role("link", name="Compose a virtual server").click()
+            page.get_by_label("Name:", exact=True).fill("demo")
+            page.get_by_label("Search").fill("fx")
+            candidate = page.locator("#composer-candidates input[id^='pick-gateway-']")
+            candidate.wait_for()
+            candidate.check()
+            page.locator("#composer-chosen").get_by_text("fx", exact=True).wait_for()
+            page.locator("#preview-tools").get_by_text("test_simple_text", exact=True).wait_for()
+            shot(page, "composer-preview")
+            page.get_by_role("button", name="Save").click()
+            page.get_by_text("Saved the virtual server demo").wait_for()
+
+            # Issue a token bound to the server: shown once, it opens that server and nothing else; revoked, it
+            # opens nothing (after the edge's one-second credential cache).
+            page.goto(gateway.url + "/admin/")
+            page.get_by_role("link", name="Issue a token").click()
+            users = page.locator("#id_user option").all_inner_texts()
+            page.select_option("#id_user", label=next(text for text in users if text.startswith("admin ")))
+            page.get_by_label("Name:", exact=True).fill("browser test")
+            page.check("input[name=scopes][value=read]")
+            page.check("input[name=scopes][value=call]")
+            page.select_option("#id_server", label="demo")
+            page.get_by_role("button", name="Issue the token").click()
+            token = page.locator("#issued-token").input_value()
+            shot(page, "token-issued")
+            assert post_mcp(gateway, "/servers/demo/mcp", token).status_code == 200
+            assert post_mcp(gateway, "/mcp", token).status_code == 403
+            page.goto(gateway.url + "/admin/registry/issuedtoken/")
+            assert token not in page.content()  # never shown again
+            page.get_by_role("link", name="browser test").click()
+            page.locator("#revoke-token").click()
+            page.get_by_role("button", name="Yes, revoke it").click()
+            page.wait_for_load_state()
+            page.goto(gateway.url + "/admin/registry/issuedtoken/")
+            assert "revoked" in page.inner_text("#result_list")
+            shot(page, "token-list-revoked")
+            deadline = time.monotonic() + 15
+            while post_mcp(gateway, "/servers/demo/mcp", token).status_code != 401:
+                assert time.monotonic() < deadline, "the revoked token kept working"
+                time.sleep(0.5)
 
             # The playground: a tool's test call, its arguments as fields, its image shown as an image.
             page.goto(gateway.url + "/admin/registry/tool/?q=test_image_content")
@@ -121,6 +173,7 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             page.goto(gateway.url + "/admin/")
             panel = page.locator("#gateway-health")
             assert "Healthy" in panel.inner_text()
+            page.locator("#traffic-panel").get_by_text("echo", exact=True).wait_for()  # the playground's calls
             shot(page, "dashboard-healthy")
             page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
             upstream.stop()

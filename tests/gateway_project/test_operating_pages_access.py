@@ -37,6 +37,7 @@ def pages(entries) -> list[str]:
         "/admin/registry/issuedtoken/add/",
         "/admin/catalog/export/",
         "/admin/catalog/import/",
+        "/admin/registry/virtualserver/compose/",
     ]
 
 
@@ -81,6 +82,7 @@ def test_staff_forms_and_actions_refuse_a_post_without_csrf(entries, admin_user)
         ("/admin/registry/issuedtoken/add/", {"user": str(admin_user.pk), "scopes": ["read"]}),
         ("/admin/catalog/export/", {}),
         ("/admin/catalog/import/", {"text": "{}"}),
+        ("/admin/registry/virtualserver/compose/", {"name": "new", "action": "save"}),
     ]
     for url, data in posts:
         assert client.post(url, data).status_code == 403, url
