@@ -44,7 +44,8 @@ def gateway_health() -> dict[str, Any]:
     )
     gateways.sort(key=lambda g: (g.health not in FAILING, g.name))
     counts = {state.label: sum(1 for g in gateways if g.health == state) for state in Health}
-    return {"gateways": gateways, "counts": counts, "refresh": REFRESH_SECONDS}
+    summary = ", ".join(f"{count} {label.lower()}" for label, count in counts.items() if count) or "none"
+    return {"gateways": gateways, "counts": counts, "summary": summary, "refresh": REFRESH_SECONDS}
 
 
 @staff_member_required
