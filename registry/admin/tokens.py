@@ -17,7 +17,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import ActionLocation
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -74,7 +74,8 @@ class IssueTokenForm(forms.Form):
 
     user = UserChoiceField(
         queryset=get_user_model().objects.none(),
-        help_text="Any active user. The token acts as this user, with at most the scopes they may have.",
+        help_text="The token acts as this user, with at most the scopes they may have. Superusers may issue "
+        "tokens for any active user; other staff for themselves and for users who are not staff.",
     )
     name = forms.CharField(
         max_length=IssuedToken.NAME_MAX_LENGTH,
@@ -102,12 +103,13 @@ class IssueTokenForm(forms.Form):
         "(/servers/<name>/mcp, sse, ws, rpc): not /mcp, not other servers, not the REST API.",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, issuer: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         user_model = get_user_model()
-        self.fields["user"].queryset = user_model.objects.filter(is_active=True).order_by(  # type: ignore[attr-defined]
-            user_model.USERNAME_FIELD
-        )
+        users = user_model.objects.filter(is_active=True)
+        if not issuer.is_superuser:  # no token that acts as another staff user or a superuser
+            users = users.filter(Q(pk=issuer.pk) | Q(is_staff=False, is_superuser=False))
+        self.fields["user"].queryset = users.order_by(user_model.USERNAME_FIELD)  # type: ignore[attr-defined]
         self.fields["server"].queryset = VirtualServer.objects.order_by("name")  # type: ignore[attr-defined]
         choices, initial = lifetime_choices()
         self.fields["expires"].choices = choices  # type: ignore[attr-defined]
@@ -238,7 +240,7 @@ class IssuedTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         # ?server=<id> preselects a virtual server (a server's page can link here), ?user=<id> another user.
         initial = {"user": request.GET.get("user") or request.user.pk, "server": request.GET.get("server")}
-        form = IssueTokenForm(request.POST or None, initial=initial)
+        form = IssueTokenForm(request.POST or None, initial=initial, issuer=request.user)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
@@ -313,7 +314,8 @@ def test_view_permission_lists_but_neither_issues_nor_revokes(admin_user):
 
 def test_add_permission_issues_and_change_permission_revokes(admin_user):
     issuer = staff_with("view_issuedtoken", "add_issuedtoken")
-    _, token = issue(issuer, user=admin_user.pk)
+    operator = get_user_model().objects.get(username="operator")
+    _, token = issue(issuer, user=operator.pk)
     assert token
     record = IssuedToken.objects.get()
     assert issuer.post(revoke_url(record)).status_code == 403
@@ -337,3 +339,16 @@ def test_every_token_form_refuses_a_post_without_csrf(admin_user):
     assert IssuedToken.objects.get().revoked_at is None
     for url in (LIST, ADD, change_url(record), revoke_url(record)):
         assert client.get(url).status_code == 200, url
+
+
+def test_staff_who_are_not_superusers_issue_only_for_themselves_and_non_staff(admin_user, plain_user):
+    """No token that acts as a superuser or another staff user from someone who is neither."""
+    issuer = staff_with("view_issuedtoken", "add_issuedtoken")
+    other_staff = UserFactory(username="other-staff", is_staff=True)
+    for forbidden in (admin_user, other_staff):
+        response, token = issue(issuer, user=forbidden.pk)
+        assert token is None
+        assert "Select a valid choice" in str(response.context["form"].errors["user"])
+    _, token = issue(issuer, user=plain_user.pk, scopes=["read"])
+    assert token
+    assert IssuedToken.objects.get().user == plain_user
