@@ -249,6 +249,74 @@ GATEWAY_DISCOVERY_MDNS = env_bool("GATEWAY_DISCOVERY_MDNS", False)
 GATEWAY_DISCOVERY_INTERVAL = env_float("GATEWAY_DISCOVERY_INTERVAL", 600.0, minimum=1.0)
 
 # ---------------------------------------------------------------------------------------------
+# Governance: rate and concurrency limits (docs/governance.md)
+# ---------------------------------------------------------------------------------------------
+# Token buckets, "N/second|minute|hour|day"; empty: no limit. Per user (every MCP request), per token,
+# per virtual server and per tool (per user), per gateway (everyone's calls to its tools). A catalog
+# entry's own rate_limit wins over the setting of its kind. Shared through Redis when REDIS_URL is set
+# (limits hold across replicas), in process memory otherwise.
+GATEWAY_RATE_LIMIT_PER_USER = env_str("GATEWAY_RATE_LIMIT_PER_USER", "")
+GATEWAY_RATE_LIMIT_PER_TOKEN = env_str("GATEWAY_RATE_LIMIT_PER_TOKEN", "")
+GATEWAY_RATE_LIMIT_PER_SERVER = env_str("GATEWAY_RATE_LIMIT_PER_SERVER", "")
+GATEWAY_RATE_LIMIT_PER_TOOL = env_str("GATEWAY_RATE_LIMIT_PER_TOOL", "")
+GATEWAY_RATE_LIMIT_PER_GATEWAY = env_str("GATEWAY_RATE_LIMIT_PER_GATEWAY", "")
+# Calls in flight to one upstream at once, per gateway process (0: no bound; a gateway's
+# max_concurrency wins), and how long a call waits for a slot before it is refused.
+GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 0, minimum=0)
+GATEWAY_UPSTREAM_QUEUE_TIMEOUT = env_float("GATEWAY_UPSTREAM_QUEUE_TIMEOUT", 2.0)
+
+# ---------------------------------------------------------------------------------------------
+# Governance: caching of upstream answers (docs/governance.md)
+# ---------------------------------------------------------------------------------------------
+# Seconds an upstream's resources/read answer is kept (0: not cached) when the upstream gives no
+# ttlMs hint; results it marks cacheScope "private" are kept per user. The Django cache alias used.
+GATEWAY_CACHE_TTL = env_float("GATEWAY_CACHE_TTL", 0.0)
+GATEWAY_CACHE_ALIAS = env_str("GATEWAY_CACHE_ALIAS", "default")
+
+# ---------------------------------------------------------------------------------------------
+# Governance: logs, metrics, traces (docs/governance.md)
+# ---------------------------------------------------------------------------------------------
+# "plain" or "json" (one JSON object per line); GATEWAY_ACCESS_LOG: one line per MCP request with
+# user, session, method, tool, gateway, duration and outcome; arguments are never logged unless
+# GATEWAY_LOG_ARGUMENTS is on (then with the keys named in GATEWAY_LOG_REDACT replaced).
+GATEWAY_LOG_FORMAT = env_str("GATEWAY_LOG_FORMAT", "plain")
+GATEWAY_ACCESS_LOG = env_bool("GATEWAY_ACCESS_LOG", False)
+GATEWAY_LOG_ARGUMENTS = env_bool("GATEWAY_LOG_ARGUMENTS", False)
+GATEWAY_LOG_REDACT = env_list("GATEWAY_LOG_REDACT", ["password", "token", "secret", "authorization", "api_key"])
+# Prometheus metrics at /metrics: on or off, and who may read them (a bearer token, or client
+# addresses; neither set: staff credentials like the REST API).
+GATEWAY_METRICS = env_bool("GATEWAY_METRICS", True)
+GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")
+GATEWAY_METRICS_ALLOWED_IPS = env_list("GATEWAY_METRICS_ALLOWED_IPS", [])
+# OpenTelemetry traces exported by OTLP/HTTP to this endpoint (e.g. http://collector:4318); empty: off.
+GATEWAY_OTEL_ENDPOINT = env_str("GATEWAY_OTEL_ENDPOINT", "")
+GATEWAY_OTEL_SERVICE_NAME = env_str("GATEWAY_OTEL_SERVICE_NAME", "mcp-gateway")
+
+# ---------------------------------------------------------------------------------------------
+# Governance: audit log (docs/governance.md)
+# ---------------------------------------------------------------------------------------------
+# Record catalog changes (who, what, before and after) and tool calls (who, which tool, when, the
+# outcome; arguments only with GATEWAY_AUDIT_ARGUMENTS), kept this many days (0: forever).
+GATEWAY_AUDIT_CATALOG = env_bool("GATEWAY_AUDIT_CATALOG", True)
+GATEWAY_AUDIT_CALLS = env_bool("GATEWAY_AUDIT_CALLS", True)
+GATEWAY_AUDIT_ARGUMENTS = env_bool("GATEWAY_AUDIT_ARGUMENTS", False)
+GATEWAY_AUDIT_RETENTION_DAYS = env_int("GATEWAY_AUDIT_RETENTION_DAYS", 90, minimum=0)
+
+# ---------------------------------------------------------------------------------------------
+# Governance: MCP authorization, the gateway as an OAuth 2.1 resource server (docs/governance.md)
+# ---------------------------------------------------------------------------------------------
+# The authorization server's issuer URL (OIDC / RFC 8414 discovery); empty: OAuth off (Basic and the
+# gateway's own JWTs keep working either way). The audience tokens must carry (empty: the resource
+# URL of the endpoint, GATEWAY_PUBLIC_URL or the request's own address), seconds JWKS keys are kept,
+# and the authorization server's scope names for the gateway's read, call and write.
+GATEWAY_OAUTH_ISSUER = env_str("GATEWAY_OAUTH_ISSUER", "")
+GATEWAY_OAUTH_AUDIENCE = env_str("GATEWAY_OAUTH_AUDIENCE", "")
+GATEWAY_OAUTH_JWKS_CACHE_SECONDS = env_int("GATEWAY_OAUTH_JWKS_CACHE_SECONDS", 300, minimum=0)
+GATEWAY_OAUTH_SCOPE_READ = env_str("GATEWAY_OAUTH_SCOPE_READ", "mcp:read")
+GATEWAY_OAUTH_SCOPE_CALL = env_str("GATEWAY_OAUTH_SCOPE_CALL", "mcp:call")
+GATEWAY_OAUTH_SCOPE_WRITE = env_str("GATEWAY_OAUTH_SCOPE_WRITE", "mcp:write")
+
+# ---------------------------------------------------------------------------------------------
 # Celery (production runner of the periodic work: `celery -A gateway_project worker` and `... beat`)
 # ---------------------------------------------------------------------------------------------
 # Broker: Redis when REDIS_URL is set; otherwise tasks run eagerly in the calling process.

@@ -97,6 +97,20 @@ class Gateway(TimeStamped):
     start_at_boot = models.BooleanField(
         default=False, help_text="stdio only: start the process when the gateway starts, not on first use."
     )
+    rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[validators.validate_rate_limit],
+        help_text="Calls per window to this gateway's tools from everyone, e.g. 100/minute; empty: "
+        "GATEWAY_RATE_LIMIT_PER_GATEWAY.",
+    )
+    max_concurrency = models.PositiveIntegerField(
+        "most calls at once",
+        null=True,
+        blank=True,
+        help_text="Calls in flight to this upstream at once (per gateway process); more wait briefly, then are "
+        "refused. Empty: GATEWAY_UPSTREAM_MAX_CONCURRENCY; 0: no bound.",
+    )
     # What the gateway last learned about the upstream (written by federation, not by people).
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     last_error = models.TextField(blank=True, editable=False)
@@ -205,6 +219,12 @@ class Tool(TimeStamped):
     annotations = models.JSONField(default=dict, blank=True, validators=[validators.validate_tool_annotations])
     tags = models.JSONField(default=list, blank=True, validators=[validators.validate_tags])
     enabled = models.BooleanField(default=True)
+    rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[validators.validate_rate_limit],
+        help_text="Calls per window of this tool, per user, e.g. 10/minute; empty: GATEWAY_RATE_LIMIT_PER_TOOL.",
+    )
     timeout = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.001)], help_text="Seconds; empty: the default."
     )
@@ -379,6 +399,13 @@ class VirtualServer(TimeStamped):
     description = models.TextField(blank=True)
     icon = models.CharField(max_length=2048, blank=True, help_text="URL of an icon (https: or data:).")
     enabled = models.BooleanField(default=True)
+    rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[validators.validate_rate_limit],
+        help_text="Requests per window to this server, per user, e.g. 600/minute; empty: "
+        "GATEWAY_RATE_LIMIT_PER_SERVER.",
+    )
     tools = models.ManyToManyField(Tool, blank=True, related_name="servers")
     resources = models.ManyToManyField(Resource, blank=True, related_name="servers")
     resource_templates = models.ManyToManyField(ResourceTemplate, blank=True, related_name="servers")
@@ -530,3 +557,36 @@ class IssuedToken(models.Model):
         if self.expires_at <= timezone.now():
             return self.State.EXPIRED
         return self.State.ACTIVE
+
+
+class AuditEntry(models.Model):
+    """Who did what, when: a catalog change (with the entry before and after) or a tool call (its outcome;
+    its arguments only when GATEWAY_AUDIT_ARGUMENTS is on). Written off the call path, kept for
+    GATEWAY_AUDIT_RETENTION_DAYS (docs/governance.md)."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Created"
+        UPDATE = "update", "Changed"
+        DELETE = "delete", "Deleted"
+        CALL = "call", "Tool call"
+        TOKEN = "token", "Token issued or revoked"
+        OTHER = "other", "Other"
+
+    at = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=150, blank=True, db_index=True, help_text="Username, or a system part.")
+    via = models.CharField(max_length=32, blank=True, help_text="admin, api, command, mcp, sync, import, ...")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    kind = models.CharField(max_length=32, blank=True, help_text="tool, gateway, virtual server, token, ...")
+    target = models.CharField(max_length=512, blank=True, db_index=True, help_text="The entry's name or key.")
+    outcome = models.CharField(max_length=16, blank=True, help_text="ok, error, refused, cancelled")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True, help_text="Session, server, gateway, duration, error.")
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["action", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor or '-'} {self.action} {self.kind} {self.target}"

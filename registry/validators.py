@@ -221,3 +221,24 @@ def compile_schema_locally(schema: dict[str, Any]) -> Any:
         return jsonschema_rs.validator_for(schema, validate_formats=False, retriever=_refuse_remote)
     except jsonschema_rs.ValidationError as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
+
+
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d{1,9})\s*/\s*(second|minute|hour|day)s?\s*$")
+
+
+def parse_rate(value: str) -> tuple[int, int] | None:
+    """'100/minute' -> (100, 60): requests per window of seconds; '' -> None (no limit); ValueError else."""
+    if not value or not value.strip():
+        return None
+    match = _RATE_RE.match(value.lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not a rate like 100/minute (a number, then /second, /minute, /hour or /day)")
+    return int(match.group(1)), RATE_UNITS[match.group(2)]
+
+
+def validate_rate_limit(value: str) -> None:
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ValidationError(f"{exc}.") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -57,3 +58,28 @@ upstream_failed = Hook("upstream_failed")
 # A supervised stdio server changed state (started, exited, restarting, stopped idle). Arguments: the
 # gateway's name and {"state", "pid", "restarts", "since", "last_exit", "host"}. Federation records it.
 upstream_process_changed = Hook("upstream_process_changed")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalled:
+    """One finished tools/call: who (username, virtual server or None for /mcp, session id or "" for a
+    2026-07-28 request), which tool ("" when the name matched none) of which gateway ("" when local), the
+    outcome ("ok", "error": a JSON-RPC error or an isError result, "cancelled"), the JSON-RPC error's
+    message or "", the duration in seconds, the wall-clock time it ended, and the arguments as sent."""
+
+    username: str
+    server: str | None
+    session: str
+    tool: str
+    gateway: str
+    outcome: str
+    error: str
+    seconds: float
+    ended_at: float
+    arguments: Any
+
+
+# A tools/call finished (argument: a ToolCalled). Sent only while a receiver is connected, so it costs a
+# call nothing otherwise; receivers must be quick (queue the record, write it elsewhere): they run on the
+# call's path. The audit log records calls from it.
+tool_called = Hook("tool_called")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from transports.protocol import jsonrpc, observe
+from transports.protocol import hooks, jsonrpc, observe
 from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import CallContext, ToolBackends
 from transports.protocol.catalog import ToolEntry, page
@@ -175,12 +175,40 @@ class Methods:
             result = await self._tools_call(name, tool, params, ex)
         except asyncio.CancelledError:
             self.recorder.record(counted, gateway, False, started)
+            if hooks.tool_called.connected:
+                await self._tool_called(ex, counted, gateway, "cancelled", "", started, params)
             raise
-        except BaseException:
+        except BaseException as exc:
             self.recorder.record(counted, gateway, True, started)
+            if hooks.tool_called.connected:
+                message = exc.message if isinstance(exc, JsonRpcError) else type(exc).__name__
+                await self._tool_called(ex, counted, gateway, "error", message, started, params)
             raise
-        self.recorder.record(counted, gateway, bool(result.get("isError")), started)
+        failed = bool(result.get("isError"))
+        self.recorder.record(counted, gateway, failed, started)
+        if hooks.tool_called.connected:
+            await self._tool_called(ex, counted, gateway, "error" if failed else "ok", "", started, params)
         return result
+
+    async def _tool_called(
+        self, ex: Exchange, tool: str, gateway: str, outcome: str, error: str, started: float, params: dict[str, Any]
+    ) -> None:
+        session = ex.session
+        ended = self.recorder.clock()
+        await hooks.tool_called.send(
+            hooks.ToolCalled(
+                username=session.username,
+                server=session.server,
+                session=getattr(session, "id", "") or "",
+                tool=tool,
+                gateway=gateway,
+                outcome=outcome,
+                error=error,
+                seconds=ended - started,
+                ended_at=self.recorder.wall(),
+                arguments=params.get("arguments"),
+            )
+        )
 
     async def _tools_call(
         self, name: Any, tool: ToolEntry | None, params: dict[str, Any], ex: Exchange
