@@ -32,6 +32,11 @@ application = ProtocolTypeRouter(
 gc.collect()
 gc.freeze()
 
+# OpenTelemetry traces when GATEWAY_OTEL_ENDPOINT is set (nothing is set up otherwise).
+from transports.observability import start_tracing  # noqa: E402
+
+start_tracing()
+
 # The embedded default runs federation's periodic work (health checks, syncs) in this process; with
 # GATEWAY_SCHEDULER=celery it runs on Celery workers instead, and with off nowhere (tests).
 from federation.scheduler import start_background  # noqa: E402

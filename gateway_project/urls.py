@@ -6,7 +6,7 @@ from django.urls import path
 
 from federation import admin_views as federation_admin_views
 from federation import views as federation_views
-from gateway_project import dashboard, health, views
+from gateway_project import dashboard, health, metrics, views
 from gateway_project.api import api, rpc_api
 from registry.admin import exchange_views
 from transports import admin_views
@@ -41,6 +41,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path(".well-known/mcp-gateway", federation_views.well_known, name="well_known_mcp_gateway"),
     path("", rpc_api.urls),  # POST /rpc, POST /servers/<name>/rpc
 ]

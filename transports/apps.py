@@ -6,3 +6,9 @@ class TransportsConfig(AppConfig):
 
     name = "transports"
     verbose_name = "MCP transports"
+
+    def ready(self) -> None:
+        # The access log's switch (docs/governance.md, "Logs, metrics and traces").
+        from transports.observability import configure_access_log
+
+        configure_access_log()

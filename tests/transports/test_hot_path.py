@@ -321,3 +321,33 @@ async def test_client_log_levels_reach_the_shared_upstream_session_only_downward
     levels = [params["level"] for method, params in upstream.calls if method == "logging/setLevel"]
     assert levels == ["warning", "debug"]
     assert [m for m, _ in upstream.calls].count("tools/call") == 4
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_query_with_metrics_and_the_access_log_on(world, django_db_blocker, settings):
+    """The recorder's histograms, the access log with redacted arguments and /metrics' counters add no
+    query to tools/list, tools/call, resources/read and prompts/get."""
+    from transports.protocol import observe
+
+    settings.GATEWAY_METRICS = True
+    settings.GATEWAY_ACCESS_LOG = True
+    settings.GATEWAY_LOG_ARGUMENTS = True
+    assert observe.access is not None
+    token, _upstream = world
+    _, headers, _ = await asgi_post(INITIALIZE, token=token)
+    session = headers["mcp-session-id"]
+    requests = [
+        {"method": "tools/list"},
+        {"method": "tools/call", "params": {"name": "tool_07", "arguments": {"password": "p"}}},
+        {"method": "resources/read", "params": {"uri": "file:///hot.txt"}},
+        {"method": "prompts/get", "params": {"name": "hot_prompt", "arguments": {"topic": "owls"}}},
+    ]
+    with django_db_blocker.block():
+        for request_id, request in enumerate(requests * 2, start=10):
+            status, _, answer = await asgi_post(
+                {"jsonrpc": "2.0", "id": request_id, **request}, token=token, session=session
+            )
+            assert status == 200, answer
+            assert "result" in answer, answer
+    found = {row[0]: row for row in observe.recorder.metrics()["requests"] if row[1] == "ok"}
+    assert sum(found["tools/call"][2]) >= 2

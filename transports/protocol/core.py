@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.protocol import jsonrpc, modern, versions
+from transports.protocol import jsonrpc, modern, observe, tracing, versions
 from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import ToolBackends
 from transports.protocol.backends.upstream_mcp import UpstreamMcpBackend
@@ -348,8 +348,71 @@ class McpCore:
 
     # -- messages of a session -------------------------------------------------------------------
 
-    async def answer(self, session: Session, message: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
-        """Answer one request of a session; what it sends first goes to ``emit``; None: cancelled."""
+    async def answer(
+        self,
+        session: Session,
+        message: dict[str, Any],
+        emit: Emit,
+        *,
+        headers: Mapping[str, str] | None = None,
+        transport: str = "",
+    ) -> dict[str, Any] | None:
+        """Answer one request of a session; what it sends first goes to ``emit``; None: cancelled.
+
+        The request entry of the session era: counted (``observe``), logged (the access log, when on)
+        and traced (a SERVER span, when on) here. ``headers``: the HTTP request's, when it had one
+        (its ``traceparent``); ``transport``: the adapter's name, for the log and the trace."""
+        started = observe.recorder.clock()
+        if tracing.active:
+            attributes = {"mcp.session.id": session.id, "enduser.id": session.username}
+            with tracing.server_span(message, headers, attributes) as span:
+                answer = await self._answer(session, message, emit)
+                self._observed(message, answer, started, session, session.id, transport, span)
+            return answer
+        answer = await self._answer(session, message, emit)
+        self._observed(message, answer, started, session, session.id, transport, None)
+        return answer
+
+    def _observed(
+        self,
+        message: dict[str, Any],
+        answer: dict[str, Any] | None,
+        started: float,
+        who: Session | Caller,
+        session_id: str,
+        transport: str,
+        span: Any,
+    ) -> None:
+        """Count, log and mark the span of one answered request (the request entries' common end)."""
+        outcome = observe.outcome_of(answer)
+        observe.recorder.request(message["method"], outcome, started)
+        if span is not None:
+            tracing.end_server_span(span, observe.REQUEST_OUTCOMES[outcome])
+        access = observe.access
+        if access is None:
+            return
+        tool, gateway = "", ""
+        params = message.get("params")
+        if message["method"] == mcp.TOOLS_CALL and isinstance(params, dict) and isinstance(params.get("name"), str):
+            tool = params["name"]
+            snapshot = self.catalog._snapshot  # the current one; logging never waits for a rebuild
+            view = snapshot.view(who.server) if snapshot is not None else None
+            entry = view.tool_by_name.get(tool) if view is not None else None
+            gateway = (entry.gateway or observe.LOCAL) if entry is not None else ""
+        access.write(
+            message,
+            outcome,
+            observe.recorder.clock() - started,
+            user=who.username,
+            session=session_id,
+            server=who.server,
+            tool=tool,
+            gateway=gateway,
+            transport=transport,
+            trace_id=tracing.trace_id(span) if span is not None else "",
+        )
+
+    async def _answer(self, session: Session, message: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
         try:
             await self.joined()
             snapshot = await self.catalog.get()
@@ -440,7 +503,7 @@ class McpCore:
         except JsonRpcError as exc:
             return error_outcome(exc)
         if isinstance(payload, list):
-            return await self._batch(session, payload)
+            return await self._batch(session, payload, headers)
         try:
             message = jsonrpc.validate(payload)
         except JsonRpcError as exc:
@@ -451,7 +514,7 @@ class McpCore:
         primed = self.primed(session)
 
         async def run(emit: Emit) -> dict[str, Any] | None:
-            return await self.answer(session, message, emit)
+            return await self.answer(session, message, emit, headers=headers, transport="streamable-http")
 
         call = Call(message, run, session, primed=primed, streamed=primed and message["method"] in STREAMED_METHODS)
         return Outcome(call=call)
@@ -470,7 +533,7 @@ class McpCore:
             return error_outcome(exc, message.get("id"))
         return Outcome(200, jsonrpc.response(message["id"], result), session_id=session.id)
 
-    async def _batch(self, session: Session, batch: list[Any]) -> Outcome:
+    async def _batch(self, session: Session, batch: list[Any], session_headers: Mapping[str, str]) -> Outcome:
         """2025-03-26 batches: every request answered, in one JSON array; notifications just taken;
         related messages of the requests go to the session's standalone stream."""
         if not versions.allows_batches(session.protocol_version):
@@ -499,7 +562,7 @@ class McpCore:
                 error = JsonRpcError(jsonrpc.INVALID_REQUEST, "initialize cannot be batched.")
                 answers.append(jsonrpc.error_response(message["id"], error))
             else:
-                answer = await self.answer(session, message, emit)
+                answer = await self.answer(session, message, emit, headers=session_headers, transport="streamable-http")
                 if answer is not None:
                     answers.append(answer)
         return Outcome(200, answers) if answers else Outcome(202)
@@ -529,7 +592,7 @@ class McpCore:
             return Outcome(call=Call(message, self._refuse_run, listen=listen))
 
         async def run(emit: Emit) -> dict[str, Any] | None:
-            return await self.handle_stateless(message, envelope, caller, emit)
+            return await self.handle_stateless(message, envelope, caller, emit, transport="streamable-http")
 
         return Outcome(call=Call(message, run))
 
@@ -540,9 +603,23 @@ class McpCore:
     # -- 2026-07-28 --------------------------------------------------------------------------------
 
     async def handle_stateless(
+        self, message: dict[str, Any], envelope: modern.Envelope, caller: Caller, emit: Emit, *, transport: str = ""
+    ) -> dict[str, Any] | None:
+        """Answer one 2026-07-28 request (already checked at the edge of its transport); the request
+        entry of that era: counted, logged and traced here like ``answer``."""
+        started = observe.recorder.clock()
+        if tracing.active:
+            with tracing.server_span(message, caller.headers, {"enduser.id": caller.username}) as span:
+                answer = await self._handle_stateless(message, envelope, caller, emit)
+                self._observed(message, answer, started, caller, "", transport, span)
+            return answer
+        answer = await self._handle_stateless(message, envelope, caller, emit)
+        self._observed(message, answer, started, caller, "", transport, None)
+        return answer
+
+    async def _handle_stateless(
         self, message: dict[str, Any], envelope: modern.Envelope, caller: Caller, emit: Emit
     ) -> dict[str, Any] | None:
-        """Answer one 2026-07-28 request (already checked at the edge of its transport)."""
         await self.joined()
         return await self.stateless.handle(
             message,

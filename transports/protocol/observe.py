@@ -21,18 +21,31 @@ table (a bad envelope, missing ``Mcp-Param-*`` headers, an unknown virtual serve
 gateway, whichever gateway of the group answered. The duration runs from the method table to the
 answer; for a 2026-07-28 call answered in several rounds it includes the client's time to answer.
 
+For the Prometheus metrics (``transports/metrics.py`` reads ``metrics()`` at scrape time) each
+(tool, gateway) also keeps a latency histogram per outcome ("ok", "error") with the fixed bounds
+``BUCKETS``, and ``Recorder.request``, called by the core's request entry (``McpCore.answer``,
+``McpCore.handle_stateless``) once per MCP request of every method, keeps one per (method, outcome)
+("ok", "error": a JSON-RPC error or an ``isError`` result, "cancelled": no answer was sent).
+
 The cost per call: one clock read (the caller took the other), a tuple, a dict lookup, one
-comparison with the end of the current minute, and two or three list item updates. ``snapshot()``
-runs off the call path (a publisher thread, a scrape); it only copies, so it may run on another
-thread than the one recording.
+comparison with the end of the current minute, two or three list item updates, and for the
+histogram one bisect into the 13 bounds and two more updates. ``snapshot()`` and ``metrics()`` run
+off the call path (a publisher thread, a scrape); they only copy, so they may run on another thread
+than the one recording.
+
+The access log (``AccessLog``: one line per MCP request, logger ``transports.access``) lives here
+too; the Django side (``transports/observability.py``) sets ``access`` from the settings. Off, it
+costs the request entry one ``is None`` check.
 
 No Django here: the protocol core imports this module.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 MINUTES = 60  # the ring: one hour of one-minute buckets
@@ -40,17 +53,42 @@ MAX_SERIES = 10_000  # (tool, gateway) pairs kept; more are counted together und
 UNKNOWN_TOOL = ""  # calls naming no tool of the endpoint's view (or no name at all)
 OTHER = "(other)"
 LOCAL = ""  # the gateway of local tools (REST, CLI, Python function)
+# Latency histogram bounds in seconds (Prometheus ``le``); a last count holds the slower ones (+Inf).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Outcomes of tools/call series (index: the ``error`` flag) and of requests (index: what
+# ``outcome_of`` answers).
+TOOL_OUTCOMES = ("ok", "error")
+OK, ERROR, CANCELLED = 0, 1, 2
+REQUEST_OUTCOMES = ("ok", "error", "cancelled")
+MAX_METHODS = 64  # method names kept (clients may send any); more are counted under OTHER
+
+
+def outcome_of(answer: Mapping[str, Any] | None) -> int:
+    """OK, ERROR (a JSON-RPC error or a result with ``isError: true``) or CANCELLED (no answer)."""
+    if answer is None:
+        return CANCELLED
+    if "error" in answer:
+        return ERROR
+    result = answer.get("result")
+    return ERROR if isinstance(result, dict) and result.get("isError") is True else OK
+
+
+def _histogram() -> list[int]:
+    return [0] * (len(BUCKETS) + 1)
 
 
 class Series:
     """The buckets and totals of one (tool, gateway): ``ring[minute % MINUTES]`` is [minute, calls,
     errors, seconds]; a bucket of an older minute is added to ``totals`` and reset when reused."""
 
-    __slots__ = ("ring", "totals")
+    __slots__ = ("hist", "ring", "sums", "totals")
 
     def __init__(self) -> None:
         self.ring: list[list[Any]] = [[-1, 0, 0, 0.0] for _ in range(MINUTES)]
         self.totals: list[Any] = [0, 0, 0.0]  # calls, errors, seconds of the buckets reset so far
+        # Since the start, per outcome (TOOL_OUTCOMES): the count per latency bucket, the seconds.
+        self.hist: tuple[list[int], list[int]] = (_histogram(), _histogram())
+        self.sums: list[float] = [0.0, 0.0]
 
     def reuse(self, bucket: list[Any], minute: int) -> None:
         totals = self.totals
@@ -70,6 +108,8 @@ class Recorder:
         self.clock = clock
         self._epoch = time.time() - clock() if epoch is None else epoch
         self._series: dict[tuple[str, str], Series] = {}
+        # Per method: a histogram per REQUEST_OUTCOMES, then the seconds per outcome.
+        self._requests: dict[str, list[Any]] = {}
         # The current minute, its slot in the rings, and the clock when it ends (so a call compares
         # one number instead of computing its minute).
         self._minute, self._slot, self._minute_ends = 0, 0, float("-inf")
@@ -82,6 +122,7 @@ class Recorder:
     def reset(self) -> None:
         """Forget every count (tests); the window starts again now."""
         self._series = {}
+        self._requests = {}
         self.started = self.wall()
 
     def record(self, tool: str, gateway: str, error: bool, started: float) -> None:
@@ -94,10 +135,29 @@ class Recorder:
         bucket = series.ring[self._slot]
         if bucket[0] != self._minute:
             series.reuse(bucket, self._minute)
+        elapsed = now - started
         bucket[1] += 1
-        bucket[3] += now - started
+        bucket[3] += elapsed
         if error:
             bucket[2] += 1
+        series.hist[error][bisect_left(BUCKETS, elapsed)] += 1
+        series.sums[error] += elapsed
+
+    def request(self, method: str, outcome: int, started: float) -> None:
+        """One MCP request of ``method`` ended with ``outcome`` (OK, ERROR, CANCELLED); ``started``:
+        the clock when it began."""
+        elapsed = self.clock() - started
+        entry = self._requests.get(method) or self._add_method(method)
+        entry[outcome][bisect_left(BUCKETS, elapsed)] += 1
+        entry[3][outcome] += elapsed
+
+    def _add_method(self, method: str) -> list[Any]:
+        if len(self._requests) >= MAX_METHODS:
+            method = OTHER
+            if method in self._requests:
+                return self._requests[method]
+        entry = self._requests[method] = [_histogram(), _histogram(), _histogram(), [0.0, 0.0, 0.0]]
+        return entry
 
     def _turn(self, now: float) -> None:
         minute = int((now + self._epoch) // 60)
@@ -136,6 +196,100 @@ class Recorder:
             series.append([tool, gateway, buckets, [calls, errors, seconds * 1000.0]])
         return {"started": self.started, "at": at, "minute": minute, "series": series}
 
+    def metrics(self) -> dict[str, Any]:
+        """The histograms since the start, as plain data (for the Prometheus collector):
+
+        ``{"started": wall seconds, "buckets": BUCKETS, "tools": [[tool, gateway, outcome, counts,
+        seconds], ...], "requests": [[method, outcome, counts, seconds], ...]}``; ``counts`` has one
+        count per bound and a last one above them (not cumulative); label sets never seen are left out."""
+        tools = []
+        for (tool, gateway), one in list(self._series.items()):
+            for index, outcome in enumerate(TOOL_OUTCOMES):
+                counts = list(one.hist[index])
+                if any(counts):
+                    tools.append([tool, gateway, outcome, counts, one.sums[index]])
+        requests = []
+        for method, entry in list(self._requests.items()):
+            for index, outcome in enumerate(REQUEST_OUTCOMES):
+                counts = list(entry[index])
+                if any(counts):
+                    requests.append([method, outcome, counts, entry[3][index]])
+        return {"started": self.started, "buckets": BUCKETS, "tools": tools, "requests": requests}
+
 
 # This process's recorder (the method table records into it; stats and scrapers read it).
 recorder = Recorder()
+
+
+REDACTED = "[redacted]"
+
+
+def redact(value: Any, keys: Collection[str]) -> Any:
+    """``value`` with the value of every object key in ``keys`` (lower case), at any depth, replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in keys else redact(v, keys) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(item, keys) for item in value]
+    return value
+
+
+class AccessLog:
+    """One line per MCP request on ``logger`` (INFO): user, session, method, tool, gateway,
+    duration_ms, outcome, transport, trace_id (when tracing) as the record's extra fields, and the
+    arguments (tools/call, prompts/get) only when ``arguments`` is on, with ``redacted`` keys replaced."""
+
+    def __init__(
+        self, *, logger: logging.Logger | None = None, arguments: bool = False, redacted: Collection[str] = ()
+    ) -> None:
+        self.logger = logger or logging.getLogger("transports.access")
+        self.arguments = arguments
+        self.redacted = frozenset(key.lower() for key in redacted)
+
+    def write(
+        self,
+        message: Mapping[str, Any],
+        outcome: int,
+        seconds: float,
+        *,
+        user: str,
+        session: str,
+        server: str | None,
+        tool: str,
+        gateway: str,
+        transport: str = "",
+        trace_id: str = "",
+    ) -> None:
+        method = message.get("method", "")
+        fields: dict[str, Any] = {
+            "user": user,
+            "session": session,
+            "server": server or "",
+            "method": method,
+            "tool": tool,
+            "gateway": gateway,
+            "duration_ms": round(seconds * 1000.0, 3),
+            "outcome": REQUEST_OUTCOMES[outcome],
+            "transport": transport,
+            "request_id": message.get("id"),
+        }
+        if trace_id:
+            fields["trace_id"] = trace_id
+        if self.arguments:
+            params = message.get("params")
+            arguments = params.get("arguments") if isinstance(params, dict) else None
+            if arguments is not None:
+                fields["arguments"] = redact(arguments, self.redacted)
+        self.logger.info(
+            "%s %s%s by %s: %s in %.1f ms",
+            method,
+            tool,
+            f" ({gateway})" if gateway else "",
+            user,
+            fields["outcome"],
+            fields["duration_ms"],
+            extra=fields,
+        )
+
+
+# The access log of this process; None: off (the Django side sets it from GATEWAY_ACCESS_LOG).
+access: AccessLog | None = None

@@ -18,6 +18,7 @@ from abc import abstractmethod
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from transports.protocol import tracing
 from transports.protocol.upstream import stateless
 from transports.protocol.upstream.base import (
     MessageHandler,
@@ -239,6 +240,21 @@ class RpcClient(EraDetection, MessageRouting, UpstreamClient):
             raise UpstreamUnavailable(f"{self.config.name}: not connected" + self._why())
         if timeout is None:
             timeout = self.config.request_timeout
+        if tracing.active:  # a CLIENT span; its trace context goes on in _meta and the HTTP headers
+            with tracing.client_span(self.config.name, self.config.transport, method) as carrier:
+                if carrier:
+                    params, headers = tracing.with_meta(params, carrier), {**(headers or {}), **carrier}
+                return await self._request(method, params, timeout, on_message, headers)
+        return await self._request(method, params, timeout, on_message, headers)
+
+    async def _request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        on_message: MessageHandler | None,
+        headers: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
         session = self._modern
         if session is not None:
             return await session.request(method, params, timeout=timeout, on_message=on_message, headers=headers)
