@@ -146,7 +146,7 @@ class Connection:
 
     async def _answer(self, message: dict[str, Any]) -> None:
         try:
-            answer = await get_core().answer(self.session, message, self.send)
+            answer = await get_core().answer(self.session, message, self.send, transport=self.transport)
         except ConnectionClosed:
             return
         except Exception:  # never leave a request unanswered because of a bug or an outage

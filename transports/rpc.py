@@ -141,10 +141,12 @@ async def _dispatch(message: dict[str, Any], caller: Caller) -> HttpResponse:
             )
         envelope = _envelope(message)
         if method == "ping":  # gone from 2026-07-28, still what a health probe asks: the core's own answer
-            answer = await core.answer(core.envelope_session(envelope, caller), message, discard)
+            answer = await core.answer(
+                core.envelope_session(envelope, caller), message, discard, headers=caller.headers, transport="rpc"
+            )
         else:
             mirrored = Caller(caller.username, caller.scopes, caller.server, _mirrored_headers(message, view))
-            answer = await core.handle_stateless(message, envelope, mirrored, discard)
+            answer = await core.handle_stateless(message, envelope, mirrored, discard, transport="rpc")
     except CatalogUnavailable as exc:
         return _refuse(503, jsonrpc.INTERNAL_ERROR, str(exc), request_id)
     except JsonRpcError as exc:
