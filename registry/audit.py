@@ -8,7 +8,7 @@
   change in the writing transaction, with the entry before and after as the catalog export represents it;
   credentials never appear (a change to them reads "(changed)"), nor do the values of environment keys
   named like a secret (GATEWAY_LOG_REDACT).
-- Tool calls: ``call_log`` queues ``ToolCalled`` records from the protocol core's hook (bounded: a full
+- Tool calls: ``call_log()`` queues ``ToolCalled`` records from the protocol core's hook (bounded: a full
   queue drops and counts, it never blocks a call) and a background thread writes them in batches;
   ``flush()`` writes what is queued now (tests, exit).
 - Retention: ``entries_prune`` deletes entries older than GATEWAY_AUDIT_RETENTION_DAYS (the scheduler's
@@ -301,9 +301,12 @@ class CallLog:
     drops the record and counts it (``dropped``). The writer thread starts with the first record and
     writes every ``interval`` seconds, or sooner once ``batch`` records wait."""
 
-    def __init__(self, *, capacity: int = 10_000, batch: int = 500, interval: float = 1.0) -> None:
-        self.capacity, self.batch, self.interval = capacity, batch, interval
-        self.background = True  # tests set False and call flush()
+    def __init__(self, *, capacity: int = 10_000, batch: int = 500, interval: float | None = None) -> None:
+        self.capacity, self.batch = capacity, batch
+        # Seconds between writes (default GATEWAY_AUDIT_FLUSH_SECONDS); 0: no writer thread, only flush()
+        # (tests) and the flush at exit.
+        self.interval = float(settings.GATEWAY_AUDIT_FLUSH_SECONDS if interval is None else interval)
+        self.background = self.interval > 0
         self.dropped = 0
         self.written = 0
         self._queue: deque[Any] = deque()
@@ -390,12 +393,20 @@ def call_entry(record: Any) -> AuditEntry:
     )
 
 
-call_log = CallLog()
+_call_log: CallLog | None = None
+
+
+def call_log() -> CallLog:
+    """This process's CallLog, made on first use (settings are read then, not at import)."""
+    global _call_log
+    if _call_log is None:
+        _call_log = CallLog()
+    return _call_log
 
 
 def flush() -> int:
     """Write the queued tool calls now."""
-    return call_log.flush()
+    return call_log().flush()
 
 
 # -- reading and retention ----------------------------------------------------------------------------------------

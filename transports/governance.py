@@ -1,6 +1,6 @@
 """Receivers of the governance parts that live on the transports' side (connected in ``TransportsConfig.ready``):
 
-- ``tool_called``: every finished tools/call goes to the audit log's bounded queue (``registry.audit.call_log``);
+- ``tool_called``: every finished tools/call goes to the audit log's bounded queue (``registry.audit.call_log()``);
   a dictionary lookup and an append on the call's path, the write happens off it;
 - ``token_revoked``: a revoked token's cached callers are dropped in this process at once and, over the
   channel layer's AUTH_GROUP, in every other process (``transports.edge.CredentialCache``).
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 async def tool_called(record: ToolCalled) -> None:
     """Queue the call for the audit log (never blocks: a full queue drops and counts)."""
     if settings.GATEWAY_AUDIT_CALLS:
-        audit.call_log.offer(record)
+        audit.call_log().offer(record)
 
 
 def token_revoked(sender: Any = None, *, token_ids: list[str], **kwargs: Any) -> None:
