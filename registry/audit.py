@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import contextvars
+import getpass
 import hashlib
 import json
 import logging
@@ -31,11 +33,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.management.base import BaseCommand
 from django.db import models
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from registry.models import AuditEntry, Gateway, Tool
+from registry import schemas
+from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +108,23 @@ def acting_for_request(request: Any, via: str) -> Iterator[None]:
         _acting.reset(token)
 
 
+def os_user() -> str:
+    """Who runs this process, as the operating system knows them ("" when it cannot tell)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (a bare container)
+        return ""
+
+
+class AuditedCommand(BaseCommand):
+    """The base of every management command that writes: its changes (``call_command`` too) are recorded as
+    the operating-system user's who ran it, via "command"."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        with acting(os_user(), "command"):
+            return super().execute(*args, **options)
+
+
 # -- redaction ----------------------------------------------------------------------------------------------------
 
 
@@ -126,13 +147,32 @@ def redact(value: Any, words: Iterable[str] | None = None) -> Any:
 # -- catalog changes ----------------------------------------------------------------------------------------------
 
 
-def _kind_of(model: type[models.Model]) -> Any:
-    from registry import exchange  # exchange imports services, which imports this module
-
-    for kind in exchange.KINDS:
-        if kind.model is model:
-            return kind
-    return None
+# The kinds of entries and the fields the catalog export writes for them (registry.exchange.KINDS: the
+# REST API's input schemas without credentials), named by natural key. Kept here, below the services
+# that record changes; tests/registry/test_audit.py checks it matches the export.
+NATURAL_KEYS: dict[type[models.Model], str] = {
+    Gateway: "name",
+    Tool: "name",
+    Resource: "uri",
+    ResourceTemplate: "uri_template",
+    Prompt: "name",
+    VirtualServer: "name",
+}
+_SCHEMAS: dict[type[models.Model], type[Any]] = {
+    Gateway: schemas.GatewayIn,
+    Tool: schemas.ToolIn,
+    Resource: schemas.ResourceIn,
+    ResourceTemplate: schemas.ResourceTemplateIn,
+    Prompt: schemas.PromptIn,
+    VirtualServer: schemas.VirtualServerIn,
+}
+_MEMBER_KEYS = {
+    "tools": "name",
+    "resources": "uri",
+    "resource_templates": "uri_template",
+    "prompts": "name",
+    "gateways": "name",
+}
 
 
 def _jsonable(value: Any) -> Any:
@@ -142,12 +182,22 @@ def _jsonable(value: Any) -> Any:
 def represent(instance: models.Model) -> dict[str, Any]:
     """The entry as the catalog export shows it, without secrets (credentials are left out; environment
     values under secret-looking keys are redacted)."""
-    from registry import exchange
-
-    kind = _kind_of(type(instance))
-    if kind is None:
+    schema = _SCHEMAS.get(type(instance))
+    if schema is None:
         return {"pk": instance.pk, "str": str(instance)}
-    out = exchange._represent(kind, instance)
+    obj: Any = instance
+    out: dict[str, Any] = {}
+    for name in schema.model_fields:
+        if name == "credentials":
+            continue
+        if name == "gateway":
+            out[name] = obj.gateway.name if obj.gateway_id else None
+        elif name == "blob":
+            out[name] = None if obj.blob is None else base64.b64encode(bytes(obj.blob)).decode()
+        elif isinstance(obj, VirtualServer) and name in _MEMBER_KEYS:
+            out[name] = sorted(getattr(m, _MEMBER_KEYS[name]) for m in getattr(obj, name).all())
+        else:
+            out[name] = getattr(obj, name)
     if isinstance(out.get("env"), dict):
         out["env"] = redact(out["env"])
     return dict(_jsonable(out))
@@ -189,9 +239,7 @@ def snapshot(instance: models.Model) -> Snapshot:
 
 
 def _key(instance: models.Model) -> str:
-    from registry.services import UNIQUE_KEY
-
-    field = UNIQUE_KEY.get(type(instance))
+    field = NATURAL_KEYS.get(type(instance))
     return str(getattr(instance, field) if field else instance.pk)
 
 
@@ -359,7 +407,7 @@ class CallLog:
         written = 0
         with self._flush_lock:
             while self._queue:
-                records = []
+                records: list[Any] = []
                 while self._queue and len(records) < self.batch:
                     records.append(self._queue.popleft())
                 AuditEntry.objects.bulk_create([call_entry(record) for record in records])

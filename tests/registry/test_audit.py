@@ -15,10 +15,11 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from registry import audit, auth, exchange, services
-from registry.management.audited import os_user
-from registry.models import AuditEntry, Gateway, Prompt, Tool, VirtualServer
+from registry.audit import os_user
+from registry.exceptions import Conflict
+from registry.models import AuditEntry, Gateway, Prompt, Tool
 from tests.conftest import ApiClient, basic
-from tests.factories import GatewayFactory, PromptFactory, ToolFactory, UserFactory, VirtualServerFactory
+from tests.factories import PromptFactory, ToolFactory, UserFactory, VirtualServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,9 +37,11 @@ def test_a_service_write_is_recorded_with_before_and_after():
         services.entry_update(prompt, data={"description": "greets"})
     created, updated = entries(target="p1")
     assert (created.action, created.kind, created.actor, created.via) == ("create", "prompt", "alice", "command")
-    assert created.before is None and created.after["template"] == "Hi"
+    assert created.before is None
+    assert created.after["template"] == "Hi"
     assert updated.action == "update"
-    assert updated.before["description"] == "" and updated.after["description"] == "greets"
+    assert updated.before["description"] == ""
+    assert updated.after["description"] == "greets"
 
 
 def test_an_update_that_changes_nothing_records_nothing():
@@ -71,7 +74,8 @@ def test_credentials_never_appear_only_that_they_changed():
     services.entry_update(gateway, data={"description": "no secret change"})
     created, changed, described = entries(target="up")
     dumped = json.dumps([created.after, changed.before, changed.after, described.after])
-    assert UPSTREAM_SECRET not in dumped and "other" not in dumped
+    assert UPSTREAM_SECRET not in dumped
+    assert "other" not in dumped
     assert created.after["credentials"] == "(changed)"
     assert changed.after["credentials"] == "(changed)"
     assert "credentials" not in described.after
@@ -89,10 +93,12 @@ def test_deletes_bulk_enable_and_server_members_are_recorded():
     server = VirtualServerFactory(name="srv")
     services.tool_update(tool=tool, data={}, server="srv")
     (member,) = entries(kind="virtual server", target="srv")
-    assert member.before["tools"] == [] and member.after["tools"] == ["t1"]
+    assert member.before["tools"] == []
+    assert member.after["tools"] == ["t1"]
     services.entries_set_enabled(Tool.objects.filter(pk=tool.pk), enabled=False)
     (disabled,) = entries(kind="tool", target="t1", action="update")
-    assert disabled.before["enabled"] is True and disabled.after["enabled"] is False
+    assert disabled.before["enabled"] is True
+    assert disabled.after["enabled"] is False
     services.entry_delete(server)
     services.entries_delete(Tool.objects.filter(pk=tool.pk))
     assert [e.kind for e in entries(action="delete")] == ["virtual server", "tool"]
@@ -102,7 +108,7 @@ def test_deletes_bulk_enable_and_server_members_are_recorded():
 def test_a_failed_write_records_nothing():
     """The row is written in the writing transaction: a refused change leaves no trace."""
     PromptFactory(name="taken")
-    with pytest.raises(Exception):
+    with pytest.raises(Conflict):
         services.entry_create(Prompt, data={"name": "taken", "template": "x"})
     assert entries(action="create") == []
 
@@ -161,7 +167,8 @@ def test_token_issue_and_revoke_are_recorded_without_the_token(staff_user):
         auth.token_revoke(token_or_jti=issued.token)  # again: nothing new
     made, revoked = entries(action="token")
     assert (made.outcome, made.target, made.actor) == ("issued", issued.record.jti, "admin")
-    assert made.detail["user"] == "staff" and made.detail["name"] == "ci"
+    assert made.detail["user"] == "staff"
+    assert made.detail["name"] == "ci"
     assert (revoked.outcome, revoked.detail["reason"]) == ("revoked", "leaked")
     assert issued.token not in json.dumps([made.detail, revoked.detail])
 
@@ -185,7 +192,8 @@ def test_retention_deletes_only_what_is_older():
 @override_settings(GATEWAY_AUDIT_RETENTION_DAYS=0)
 def test_retention_zero_keeps_everything():
     _entry(timezone.now() - timedelta(days=3000))
-    assert audit.entries_prune() == 0 and AuditEntry.objects.count() == 1
+    assert audit.entries_prune() == 0
+    assert AuditEntry.objects.count() == 1
 
 
 @override_settings(GATEWAY_AUDIT_RETENTION_DAYS=1)
@@ -222,9 +230,11 @@ def logged(admin_user):
 def test_admin_lists_filters_and_searches(logged):
     page = logged.get("/admin/registry/auditentry/?via__exact=api")
     assert page.status_code == 200
-    assert b"seen" in page.content and b"carol" not in page.content
+    assert b"seen" in page.content
+    assert b"carol" not in page.content
     assert b"carol" in logged.get("/admin/registry/auditentry/?q=other").content
-    assert b"Export CSV" in page.content and b"via__exact=api" in page.content
+    assert b"Export CSV" in page.content
+    assert b"via__exact=api" in page.content
 
 
 def test_admin_detail_shows_before_after_and_diff_read_only(logged):
@@ -232,7 +242,8 @@ def test_admin_detail_shows_before_after_and_diff_read_only(logged):
     page = logged.get(f"/admin/registry/auditentry/{entry.pk}/change/")
     assert page.status_code == 200
     text = page.content.decode()
-    assert "-  &quot;template&quot;: &quot;a&quot;" in text and "+  &quot;template&quot;: &quot;b&quot;" in text
+    assert "-  &quot;template&quot;: &quot;a&quot;" in text
+    assert "+  &quot;template&quot;: &quot;b&quot;" in text
     assert 'name="_save"' not in text
     assert logged.get("/admin/registry/auditentry/add/").status_code == 403
     assert logged.post(f"/admin/registry/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
@@ -241,7 +252,8 @@ def test_admin_detail_shows_before_after_and_diff_read_only(logged):
 
 def test_admin_exports_the_filtered_list_as_csv_and_json(logged):
     response = logged.get("/admin/registry/auditentry/export/csv/?actor=alice")
-    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [(r["action"], r["target"]) for r in rows] == [("update", "seen"), ("create", "seen")]
     assert json.loads(rows[0]["after"])["template"] == "b"
@@ -256,7 +268,8 @@ def test_non_staff_cannot_read_or_export_the_log(plain_user, logged):
     client.force_login(plain_user)
     for url in ("/admin/registry/auditentry/", "/admin/registry/auditentry/export/csv/"):
         response = client.get(url)
-        assert response.status_code == 302 and "/login/" in response["Location"]
+        assert response.status_code == 302
+        assert "/login/" in response["Location"]
     staff = UserFactory(username="nopes", is_staff=True)  # staff without view_auditentry
     client.force_login(staff)
     assert client.get("/admin/registry/auditentry/").status_code == 403
@@ -268,7 +281,9 @@ def test_non_staff_cannot_read_or_export_the_log(plain_user, logged):
 
 def test_api_lists_with_filters_and_pages(logged, staff_client, reader_client):
     body = staff_client.get("/api/audit?actor=alice&limit=1").json()
-    assert body["count"] == 2 and len(body["items"]) == 1 and body["items"][0]["action"] == "update"
+    assert body["count"] == 2
+    assert len(body["items"]) == 1
+    assert body["items"][0]["action"] == "update"
     assert staff_client.get("/api/audit?target=oth").json()["count"] == 1
     assert staff_client.get("/api/audit?kind=prompt&action=create").json()["count"] == 2
     future = (timezone.now() + timedelta(hours=1)).isoformat()
@@ -301,3 +316,13 @@ def test_ensure_superuser_refuses_a_weak_password(monkeypatch):
 
 def test_basic_auth_still_works_for_existing_users(staff_user):
     assert ApiClient(basic("staff")).get("/api/audit").status_code == 200
+
+
+def test_the_representation_is_the_exports():
+    """audit.represent (kept below the services) shows every kind as the catalog export does."""
+    tool = ToolFactory(name="rep")
+    server = VirtualServerFactory(name="rep-srv")
+    server.tools.add(tool)
+    for kind in exchange.KINDS:
+        for obj in kind.model._default_manager.all():
+            assert audit.represent(obj) == json.loads(json.dumps(exchange._represent(kind, obj), default=str))

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from registry import catalog_sync
-from registry.management.audited import AuditedCommand
+from registry.audit import AuditedCommand
 from registry.models import Gateway
 
 

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from federation import services
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
-from registry.management.audited import AuditedCommand
 
 
 def credentials_from_options(options: dict[str, Any]) -> dict[str, Any]:

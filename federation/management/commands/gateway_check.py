@@ -6,8 +6,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from federation import health
 from federation.management.output import gateways_named, when
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
-from registry.management.audited import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

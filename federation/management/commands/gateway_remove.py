@@ -6,7 +6,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from federation.management.output import gateways_named
 from registry import services
-from registry.management.audited import AuditedCommand
+from registry.audit import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

@@ -6,9 +6,9 @@ from django.core.management.base import CommandError, CommandParser
 
 from federation import sync
 from federation.management.output import gateways_named, sync_counts
+from registry.audit import AuditedCommand
 from registry.choices import SyncTrigger
 from registry.exceptions import CatalogError
-from registry.management.audited import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from federation import peers
-from registry.management.audited import AuditedCommand
+from registry.audit import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from registry import exchange
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
-from registry.management.audited import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

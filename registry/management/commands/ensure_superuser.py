@@ -8,7 +8,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from registry.management.audited import AuditedCommand
+from registry.audit import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

@@ -5,9 +5,9 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from registry import auth
+from registry.audit import AuditedCommand
 from registry.conf import parse_duration
 from registry.exceptions import InvalidInput
-from registry.management.audited import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

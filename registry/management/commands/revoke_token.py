@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from registry import auth
+from registry.audit import AuditedCommand
 from registry.exceptions import InvalidInput
-from registry.management.audited import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from registry import services
+from registry.audit import AuditedCommand
 from registry.exceptions import SecretError
-from registry.management.audited import AuditedCommand
 
 
 class Command(AuditedCommand):  # writes are audited as the OS user's

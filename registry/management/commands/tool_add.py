@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from registry import services
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
-from registry.management.audited import AuditedCommand
 from registry.management.tool_options import add_tool_arguments, describe, tool_data
 
 
