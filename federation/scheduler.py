@@ -35,7 +35,7 @@ from django.db import close_old_connections, connection
 from django.db.models import Max
 from django.utils import timezone
 
-from registry import gateway_state, leases
+from registry import audit, gateway_state, leases
 from registry.choices import Health, SyncTrigger
 from registry.exceptions import CatalogError
 from registry.models import Gateway
@@ -110,7 +110,27 @@ def tick(*, now: datetime | None = None) -> TickReport:
     for gateway_id in report.recoveries:
         enqueue(SYNC, gateway_id, trigger=SyncTrigger.SCHEDULE)
     report.syncs += report.recoveries
+    audit_prune_due(now=now)
     return report
+
+
+AUDIT_PRUNE_SECONDS = 3600.0
+_audit_pruned_at: datetime | None = None
+
+
+def audit_prune_due(*, now: datetime) -> int | None:
+    """Delete audit entries past GATEWAY_AUDIT_RETENTION_DAYS, at most once an hour per process (every
+    runner ticks: the in-process scheduler, or Celery beat's tick task; a delete by age is the same on any
+    replica, so replicas need no lease for it). None when not due."""
+    global _audit_pruned_at
+    if _audit_pruned_at is not None and (now - _audit_pruned_at).total_seconds() < AUDIT_PRUNE_SECONDS:
+        return None
+    _audit_pruned_at = now
+    try:
+        return audit.entries_prune(now=now)
+    except Exception:  # the next hour tries again; never stops the checks and syncs
+        logger.warning("audit retention failed", exc_info=True)
+        return None
 
 
 def _lease_owner() -> str:

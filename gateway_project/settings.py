@@ -301,6 +301,9 @@ GATEWAY_AUDIT_CATALOG = env_bool("GATEWAY_AUDIT_CATALOG", True)
 GATEWAY_AUDIT_CALLS = env_bool("GATEWAY_AUDIT_CALLS", True)
 GATEWAY_AUDIT_ARGUMENTS = env_bool("GATEWAY_AUDIT_ARGUMENTS", False)
 GATEWAY_AUDIT_RETENTION_DAYS = env_int("GATEWAY_AUDIT_RETENTION_DAYS", 90, minimum=0)
+# Tool calls are queued in process and written every this many seconds (or per 500); 0: no writer thread,
+# written only at exit or by registry.audit.flush() (the tests). At most 10,000 wait; more are dropped.
+GATEWAY_AUDIT_FLUSH_SECONDS = env_float("GATEWAY_AUDIT_FLUSH_SECONDS", 1.0, minimum=0.0)
 
 # ---------------------------------------------------------------------------------------------
 # Governance: MCP authorization, the gateway as an OAuth 2.1 resource server (docs/governance.md)
@@ -358,6 +361,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who is acting, for the audit log (registry/audit.py): the request's user, through admin or api.
+    "registry.middleware.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

@@ -25,6 +25,7 @@ GATEWAY_FUNCTION_TOOLS = ["tests.fixtures.functions.*"]
 # Tests run periodic work themselves (or start their own worker, beat or gateway process).
 GATEWAY_SCHEDULER = "off"
 GATEWAY_STATS_PUBLISH_SECONDS = 0  # no publisher thread in the test process (tests that want one start it)
+GATEWAY_AUDIT_FLUSH_SECONDS = 0  # no audit writer thread in the test process (tests flush on demand)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": ":memory:"}
     DATABASES["default"]["OPTIONS"].pop("init_command", None)

@@ -2,20 +2,21 @@
 and tokens. Mounted under /api/ by gateway_project.api."""
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
 
-from registry import auth, catalog_sync, exchange, schemas, selectors, services
+from registry import audit, auth, catalog_sync, exchange, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput, NotFound
-from registry.models import Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.models import AuditEntry, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ERRORS = {400: schemas.Error, 401: schemas.Error, 403: schemas.Error, 413: schemas.Error, 422: schemas.Error}
@@ -52,6 +53,7 @@ class ApiAuth(AuthBase):
                 f"Your credentials do not allow '{self.scope}' "
                 f"(they allow: {', '.join(sorted(principal.scopes)) or 'nothing'})."
             )
+        audit.act(principal.username, "api")  # reset by the AuditActorMiddleware at the request's end
         return principal
 
 
@@ -383,3 +385,44 @@ def revoke_token_by_id(request: HttpRequest, jti: str, reason: str = "") -> Any:
     ):
         raise NotFound(f"You have no token with the id {jti!r}.")
     return auth.token_revoke(token_or_jti=jti, reason=reason)
+
+
+class AuditEntryOut(Schema):
+    """One audit entry: a catalog change (before/after, never secrets) or a tool call (detail)."""
+
+    id: int
+    at: datetime
+    actor: str
+    via: str
+    action: str
+    kind: str
+    target: str
+    outcome: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    detail: dict[str, Any]
+
+
+class AuditFilters(Schema):
+    actor: str | None = Field(None, description="Exact username (or system part).")
+    action: str | None = Field(None, description="create, update, delete, call, token, other.")
+    kind: str | None = Field(None, description="tool, gateway, virtual server, token, ...")
+    target: str | None = Field(None, description="Part of the entry's name or key.")
+    since: datetime | None = Field(None, description="From this time (ISO 8601, inclusive).")
+    until: datetime | None = Field(None, description="Before this time (ISO 8601, exclusive).")
+
+
+@router.get(
+    "/audit",
+    response=list[AuditEntryOut],
+    auth=WRITE,
+    tags=["Audit"],
+    operation_id="audit_list",
+    summary="List audit entries",
+)
+@paginate(Pagination)
+def audit_list(request: HttpRequest, query: Query[AuditFilters]) -> Any:
+    """Catalog changes, token events and tool calls, newest first (write scope: the log names who did what)."""
+    if query.action and query.action not in AuditEntry.Action.values:
+        raise InvalidInput(f"Unknown action {query.action!r}: use one of {', '.join(AuditEntry.Action.values)}.")
+    return audit.entry_list(**query.model_dump())

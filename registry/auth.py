@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,11 +28,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from registry import audit, hooks
 from registry.choices import Scope
 from registry.conf import jwt_config
 from registry.exceptions import AuthenticationFailed, InvalidInput
 from registry.models import IssuedToken, RevokedToken, VirtualServer
 
+logger = logging.getLogger(__name__)
 ALL_SCOPES = frozenset(Scope.values)
 WWW_AUTHENTICATE = 'Bearer realm="MCP Gateway", Basic realm="MCP Gateway", charset="UTF-8"'
 
@@ -175,6 +179,15 @@ def issued_token_create(
         expires_at=expires_at,
         issued_by=issued_by,
     )
+    audit.record_token(
+        "issued",
+        jti=record.jti,
+        subject=username,
+        scopes=record.scopes,
+        server=server or None,
+        name=name,
+        expires_at=expires_at.isoformat(),
+    )
     return Issued(token=token, record=record)
 
 
@@ -316,10 +329,18 @@ def token_revoke(*, token_or_jti: str, reason: str = "") -> RevokedToken:
     try:
         with transaction.atomic():
             revoked = RevokedToken.objects.create(jti=jti, subject=subject, expires_at=expires_at, reason=reason)
+        audit.record_token("revoked", jti=jti, subject=subject, reason=reason)
     except IntegrityError:
         revoked = RevokedToken.objects.get(jti=jti)
     IssuedToken.objects.filter(jti=jti, revoked_at__isnull=True).update(revoked_at=revoked.revoked_at)
+    transaction.on_commit(functools.partial(_send_token_revoked, jti))  # every replica drops cached callers
     return revoked
+
+
+def _send_token_revoked(jti: str) -> None:
+    for receiver, result in hooks.token_revoked.send_robust(sender=RevokedToken, token_ids=[jti]):
+        if isinstance(result, Exception):
+            logger.warning("token_revoked receiver %r failed", receiver, exc_info=result)
 
 
 @transaction.atomic

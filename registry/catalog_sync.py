@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from registry import events, gateway_state
+from registry import audit, events, gateway_state
 from registry.choices import ChangeStatus, IntegrationType
 from registry.exceptions import CatalogError, Conflict, InvalidInput
 from registry.models import (
@@ -135,6 +135,36 @@ def gateway_catalog_apply(
     vanished ones removed; a known tool whose definition changed follows ``GATEWAY_DRIFT_POLICY``. An
     upstream name another source holds gets the gateway's prefix (``catalog_name``); an entry the
     catalog cannot take is skipped and reported, not fatal. One catalog event when anything changed."""
+    with audit.acting(via="sync"):  # whoever asked (an admin's "Sync now", or nobody: the scheduler)
+        return _catalog_apply(
+            gateway=gateway,
+            tools=tools,
+            resources=resources,
+            templates=templates,
+            prompts=prompts,
+            detected_era=detected_era,
+            protocol_version=protocol_version,
+            server_info=server_info,
+            capabilities=capabilities,
+            trigger=trigger,
+            started_at=started_at,
+        )
+
+
+def _catalog_apply(
+    *,
+    gateway: Gateway,
+    tools: list[dict[str, Any]],
+    resources: list[dict[str, Any]],
+    templates: list[dict[str, Any]],
+    prompts: list[dict[str, Any]],
+    detected_era: str,
+    protocol_version: str,
+    server_info: dict[str, Any],
+    capabilities: dict[str, Any],
+    trigger: str,
+    started_at: datetime,
+) -> SyncRun:
     diff = CatalogDiff()
     now = timezone.now()
     described = {
@@ -270,6 +300,7 @@ def _remove_vanished(diff: CatalogDiff, mine: dict[str, Any], seen: Iterable[str
     seen = set(seen)
     for key, obj in mine.items():
         if key not in seen:
+            audit.record_deleted([obj])
             obj.delete()
             diff.removed.append(f"{obj._meta.verbose_name} {label(obj)}")
 

@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from django.db import models, transaction
 from ninja import Schema
 
-from registry import crypto, events, schemas, selectors, services
+from registry import audit, crypto, events, schemas, selectors, services
 from registry.exceptions import InvalidInput, SecretError
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
@@ -159,6 +159,11 @@ def catalog_import(
     *, document: Any, dry_run: bool = False, overwrite: bool = False, passphrase: str | None = None
 ) -> ImportReport:
     """Bring a document from catalog_export into the catalog, all or nothing."""
+    with audit.acting(via="import"):  # whoever imports, through the import (audited per entry)
+        return _catalog_import(document=document, dry_run=dry_run, overwrite=overwrite, passphrase=passphrase)
+
+
+def _catalog_import(*, document: Any, dry_run: bool, overwrite: bool, passphrase: str | None) -> ImportReport:
     _check_document(document)
     read_secret = _secret_reader(document, passphrase)
     report = ImportReport(dry_run=dry_run)

@@ -13,3 +13,7 @@ gateway_saved = Signal()
 # federation runs it, off the request when a scheduler runs. Keyword arguments: gateway_id (int).
 gateway_check_requested = Signal()
 gateway_sync_requested = Signal()
+
+# Tokens were revoked (committed): every process drops the callers it remembers for them (the MCP edge's
+# credential cache, within a second on every replica). Keyword arguments: token_ids (list of jti).
+token_revoked = Signal()

@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 
-from registry import events, hooks
+from registry import audit, events, hooks
 from registry.exceptions import Conflict, InvalidInput
 from registry.models import UPSTREAM_TOOL_FIELDS, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
@@ -187,10 +187,12 @@ def entry_save[M: models.Model](instance: M, *, data: dict[str, Any], gateway_sa
     catalog gets read) unless ``gateway_saved`` is False (the caller reads the upstream itself)."""
     stored = _gateway_connection(instance) if gateway_saved and isinstance(instance, Gateway) else None
     creating = instance.pk is None
+    before = audit.snapshot(instance)
     m2m = _apply(instance, data)
     _validated_save(instance)
     for name, objs in m2m.items():
         getattr(instance, name).set(objs)
+    audit.record_saved(before, instance)
     if gateway_saved and isinstance(instance, Gateway):
         changed = stored is not None and instance.enabled and _connection_changed(stored, instance)
         if creating or changed:
@@ -260,6 +262,7 @@ def entry_update[M: models.Model](instance: M, *, data: dict[str, Any]) -> M:
 @transaction.atomic
 def entry_delete(instance: models.Model) -> None:
     """Delete a catalog entry (a gateway takes its tools, resources, templates and prompts with it)."""
+    audit.record_deleted([instance])
     instance.delete()
     events.catalog_changed()
 
@@ -267,6 +270,8 @@ def entry_delete(instance: models.Model) -> None:
 @transaction.atomic
 def entries_delete(queryset: QuerySet[Any]) -> int:
     """Delete many entries at once (with what cascades from them); returns how many of them went."""
+    if audit.catalog_enabled():
+        audit.record_deleted(list(queryset))
     _total, per_model = queryset.delete()
     deleted = per_model.get(queryset.model._meta.label, 0)
     if deleted:
@@ -282,6 +287,8 @@ def entries_set_enabled(queryset: QuerySet[Any], *, enabled: bool) -> int:
         if enabled and queryset.model is Gateway
         else []
     )
+    if audit.catalog_enabled():
+        audit.record_enabled(list(queryset.exclude(enabled=enabled)), enabled=enabled)
     changed = queryset.exclude(enabled=enabled).update(enabled=enabled)
     if changed:
         events.catalog_changed()
@@ -314,6 +321,11 @@ def _server_by_name(name: str) -> VirtualServer:
     return server
 
 
+def _server_tools_add(server: VirtualServer, tool: Tool) -> None:
+    with audit.change(server):  # a member joined: the server's change, audited as such
+        server.tools.add(tool)
+
+
 def tool_validate(*, data: dict[str, Any], server: str | None = None) -> Tool:
     """An unsaved tool checked with every rule tool_create applies (and the virtual server it would
     join must exist); nothing is stored."""
@@ -328,7 +340,7 @@ def tool_create(*, data: dict[str, Any], server: str | None = None) -> Tool:
     """Create a tool and, given a virtual server's name, add it to that server: one catalog change."""
     tool = entry_save(Tool(), data=data)
     if server:
-        _server_by_name(server).tools.add(tool)
+        _server_tools_add(_server_by_name(server), tool)
     events.catalog_changed()
     return tool
 
@@ -339,7 +351,7 @@ def tool_update(*, tool: Tool, data: dict[str, Any], server: str | None = None) 
     nothing is stored unless all of it is valid."""
     entry_save(tool, data=data)
     if server:
-        _server_by_name(server).tools.add(tool)
+        _server_tools_add(_server_by_name(server), tool)
     events.catalog_changed()
     return tool
 

@@ -8,7 +8,9 @@ so the hot path neither hashes a password nor queries the database on every requ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from registry.exceptions import AuthenticationFailed
 from transports.protocol.core import Caller
 
 AUTH_CACHE_SIZE = 10_000
+logger = logging.getLogger(__name__)
 
 
 def host_allowed(host: str) -> bool:
@@ -47,14 +50,49 @@ def origin_allowed(origin: str | None, host: str) -> bool:
     return bool(parts.netloc) and parts.netloc == host
 
 
+AUTH_GROUP = "gateway.auth"  # revocations travel here to every process's credential cache
+AUTH_REVOKED = "auth.revoked"
+
+
 class CredentialCache:
-    """Verified Authorization header values -> Principal, for a short time."""
+    """Verified Authorization header values -> Principal, for a short time.
+
+    Indexed by token id too, so a revoked token's callers are dropped at once: in this process directly
+    (``forget_tokens``, from the registry's ``token_revoked`` hook) and in every other one through the
+    channel-layer group AUTH_GROUP, which each process follows from its first authenticated request."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, tuple[float, auth.Principal]] = OrderedDict()
+        self._by_token: dict[str, set[str]] = {}
+        self._follower: asyncio.Task[None] | None = None
+        self._follower_loop: asyncio.AbstractEventLoop | None = None
 
     def clear(self) -> None:
         self._entries.clear()
+        self._by_token.clear()
+
+    def forget_tokens(self, token_ids: list[str]) -> int:
+        """Drop the callers remembered for these token ids (jti); how many were. Safe from any thread."""
+        dropped = 0
+        for token_id in token_ids:
+            for key in list(self._by_token.pop(token_id, ())):
+                if self._entries.pop(key, None) is not None:
+                    dropped += 1
+        return dropped
+
+    def _remember(self, authorization: str, expires: float, principal: auth.Principal) -> None:
+        self._entries[authorization] = (expires, principal)
+        self._entries.move_to_end(authorization)
+        if principal.token_id:
+            self._by_token.setdefault(principal.token_id, set()).add(authorization)
+        while len(self._entries) > AUTH_CACHE_SIZE:
+            _key, (_expires, evicted) = self._entries.popitem(last=False)
+            if evicted.token_id:
+                keys = self._by_token.get(evicted.token_id)
+                if keys is not None:
+                    keys.discard(_key)
+                    if not keys:
+                        del self._by_token[evicted.token_id]
 
     async def principal(self, authorization: str | None) -> auth.Principal:
         """The caller, or AuthenticationFailed with a message for the client."""
@@ -64,6 +102,8 @@ class CredentialCache:
             raise AuthenticationFailed(
                 "Authentication required: send 'Authorization: Bearer <token>' or HTTP Basic credentials."
             )
+        if self._follower_loop is not asyncio.get_running_loop():
+            self._follow_revocations()
         now = time.monotonic()
         hit = self._entries.get(authorization)
         if hit is not None and hit[0] > now:
@@ -73,11 +113,38 @@ class CredentialCache:
             raise AuthenticationFailed("Authentication required.")
         ttl = settings.GATEWAY_AUTH_CACHE_SECONDS
         if ttl > 0:
-            self._entries[authorization] = (now + ttl, found)
-            self._entries.move_to_end(authorization)
-            while len(self._entries) > AUTH_CACHE_SIZE:
-                self._entries.popitem(last=False)
+            self._remember(authorization, now + ttl, found)
         return found
+
+    def _follow_revocations(self) -> None:
+        """Start following AUTH_GROUP on this event loop (once per loop): only a shared channel layer
+        carries other processes' revocations; with the in-memory one this process is the only one."""
+        from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+        loop = asyncio.get_running_loop()
+        self._follower_loop = loop
+        layer = get_channel_layer()
+        if layer is None or isinstance(layer, InMemoryChannelLayer):
+            return
+        self._follower = loop.create_task(self._follow(layer), name="gateway-auth-revocations")
+
+    async def _follow(self, layer: Any) -> None:
+        delay = 1.0
+        while True:
+            try:
+                channel = await layer.new_channel()
+                await layer.group_add(AUTH_GROUP, channel)
+                delay = 1.0
+                while True:
+                    message = await layer.receive(channel)
+                    if message.get("type") == AUTH_REVOKED:
+                        self.forget_tokens([str(t) for t in message.get("token_ids", [])])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the layer is unreachable: follow again soon; meanwhile the TTL still bounds it
+                logger.warning("credential cache: following token revocations failed; retrying", exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 credentials = CredentialCache()

@@ -20,7 +20,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from registry import events, services
+from registry import audit, events, services
 from registry.choices import IntegrationType
 from registry.exceptions import CatalogError, InvalidInput
 from registry.models import Tool, VirtualServer
@@ -84,14 +84,15 @@ def openapi_import(
     if not source:
         raise InvalidInput("An import needs a source: the URL or file name the document came from.")
     conversion = convert(load(document), source=source, base_url=base_url or None)
-    return _store(
-        conversion,
-        source=source,
-        server=server or None,
-        include=include or [],
-        dry_run=dry_run,
-        credentials=_credentials(credentials),
-    )
+    with audit.acting(via="import"):
+        return _store(
+            conversion,
+            source=source,
+            server=server or None,
+            include=include or [],
+            dry_run=dry_run,
+            credentials=_credentials(credentials),
+        )
 
 
 def _credentials(value: Any) -> dict[str, dict[str, str]]:
@@ -181,6 +182,7 @@ def _store(
     for tool in mine:
         if tool.pk not in kept:
             report.removed.append(tool.name)
+            audit.record_deleted([tool])
             tool.delete()
             changed = True
     for _spec, name, existing in plan:  # free the names first, so two tools may swap theirs
@@ -328,6 +330,7 @@ def _join_server(name: str, tools: list[Tool], report: OpenApiReport) -> bool:
     present = set(server.tools.values_list("pk", flat=True))
     missing = [tool for tool in tools if tool.pk not in present]
     if missing:
-        server.tools.add(*missing)
+        with audit.change(server):
+            server.tools.add(*missing)
         changed = True
     return changed

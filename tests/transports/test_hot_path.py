@@ -351,3 +351,44 @@ async def test_no_query_with_metrics_and_the_access_log_on(world, django_db_bloc
             assert "result" in answer, answer
     found = {row[0]: row for row in observe.recorder.metrics()["requests"] if row[1] == "ok"}
     assert sum(found["tools/call"][2]) >= 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_audited_calls_make_no_database_query(world, django_db_blocker, settings):
+    """With GATEWAY_AUDIT_CALLS (and arguments) on, tools/call still runs with the database blocked: the call
+    is only queued; the audit log has it once the writer flushes."""
+    from registry import audit
+    from registry.models import AuditEntry
+    from transports import governance
+    from transports.protocol import hooks
+
+    settings.GATEWAY_AUDIT_CALLS = settings.GATEWAY_AUDIT_ARGUMENTS = True
+    hooks.tool_called.connect(governance.tool_called)  # as ready() does with the setting on
+    log = audit.call_log()
+    log.clear()
+    background, log.background = log.background, False
+    token, _ = world
+    try:
+        _, headers, _ = await asgi_post(INITIALIZE, token=token)
+        session = headers["mcp-session-id"]
+        with django_db_blocker.block():
+            for round_ in range(3):
+                _, _, called = await asgi_post(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 50 + round_,
+                        "method": "tools/call",
+                        "params": {"name": "tool_07", "arguments": {"x": "y", "token": "t"}},
+                    },
+                    token=token,
+                    session=session,
+                )
+                assert "result" in called
+        assert log.pending() == 3
+        assert await sync_to_async(audit.flush)() == 3
+        stored = await sync_to_async(list)(AuditEntry.objects.filter(action="call").values("actor", "target", "detail"))
+        assert [(e["actor"], e["target"]) for e in stored] == [("hot", "tool_07")] * 3
+        assert stored[0]["detail"]["arguments"] == {"x": "y", "token": "(redacted)"}
+    finally:
+        log.clear()
+        log.background = background

@@ -2,13 +2,14 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import catalog_sync
+from registry.audit import AuditedCommand
 from registry.models import Gateway
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Put the held changed definitions of the named tools (catalog names), of every tool of --gateway NAME, "
         "or of all tools (--all) into service; --list shows what waits without approving anything."

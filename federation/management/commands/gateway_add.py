@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from federation import services
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 
 
@@ -31,7 +32,7 @@ def credentials_from_options(options: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Register an upstream MCP server NAME by --url (streamable-http, sse, websocket) or --command (stdio), "
         "read its tools, resources, templates and prompts into the catalog."

@@ -2,14 +2,15 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from federation import health
 from federation.management.output import gateways_named, when
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Health-check the gateways NAME... (every enabled gateway when none is named) now and print each one's "
         "state, last error, consecutive failures and time of the check. Exit status 1 when a check failed."

@@ -2,13 +2,14 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from federation.management.output import gateways_named
 from registry import services
+from registry.audit import AuditedCommand
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = "Remove the gateway NAME with its tools, resources, templates and prompts (asks first unless --yes)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -2,15 +2,16 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from federation import sync
 from federation.management.output import gateways_named, sync_counts
+from registry.audit import AuditedCommand
 from registry.choices import SyncTrigger
 from registry.exceptions import CatalogError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = "Sync the catalogs of the gateways NAME... (every enabled gateway when none is named) now."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -2,12 +2,13 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from federation import peers
+from registry.audit import AuditedCommand
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Read the well-known documents of GATEWAY_PEERS and the approved peers, follow the peers they list "
         "(up to GATEWAY_DISCOVERY_MAX_DEPTH hops) and record each one; prints found, new, failed and refused peers."

@@ -4,13 +4,14 @@ import json
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import exchange
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Import a catalog export FILE ('-' for stdin). Idempotent; conflicts are reported and kept unless --overwrite."
     )

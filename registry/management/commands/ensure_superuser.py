@@ -4,10 +4,14 @@ import os
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
+from registry.audit import AuditedCommand
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = "Create a superuser from DJANGO_SUPERUSER_USERNAME and DJANGO_SUPERUSER_PASSWORD if it does not exist."
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -24,5 +28,13 @@ class Command(BaseCommand):
         if users.filter(username=username).exists():
             self.stdout.write(f"Admin user {username!r} exists; left unchanged.")
             return
-        users.create_superuser(username=username, email=os.environ.get("DJANGO_SUPERUSER_EMAIL", ""), password=password)
+        email = os.environ.get("DJANGO_SUPERUSER_EMAIL", "")
+        model = get_user_model()
+        try:  # the same validators as the admin's password forms (AUTH_PASSWORD_VALIDATORS)
+            validate_password(password, model(**{model.USERNAME_FIELD: username, "email": email}))
+        except ValidationError as exc:
+            raise CommandError(
+                "DJANGO_SUPERUSER_PASSWORD is not accepted: " + " ".join(exc.messages) + " Choose another one."
+            ) from None
+        users.create_superuser(username=username, email=email, password=password)
         self.stdout.write(f"Created admin user {username!r}.")

@@ -2,14 +2,15 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import auth
+from registry.audit import AuditedCommand
 from registry.conf import parse_duration
 from registry.exceptions import InvalidInput
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = "Issue a JWT bearer token for USERNAME; the token is printed as the last line."
 
     def add_arguments(self, parser: CommandParser) -> None:

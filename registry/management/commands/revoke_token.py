@@ -2,13 +2,14 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import auth
+from registry.audit import AuditedCommand
 from registry.exceptions import InvalidInput
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = "Revoke a bearer token (give the token or its jti); it is refused from then on."
 
     def add_arguments(self, parser: CommandParser) -> None:

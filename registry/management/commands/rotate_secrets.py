@@ -2,13 +2,14 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from registry import services
+from registry.audit import AuditedCommand
 from registry.exceptions import SecretError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = "Re-encrypt stored gateway and tool credentials with the newest (first) key in GATEWAY_ENCRYPTION_KEYS."
 
     def handle(self, *args: Any, **options: Any) -> None:

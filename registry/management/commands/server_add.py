@@ -2,14 +2,15 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import services
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 from registry.models import VirtualServer
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Create (or extend) the virtual server NAME with everything from --gateway G (kept up to date as "
         "the gateway changes) and the named --tool T."

@@ -2,14 +2,15 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import services
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 from registry.management.tool_options import add_tool_arguments, describe, tool_data
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Add the tool NAME of --kind rest, cli or function, defined by --config JSON or @FILE "
         "(docs/tool-backends.md). Nothing is stored unless the whole definition is valid."

@@ -2,15 +2,16 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from registry import selectors, services
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 from registry.management.tool_options import add_tool_arguments, describe, tool_data
 from registry.models import Tool
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Change the tool NAME: only what the options give (--config replaces the whole definition; "
         "--credentials replaces the stored secrets, {} clears them). Nothing changes unless all of it is valid."

@@ -3,14 +3,15 @@
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from registry.audit import AuditedCommand
 from registry.exceptions import CatalogError
 from registry.management.tool_options import json_object_option
 from transports import openapi_sources
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):  # writes are audited as the OS user's
     help = (
         "Make a REST tool of each operation of the OpenAPI 3.0 or 3.1 document SOURCE (a file, JSON or YAML, "
         "or an http(s) URL). Importing the same SOURCE again updates its tools in place and removes those "
