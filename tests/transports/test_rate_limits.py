@@ -484,3 +484,51 @@ def test_the_admin_forms_show_the_limits_and_refuse_a_bad_rate(admin_client):
     assert response.status_code == 200
     assert "is not a rate like 100/minute" in response.content.decode()
     assert not VirtualServer.objects.filter(name="srv").exists()
+
+
+def _rpc(gateway, request_id: int) -> tuple[int, dict, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        gateway.url + "/rpc",
+        data=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {gateway.token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def test_two_replicas_share_a_per_user_limit_through_redis(tmp_path):
+    """Two live gateways on one Redis (a private key prefix): the user's 3/minute holds across them."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    url = _redis_url()
+    if not url:
+        pytest.skip("REDIS_URL is not set: limits across replicas need Redis")
+    import redis
+
+    from tests.transports.conftest import start_live_gateway
+
+    prefix = f"mcpgw-rltest-{uuid.uuid4().hex[:12]}:"
+    overrides = {"REDIS_URL": url, "GATEWAY_RATE_LIMIT_REDIS_PREFIX": prefix, "GATEWAY_RATE_LIMIT_PER_USER": "3/minute"}
+    try:
+        with (
+            start_live_gateway(tmp_path / "a", **overrides) as first,
+            start_live_gateway(tmp_path / "b", **overrides) as second,
+        ):
+            assert _rpc(first, 1)[0] == 200
+            assert _rpc(second, 2)[0] == 200
+            assert _rpc(first, 3)[0] == 200
+            status, headers, body = _rpc(second, 4)
+            assert status == 429, body
+            assert int(headers["Retry-After"]) >= 1
+            assert body["error"]["data"]["limit"] == "GATEWAY_RATE_LIMIT_PER_USER"
+    finally:
+        client = redis.Redis.from_url(url)
+        mine = list(client.scan_iter(match=f"{prefix}*"))
+        if mine:
+            client.delete(*mine)
