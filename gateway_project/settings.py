@@ -260,6 +260,8 @@ GATEWAY_RATE_LIMIT_PER_TOKEN = env_str("GATEWAY_RATE_LIMIT_PER_TOKEN", "")
 GATEWAY_RATE_LIMIT_PER_SERVER = env_str("GATEWAY_RATE_LIMIT_PER_SERVER", "")
 GATEWAY_RATE_LIMIT_PER_TOOL = env_str("GATEWAY_RATE_LIMIT_PER_TOOL", "")
 GATEWAY_RATE_LIMIT_PER_GATEWAY = env_str("GATEWAY_RATE_LIMIT_PER_GATEWAY", "")
+# The key prefix of the buckets in Redis (replicas that share limits share it).
+GATEWAY_RATE_LIMIT_REDIS_PREFIX = env_str("GATEWAY_RATE_LIMIT_REDIS_PREFIX", "mcpgw:rl:")
 # Calls in flight to one upstream at once, per gateway process (0: no bound; a gateway's
 # max_concurrency wins), and how long a call waits for a slot before it is refused.
 GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 0, minimum=0)

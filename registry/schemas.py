@@ -65,6 +65,17 @@ class GatewayIn(In):
     verify_tls: bool = True
     ca_bundle: str = ""
     enabled: bool = True
+    rate_limit: str = Field(
+        "",
+        description="Calls per window to this gateway's tools from everyone, e.g. 100/minute; "
+        "empty: GATEWAY_RATE_LIMIT_PER_GATEWAY.",
+    )
+    max_concurrency: int | None = Field(
+        None,
+        ge=0,
+        description="Calls in flight to this upstream at once, per gateway process; "
+        "null: GATEWAY_UPSTREAM_MAX_CONCURRENCY; 0: no bound.",
+    )
 
 
 class GatewayOut(Schema):
@@ -83,6 +94,8 @@ class GatewayOut(Schema):
     verify_tls: bool
     ca_bundle: str
     enabled: bool
+    rate_limit: str
+    max_concurrency: int | None
     health: Health
     last_error: str
     last_seen_at: datetime | None
@@ -122,6 +135,9 @@ class ToolIn(In):
     tags: list[str] = []
     enabled: bool = True
     timeout: float | None = Field(None, description="Seconds; null: GATEWAY_TOOL_TIMEOUT.")
+    rate_limit: str = Field(
+        "", description="Calls per window of this tool, per user, e.g. 10/minute; empty: GATEWAY_RATE_LIMIT_PER_TOOL."
+    )
     integration_type: IntegrationType = IntegrationType.MCP
     gateway: str | None = Field(None, description="Name of the gateway an MCP tool comes from.")
     original_name: str = ""
@@ -147,6 +163,7 @@ class ToolOut(Schema):
     tags: list[str]
     enabled: bool
     timeout: float | None
+    rate_limit: str
     integration_type: IntegrationType
     gateway: str | None = Field(None, alias="gateway.name")
     original_name: str
@@ -298,6 +315,11 @@ class VirtualServerIn(In):
     description: str = ""
     icon: str = ""
     enabled: bool = True
+    rate_limit: str = Field(
+        "",
+        description="Requests per window to this server, per user, e.g. 600/minute; "
+        "empty: GATEWAY_RATE_LIMIT_PER_SERVER.",
+    )
     tools: list[str] = Field([], description="Tool names.")
     resources: list[str] = Field([], description="Resource URIs.")
     resource_templates: list[str] = Field([], description="URI templates.")
@@ -312,6 +334,7 @@ class VirtualServerOut(Schema):
     description: str
     icon: str
     enabled: bool
+    rate_limit: str
     tools: list[str]
     resources: list[str]
     resource_templates: list[str]

@@ -12,6 +12,7 @@ from django.db.models import F, Func, OuterRef, Q, QuerySet, Subquery
 from registry.choices import Health
 from registry.exceptions import NotFound
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.validators import parse_rate
 
 M = TypeVar("M", bound=models.Model)
 
@@ -104,6 +105,16 @@ def served_entries[M: models.Model](model: type[M]) -> QuerySet[M]:
     return rows
 
 
+def _rate(value: str) -> tuple[int, int] | None:
+    """An entry's rate_limit as the snapshot carries it, parsed: (requests, window seconds) or None.
+    Its validator checked it on the way in; one that no longer parses counts as none rather than
+    breaking the whole snapshot."""
+    try:
+        return parse_rate(value)
+    except ValueError:
+        return None
+
+
 def catalog_rows() -> dict[str, Any]:
     """Everything the MCP hot path serves, as plain data: enabled entries whose gateway (if any) is
     enabled (``served_entries``), virtual servers with their members' keys, and each enabled gateway's connection
@@ -131,6 +142,7 @@ def catalog_rows() -> dict[str, Any]:
             "timeout": t.timeout,
             "backend_config": t.backend_config,
             "credentials": t.get_credentials(),
+            "rate_limit": _rate(t.rate_limit),
         }
         for t in served_entries(Tool)
     ]
@@ -182,6 +194,7 @@ def catalog_rows() -> dict[str, Any]:
             "title": s.title,
             "description": s.description,
             "icon": s.icon,
+            "rate_limit": _rate(s.rate_limit),
             "tools": [m.pk for m in s.tools.all()],
             "resources": [m.pk for m in s.resources.all()],
             "resource_templates": [m.pk for m in s.resource_templates.all()],
@@ -217,6 +230,8 @@ def catalog_rows() -> dict[str, Any]:
             "priority": g.priority,
             "per_user_process": g.per_user_process,
             "start_at_boot": g.start_at_boot,
+            "rate_limit": _rate(g.rate_limit),
+            "max_concurrency": g.max_concurrency,
         }
         for g in gateways.values()
     ]

@@ -11,9 +11,10 @@ class TransportsConfig(AppConfig):
         from django.conf import settings
 
         from registry import hooks as catalog_hooks
-        from transports import governance
+        from transports import governance, limits
         from transports.protocol import hooks
 
+        limits.install()  # rate and concurrency limits from the settings (docs/governance.md)
         if settings.GATEWAY_AUDIT_CALLS:  # off: not connected, so a call does not even build the record
             hooks.tool_called.connect(governance.tool_called)
         catalog_hooks.token_revoked.connect(governance.token_revoked, dispatch_uid="transports.token_revoked")

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,10 @@ from django.http.request import split_domain_port, validate_host
 from registry import auth
 from registry.conf import auth_required
 from registry.exceptions import AuthenticationFailed
+from transports.protocol import limits
+from transports.protocol.catalog import CatalogUnavailable
 from transports.protocol.core import Caller
+from transports.runtime import get_core
 
 AUTH_CACHE_SIZE = 10_000
 logger = logging.getLogger(__name__)
@@ -158,6 +162,23 @@ class EdgeRefused(Exception):
         self.status, self.message, self.headers = status, message, headers or []
 
 
+class RateRefused(EdgeRefused):
+    """A rate limit refused the request: HTTP 429 with Retry-After, and the JSON-RPC ``error`` (its
+    code, a message naming the limit and the retry time, data {"retryAfter", "limit"})."""
+
+    def __init__(self, refused: limits.RateLimited) -> None:
+        super().__init__(429, refused.message, [(b"retry-after", str(refused.retry_after).encode())])
+        self.error = refused.error()
+        self.retry_after = refused.retry_after
+
+
+@dataclass(frozen=True)
+class AdmittedCaller(Caller):
+    """A Caller the edge admitted, with the token it came with (for the per-token limit)."""
+
+    token_id: str | None = None
+
+
 def scope_headers(scope: dict[str, Any]) -> dict[str, str]:
     """An ASGI scope's headers as a dict of lower-case names to stripped values."""
     return {k.decode("latin-1").lower(): v.decode("latin-1").strip() for k, v in scope["headers"]}
@@ -195,7 +216,29 @@ async def admit(headers: dict[str, str], server: str | None, authorization: str 
     refusal = auth.server_refusal(principal, server)
     if refusal is not None:
         raise EdgeRefused(403, refusal)
-    return Caller(principal.username, principal.scopes, server, headers)
+    caller = AdmittedCaller(principal.username, principal.scopes, server, headers, principal.token_id)
+    await limit(caller)
+    return caller
+
+
+async def limit(caller: Caller) -> None:
+    """Count one request against the caller's limits (per user, per token, per virtual server and
+    user): RateRefused when one is spent. ``admit`` calls it for every request it admits; the
+    WebSocket adapter for every request on its connection. No store call when none applies."""
+    limiter = limits.active()
+    server_rate = None
+    if caller.server is not None:
+        try:
+            view = (await get_core().catalog.get()).servers.get(caller.server)
+        except CatalogUnavailable:  # the adapter says so when it reads the catalog itself
+            view = None
+        server_rate = view.rate_limit if view is not None else None
+    buckets = limiter.request_buckets(caller.username, getattr(caller, "token_id", None), caller.server, server_rate)
+    if buckets:
+        try:
+            await limiter.take(buckets)
+        except limits.RateLimited as exc:
+            raise RateRefused(exc) from None
 
 
 class StreamSlots:

@@ -94,6 +94,8 @@ async def serve(request: HttpRequest, server: str | None) -> HttpResponse:
     headers["host"] = request.get_host()  # Django checked it against ALLOWED_HOSTS already
     try:
         caller = await edge.admit(headers, server)
+    except edge.RateRefused as exc:  # 429 with Retry-After; the error names the limit
+        return _answer(jsonrpc.error_response(None, exc.error), 429, {"Retry-After": str(exc.retry_after)})
     except edge.EdgeRefused as exc:
         if exc.status == 403:
             # The edge names the MCP endpoint; here it is the JSON-RPC one (a foreign Origin, a server-bound token).

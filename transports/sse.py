@@ -49,13 +49,15 @@ class HttpError(Exception):
         code: int = jsonrpc.INVALID_REQUEST,
         headers: list[tuple[bytes, bytes]] | None = None,
         request_id: jsonrpc.Id | None = None,
+        data: Any = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.headers, self.request_id = status, message, code, headers, request_id
+        self.data = data
 
 
 async def _send_error(send: Any, exc: HttpError) -> None:
-    body = jsonrpc.dumps(jsonrpc.error_response(exc.request_id, JsonRpcError(exc.code, exc.message)))
+    body = jsonrpc.dumps(jsonrpc.error_response(exc.request_id, JsonRpcError(exc.code, exc.message, exc.data)))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers + (exc.headers or [])})
     await send({"type": "http.response.body", "body": body})
@@ -70,6 +72,9 @@ async def _admit(scope: dict[str, Any], method: str) -> Caller:
     server = scope.get("url_route", {}).get("kwargs", {}).get("server")
     try:
         caller = await edge.admit(edge.scope_headers(scope), server)
+    except edge.RateRefused as exc:  # 429 with Retry-After; the error names the limit
+        error = exc.error
+        raise HttpError(exc.status, error.message, error.code, exc.headers, data=error.data) from None
     except edge.EdgeRefused as exc:
         raise HttpError(exc.status, exc.message, headers=exc.headers) from None
     if scope["method"] != method:

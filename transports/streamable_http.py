@@ -95,9 +95,10 @@ class StreamableHttpEndpoint:
         except HttpError as exc:
             body = jsonrpc.error_response(None, JsonRpcError(exc.code, exc.message))
             await _send_json(send, exc.status, body, exc.headers)
-        except edge.EdgeRefused as exc:  # admission, or a bound on open streams
+        except edge.EdgeRefused as exc:  # admission, a rate limit (429, Retry-After), or a bound on open streams
             code = jsonrpc.INVALID_REQUEST if exc.status in (401, 403, 421) else jsonrpc.SERVER_ERROR
-            body = jsonrpc.error_response(None, JsonRpcError(code, exc.message))
+            error = exc.error if isinstance(exc, edge.RateRefused) else JsonRpcError(code, exc.message)
+            body = jsonrpc.error_response(None, error)
             await _send_json(send, exc.status, body, exc.headers)
         except JsonRpcError as exc:  # the session a request names (400, 404)
             await _send_json(send, exc.http_status, jsonrpc.error_response(None, exc))

@@ -59,6 +59,9 @@ class WebSocketEndpoint:
         server = scope.get("url_route", {}).get("kwargs", {}).get("server")
         try:
             caller = await edge.admit(headers, server, _query_authorization(scope, headers))
+        except edge.RateRefused as exc:  # 4429: a rate limit (the error names it and the retry time)
+            await _refuse(send, 4000 + exc.status, exc.message, exc.error.code, exc.error.data)
+            return
         except edge.EdgeRefused as exc:  # 4401 for credentials, 4403 for a token bound to another server
             await _refuse(send, 4000 + exc.status, exc.message)
             return
@@ -96,9 +99,11 @@ def _query_authorization(scope: dict[str, Any], headers: dict[str, str]) -> str 
     return f"Bearer {token}" if token else None
 
 
-async def _refuse(send: Any, code: int, message: str, rpc_code: int = jsonrpc.INVALID_REQUEST) -> None:
+async def _refuse(
+    send: Any, code: int, message: str, rpc_code: int = jsonrpc.INVALID_REQUEST, data: Any = None
+) -> None:
     """Say why in a JSON-RPC error (id null), then close with ``code``."""
-    error = jsonrpc.error_response(None, JsonRpcError(rpc_code, message))
+    error = jsonrpc.error_response(None, JsonRpcError(rpc_code, message, data))
     await send({"type": "websocket.send", "text": jsonrpc.dumps(error).decode()})
     await send({"type": "websocket.close", "code": code, "reason": message[:120]})
 
@@ -134,6 +139,12 @@ async def _read(connection: Connection, receive: Any) -> bool:
                 return False
             continue
         try:
+            if jsonrpc.kind(message) == "request":  # every request counts against the caller's rate limits
+                try:
+                    await edge.limit(connection.caller)
+                except edge.RateRefused as exc:  # answered; the connection stays usable
+                    await connection.send(jsonrpc.error_response(message["id"], exc.error))
+                    continue
             await connection.receive(message)
         except ConnectionClosed:
             return False

@@ -69,6 +69,8 @@ class GatewayForm(CatalogForm):
             "priority",
             "per_user_process",
             "start_at_boot",
+            "rate_limit",
+            "max_concurrency",
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -192,6 +194,7 @@ class GatewayAdmin(CatalogAdmin):
             {"fields": ["auth_type", "credentials_stored", "username", "password", "token", "headers"]},
         ),
         ("Operations", {"fields": ["sync_interval", "redundancy_group", "priority"]}),
+        ("Limits", {"fields": ["rate_limit", "max_concurrency"]}),
         (
             "Health (learned by the gateway)",
             {

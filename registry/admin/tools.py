@@ -120,6 +120,7 @@ class ToolForm(CatalogForm):
             "enabled",
             "tags",
             "timeout",
+            "rate_limit",
             "integration_type",
             "gateway",
             "original_name",
@@ -244,7 +245,21 @@ class ToolAdmin(UpstreamFieldsReadOnly, CatalogAdmin):
     readonly_fields = ["credentials_stored", "pending_change"]
     actions = ["enable_selected", "disable_selected", "approve_definitions", "reject_definitions"]
     fieldsets = [
-        (None, {"fields": ["name", "title", "description", "description_override", "enabled", "tags", "timeout"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "title",
+                    "description",
+                    "description_override",
+                    "enabled",
+                    "tags",
+                    "timeout",
+                    "rate_limit",
+                ]
+            },
+        ),
         ("Backend", {"fields": ["integration_type", "gateway", "original_name", "backend_config"]}),
         (
             "Credentials (write-only; REST tools)",

@@ -823,6 +823,7 @@ def test_tool_create_stores_every_field(staff_client):
         "tags": ["math", "arith"],
         "enabled": False,
         "timeout": 2.5,
+        "rate_limit": "5/minute",
         "integration_type": "mcp",
         "gateway": "math",
         "original_name": "add",

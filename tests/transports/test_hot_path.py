@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -392,3 +393,41 @@ async def test_audited_calls_make_no_database_query(world, django_db_blocker, se
     finally:
         log.clear()
         log.background = background
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_steady_state_with_every_limit_on_makes_no_database_query(world, django_db_blocker, settings):
+    """Rate limits (every level, from settings and from the catalog's own values carried in the
+    snapshot) and the upstream bound read no table per call."""
+    from registry.models import Gateway, Tool
+    from transports.protocol import limits
+
+    for level in ("USER", "TOKEN", "SERVER", "TOOL", "GATEWAY"):
+        setattr(settings, f"GATEWAY_RATE_LIMIT_PER_{level}", "1000/minute")
+    settings.GATEWAY_UPSTREAM_MAX_CONCURRENCY = 4
+    prefix = settings.GATEWAY_RATE_LIMIT_REDIS_PREFIX = f"mcpgw-hotpath-{uuid.uuid4().hex[:12]}:"  # with REDIS_URL
+    await sync_to_async(Tool.objects.filter(name="tool_07").update)(rate_limit="500/minute")
+    await sync_to_async(Gateway.objects.filter(name="echo").update)(rate_limit="900/minute", max_concurrency=8)
+    limits.reset()
+    token, _upstream = world
+    _, headers, _ = await asgi_post(INITIALIZE, token=token)
+    session = headers["mcp-session-id"]
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "tool_07", "arguments": {}}}
+    with django_db_blocker.block():
+        for round_ in range(3):
+            _, _, called = await asgi_post({**call, "id": 20 + round_}, token=token, session=session)
+            assert "result" in called, called
+            status, _, listed = await asgi_post(
+                {"jsonrpc": "2.0", "id": 30 + round_, "method": "tools/list"}, token=token, session=session
+            )
+            assert status == 200
+            assert listed["result"]["tools"]
+    assert limits.active().per_user == (1000, 60)
+    limits.reset()
+    if settings.REDIS_URL:  # only this test's buckets
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        mine = list(client.scan_iter(match=f"{prefix}*"))
+        if mine:
+            client.delete(*mine)

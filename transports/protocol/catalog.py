@@ -47,6 +47,8 @@ class ToolEntry:
     # Other providers of this tool in its gateway's redundancy group, best priority first:
     # (gateway, upstream name) pairs a call may fail over to (docs/federation.md §4). () for most tools.
     alternates: tuple[tuple[str, str], ...] = ()
+    # The tool's own rate_limit, parsed (requests, window seconds); None: the setting's (transports/protocol/limits.py).
+    rate_limit: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class View:
     resources: tuple[ResourceEntry, ...]
     templates: tuple[TemplateEntry, ...]
     prompts: tuple[PromptEntry, ...]
+    # A virtual server's own rate_limit, parsed (requests, window seconds); None: the setting's.
+    rate_limit: tuple[int, float] | None = None
     tool_by_name: MappingProxyType[str, ToolEntry] = field(init=False)
     resource_by_uri: MappingProxyType[str, ResourceEntry] = field(init=False)
     prompt_by_name: MappingProxyType[str, PromptEntry] = field(init=False)
@@ -219,6 +223,7 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
             backend_config=row["backend_config"],
             credentials=row.get("credentials") or {},
             alternates=alternates.get(row["id"], ()),
+            rate_limit=row.get("rate_limit"),
             **_validators(row),
         )
         for row in rows["tools"]
@@ -284,7 +289,7 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
         for row in rows["prompts"]
     }
 
-    def view(name: str | None, title: str, member_ids: dict[str, list[int]] | None) -> View:
+    def view(name: str | None, title: str, member_ids: dict[str, list[int]] | None, rate_limit: Any = None) -> View:
         def pick(table: dict[int, Any], key: str) -> list[Any]:
             if member_ids is None:
                 return list(table.values())
@@ -313,9 +318,13 @@ def build_snapshot(rows: dict[str, Any], *, servable: Callable[[ToolEntry], bool
             resources=_sorted_by(pick(resources, "resources"), "uri"),
             templates=_sorted_by(pick(templates, "resource_templates"), "uri_template"),
             prompts=_sorted_by(pick(prompts, "prompts"), "name"),
+            rate_limit=tuple(rate_limit) if rate_limit else None,
         )
 
-    servers = {row["name"]: view(row["name"], row["title"] or row["name"], row) for row in rows["servers"]}
+    servers = {
+        row["name"]: view(row["name"], row["title"] or row["name"], row, row.get("rate_limit"))
+        for row in rows["servers"]
+    }
     return Snapshot(
         version=rows["version"],
         catalog=view(None, "MCP Gateway", None),

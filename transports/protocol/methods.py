@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from transports.protocol import hooks, jsonrpc, observe
+from transports.protocol import hooks, jsonrpc, limits, observe
 from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import CallContext, ToolBackends
 from transports.protocol.catalog import ToolEntry, page
@@ -231,6 +231,13 @@ class Methods:
             failure = first_error(tool.input_validator, arguments)
             if failure is not None:
                 return _invalid_arguments(name, failure, ex)
+        limiter = limits.active()  # per tool (and user), per gateway (everyone): no store call when none is set
+        buckets = limiter.call_buckets(ex.session.username, name, tool.rate_limit, tool.gateway, ex.snapshot.upstreams)
+        if buckets:
+            try:
+                await limiter.take(buckets)
+            except limits.RateLimited as exc:
+                raise exc.error() from None
         context = CallContext(tool=tool, params=params, timeout=tool.timeout or self.tool_timeout, exchange=ex)
         return await backend.call(arguments, context)
 

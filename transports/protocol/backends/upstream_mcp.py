@@ -3,8 +3,10 @@ tool that gateways of a redundancy group share, to one of them chosen by ``failo
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from transports.protocol import limits
 from transports.protocol.backends.base import CallContext, ToolBackend
 from transports.protocol.catalog import ToolEntry
 from transports.protocol.failover import Failover
@@ -22,6 +24,16 @@ class UpstreamMcpBackend(ToolBackend):
     def available(self, tool: ToolEntry) -> bool:
         return tool.gateway is not None
 
+    @staticmethod
+    def _slot(context: CallContext, gateway: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """One of the upstream's slots (Gateway.max_concurrency or GATEWAY_UPSTREAM_MAX_CONCURRENCY calls
+        at once per process): waits up to GATEWAY_UPSTREAM_QUEUE_TIMEOUT, then ``limits.UpstreamBusy``."""
+        limiter = limits.active()
+        bound, name = limiter.upstream_bound(context.exchange.snapshot.upstreams.get(gateway))
+        if not bound:
+            return contextlib.nullcontext()
+        return limiter.upstreams.slot(gateway, bound, name, limiter.queue_timeout)
+
     async def call(self, arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
         tool = context.tool
         assert tool.gateway is not None
@@ -30,9 +42,17 @@ class UpstreamMcpBackend(ToolBackend):
         breakers = self.failover.breakers
         params = {**context.params, "name": tool.upstream_name, "arguments": arguments}
         try:
-            result = await self.relay.request(
-                context.exchange, tool.gateway, "tools/call", params, timeout=context.timeout, tool=tool.upstream_name
-            )
+            async with self._slot(context, tool.gateway):
+                result = await self.relay.request(
+                    context.exchange,
+                    tool.gateway,
+                    "tools/call",
+                    params,
+                    timeout=context.timeout,
+                    tool=tool.upstream_name,
+                )
+        except limits.UpstreamBusy:  # not sent: no verdict on the upstream
+            raise
         except UpstreamDown:
             breakers.failed(tool.gateway)
             raise
@@ -60,13 +80,18 @@ class UpstreamMcpBackend(ToolBackend):
             tried.append(gateway)
             params = {**context.params, "name": upstream_name, "arguments": arguments}
             try:
-                result = await self.relay.request(
-                    context.exchange, gateway, "tools/call", params, timeout=context.timeout, tool=upstream_name
-                )
+                async with self._slot(context, gateway):
+                    result = await self.relay.request(
+                        context.exchange, gateway, "tools/call", params, timeout=context.timeout, tool=upstream_name
+                    )
             except UpstreamDown as exc:
                 breakers.failed(gateway)
                 last = exc
                 continue
+            except limits.UpstreamBusy:  # not sent: no verdict on the upstream
+                if claimed == "trial":
+                    breakers.release(gateway)
+                raise
             except JsonRpcError:
                 breakers.succeeded(gateway)
                 raise
