@@ -9,7 +9,6 @@ docs/governance.md ("Logs, metrics and traces").
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from prometheus_client.registry import Collector
 from registry.choices import Health
 from registry.models import Gateway
 from transports import stats
-from transports.protocol import observe
+from transports.protocol import limits, observe
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEALTH_CACHE_SECONDS = 5.0
@@ -53,13 +52,8 @@ def forget_health() -> None:
 
 
 def rate_limit_refusals() -> dict[str, int]:
-    """Refusals per limit since the start, from the limiter (empty when it is not there)."""
-    try:
-        limits = importlib.import_module("transports.protocol.limits")
-    except ImportError:
-        return {}
-    refusals = getattr(limits, "refusals", None)
-    return dict(refusals) if isinstance(refusals, dict) else {}
+    """Refusals per limit since the start, from the limiter."""
+    return dict(limits.refusals)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], counts: list[int], seconds: float) -> None:
