@@ -321,3 +321,47 @@ async def test_client_log_levels_reach_the_shared_upstream_session_only_downward
     levels = [params["level"] for method, params in upstream.calls if method == "logging/setLevel"]
     assert levels == ["warning", "debug"]
     assert [m for m, _ in upstream.calls].count("tools/call") == 4
+
+
+class ReadingUpstream(EchoUpstream):
+    """EchoUpstream that also answers resources/read (no cache hints: GATEWAY_CACHE_TTL applies)."""
+
+    async def request(self, method, params=None, *, timeout=None, on_message=None) -> dict:
+        if method == "resources/read":
+            self.calls.append((method, params or {}))
+            return {"contents": [{"uri": params["uri"], "text": "from upstream"}]}
+        return await super().request(method, params, timeout=timeout, on_message=on_message)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cached_upstream_reads_make_no_database_query(world, settings, django_db_blocker):
+    """Caching on (GATEWAY_CACHE_TTL, the default local-memory cache): upstream resources/read answers of
+    both eras come from the cache with the database blocked, and the upstream is asked once."""
+    from registry.models import Gateway, Resource
+
+    token, _ = world
+    settings.GATEWAY_CACHE_TTL = 60.0
+    reset_core()
+    upstream = ReadingUpstream()
+    core = get_core()
+    core.upstreams.override("echo", upstream)
+    assert core.relay.cache is not None
+    await core.relay.cache.invalidate_gateway("echo")  # nothing kept by an earlier test of this process
+    await sync_to_async(Resource.objects.create)(
+        uri="up://hot", name="hot", gateway=await sync_to_async(Gateway.objects.get)(name="echo")
+    )
+    _, headers, _ = await asgi_post(INITIALIZE, token=token)
+    session = headers["mcp-session-id"]
+    body, extra = modern_request(1, "server/discover")
+    await asgi_post(body, token=token, extra=extra)
+    with django_db_blocker.block():
+        for round_ in range(3):
+            read = {"jsonrpc": "2.0", "id": 30 + round_, "method": "resources/read", "params": {"uri": "up://hot"}}
+            _, _, answer = await asgi_post(read, token=token, session=session)
+            assert answer["result"]["contents"][0]["text"] == "from upstream", answer
+            body, extra = modern_request(40 + round_, "resources/read", {"uri": "up://hot"})
+            status, _, answer = await asgi_post(body, token=token, extra=extra)
+            assert status == 200, answer
+            assert answer["result"]["contents"][0]["text"] == "from upstream", answer
+    assert [method for method, _ in upstream.calls] == ["resources/read"]
+    assert core.relay.cache.stats.hits == 5
