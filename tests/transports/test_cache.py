@@ -419,6 +419,9 @@ async def test_a_failed_leader_lets_the_others_ask_for_themselves():
 
 
 def test_the_django_adapter_follows_the_settings(settings):
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
     """GATEWAY_CACHE_MAX_TTL 0: no cache; else one on caches[GATEWAY_CACHE_ALIAS] with the TTL settings."""
     settings.GATEWAY_CACHE_MAX_TTL = 0
     assert upstream_cache() is None
@@ -429,7 +432,7 @@ def test_the_django_adapter_follows_the_settings(settings):
     assert cache.max_ttl == 120
     assert cache.default_ttl == 120
     assert isinstance(cache.store, DjangoCacheStore)
-    assert cache.store.in_process
+    assert cache.store.in_process == isinstance(caches["default"], LocMemCache)  # Redis with REDIS_URL
 
 
 async def test_local_memory_backend():

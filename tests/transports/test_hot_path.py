@@ -335,7 +335,7 @@ class ReadingUpstream(EchoUpstream):
 
 @pytest.mark.django_db(transaction=True)
 async def test_cached_upstream_reads_make_no_database_query(world, settings, django_db_blocker):
-    """Caching on (GATEWAY_CACHE_TTL, the default local-memory cache): upstream resources/read answers of
+    """Caching on (GATEWAY_CACHE_TTL; the default cache: local memory, Redis with REDIS_URL): upstream reads of
     both eras come from the cache with the database blocked, and the upstream is asked once."""
     from registry.models import Gateway, Resource
 
@@ -354,6 +354,19 @@ async def test_cached_upstream_reads_make_no_database_query(world, settings, dja
     session = headers["mcp-session-id"]
     body, extra = modern_request(1, "server/discover")
     await asgi_post(body, token=token, extra=extra)
+    cache = core.relay.cache
+    keys = [cache.generation_key("echo"), cache.uri_key("echo", "up://hot")]
+    keys.append(cache.entry_key("echo", "resources/read", {"uri": "up://hot"}))
+    try:
+        await _read_cached(token, session, django_db_blocker)
+    finally:  # with REDIS_URL the default cache is shared: leave nothing behind
+        for key in keys:
+            await cache.store.delete(key)
+    assert [method for method, _ in upstream.calls] == ["resources/read"]
+    assert cache.stats.hits == 5
+
+
+async def _read_cached(token: str, session: str, django_db_blocker) -> None:
     with django_db_blocker.block():
         for round_ in range(3):
             read = {"jsonrpc": "2.0", "id": 30 + round_, "method": "resources/read", "params": {"uri": "up://hot"}}
@@ -363,5 +376,3 @@ async def test_cached_upstream_reads_make_no_database_query(world, settings, dja
             status, _, answer = await asgi_post(body, token=token, extra=extra)
             assert status == 200, answer
             assert answer["result"]["contents"][0]["text"] == "from upstream", answer
-    assert [method for method, _ in upstream.calls] == ["resources/read"]
-    assert core.relay.cache.stats.hits == 5

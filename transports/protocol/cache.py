@@ -165,10 +165,10 @@ class UpstreamCache:
 
     # -- keys -------------------------------------------------------------------------------------
 
-    def _generation_key(self, gateway: str) -> str:
+    def generation_key(self, gateway: str) -> str:
         return f"{self.prefix}:g:{_digest(gateway)}"
 
-    def _uri_key(self, gateway: str, uri: str) -> str:
+    def uri_key(self, gateway: str, uri: str) -> str:
         return f"{self.prefix}:u:{_digest(gateway, uri)}"
 
     def entry_key(self, gateway: str, method: str, params: Mapping[str, Any], user: str | None = None) -> str:
@@ -193,8 +193,8 @@ class UpstreamCache:
         """The answer from the cache, or from ``produce`` (once for concurrent identical misses), kept
         when cacheable."""
         uri = params.get("uri")
-        generation_key = self._generation_key(gateway)
-        uri_key = self._uri_key(gateway, uri) if isinstance(uri, str) else None
+        generation_key = self.generation_key(gateway)
+        uri_key = self.uri_key(gateway, uri) if isinstance(uri, str) else None
         public_key = self.entry_key(gateway, method, params)
         private_key = self.entry_key(gateway, method, params, user)
         keys = [generation_key, public_key, private_key] + ([uri_key] if uri_key else [])
@@ -214,9 +214,9 @@ class UpstreamCache:
         self.stats.misses += 1
         try:
             if generation is None:
-                generation = await self._ensure(generation_key, None)
+                generation = await self._ensure(generation_key, self.token_timeout)
             if uri_key is not None and uri_generation is None:
-                uri_generation = await self._ensure(uri_key, self._uri_timeout)
+                uri_generation = await self._ensure(uri_key, self.token_timeout)
         except Exception as exc:
             logger.warning("the upstream cache cannot be written (%s); asking upstream %s", exc, gateway)
             return (await produce())[0]
@@ -315,22 +315,22 @@ class UpstreamCache:
     # -- invalidation -----------------------------------------------------------------------------
 
     @property
-    def _uri_timeout(self) -> float:
-        """How long a URI's token is kept: longer than any entry read under it lives (a token that
-        expired is made anew, which only costs the entries under the old one)."""
+    def token_timeout(self) -> float:
+        """How long a generation token is kept: longer than any entry read under it lives. A token that
+        expired is made anew, which only costs the entries under the old one (no key lives forever)."""
         return self.max_ttl * 2 + 60
 
     async def invalidate_gateway(self, gateway: str) -> None:
         """Everything cached of ``gateway`` is stale (its lists changed, or its catalog entry did)."""
         try:
-            await self.store.set(self._generation_key(gateway), secrets.token_hex(8), None)
+            await self.store.set(self.generation_key(gateway), secrets.token_hex(8), self.token_timeout)
         except Exception:
             logger.error("the cache of upstream %s could not be invalidated", gateway, exc_info=True)
 
     async def invalidate_uri(self, gateway: str, uri: str) -> None:
         """What is cached of the upstream resource ``uri`` of ``gateway`` is stale (resources/updated)."""
         try:
-            await self.store.set(self._uri_key(gateway, uri), secrets.token_hex(8), self._uri_timeout)
+            await self.store.set(self.uri_key(gateway, uri), secrets.token_hex(8), self.token_timeout)
         except Exception:
             logger.error("the cache of %s of upstream %s could not be invalidated", uri, gateway, exc_info=True)
 
