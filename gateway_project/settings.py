@@ -272,8 +272,13 @@ GATEWAY_UPSTREAM_QUEUE_TIMEOUT = env_float("GATEWAY_UPSTREAM_QUEUE_TIMEOUT", 2.0
 # ---------------------------------------------------------------------------------------------
 # Seconds an upstream's resources/read answer is kept (0: not cached) when the upstream gives no
 # ttlMs hint; results it marks cacheScope "private" are kept per user. The Django cache alias used.
-GATEWAY_CACHE_TTL = env_float("GATEWAY_CACHE_TTL", 0.0)
+GATEWAY_CACHE_TTL = env_float("GATEWAY_CACHE_TTL", 0.0, minimum=0.0)
 GATEWAY_CACHE_ALIAS = env_str("GATEWAY_CACHE_ALIAS", "default")
+# The longest an answer is kept, in seconds: an upstream's ttlMs hint is honoured up to this (also when
+# GATEWAY_CACHE_TTL is 0), and GATEWAY_CACHE_TTL is capped by it; 0 turns the cache off. Answers larger
+# than GATEWAY_CACHE_MAX_ENTRY_BYTES (serialized) are not kept.
+GATEWAY_CACHE_MAX_TTL = env_float("GATEWAY_CACHE_MAX_TTL", 300.0, minimum=0.0)
+GATEWAY_CACHE_MAX_ENTRY_BYTES = env_int("GATEWAY_CACHE_MAX_ENTRY_BYTES", 1_048_576, minimum=0)
 
 # ---------------------------------------------------------------------------------------------
 # Governance: logs, metrics, traces (docs/governance.md)

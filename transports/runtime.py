@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from registry import events
+from transports.cache import upstream_cache
 from transports.catalog_source import DatabaseSource
 from transports.protocol.backends import ToolBackends
 from transports.protocol.backends.cli import CliBackend
@@ -108,6 +109,7 @@ def get_core() -> McpCore:
             backends=wrapped_tool_backends(),
             failover={"failures": settings.GATEWAY_CIRCUIT_FAILURES, "cooldown": settings.GATEWAY_CIRCUIT_COOLDOWN},
         )
+        core.relay.cache = upstream_cache()  # answers of upstream reads (docs/governance.md, "Caching")
         events.add_local_listener(_invalidate_snapshot)
         _core = core
     return _core

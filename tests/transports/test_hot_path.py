@@ -431,3 +431,58 @@ async def test_steady_state_with_every_limit_on_makes_no_database_query(world, d
         mine = list(client.scan_iter(match=f"{prefix}*"))
         if mine:
             client.delete(*mine)
+
+
+class ReadingUpstream(EchoUpstream):
+    """EchoUpstream that also answers resources/read (no cache hints: GATEWAY_CACHE_TTL applies)."""
+
+    async def request(self, method, params=None, *, timeout=None, on_message=None) -> dict:
+        if method == "resources/read":
+            self.calls.append((method, params or {}))
+            return {"contents": [{"uri": params["uri"], "text": "from upstream"}]}
+        return await super().request(method, params, timeout=timeout, on_message=on_message)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cached_upstream_reads_make_no_database_query(world, settings, django_db_blocker):
+    """Caching on (GATEWAY_CACHE_TTL; the default cache: local memory, Redis with REDIS_URL): upstream reads of
+    both eras come from the cache with the database blocked, and the upstream is asked once."""
+    from registry.models import Gateway, Resource
+
+    token, _ = world
+    settings.GATEWAY_CACHE_TTL = 60.0
+    reset_core()
+    upstream = ReadingUpstream()
+    core = get_core()
+    core.upstreams.override("echo", upstream)
+    assert core.relay.cache is not None
+    await core.relay.cache.invalidate_gateway("echo")  # nothing kept by an earlier test of this process
+    await sync_to_async(Resource.objects.create)(
+        uri="up://hot", name="hot", gateway=await sync_to_async(Gateway.objects.get)(name="echo")
+    )
+    _, headers, _ = await asgi_post(INITIALIZE, token=token)
+    session = headers["mcp-session-id"]
+    body, extra = modern_request(1, "server/discover")
+    await asgi_post(body, token=token, extra=extra)
+    cache = core.relay.cache
+    keys = [cache.generation_key("echo"), cache.uri_key("echo", "up://hot")]
+    keys.append(cache.entry_key("echo", "resources/read", {"uri": "up://hot"}))
+    try:
+        await _read_cached(token, session, django_db_blocker)
+    finally:  # with REDIS_URL the default cache is shared: leave nothing behind
+        for key in keys:
+            await cache.store.delete(key)
+    assert [method for method, _ in upstream.calls] == ["resources/read"]
+    assert cache.stats.hits == 5
+
+
+async def _read_cached(token: str, session: str, django_db_blocker) -> None:
+    with django_db_blocker.block():
+        for round_ in range(3):
+            read = {"jsonrpc": "2.0", "id": 30 + round_, "method": "resources/read", "params": {"uri": "up://hot"}}
+            _, _, answer = await asgi_post(read, token=token, session=session)
+            assert answer["result"]["contents"][0]["text"] == "from upstream", answer
+            body, extra = modern_request(40 + round_, "resources/read", {"uri": "up://hot"})
+            status, _, answer = await asgi_post(body, token=token, extra=extra)
+            assert status == 200, answer
+            assert answer["result"]["contents"][0]["text"] == "from upstream", answer

@@ -63,6 +63,30 @@ def _changed(old: View, new: View, uri: str) -> bool:
     return before is not None and after is not None and (before.text, before.blob) != (after.text, after.blob)
 
 
+# Gateway row fields that say nothing about what the upstream answers (health checks change them often).
+_VOLATILE_ROW_FIELDS = frozenset({"health", "last_error", "priority", "start_at_boot", "redundancy_group"})
+
+
+def changed_gateways(old: Snapshot, new: Snapshot) -> list[str]:
+    """Gateways whose cached answers a catalog change makes stale: those added, removed, or whose
+    connection settings, resources or resource templates changed (a sync that found them different)."""
+
+    def state(snapshot: Snapshot) -> dict[str, Any]:
+        rows = {
+            name: {k: v for k, v in row.items() if k not in _VOLATILE_ROW_FIELDS}
+            for name, row in snapshot.upstreams.items()
+        }
+        entries: dict[str | None, list[Any]] = {}
+        for resource in snapshot.catalog.resources:
+            entries.setdefault(resource.gateway, []).append((resource.upstream_uri, resource.wire))
+        for template in snapshot.catalog.templates:
+            entries.setdefault(template.gateway, []).append((template.uri_template, template.wire))
+        return {name: (rows.get(name), entries.get(name)) for name in {*rows, *entries} if name is not None}
+
+    before, after = state(old), state(new)
+    return sorted(name for name in {*before, *after} if before.get(name) != after.get(name))
+
+
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("sending notifications failed", exc_info=task.exception())
@@ -96,6 +120,12 @@ class Fanout:
     # -- catalog changes ------------------------------------------------------------------------
 
     def catalog_changed(self, previous: Snapshot, current: Snapshot) -> None:
+        cache = self.relay.cache if self.relay is not None else None
+        if cache is not None:
+            changed = changed_gateways(previous, current)
+            if changed:
+                task = asyncio.ensure_future(cache.invalidate_gateways(changed))
+                task.add_done_callback(_log_failure)
         task = asyncio.ensure_future(self.announce(previous, current))
         task.add_done_callback(_log_failure)
 
@@ -142,8 +172,11 @@ class Fanout:
             return {
                 "error": {"code": jsonrpc.METHOD_NOT_FOUND, "message": "No client call is waiting for this request."}
             }
+        cache = self.relay.cache if self.relay is not None else None
         if method == mcp.RESOURCES_UPDATED:
             upstream_uri = (message.get("params") or {}).get("uri")
+            if cache is not None and isinstance(upstream_uri, str):  # before anyone hears of it and reads again
+                await cache.invalidate_uri(gateway, upstream_uri)
             snapshot = await self.catalog.get()
             uris = {
                 r.uri for r in snapshot.catalog.resources if r.gateway == gateway and r.upstream_uri == upstream_uri
@@ -158,6 +191,8 @@ class Fanout:
                 for uri in listener.uris & uris:
                     listener.put(mcp.RESOURCES_UPDATED, {"uri": uri})
         elif method in mcp.LIST_CHANGED:
+            if cache is not None:
+                await cache.invalidate_gateway(gateway)
             self.upstream_lists_changed(gateway)
         return None
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from transports.protocol import hooks, jsonrpc, modern
 from transports.protocol import vocabulary as mcp
+from transports.protocol.cache import UpstreamCache
 from transports.protocol.exchange import Exchange
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -80,6 +81,9 @@ class UpstreamRelay:
         # under, so a burst of failed calls sends one signal until the snapshot shows the gateway's new state.
         self._reported: dict[str, int] = {}
         self._signals: set[asyncio.Task[None]] = set()
+        # Answers of upstream reads (resources/read) kept for their TTL (docs/governance.md, "Caching");
+        # None: nothing is cached. Set where the core is built (transports/runtime.py).
+        self.cache: UpstreamCache | None = None
 
     def forget_offered(self, gateway: str) -> None:
         """The upstream's lists changed: what it offers to each profile is asked again."""
@@ -103,6 +107,38 @@ class UpstreamRelay:
         row = ex.snapshot.upstreams.get(gateway)
         if row is None and not self.pool.has_override(gateway):
             raise JsonRpcError(jsonrpc.SERVER_ERROR, f"Upstream {gateway!r} is disabled.")
+        cache = self.cache
+        if cache is not None and cache.cacheable(method, params):
+
+            async def produce() -> tuple[dict[str, Any], bool]:
+                asked: list[str] = []
+                result = await self._forward(ex, gateway, row, method, params, timeout, shared, tool, asked)
+                return result, not asked
+
+            return await cache.fetch(
+                gateway,
+                method,
+                params,
+                ex.session.username,
+                produce,
+                always_private=bool(row and row.get("per_user_process")),
+            )
+        return await self._forward(ex, gateway, row, method, params, timeout, shared, tool, None)
+
+    async def _forward(
+        self,
+        ex: Exchange,
+        gateway: str,
+        row: dict[str, Any] | None,
+        method: str,
+        params: dict[str, Any],
+        timeout: float | None,
+        shared: bool,
+        tool: str | None,
+        asked: list[str] | None,
+    ) -> dict[str, Any]:
+        """Send the request upstream (``asked``: gets the methods of the requests the upstream sent the
+        client meanwhile; an answer that depends on the client's replies is not cached)."""
         if row is not None and row.get("health") == UNREACHABLE:
             raise unreachable_error(gateway, row)
         meta = params.get("_meta")
@@ -122,6 +158,8 @@ class UpstreamRelay:
             upstream_params["_meta"] = {**client_meta, "progressToken": upstream_token}
 
         async def relay(message: dict[str, Any]) -> dict[str, Any] | None:
+            if asked is not None and "id" in message:
+                asked.append(str(message.get("method")))
             return await self._from_upstream(ex, gateway, message, client_token, upstream_token)
 
         try:
