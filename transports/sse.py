@@ -69,7 +69,7 @@ async def _admit(scope: dict[str, Any], method: str) -> Caller:
     """Edge checks, then the HTTP method."""
     server = scope.get("url_route", {}).get("kwargs", {}).get("server")
     try:
-        caller = await edge.admit(edge.scope_headers(scope), server)
+        caller = await edge.admit(edge.scope_headers(scope), server, transport="sse")
     except edge.EdgeRefused as exc:
         raise HttpError(exc.status, exc.message, headers=exc.headers) from None
     if scope["method"] != method:
