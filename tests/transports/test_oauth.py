@@ -508,3 +508,24 @@ def test_the_inspector_cli_lists_tools_with_an_issued_token(live):
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tools" in json.loads(result.stdout)["result"]
+
+
+# -- the hot path ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_steady_state_oauth_requests_make_no_database_query_and_no_fetch(oauth_on, django_db_blocker):
+    """With OAuth on, after the first request (discovery, keys, the user lookup) tools/list runs with the
+    database blocked and no further request to the authorization server (the edge's credential cache)."""
+    token = oauth_on.mint(aud="http://127.0.0.1/mcp")
+    status, headers, _ = await asgi_post(INITIALIZE, token=token)
+    assert status == 200
+    session = headers["mcp-session-id"]
+    hits = len(oauth_on.hits)
+    with django_db_blocker.block():
+        for round_ in range(3):
+            listing = {"jsonrpc": "2.0", "id": 10 + round_, "method": "tools/list"}
+            status, _, listed = await asgi_post(listing, token=token, session=session)
+            assert status == 200
+            assert "tools" in listed["result"]
+    assert len(oauth_on.hits) == hits
