@@ -11,8 +11,8 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from federation.api import router as federation_router
+from registry import oauth
 from registry.api import router as registry_router
-from registry.auth import WWW_AUTHENTICATE
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden
 from transports.api import router as transports_router
 from transports.rpc import router as rpc_router
@@ -43,10 +43,19 @@ def on_catalog_error(request: HttpRequest, exc: CatalogError) -> HttpResponse:
     return _json(request, exc.as_dict(), exc.status)
 
 
+def _challenge(request: HttpRequest, error: Exception | None) -> str:
+    base = oauth.base_urls(request.get_host(), request.scheme or "http")[0]
+    return oauth.www_authenticate(base=base, path="", error=error)
+
+
 @api.exception_handler(AuthenticationFailed)
 def on_authentication_failed(request: HttpRequest, exc: AuthenticationFailed) -> HttpResponse:
+    if isinstance(exc, oauth.Unavailable):  # the authorization server is down: not the token's fault
+        response = _json(request, {"detail": exc.message}, 503)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     response = _json(request, {"detail": exc.message}, 401)
-    response["WWW-Authenticate"] = WWW_AUTHENTICATE
+    response["WWW-Authenticate"] = _challenge(request, exc)
     return response
 
 
@@ -57,7 +66,10 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 
 @api.exception_handler(Forbidden)
 def on_forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
-    return _json(request, {"detail": exc.message}, 403)
+    response = _json(request, {"detail": exc.message}, 403)
+    if isinstance(exc, oauth.InsufficientScope):  # error="insufficient_scope": the client may step up
+        response["WWW-Authenticate"] = _challenge(request, exc)
+    return response
 
 
 @api.exception_handler(RequestDataTooBig)

@@ -325,6 +325,13 @@ GATEWAY_OAUTH_JWKS_CACHE_SECONDS = env_int("GATEWAY_OAUTH_JWKS_CACHE_SECONDS", 3
 GATEWAY_OAUTH_SCOPE_READ = env_str("GATEWAY_OAUTH_SCOPE_READ", "mcp:read")
 GATEWAY_OAUTH_SCOPE_CALL = env_str("GATEWAY_OAUTH_SCOPE_CALL", "mcp:call")
 GATEWAY_OAUTH_SCOPE_WRITE = env_str("GATEWAY_OAUTH_SCOPE_WRITE", "mcp:write")
+# The scope that binds a token to one virtual server ({name} is the server's name): such a token opens
+# only that server's endpoints. Seconds to wait for the authorization server, the least seconds between
+# fetches of its keys after a failure or an unknown key id (rotation), and the clock skew allowed.
+GATEWAY_OAUTH_SCOPE_SERVER = env_str("GATEWAY_OAUTH_SCOPE_SERVER", "mcp:server:{name}")
+GATEWAY_OAUTH_TIMEOUT = env_float("GATEWAY_OAUTH_TIMEOUT", 5.0, minimum=0.1)
+GATEWAY_OAUTH_REFETCH_SECONDS = env_float("GATEWAY_OAUTH_REFETCH_SECONDS", 10.0, minimum=0.0)
+GATEWAY_OAUTH_LEEWAY = env_int("GATEWAY_OAUTH_LEEWAY", 30, minimum=0)
 
 # ---------------------------------------------------------------------------------------------
 # Celery (production runner of the periodic work: `celery -A gateway_project worker` and `... beat`)

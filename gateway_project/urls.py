@@ -2,11 +2,11 @@
 REST API, health probes, the well-known document peers read. MCP endpoints are routed in asgi.py."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
 from federation import admin_views as federation_admin_views
 from federation import views as federation_views
-from gateway_project import dashboard, health, metrics, views
+from gateway_project import dashboard, health, metrics, oauth_views, views
 from gateway_project.api import api, rpc_api
 from registry.admin import exchange_views
 from transports import admin_views
@@ -43,5 +43,8 @@ urlpatterns = [
     path("ready", health.ready, name="ready"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path(".well-known/mcp-gateway", federation_views.well_known, name="well_known_mcp_gateway"),
+    # RFC 9728 protected-resource metadata (MCP authorization; 404 while GATEWAY_OAUTH_ISSUER is unset).
+    path(".well-known/oauth-protected-resource", oauth_views.protected_resource, name="oauth_protected_resource"),
+    re_path(r"^\.well-known/oauth-protected-resource/(?P<path>.+)$", oauth_views.protected_resource),
     path("", rpc_api.urls),  # POST /rpc, POST /servers/<name>/rpc
 ]

@@ -12,7 +12,7 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
 
-from registry import audit, auth, catalog_sync, exchange, schemas, selectors, services
+from registry import audit, auth, catalog_sync, exchange, oauth, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput, NotFound
@@ -35,7 +35,10 @@ class ApiAuth(AuthBase):
     def __call__(self, request: HttpRequest) -> auth.Principal:
         if not auth_required():
             return auth.ANONYMOUS
-        principal = auth.principal_from_authorization(request.headers.get("Authorization"))
+        audiences = None
+        if oauth.enabled():  # an OAuth access token here names the gateway or its REST API as audience
+            audiences = oauth.audiences(oauth.base_urls(request.get_host(), request.scheme or "http"), None, rest=True)
+        principal = auth.principal_from_authorization(request.headers.get("Authorization"), audiences=audiences)
         if principal is None:
             principal = auth.session_principal(request.user)
             if principal is not None and request.method not in SAFE_METHODS and check_csrf(request) is not None:
@@ -48,6 +51,12 @@ class ApiAuth(AuthBase):
         refusal = auth.rest_refusal(principal)
         if refusal is not None:
             raise Forbidden(refusal)
+        if not principal.allows(self.scope) and principal.method == "oauth":
+            wanted = {Scope.READ: "READ", Scope.CALL: "CALL", Scope.WRITE: "WRITE"}[Scope(self.scope)]
+            name = getattr(settings, f"GATEWAY_OAUTH_SCOPE_{wanted}")
+            raise oauth.InsufficientScope(
+                f"Your token does not allow '{self.scope}': ask the authorization server for {name!r}.", name
+            )
         if not principal.allows(self.scope):
             raise Forbidden(
                 f"Your credentials do not allow '{self.scope}' "

@@ -22,13 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from registry import audit, hooks
+from registry import audit, hooks, oauth
 from registry.choices import Scope
 from registry.conf import jwt_config
 from registry.exceptions import AuthenticationFailed, InvalidInput
@@ -36,7 +37,8 @@ from registry.models import IssuedToken, RevokedToken, VirtualServer
 
 logger = logging.getLogger(__name__)
 ALL_SCOPES = frozenset(Scope.values)
-WWW_AUTHENTICATE = 'Bearer realm="MCP Gateway", Basic realm="MCP Gateway", charset="UTF-8"'
+# The challenge while OAuth is off; with it on, ``oauth.www_authenticate`` builds one per endpoint.
+WWW_AUTHENTICATE = oauth.LEGACY_CHALLENGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,13 @@ class Principal:
 
     username: str
     scopes: frozenset[str]
-    method: str  # "basic", "jwt", "session" or "anonymous"
+    method: str  # "basic", "jwt", "oauth", "session" or "anonymous"
     token_id: str | None = None
     server: str | None = None  # a token bound to one virtual server: only its endpoints
+    # An OAuth access token's: the audiences it was issued for (checked per endpoint, also on a cache
+    # hit) and when it expires (epoch seconds; a cache keeps it no longer).
+    audience: frozenset[str] | None = None
+    expires_at: float | None = None
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
@@ -286,17 +292,84 @@ def basic_principal(encoded: str) -> Principal:
     return Principal(username=user.get_username(), scopes=user_scopes(user), method="basic")
 
 
-def principal_from_authorization(header: str | None) -> Principal | None:
-    """The caller named by an Authorization header; None when there is none."""
+def principal_from_authorization(header: str | None, *, audiences: frozenset[str] | None = None) -> Principal | None:
+    """The caller named by an Authorization header; None when there is none. With OAuth on
+    (GATEWAY_OAUTH_ISSUER), a bearer token that is not one of the gateway's own is an OAuth access token,
+    valid for one of ``audiences`` (the endpoint's resource URLs; None: ``default_audiences()``)."""
     if not header:
         return None
     kind, _, value = header.strip().partition(" ")
     value = value.strip()
     if kind.lower() == "bearer" and value:
-        return token_principal(value)
+        if oauth.enabled() and oauth.looks_foreign(value, jwt_config().issuer):
+            return oauth_principal(value, default_audiences() if audiences is None else audiences)
+        try:
+            return token_principal(value)
+        except oauth.InvalidToken:
+            raise
+        except AuthenticationFailed as exc:  # the challenge says error="invalid_token"
+            raise oauth.InvalidToken(exc.message) from None
     if kind.lower() == "basic" and value:
         return basic_principal(value)
     raise AuthenticationFailed("Unsupported Authorization header: use 'Bearer <token>' or 'Basic <base64>'.")
+
+
+def default_audiences() -> frozenset[str]:
+    """The audiences an OAuth token needs where no endpoint is known: GATEWAY_OAUTH_AUDIENCE, or the REST
+    API's at GATEWAY_PUBLIC_URL; nothing (every token refused) without either."""
+    if settings.GATEWAY_OAUTH_AUDIENCE:
+        return frozenset({settings.GATEWAY_OAUTH_AUDIENCE})
+    if settings.GATEWAY_PUBLIC_URL:
+        return oauth.audiences(oauth.base_urls(""), None, rest=True)
+    return frozenset()
+
+
+def oauth_principal(token: str, audiences: frozenset[str]) -> Principal:
+    """The caller named by an OAuth access token of GATEWAY_OAUTH_ISSUER (see ``registry.oauth``).
+
+    Its scopes are the token's mapped to the gateway's (``oauth.grant``). When a Django user matches the
+    token (username = ``preferred_username`` or ``sub``; or, with ``email_verified``, the one user with
+    that email), the principal is that user, and the token's scopes are narrowed to what the user may do
+    (an inactive user is refused). Otherwise the principal is named ``oauth:<preferred_username, email or
+    sub>`` and exists only for the request: it never gets write (changing the catalog takes a staff user).
+    Revocation is the authorization server's business: keep its tokens short-lived."""
+    claims = oauth.verifier().verify(token, audiences)
+    granted = oauth.grant(claims)
+    user = _oauth_user(claims)
+    if user is not None:
+        username, scopes = user.get_username(), granted.scopes & user_scopes(user)
+    else:
+        label = claims.get("preferred_username") or claims.get("email") or claims["sub"]
+        username, scopes = f"oauth:{label}", granted.scopes - {Scope.WRITE}
+    aud = claims["aud"]
+    return Principal(
+        username=username,
+        scopes=scopes,
+        method="oauth",
+        token_id=str(claims["jti"]) if "jti" in claims else None,
+        server=granted.server,
+        audience=frozenset([aud] if isinstance(aud, str) else [str(item) for item in aud]),
+        expires_at=float(claims["exp"]),
+    )
+
+
+def _oauth_user(claims: dict[str, Any]) -> Any:
+    """The Django user an OAuth token names, or None; AuthenticationFailed for an inactive one."""
+    model = get_user_model()
+    field = model.USERNAME_FIELD
+    user = None
+    for claim in ("preferred_username", "sub"):
+        if isinstance(claims.get(claim), str) and claims[claim]:
+            user = model.objects.filter(**{field: claims[claim]}).first()
+            if user is not None:
+                break
+    email = claims.get("email")
+    if user is None and isinstance(email, str) and email and claims.get("email_verified") is True:
+        matches = list(model.objects.filter(email__iexact=email)[:2])
+        user = matches[0] if len(matches) == 1 else None
+    if user is not None and not user.is_active:
+        raise oauth.InvalidToken("Invalid bearer token: the token's user is inactive on this gateway.")
+    return user
 
 
 def session_principal(user: AbstractBaseUser | AnonymousUser) -> Principal | None:

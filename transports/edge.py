@@ -22,8 +22,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from registry import auth
-from registry.conf import auth_required
+from registry import auth, oauth
+from registry.choices import Scope
+from registry.conf import auth_required, jwt_config
 from registry.exceptions import AuthenticationFailed
 from transports.protocol import limits
 from transports.protocol.catalog import CatalogUnavailable
@@ -98,8 +99,9 @@ class CredentialCache:
                     if not keys:
                         del self._by_token[evicted.token_id]
 
-    async def principal(self, authorization: str | None) -> auth.Principal:
-        """The caller, or AuthenticationFailed with a message for the client."""
+    async def principal(self, authorization: str | None, audiences: frozenset[str] | None = None) -> auth.Principal:
+        """The caller, or AuthenticationFailed with a message for the client. ``audiences``: the resource
+        URLs an OAuth access token must name here (with OAuth on), checked on a cache hit too."""
         if not auth_required():
             return auth.ANONYMOUS
         if not authorization:
@@ -111,11 +113,26 @@ class CredentialCache:
         now = time.monotonic()
         hit = self._entries.get(authorization)
         if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(authorization)
+            cached = hit[1]
+            if cached.audience is not None and audiences is not None and cached.audience.isdisjoint(audiences):
+                raise oauth.InvalidToken("Invalid bearer token: the token is for another resource (aud).")
+            return cached
+        if audiences is not None and authorization[:7].lower() == "bearer ":
+            # An OAuth token: the authorization server's metadata and keys are fetched here, in a worker
+            # thread of its own, so a slow or unreachable issuer never holds the thread database work shares.
+            token = authorization[7:].strip()
+            if oauth.looks_foreign(token, jwt_config().issuer):
+                kid, check = oauth.token_kid(token), oauth.verifier()
+                if check.needs_network(kid):
+                    await sync_to_async(check.prefetch, thread_sensitive=False)(kid)
+        found = await sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(
+            authorization, audiences=audiences
+        )
         if found is None:  # pragma: no cover - a non-empty header never yields None
             raise AuthenticationFailed("Authentication required.")
         ttl = settings.GATEWAY_AUTH_CACHE_SECONDS
+        if found.expires_at is not None:  # an OAuth token: not cached past its expiry
+            ttl = min(ttl, found.expires_at - time.time())
         if ttl > 0:
             self._remember(authorization, now + ttl, found)
         return found
@@ -195,7 +212,41 @@ def refuse_handshake(headers: dict[str, str]) -> str | None:
     return None
 
 
-async def admit(headers: dict[str, str], server: str | None, authorization: str | None = None) -> Caller:
+def _base(headers: dict[str, str]) -> tuple[str, ...]:
+    proto = headers.get("x-forwarded-proto", "http").split(",")[0].strip().lower()
+    return oauth.base_urls(headers.get("host", ""), "https" if proto == "https" else "http")
+
+
+def challenge(headers: dict[str, str], server: str | None, transport: str, error: Exception | None) -> bytes:
+    """The WWW-Authenticate value of a 401/403 from an MCP endpoint (``oauth.www_authenticate``)."""
+    path = oauth.endpoint_path(server, transport)
+    scope = " ".join(oauth.scope_names(server)) if oauth.enabled() else None
+    return oauth.www_authenticate(base=_base(headers)[0], path=path, error=error, scope=scope).encode()
+
+
+def _scope_refusal(
+    principal: auth.Principal, headers: dict[str, str], server: str | None
+) -> oauth.InsufficientScope | None:
+    """An OAuth token without read, or calling a tool (the 2026-07-28 Mcp-Method header) without call:
+    403 insufficient_scope, so a client can ask its authorization server for more (step-up)."""
+    needed = [Scope.READ]
+    if headers.get("mcp-method") == "tools/call":
+        needed.append(Scope.CALL)
+    missing = [scope for scope in needed if scope not in principal.scopes]
+    if not missing:
+        return None
+    names = oauth.scope_names(server)
+    theirs = {Scope.READ: settings.GATEWAY_OAUTH_SCOPE_READ, Scope.CALL: settings.GATEWAY_OAUTH_SCOPE_CALL}
+    return oauth.InsufficientScope(
+        f"Forbidden: this token lacks {', '.join(repr(theirs[m]) for m in missing)} "
+        f"(the gateway's {', '.join(missing)}); ask the authorization server for {' '.join(names)}.",
+        " ".join(names),
+    )
+
+
+async def admit(
+    headers: dict[str, str], server: str | None, authorization: str | None = None, *, transport: str = "mcp"
+) -> Caller:
     """The checks every MCP endpoint makes, in this order, with the Streamable HTTP endpoint's statuses
     and messages: Host (421, DNS rebinding), Origin (403), credentials (401 with WWW-Authenticate), and
     a token bound to one virtual server used on another server's or the whole catalog's endpoint (403,
@@ -207,15 +258,22 @@ async def admit(headers: dict[str, str], server: str | None, authorization: str 
         raise EdgeRefused(421, f"Misdirected request: host {host!r} is not served here.")
     if not origin_allowed(headers.get("origin"), host):
         raise EdgeRefused(403, "Forbidden: this Origin may not use the MCP endpoint.")
+    audiences = oauth.audiences(_base(headers), server) if settings.GATEWAY_OAUTH_ISSUER else None
     try:
         principal = await credentials.principal(
-            authorization if authorization is not None else headers.get("authorization")
+            authorization if authorization is not None else headers.get("authorization"), audiences
         )
+    except oauth.Unavailable as exc:
+        raise EdgeRefused(503, exc.message, [(b"retry-after", str(exc.retry_after).encode())]) from None
     except AuthenticationFailed as exc:
-        raise EdgeRefused(401, exc.message, [(b"www-authenticate", auth.WWW_AUTHENTICATE.encode())]) from None
+        header = (b"www-authenticate", challenge(headers, server, transport, exc))
+        raise EdgeRefused(401, exc.message, [header]) from None
     refusal = auth.server_refusal(principal, server)
     if refusal is not None:
         raise EdgeRefused(403, refusal)
+    if principal.method == "oauth" and (lacking := _scope_refusal(principal, headers, server)) is not None:
+        header = (b"www-authenticate", challenge(headers, server, transport, lacking))
+        raise EdgeRefused(403, lacking.message, [header])
     caller = AdmittedCaller(principal.username, principal.scopes, server, headers, principal.token_id)
     await limit(caller)
     return caller

@@ -24,7 +24,6 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
-from registry.auth import WWW_AUTHENTICATE
 from transports import edge
 from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogUnavailable, View
@@ -93,16 +92,17 @@ async def serve(request: HttpRequest, server: str | None) -> HttpResponse:
     headers = {name.lower(): value for name, value in request.headers.items()}
     headers["host"] = request.get_host()  # Django checked it against ALLOWED_HOSTS already
     try:
-        caller = await edge.admit(headers, server)
+        caller = await edge.admit(headers, server, transport="rpc")
     except edge.RateRefused as exc:  # 429 with Retry-After; the error names the limit
         return _answer(jsonrpc.error_response(None, exc.error), 429, {"Retry-After": str(exc.retry_after)})
     except edge.EdgeRefused as exc:
+        # The edge's headers: the WWW-Authenticate challenge of a 401 (or of an OAuth token's 403), Retry-After.
+        extra = {name.decode().title().replace("Www-", "WWW-"): value.decode() for name, value in exc.headers}
         if exc.status == 403:
             # The edge names the MCP endpoint; here it is the JSON-RPC one (a foreign Origin, a server-bound token).
             return _refuse(
-                403, jsonrpc.INVALID_REQUEST, exc.message.replace("the MCP endpoint", "the JSON-RPC endpoint")
+                403, jsonrpc.INVALID_REQUEST, exc.message.replace("the MCP endpoint", "the JSON-RPC endpoint"), **extra
             )
-        extra = {"WWW-Authenticate": WWW_AUTHENTICATE} if exc.status == 401 else {}
         return _refuse(exc.status, jsonrpc.INVALID_REQUEST, exc.message, **extra)
     if (request.content_type or "").lower() != "application/json":
         return _refuse(415, jsonrpc.INVALID_REQUEST, "Unsupported Media Type: send Content-Type: application/json.")

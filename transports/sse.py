@@ -71,7 +71,7 @@ async def _admit(scope: dict[str, Any], method: str) -> Caller:
     """Edge checks, then the HTTP method."""
     server = scope.get("url_route", {}).get("kwargs", {}).get("server")
     try:
-        caller = await edge.admit(edge.scope_headers(scope), server)
+        caller = await edge.admit(edge.scope_headers(scope), server, transport="sse")
     except edge.RateRefused as exc:  # 429 with Retry-After; the error names the limit
         error = exc.error
         raise HttpError(exc.status, error.message, error.code, exc.headers, data=error.data) from None
