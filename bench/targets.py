@@ -44,6 +44,7 @@ class TargetSpec:
     max_concurrency: int | None = None  # cells above it are not run for this target (said in the report)
     root: Path = ROOT  # the checkout a gateway runs from: this working tree, or a --baseline ref's export
     baseline_of: str | None = None  # for a --baseline copy: the name of the target it is the baseline of
+    env: dict[str, str] = field(default_factory=dict)  # settings of this target (governance on or off)
 
 
 BASELINE_SUFFIX = "-baseline"
@@ -55,6 +56,30 @@ def is_baseline(name: str) -> bool:
 
 CF_MAX_CONCURRENCY = 32
 
+# Governance (docs/governance.md) off and all on, for the same tools/call cells in one run: the difference is
+# what limits, metrics, the access log and the audit log cost a call. The limits are set at every level but
+# high enough never to refuse; with PostgreSQL + Redis their buckets are in Redis (one round trip per check).
+HIGH = "999999999/second"
+GOVERNANCE_OFF = {
+    "GATEWAY_METRICS": "false",
+    "GATEWAY_ACCESS_LOG": "false",
+    "GATEWAY_AUDIT_CALLS": "false",
+    "GATEWAY_AUDIT_CATALOG": "false",
+}
+GOVERNANCE_ON = {
+    "GATEWAY_METRICS": "true",
+    "GATEWAY_ACCESS_LOG": "true",
+    "GATEWAY_LOG_FORMAT": "json",
+    "GATEWAY_AUDIT_CALLS": "true",
+    "GATEWAY_AUDIT_CATALOG": "true",
+    "GATEWAY_RATE_LIMIT_PER_USER": HIGH,
+    "GATEWAY_RATE_LIMIT_PER_TOKEN": HIGH,
+    "GATEWAY_RATE_LIMIT_PER_SERVER": HIGH,
+    "GATEWAY_RATE_LIMIT_PER_TOOL": HIGH,
+    "GATEWAY_RATE_LIMIT_PER_GATEWAY": HIGH,
+    "GATEWAY_UPSTREAM_MAX_CONCURRENCY": "10000",
+}
+
 TARGETS: list[TargetSpec] = [
     TargetSpec("direct", "direct", description="upstream fixture server alone (mcp SDK, uvicorn inside)"),
     TargetSpec(
@@ -64,6 +89,42 @@ TARGETS: list[TargetSpec] = [
         "gw-daphne-pg", "gateway", "daphne", "postgres", "gateway, daphne, PostgreSQL + Redis (production settings)"
     ),
     TargetSpec("gw-uvicorn-sqlite", "gateway", "uvicorn", "sqlite", "gateway, uvicorn, SQLite, no Redis"),
+    TargetSpec(
+        "gw-daphne-sqlite-gov-off",
+        "gateway",
+        "daphne",
+        "sqlite",
+        "gateway, daphne, SQLite: limits, metrics, access log and audit log off",
+        workloads=("tools_call",),
+        env=GOVERNANCE_OFF,
+    ),
+    TargetSpec(
+        "gw-daphne-sqlite-gov-on",
+        "gateway",
+        "daphne",
+        "sqlite",
+        "gateway, daphne, SQLite: limits at every level (in memory), metrics, JSON access log, audit log on",
+        workloads=("tools_call",),
+        env=GOVERNANCE_ON,
+    ),
+    TargetSpec(
+        "gw-daphne-pg-gov-off",
+        "gateway",
+        "daphne",
+        "postgres",
+        "gateway, daphne, PostgreSQL + Redis: limits, metrics, access log and audit log off",
+        workloads=("tools_call",),
+        env=GOVERNANCE_OFF,
+    ),
+    TargetSpec(
+        "gw-daphne-pg-gov-on",
+        "gateway",
+        "daphne",
+        "postgres",
+        "gateway, daphne, PostgreSQL + Redis: limits at every level (Redis), metrics, JSON access log, audit log on",
+        workloads=("tools_call",),
+        env=GOVERNANCE_ON,
+    ),
     TargetSpec(
         "contextforge",
         "contextforge",
@@ -120,6 +181,7 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         GATEWAY_MAX_SESSIONS="1000000",
         GATEWAY_OUTBOUND_ALLOW_PRIVATE="true",  # the REST-tool workload's API listens on loopback
     )
+    env.update(spec.env)
     pg_db = None
     if spec.db == "postgres":
         pg_db = f"mcpgw_bench_{os.getpid()}_{spec.name.replace('-', '_')}"
