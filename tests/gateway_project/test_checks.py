@@ -392,3 +392,15 @@ def test_manage_check_fails_on_a_bad_catalog_setting(db):
         call_command("check")
     assert "registry.E001" in str(info.value)
     assert "needs JWT_PUBLIC_KEY" in str(info.value)
+
+
+def test_governance_settings_are_checked_at_start_up():
+    """A malformed rate limit or OAuth issuer fails `manage.py check` naming the setting (docs/governance.md)."""
+    assert registry_checks.check_governance_settings() == []
+    with override_settings(GATEWAY_RATE_LIMIT_PER_TOOL="5/fortnight", GATEWAY_OAUTH_ISSUER="https://as.example/?x=1"):
+        errors = registry_checks.check_governance_settings()
+    assert [error.id for error in errors] == ["registry.E002", "registry.E003"]
+    assert errors[0].msg.startswith("GATEWAY_RATE_LIMIT_PER_TOOL: '5/fortnight' is not a rate")
+    assert "GATEWAY_OAUTH_ISSUER" in errors[1].msg
+    with override_settings(GATEWAY_RATE_LIMIT_PER_USER="100/minute", GATEWAY_OAUTH_ISSUER="https://as.example"):
+        assert registry_checks.check_governance_settings() == []
