@@ -103,8 +103,8 @@ async def test_arguments_are_logged_only_when_asked_and_redacted_at_any_depth(wo
     (call,) = lines()
     assert call["arguments"] == {
         "user": "ann",
-        "password": "[redacted]",
-        "nested": [{"API_KEY": "[redacted]", "keep": 1}],
+        "password": "(redacted)",
+        "nested": [{"API_KEY": "(redacted)", "keep": 1}],
     }
 
 

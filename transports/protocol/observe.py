@@ -221,14 +221,17 @@ class Recorder:
 recorder = Recorder()
 
 
-REDACTED = "[redacted]"
+REDACTED = "(redacted)"  # as registry.audit.redact writes it: one rule for logs and the audit log
 
 
 def redact(value: Any, keys: Collection[str]) -> Any:
-    """``value`` with the value of every object key in ``keys`` (lower case), at any depth, replaced."""
+    """``value`` with the value of every object key that contains one of ``keys`` (lower case; "token"
+    covers "access_token"), at any depth, replaced: the same rule as registry.audit.redact."""
     if isinstance(value, dict):
-        return {k: REDACTED if str(k).lower() in keys else redact(v, keys) for k, v in value.items()}
-    if isinstance(value, list):
+        return {
+            k: REDACTED if any(word in str(k).lower() for word in keys) else redact(v, keys) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
         return [redact(item, keys) for item in value]
     return value
 
