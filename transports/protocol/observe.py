@@ -246,7 +246,7 @@ class AccessLog:
     ) -> None:
         self.logger = logger or logging.getLogger("transports.access")
         self.arguments = arguments
-        self.redacted = frozenset(key.lower() for key in redacted)
+        self.redacted = frozenset(key.lower() for key in redacted if key)
 
     def write(
         self,
