@@ -115,15 +115,18 @@ def test_the_vault_encrypts_at_rest_and_never_shows_the_value():
     with connection.cursor() as cursor:
         cursor.execute("SELECT credentials_encrypted FROM registry_upstreamcredential")
         (raw,) = cursor.fetchone()
-    assert SECRET not in raw and raw.startswith("gAAAA")
+    assert SECRET not in raw
+    assert raw.startswith("gAAAA")
     assert UpstreamCredential.objects.get().get_credentials() == {"token": SECRET}
     entry = AuditEntry.objects.get(kind="upstreamcredential")
-    assert entry.detail["credentials"] == "(changed)" and SECRET not in json.dumps(entry.detail)
+    assert entry.detail["credentials"] == "(changed)"
+    assert SECRET not in json.dumps(entry.detail)
     admin = UserFactory(username="root", is_staff=True, is_superuser=True)
     client = Client()
     client.force_login(admin)
     answer = client.get(f"/api/gateways/{gateway.pk}")
-    assert answer.status_code == 200 and answer.json()["per_user_credentials"] is True
+    assert answer.status_code == 200
+    assert answer.json()["per_user_credentials"] is True
     assert SECRET not in answer.content.decode()
 
 
@@ -138,13 +141,15 @@ def test_the_api_sets_and_deletes_only_the_callers_own_credentials():
     url = f"/api/gateways/{gateway.pk}/my-credentials"
     answer = Client().put(url, data=json.dumps({"token": SECRET}), content_type="application/json", **headers)
     assert answer.status_code == 200, answer.content
-    assert answer.json()["connected"] is True and SECRET not in answer.content.decode()
+    assert answer.json()["connected"] is True
+    assert SECRET not in answer.content.decode()
     assert UpstreamCredential.objects.get(user=alice).get_credentials() == {"token": SECRET}
     assert Client().delete(url, **headers).status_code == 200
     assert not UpstreamCredential.objects.filter(user=alice).exists()
     assert UpstreamCredential.objects.get(user=bob).get_credentials() == {"token": "bob-token"}
     bad = Client().put(url, data=json.dumps({"token": ""}), content_type="application/json", **headers)
-    assert bad.status_code == 422 and "token" in bad.content.decode()
+    assert bad.status_code == 422
+    assert "token" in bad.content.decode()
 
 
 @pytest.mark.django_db
@@ -155,16 +160,20 @@ def test_the_accounts_page_needs_sign_in_csrf_and_touches_only_my_credentials():
     gateway = per_user_gateway("http://127.0.0.1:9/mcp")
     services.user_credentials_set(user=bob, gateway=gateway, credentials={"token": "bob-token"})
     anonymous = Client().get("/accounts/upstreams/")
-    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")
+    assert anonymous.status_code == 302
+    assert anonymous["Location"].startswith("/accounts/login/")
     guarded = Client(enforce_csrf_checks=True)
     guarded.force_login(alice)
     assert guarded.post("/accounts/upstreams/fx/connect/", {"token": SECRET}).status_code == 403
     client = Client()
     client.force_login(alice)
     page = client.get("/accounts/upstreams/")
-    assert page.status_code == 200 and b'<label for="token-' in page.content and b"Not connected" in page.content
+    assert page.status_code == 200
+    assert b'<label for="token-' in page.content
+    assert b"Not connected" in page.content
     done = client.post("/accounts/upstreams/fx/connect/", {"token": SECRET}, follow=True)
-    assert b"Your credentials for fx are stored." in done.content and SECRET.encode() not in done.content
+    assert b"Your credentials for fx are stored." in done.content
+    assert SECRET.encode() not in done.content
     assert UpstreamCredential.objects.get(user=alice).get_credentials() == {"token": SECRET}
     client.post("/accounts/upstreams/fx/disconnect/")
     assert not UpstreamCredential.objects.filter(user=alice).exists()
@@ -194,7 +203,8 @@ async def test_two_users_reach_the_upstream_with_their_own_tokens_never_the_clie
     answer = await call_echo(bob_token, "from bob")
     assert answer["result"]["content"][0]["text"] == "from bob", answer
     received = (await asyncio.to_thread(seen, guarded_upstream))[before:]
-    assert "Bearer upstream-alice" in received and "Bearer upstream-bob" in received
+    assert "Bearer upstream-alice" in received
+    assert "Bearer upstream-bob" in received
     assert set(received) <= {"Bearer upstream-alice", "Bearer upstream-bob"}
     assert not any(alice_token in (value or "") or bob_token in (value or "") for value in received)
 
@@ -208,7 +218,8 @@ async def test_a_user_without_credentials_is_told_where_to_connect(guarded_upstr
 
     answer = await call_echo(await sync_to_async(setup)(), "hello")
     message = answer["error"]["message"]
-    assert "connect your account for gateway 'fx' at" in message and "/accounts/upstreams/" in message
+    assert "connect your account for gateway 'fx' at" in message
+    assert "/accounts/upstreams/" in message
     assert "my-credentials" in message
 
 
@@ -226,7 +237,7 @@ async def test_a_change_of_credentials_applies_at_once_and_steady_state_makes_no
         return auth.token_issue(username="alice")
 
     token = await sync_to_async(setup)()
-    status, headers, _ = await asgi_post(INITIALIZE, token=token)
+    _status, headers, _ = await asgi_post(INITIALIZE, token=token)
     session = headers["mcp-session-id"]
     call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "fx_echo", "arguments": {"message": "x"}}}
     assert (await asgi_post({**call, "id": 2}, token=token, session=session))[2]["result"]["content"][0]["text"] == "x"
@@ -271,7 +282,9 @@ async def test_client_credentials_are_fetched_once_then_after_expiry_and_after_a
     """oauth2-client: one token for many calls; a new one after it expired; a new one (and the call retried)
     after the upstream refused the current one."""
     authorization_server.token_lifetime = 3
-    client = authorization_server.register(token_endpoint_auth_method="client_secret_basic", grant_types=["client_credentials"])
+    client = authorization_server.register(
+        token_endpoint_auth_method="client_secret_basic", grant_types=["client_credentials"]
+    )
 
     def setup() -> str:
         UserFactory(username="alice", is_staff=True)
@@ -298,7 +311,9 @@ async def test_client_credentials_are_fetched_once_then_after_expiry_and_after_a
     assert answer["result"]["content"][0]["text"] == "after expiry", answer
     assert authorization_server.grants == ["client_credentials"] * 2
     second = (await asyncio.to_thread(seen, guarded_upstream))[-1]
-    assert second != first and second and second.startswith("Bearer ")
+    assert second != first
+    assert second
+    assert second.startswith("Bearer ")
     await asyncio.to_thread(reject, guarded_upstream, second.removeprefix("Bearer "))
     answer = await call_echo(token, "after 401")
     assert answer["result"]["content"][0]["text"] == "after 401", answer
@@ -325,7 +340,8 @@ def test_connect_my_account_runs_the_authorization_code_flow(authorization_serve
     started = browser.post("/accounts/upstreams/fx/connect/")
     assert started.status_code == 302
     location = started["Location"]
-    assert location.startswith(f"{authorization_server.issuer}/authorize?") and "code_challenge=" in location
+    assert location.startswith(f"{authorization_server.issuer}/authorize?")
+    assert "code_challenge=" in location
     assert "state=" in location
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -333,19 +349,19 @@ def test_connect_my_account_runs_the_authorization_code_flow(authorization_serve
             return None
 
     opener = urllib.request.build_opener(NoRedirect)
-    try:
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the redirect, not followed
         opener.open(location, timeout=5)
-        raise AssertionError("the authorization server should redirect")
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 302
-        back = exc.headers["Location"]
+    assert refused.value.code == 302
+    back = refused.value.headers["Location"]
     callback = urlsplit(back)
     assert callback.path == "/accounts/upstreams/callback/"
     done = browser.get(f"{callback.path}?{callback.query}", follow=True)
     assert b"Your account for fx is connected." in done.content, done.content
     stored = UpstreamCredential.objects.get(user=alice)
     values = stored.get_credentials()
-    assert values["access_token"] and values["refresh_token"] and stored.expires_at is not None
+    assert values["access_token"]
+    assert values["refresh_token"]
+    assert stored.expires_at is not None
     assert values["access_token"] not in stored.credentials_encrypted
     assert authorization_server.grants == ["authorization_code"]
     # The same callback again (a replayed state) is refused with a sentence.
@@ -396,7 +412,46 @@ async def test_an_expired_user_token_is_refreshed_and_a_failed_refresh_says_reco
         return UpstreamCredential.objects.get(user__username=username).get_credentials()
 
     alice_now = await sync_to_async(stored)("alice")
-    assert used == f"Bearer {alice_now['access_token']}" and alice_now["refresh_token"] != "rt-alice"
+    assert used == f"Bearer {alice_now['access_token']}"
+    assert alice_now["refresh_token"] != "rt-alice"
     answer = await call_echo(bob_token, "no")
     assert "could not be refreshed" in answer["error"]["message"]
     assert "connect your account for gateway 'fx' again" in answer["error"]["message"]
+
+
+# -- the admin's gateway form ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_admin_makes_per_user_and_oauth_gateways_without_showing_the_secret(admin_user):
+    """A per-user bearer gateway needs no token of its own; an OAuth client-credentials gateway stores its client
+    secret encrypted and never renders it; a missing client id is a message on the form."""
+    from tests.registry.test_admin import form_values
+
+    client = Client()
+    client.force_login(admin_user)
+    blank = form_values(client.get("/admin/registry/gateway/add/"))
+    made = client.post(
+        "/admin/registry/gateway/add/",
+        {**blank, "name": "mine", "url": "https://u/mcp", "auth_type": "bearer", "per_user_credentials": "on"},
+    )
+    assert made.status_code == 302, made.context["adminform"].form.errors if made.context else made
+    gateway = Gateway.objects.get(name="mine")
+    assert gateway.per_user_credentials
+    assert gateway.credentials_encrypted == ""
+    values = {
+        **blank,
+        "name": "robot",
+        "url": "https://u/mcp",
+        "auth_type": "oauth2-client",
+        "oauth_token_url": "https://as.example/token",
+        "client_secret": "client-secret-77",
+    }
+    refused = client.post("/admin/registry/gateway/add/", values)
+    assert refused.status_code == 200
+    assert "client id" in refused.content.decode()
+    made = client.post("/admin/registry/gateway/add/", {**values, "oauth_client_id": "gw"})
+    assert made.status_code == 302
+    robot = Gateway.objects.get(name="robot")
+    assert robot.get_credentials() == {"client_secret": "client-secret-77"}
+    assert "client-secret-77" not in client.get(f"/admin/registry/gateway/{robot.pk}/change/").content.decode()

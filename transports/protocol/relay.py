@@ -140,7 +140,8 @@ class UpstreamRelay:
     ) -> dict[str, Any]:
         """Send the request upstream (``asked``: gets the methods of the requests the upstream sent the
         client meanwhile; an answer that depends on the client's replies is not cached)."""
-        if row is not None and row.get("health") == UNREACHABLE:
+        # A per-user gateway's health checks run without any user's credentials (a 401 there says little).
+        if row is not None and row.get("health") == UNREACHABLE and not row.get("per_user_credentials"):
             raise unreachable_error(gateway, row)
         meta = params.get("_meta")
         client_meta: dict[str, Any] = meta if isinstance(meta, dict) else {}

@@ -23,14 +23,16 @@ from typing import Any, Protocol
 import aiohttp
 
 from transports.protocol.oauth_tokens import AuthFailed, TokenCache, client_credentials, refresh_margin, request_token
+from transports.protocol.upstream.base import UpstreamUnavailable
 
 OAUTH_CLIENT = "oauth2-client"
 OAUTH_USER = "oauth2-user"
 
 
-class CredentialsNeeded(Exception):
-    """The user has no (working) credentials of their own for a per-user gateway; ``message`` says how
-    to connect them."""
+class CredentialsNeeded(UpstreamUnavailable):
+    """No (working) credentials for the request: the user has none of their own for a per-user gateway, or a
+    token could not be had; ``message`` says what to do. An UpstreamUnavailable for callers that know no better
+    (catalog syncs); the relay turns it into a JSON-RPC error with the message."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
