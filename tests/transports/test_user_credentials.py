@@ -455,3 +455,55 @@ def test_the_admin_makes_per_user_and_oauth_gateways_without_showing_the_secret(
     robot = Gateway.objects.get(name="robot")
     assert robot.get_credentials() == {"client_secret": "client-secret-77"}
     assert "client-secret-77" not in client.get(f"/admin/registry/gateway/{robot.pk}/change/").content.decode()
+
+
+@pytest.mark.django_db
+def test_connect_discovers_the_oauth_endpoints_from_the_upstreams_metadata(authorization_server):
+    """An oauth2-user gateway without URLs: the upstream's RFC 9728 document names the authorization server,
+    whose RFC 8414 metadata gives the authorization endpoint the user is sent to; no metadata: a sentence."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    issuer = authorization_server.issuer
+
+    class Metadata(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def do_GET(self) -> None:
+            if self.path == "/.well-known/oauth-protected-resource/mcp":
+                body = json.dumps({"resource": "x", "authorization_servers": [issuer]}).encode()
+                self.send_response(200)
+            else:
+                body = b"{}"
+                self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        client_info = authorization_server.register(redirect_uris=["http://testserver/accounts/upstreams/callback/"])
+        per_user_gateway(
+            f"http://127.0.0.1:{port}/mcp", auth_type=AuthType.OAUTH_USER, oauth_client_id=client_info["client_id"]
+        )
+        GatewayFactory(
+            name="bare",
+            url="http://127.0.0.1:9/mcp",
+            auth_type=AuthType.OAUTH_USER,
+            per_user_credentials=True,
+            oauth_client_id="x",
+        )
+        browser = Client()
+        browser.force_login(UserFactory(username="alice"))
+        started = browser.post("/accounts/upstreams/fx/connect/")
+        assert started.status_code == 302
+        assert started["Location"].startswith(f"{issuer}/authorize?")
+        failed = browser.post("/accounts/upstreams/bare/connect/", follow=True)
+        assert b"publishes no RFC 9728 metadata" in failed.content
+    finally:
+        server.shutdown()
+        server.server_close()
