@@ -2,6 +2,7 @@
 REST API, health probes, the well-known document peers read. MCP endpoints are routed in asgi.py."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
 from federation import admin_views as federation_admin_views
@@ -9,7 +10,7 @@ from federation import views as federation_views
 from gateway_project import dashboard, health, metrics, oauth_views, views
 from gateway_project.api import api, rpc_api
 from registry.admin import exchange_views
-from transports import admin_views
+from transports import admin_views, upstream_accounts
 
 urlpatterns = [
     path("", views.home, name="home"),  # the admin's "View site" (site_url "/") comes here
@@ -38,6 +39,17 @@ urlpatterns = [
     path("admin/catalog/import/", exchange_views.catalog_import, name="admin_catalog_import"),
     path("admin/dashboard/traffic/", dashboard.traffic_fragment, name="admin_dashboard_traffic"),
     path("admin/", admin.site.urls),
+    # Per-user upstream credentials (docs/governance.md): any active user connects their own accounts.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/upstreams/", upstream_accounts.upstream_accounts, name="upstream_accounts"),
+    path("accounts/upstreams/callback/", upstream_accounts.upstream_callback, name="upstream_accounts_callback"),
+    path("accounts/upstreams/<slug:name>/connect/", upstream_accounts.upstream_connect, name="upstream_connect"),
+    path(
+        "accounts/upstreams/<slug:name>/disconnect/",
+        upstream_accounts.upstream_disconnect,
+        name="upstream_disconnect",
+    ),
     path("api/", api.urls),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),

@@ -2,7 +2,7 @@
 and tokens. Mounted under /api/ by gateway_project.api."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +16,7 @@ from registry import audit, auth, catalog_sync, exchange, oauth, schemas, select
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput, NotFound
-from registry.models import AuditEntry, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ERRORS = {400: schemas.Error, 401: schemas.Error, 403: schemas.Error, 413: schemas.Error, 422: schemas.Error}
@@ -435,3 +435,57 @@ def audit_list(request: HttpRequest, query: Query[AuditFilters]) -> Any:
     if query.action and query.action not in AuditEntry.Action.values:
         raise InvalidInput(f"Unknown action {query.action!r}: use one of {', '.join(AuditEntry.Action.values)}.")
     return audit.entry_list(**query.model_dump())
+
+
+# -- per-user upstream credentials (docs/governance.md) ------------------------------------------------------------
+
+
+def _caller_user(request: HttpRequest) -> Any:
+    from django.contrib.auth import get_user_model
+
+    principal: auth.Principal = request.auth  # type: ignore[attr-defined]
+    user = get_user_model().objects.filter(username=principal.username, is_active=True).first()
+    if principal.method == "anonymous" or user is None:
+        raise Forbidden("Per-user credentials belong to a gateway user; sign in as one.")
+    return user
+
+
+@router.put(
+    "/gateways/{int:pk}/my-credentials",
+    response={200: schemas.MyCredentialsOut, **ERRORS},
+    auth=CALL,
+    tags=["Gateways"],
+    summary="Store your own credentials for a per-user gateway",
+)
+def my_credentials_put(request: HttpRequest, pk: int, payload: schemas.MyCredentialsIn) -> Any:
+    """Your own credentials (never returned) for a gateway with per_user_credentials; they replace any you
+    stored. Only the caller's own: nobody can set another user's."""
+    import time
+
+    user = _caller_user(request)
+    gateway = selectors.entry_get(Gateway, pk=pk)
+    data = payload.dict(exclude_none=True)
+    expires = data.pop("expires_in", None)
+    if expires:
+        data["expires_at"] = time.time() + expires - min(30, expires / 10)
+    stored = services.user_credentials_set(
+        user=user,
+        gateway=gateway,
+        credentials=data,
+        expires_at=datetime.fromtimestamp(data["expires_at"], tz=UTC) if expires else None,
+    )
+    return {"gateway": gateway.name, "connected": True, "updated_at": stored.updated_at}
+
+
+@router.delete(
+    "/gateways/{int:pk}/my-credentials",
+    response={200: schemas.MyCredentialsOut, **ERRORS},
+    auth=CALL,
+    tags=["Gateways"],
+    summary="Delete your own credentials for a gateway",
+)
+def my_credentials_delete(request: HttpRequest, pk: int) -> Any:
+    user = _caller_user(request)
+    gateway = selectors.entry_get(Gateway, pk=pk)
+    services.user_credentials_delete(user=user, gateway=gateway)
+    return {"gateway": gateway.name, "connected": False, "updated_at": None}

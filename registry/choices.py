@@ -34,6 +34,8 @@ class AuthType(models.TextChoices):
     BASIC = "basic", "HTTP Basic"
     BEARER = "bearer", "Bearer token"
     HEADERS = "headers", "Custom headers"
+    OAUTH_CLIENT = "oauth2-client", "OAuth 2 client credentials (the gateway's own token)"
+    OAUTH_USER = "oauth2-user", "OAuth 2 per user (each user connects their account)"
 
 
 class Health(models.TextChoices):

@@ -70,6 +70,30 @@ class Gateway(TimeStamped):
     cwd = models.CharField("working directory", max_length=1024, blank=True)
     auth_type = models.CharField(max_length=16, choices=AuthType.choices, default=AuthType.NONE)
     credentials_encrypted = models.TextField(blank=True, editable=False)
+    # Per-user upstream credentials (docs/governance.md): each user's own from the vault (UpstreamCredential).
+    per_user_credentials = models.BooleanField(
+        "per-user credentials",
+        default=False,
+        help_text="Each user reaches the upstream with credentials of their own (connected at /accounts/upstreams/"
+        " or PUT /api/gateways/{id}/my-credentials); a user without them cannot call it. Always on for OAuth per user.",
+    )
+    oauth_token_url = models.CharField(
+        "OAuth token URL",
+        max_length=2048,
+        blank=True,
+        help_text="OAuth kinds: the authorization server's token endpoint; empty: discovered from the upstream's "
+        "RFC 9728 metadata.",
+    )
+    oauth_authorization_url = models.CharField(
+        "OAuth authorization URL",
+        max_length=2048,
+        blank=True,
+        help_text="OAuth per user: the authorization endpoint users are sent to; empty: discovered.",
+    )
+    oauth_client_id = models.CharField("OAuth client id", max_length=255, blank=True)
+    oauth_scopes = models.CharField(
+        "OAuth scopes", max_length=1024, blank=True, help_text="Space-separated scopes to ask for."
+    )
     verify_tls = models.BooleanField("verify TLS", default=True)
     ca_bundle = models.TextField("CA bundle (PEM)", blank=True)
     enabled = models.BooleanField(default=True)
@@ -157,6 +181,28 @@ class Gateway(TimeStamped):
             errors["per_user_process"] = "Process options are only for stdio gateways."
         if self.era == Era.MODERN and self.transport in (Transport.SSE, Transport.WEBSOCKET):
             errors["era"] = f"MCP 2026-07-28 has no {self.get_transport_display()} transport; use auto or legacy."
+        if self.auth_type in (AuthType.OAUTH_CLIENT, AuthType.OAUTH_USER):
+            if self.transport == Transport.STDIO:
+                errors["auth_type"] = "OAuth credentials are for HTTP upstreams, not stdio."
+            if not self.oauth_client_id:
+                errors["oauth_client_id"] = "OAuth needs the client id the authorization server gave the gateway."
+            if self.auth_type == AuthType.OAUTH_CLIENT and not self.oauth_token_url:
+                errors["oauth_token_url"] = "OAuth client credentials need the token URL."
+            for field in ("oauth_token_url", "oauth_authorization_url"):
+                value = getattr(self, field)
+                if value:
+                    try:
+                        validators.validate_upstream_url(value, schemes=("http", "https"))
+                    except ValidationError as exc:
+                        errors[field] = exc.messages[0]
+        if self.auth_type == AuthType.OAUTH_USER:
+            self.per_user_credentials = True
+        if self.per_user_credentials and self.auth_type == AuthType.NONE:
+            errors["auth_type"] = "Per-user credentials need a kind (bearer, basic, headers or OAuth per user)."
+        if self.per_user_credentials and self.auth_type == AuthType.OAUTH_CLIENT:
+            errors["per_user_credentials"] = (
+                "OAuth client credentials are the gateway's own token; choose OAuth per user for users' own tokens."
+            )
         if self.ca_bundle and "-----BEGIN CERTIFICATE-----" not in self.ca_bundle:
             errors["ca_bundle"] = "The CA bundle must be PEM text containing -----BEGIN CERTIFICATE-----."
         if errors:
@@ -191,6 +237,12 @@ def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict
 
     if auth_type == AuthType.NONE:
         return {}
+    if auth_type in (AuthType.OAUTH_CLIENT, AuthType.OAUTH_USER):
+        # The gateway's client secret (optional for OAuth per user: a public client with PKCE).
+        secret = credentials.get("client_secret")
+        if secret in (None, "") and auth_type == AuthType.OAUTH_USER:
+            return {}
+        return {"client_secret": text("client_secret")}
     if auth_type == AuthType.BASIC:
         username = text("username")
         if ":" in username:
@@ -206,6 +258,48 @@ def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict
     if not headers:
         raise ValidationError({"credentials": "Custom-header credentials need at least one header."})
     return {"headers": dict(headers)}
+
+
+USER_CREDENTIAL_KINDS = (AuthType.BEARER, AuthType.BASIC, AuthType.HEADERS, AuthType.OAUTH_USER)
+
+
+class UpstreamCredential(models.Model):
+    """The vault: one user's own credentials for one gateway with ``per_user_credentials`` (encrypted with
+    registry.crypto like the gateway's; never shown, exported or audited in clear)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upstream_credentials")
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="user_credentials")
+    auth_type = models.CharField(max_length=16, choices=AuthType.choices)
+    credentials_encrypted = models.TextField(editable=False)
+    # OAuth per user: when the stored access token expires (None: unknown or not OAuth).
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "gateway"], name="upstream_credential_user_gateway")]
+        ordering = ["gateway__name"]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.gateway}"
+
+    def get_credentials(self) -> dict[str, Any]:
+        return crypto.decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
+
+    def set_credentials(self, auth_type: str, credentials: dict[str, Any]) -> None:
+        kind = AuthType(auth_type)
+        if kind == AuthType.OAUTH_USER:
+            token = credentials.get("access_token")
+            if not isinstance(token, str) or not token or "\r" in token or "\n" in token:
+                raise ValidationError({"credentials": "OAuth credentials need a non-empty 'access_token'."})
+            keys = ("access_token", "refresh_token", "expires_at", "token_url")
+            cleaned = {k: credentials[k] for k in keys if credentials.get(k)}
+        elif kind in USER_CREDENTIAL_KINDS:
+            cleaned = _clean_credentials(kind, credentials)
+        else:
+            raise ValidationError({"auth_type": f"{kind.label} is not a kind of per-user credentials."})
+        self.auth_type = kind
+        self.credentials_encrypted = crypto.encrypt_json(cleaned)
 
 
 class Tool(TimeStamped):

@@ -48,6 +48,7 @@ class Credentials(In):
     password: str | None = None
     token: str | None = None
     headers: dict[str, str] | None = None
+    client_secret: str | None = Field(None, description="OAuth kinds: the gateway's client secret.")
 
 
 class GatewayIn(In):
@@ -62,6 +63,13 @@ class GatewayIn(In):
     cwd: str = ""
     auth_type: AuthType = AuthType.NONE
     credentials: Credentials | None = Field(None, description="Write-only; never returned.")
+    per_user_credentials: bool = Field(
+        False, description="Each user brings their own credentials (PUT /api/gateways/{id}/my-credentials)."
+    )
+    oauth_token_url: str = Field("", description="OAuth kinds: the token endpoint (empty: discovered).")
+    oauth_authorization_url: str = Field("", description="OAuth per user: the authorization endpoint.")
+    oauth_client_id: str = ""
+    oauth_scopes: str = Field("", description="Space-separated scopes to ask for.")
     verify_tls: bool = True
     ca_bundle: str = ""
     enabled: bool = True
@@ -91,6 +99,11 @@ class GatewayOut(Schema):
     cwd: str
     auth_type: AuthType
     has_credentials: bool
+    per_user_credentials: bool
+    oauth_token_url: str
+    oauth_authorization_url: str
+    oauth_client_id: str
+    oauth_scopes: str
     verify_tls: bool
     ca_bundle: str
     enabled: bool
@@ -474,3 +487,22 @@ def to_data(payload: Schema, *, partial: bool = False) -> dict[str, Any]:
     if data.get("blob") is not None:
         data["blob"] = _decode_blob(data["blob"])
     return data
+
+
+class MyCredentialsIn(In):
+    """Your own credentials for a gateway with per_user_credentials, of the gateway's kind: bearer: token;
+    basic: username, password; headers: headers; oauth2-user: access_token (refresh_token, expires_in)."""
+
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    headers: dict[str, str] | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_in: int | None = Field(None, ge=1, description="OAuth: seconds the access token lives.")
+
+
+class MyCredentialsOut(Schema):
+    gateway: str
+    connected: bool
+    updated_at: datetime | None = None

@@ -11,7 +11,7 @@ from django.db.models import F, Func, OuterRef, Q, QuerySet, Subquery
 
 from registry.choices import Health
 from registry.exceptions import NotFound
-from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, UpstreamCredential, VirtualServer
 from registry.validators import parse_rate
 
 M = TypeVar("M", bound=models.Model)
@@ -229,6 +229,10 @@ def catalog_rows() -> dict[str, Any]:
             "redundancy_group": g.redundancy_group,
             "priority": g.priority,
             "per_user_process": g.per_user_process,
+            "per_user_credentials": g.per_user_credentials,
+            "oauth_token_url": g.oauth_token_url,
+            "oauth_client_id": g.oauth_client_id,
+            "oauth_scopes": g.oauth_scopes,
             "start_at_boot": g.start_at_boot,
             "rate_limit": _rate(g.rate_limit),
             "max_concurrency": g.max_concurrency,
@@ -550,3 +554,31 @@ def selection_served(selection: Selection) -> ServedPreview:
         resource_templates=keys(ResourceTemplate, selection.resource_templates, "uri_template"),
         prompts=keys(Prompt, selection.prompts, "name"),
     )
+
+
+def user_credentials_load(*, gateway_name: str, username: str) -> dict[str, Any] | None:
+    """A user's own credentials for a gateway from the vault: {"auth_type", "credentials"} (decrypted), or None."""
+
+    stored = (
+        UpstreamCredential.objects.filter(gateway__name=gateway_name, user__username=username, user__is_active=True)
+        .only("auth_type", "credentials_encrypted")
+        .first()
+    )
+    if stored is None:
+        return None
+    return {"auth_type": stored.auth_type, "credentials": stored.get_credentials()}
+
+
+def user_credentials_list(*, user: Any) -> list[dict[str, Any]]:
+    """The per-user gateways and whether ``user`` connected each (never the values)."""
+
+    mine = {c.gateway_id: c for c in UpstreamCredential.objects.filter(user=user)}
+    return [
+        {
+            "gateway": g,
+            "connected": g.pk in mine,
+            "updated_at": mine[g.pk].updated_at if g.pk in mine else None,
+            "expires_at": mine[g.pk].expires_at if g.pk in mine else None,
+        }
+        for g in Gateway.objects.filter(per_user_credentials=True, enabled=True).order_by("name")
+    ]

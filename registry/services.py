@@ -22,15 +22,27 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from registry import audit, events, hooks
 from registry.exceptions import Conflict, InvalidInput
-from registry.models import UPSTREAM_TOOL_FIELDS, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.models import (
+    UPSTREAM_TOOL_FIELDS,
+    AuditEntry,
+    Gateway,
+    Prompt,
+    Resource,
+    ResourceTemplate,
+    Tool,
+    UpstreamCredential,
+    VirtualServer,
+)
 
 M = TypeVar("M", bound=models.Model)
 logger = logging.getLogger(__name__)
@@ -144,8 +156,11 @@ def _apply[M: models.Model](instance: M, data: dict[str, Any]) -> dict[str, list
     if isinstance(instance, Gateway) and ("auth_type" in data or "credentials" in data):
         auth_type = data.pop("auth_type", instance.auth_type)
         credentials = data.pop("credentials", None)
+        per_user = data.get("per_user_credentials", instance.per_user_credentials)
         if credentials is None and auth_type == instance.auth_type:
             pass  # unchanged: credentials are write-only and kept unless replaced
+        elif per_user and not credentials and auth_type in ("basic", "bearer", "headers"):
+            instance.auth_type, instance.credentials_encrypted = auth_type, ""  # each user brings their own
         else:
             try:
                 instance.set_credentials(auth_type, credentials or {})
@@ -367,3 +382,64 @@ def gateway_failure_record(*, gateway: Gateway, error: str) -> None:
     from registry.gateway_state import gateway_check_record  # here: keeps this module's imports to its owner
 
     gateway_check_record(gateway_id=gateway.pk, ok=False, error=error)  # a failed read is a failed check
+
+
+# -- the vault: users' own upstream credentials (docs/governance.md, "Per-user upstream credentials") ----------
+
+
+def _vault_audit(action: str, *, user: Any, gateway: Gateway, event: str) -> None:
+    """Record a change of someone's upstream credentials: who, whose, which gateway; never the values."""
+    if not audit.catalog_enabled():
+        return
+    who = audit.current()
+    AuditEntry.objects.create(
+        at=timezone.now(),
+        actor=(who.actor or user.get_username())[:150],
+        via=who.via,
+        action=action,
+        kind="upstreamcredential",
+        target=f"{gateway.name}/{user.get_username()}"[:512],
+        outcome=event,
+        detail={"gateway": gateway.name, "user": user.get_username(), "credentials": "(changed)"},
+    )
+
+
+def user_credentials_set(
+    *, user: Any, gateway: Gateway, credentials: dict[str, Any], expires_at: datetime | None = None
+) -> UpstreamCredential:
+    """Store ``user``'s own credentials for ``gateway`` (of the gateway's kind), replacing any."""
+    if not gateway.per_user_credentials:
+        raise InvalidInput(f"Gateway {gateway.name!r} does not take per-user credentials.")
+    with transaction.atomic():
+        stored = UpstreamCredential.objects.filter(user=user, gateway=gateway).first()
+        created = stored is None
+        stored = stored or UpstreamCredential(user=user, gateway=gateway)
+        try:
+            stored.set_credentials(gateway.auth_type, credentials)
+        except ValidationError as exc:
+            raise InvalidInput("; ".join(exc.messages)) from None
+        stored.expires_at = expires_at
+        stored.save()
+        _vault_audit("create" if created else "update", user=user, gateway=gateway, event="connected")
+    return stored
+
+
+def user_credentials_tokens_store(*, gateway_name: str, username: str, credentials: dict[str, Any]) -> bool:
+    """Keep refreshed OAuth tokens of a user (from the upstream pool); False when the entry is gone."""
+    stored = UpstreamCredential.objects.filter(gateway__name=gateway_name, user__username=username).first()
+    if stored is None:
+        return False
+    stored.set_credentials(stored.auth_type, credentials)
+    expires = credentials.get("expires_at")
+    stored.expires_at = datetime.fromtimestamp(float(expires), tz=UTC) if expires else None
+    stored.save(update_fields=["credentials_encrypted", "expires_at", "updated_at"])
+    return True
+
+
+def user_credentials_delete(*, user: Any, gateway: Gateway) -> bool:
+    """Forget ``user``'s own credentials for ``gateway``; False when there were none."""
+    with transaction.atomic():
+        deleted, _ = UpstreamCredential.objects.filter(user=user, gateway=gateway).delete()
+        if deleted:
+            _vault_audit("delete", user=user, gateway=gateway, event="disconnected")
+    return bool(deleted)

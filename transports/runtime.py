@@ -20,6 +20,7 @@ from transports.protocol.replicas import Mesh
 from transports.protocol.sessions import SessionStore
 from transports.protocol.shared_sessions import RedisSessionStore
 from transports.protocol.stdio_supervisor import StdioSupervisor
+from transports.protocol.upstream_auth import UpstreamAuth
 from transports.protocol.upstream_pool import UpstreamPool
 
 _core: McpCore | None = None
@@ -85,8 +86,11 @@ def get_core() -> McpCore:
             sessions = RedisSessionStore(settings.REDIS_URL, mesh, **limits)
         else:
             sessions = SessionStore(**limits)
+        from transports.user_credentials import CACHE_SECONDS, DatabaseVault
+
         upstreams = UpstreamPool(
             request_timeout=settings.GATEWAY_TOOL_TIMEOUT,
+            auth=UpstreamAuth(DatabaseVault(), cache_seconds=CACHE_SECONDS),
             stdio=StdioSupervisor(
                 max_processes=settings.GATEWAY_STDIO_MAX_PROCESSES,
                 idle_timeout=settings.GATEWAY_STDIO_IDLE_TIMEOUT,

@@ -47,6 +47,11 @@ class GatewayForm(CatalogForm):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 90, "style": "font-family: monospace"}),
         help_text="Custom headers: one 'Name: value' per line.",
     )
+    client_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="OAuth: the gateway's client secret at the authorization server (empty for a public client).",
+    )
 
     class Meta:
         model = Gateway
@@ -62,6 +67,11 @@ class GatewayForm(CatalogForm):
             "env",
             "cwd",
             "auth_type",
+            "per_user_credentials",
+            "oauth_token_url",
+            "oauth_authorization_url",
+            "oauth_client_id",
+            "oauth_scopes",
             "verify_tls",
             "ca_bundle",
             "sync_interval",
@@ -80,6 +90,7 @@ class GatewayForm(CatalogForm):
             "username": data.get("username") or None,
             "password": data.get("password") or None,
             "token": data.get("token") or None,
+            "client_secret": data.get("client_secret") or None,
         }
         headers: dict[str, str] = {}
         for line in (data.get("headers") or "").splitlines():
@@ -91,6 +102,9 @@ class GatewayForm(CatalogForm):
                 return data
             headers[name.strip()] = value.strip()
         keep = self.instance.pk and auth_type == self.instance.auth_type and not any(given.values()) and not headers
+        per_user = bool(data.get("per_user_credentials"))
+        if per_user and auth_type in (AuthType.BASIC, AuthType.BEARER, AuthType.HEADERS) and not any(given.values()):
+            keep = False  # each user brings their own: the gateway stores none
         if not keep:  # the service checks them (a missing token is an error) and encrypts them
             self.credentials = {k: v for k, v in given.items() if v}
             if headers:
@@ -191,7 +205,22 @@ class GatewayAdmin(CatalogAdmin):
         ("Local process (stdio)", {"fields": ["command", "args", "env", "cwd", "per_user_process", "start_at_boot"]}),
         (
             "Credentials (write-only)",
-            {"fields": ["auth_type", "credentials_stored", "username", "password", "token", "headers"]},
+            {
+                "fields": [
+                    "auth_type",
+                    "per_user_credentials",
+                    "credentials_stored",
+                    "username",
+                    "password",
+                    "token",
+                    "headers",
+                    "client_secret",
+                ]
+            },
+        ),
+        (
+            "OAuth toward the upstream",
+            {"fields": ["oauth_token_url", "oauth_authorization_url", "oauth_client_id", "oauth_scopes"]},
         ),
         ("Operations", {"fields": ["sync_interval", "redundancy_group", "priority"]}),
         ("Limits", {"fields": ["rate_limit", "max_concurrency"]}),

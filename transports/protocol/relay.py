@@ -24,6 +24,7 @@ from transports.protocol.exchange import Exchange
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.upstream.base import UpstreamClient, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from transports.protocol.upstream.failures import describe
+from transports.protocol.upstream_auth import CredentialsNeeded
 from transports.protocol.upstream_pool import FULL_CAPABILITIES, UpstreamPool, capability_profile
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class UpstreamRelay:
     ) -> dict[str, Any]:
         """Send the request upstream (``asked``: gets the methods of the requests the upstream sent the
         client meanwhile; an answer that depends on the client's replies is not cached)."""
-        if row is not None and row.get("health") == UNREACHABLE:
+        # A per-user gateway's health checks run without any user's credentials (a 401 there says little).
+        if row is not None and row.get("health") == UNREACHABLE and not row.get("per_user_credentials"):
             raise unreachable_error(gateway, row)
         meta = params.get("_meta")
         client_meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
@@ -163,6 +165,42 @@ class UpstreamRelay:
             return await self._from_upstream(ex, gateway, message, client_token, upstream_token)
 
         try:
+            return await self._send(ex, gateway, row, method, upstream_params, timeout, shared, tool, early, relay)
+        except UpstreamUnavailable as exc:
+            # 401 with an OAuth token or a user's own credentials: refreshed (or reloaded) once, then asked again;
+            # nothing ran upstream.
+            if exc.status != 401 or row is None or not await self.pool.auth.refused(row, ex.session.username):
+                raise self._failed(ex, gateway, row, exc, timeout) from None
+        try:
+            return await self._send(ex, gateway, row, method, upstream_params, timeout, shared, tool, early, relay)
+        except UpstreamUnavailable as exc:
+            raise self._failed(ex, gateway, row, exc, timeout) from None
+
+    def _failed(
+        self, ex: Exchange, gateway: str, row: dict[str, Any] | None, exc: UpstreamUnavailable, timeout: float | None
+    ) -> JsonRpcError:
+        if row is not None and row.get("per_user_credentials") and exc.status in (401, 403):
+            # The user's own credentials were refused: their business, not the upstream's health.
+            return JsonRpcError(jsonrpc.SERVER_ERROR, self.pool.auth.rejected_message(row))
+        error = upstream_error(gateway, exc, timeout or self.timeout)
+        if isinstance(error, UpstreamDown):
+            self._connection_failed(ex, gateway, row, exc, timeout or self.timeout)
+        return error
+
+    async def _send(
+        self,
+        ex: Exchange,
+        gateway: str,
+        row: dict[str, Any] | None,
+        method: str,
+        upstream_params: dict[str, Any],
+        timeout: float | None,
+        shared: bool,
+        tool: str | None,
+        early: Any,
+        relay: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
+    ) -> dict[str, Any]:
+        try:
             # The upstream session that declares what this client declared (shared: the one that declares all).
             profile = None if shared else capability_profile(ex.session.client_capabilities)
             # The client's era: a dual-era upstream is reached in it. Either will do for shared reads and
@@ -170,7 +208,10 @@ class UpstreamRelay:
             # elicitation or roots): an upstream session would have nothing to relay to it, and the
             # stateless era costs the upstream and the gateway less per call (docs/performance.md).
             era = None if shared or not (ex.modern or profile) else mcp.MODERN if ex.modern else mcp.LEGACY
-            client = await self.pool.get(gateway, row or {}, profile, era=era, user=ex.session.username)
+            try:
+                client = await self.pool.get(gateway, row or {}, profile, era=era, user=ex.session.username)
+            except CredentialsNeeded as exc:
+                raise JsonRpcError(jsonrpc.SERVER_ERROR, exc.message) from None
             if tool is not None and profile is not None and profile != FULL_CAPABILITIES:
                 await self._check_offered(gateway, client, tool, profile)
             if ex.session.log_level is not None:
@@ -185,7 +226,7 @@ class UpstreamRelay:
                     method, upstream_params, timeout=timeout, on_message=relay, headers=ex.upstream_headers
                 )
             return await client.request(method, upstream_params, timeout=timeout, on_message=relay)
-        except (UpstreamError, UpstreamTimeout, UpstreamUnavailable) as exc:
+        except (UpstreamError, UpstreamTimeout) as exc:
             error = upstream_error(gateway, exc, timeout or self.timeout)
             if isinstance(error, UpstreamDown):
                 self._connection_failed(ex, gateway, row, exc, timeout or self.timeout)

@@ -15,7 +15,6 @@ limit); a gateway with ``per_user_process`` has one process per user (the user i
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import logging
 import time
@@ -26,6 +25,7 @@ import orjson
 
 from transports.protocol.stdio_supervisor import StdioSupervisor
 from transports.protocol.upstream.base import UpstreamClient, UpstreamConfig, UpstreamUnavailable
+from transports.protocol.upstream_auth import UpstreamAuth, dynamic, static_headers
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +61,13 @@ def capability_profile(declared: dict[str, Any]) -> dict[str, Any]:
     return profile
 
 
-def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamConfig:
-    """An UpstreamConfig from a gateway row of the catalog snapshot (credentials become headers)."""
-    credentials = row.get("credentials") or {}
-    headers: dict[str, str] = {}
-    if row["auth_type"] == "basic" and credentials:
-        pair = f"{credentials['username']}:{credentials['password']}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-    elif row["auth_type"] == "bearer" and credentials:
-        headers["Authorization"] = f"Bearer {credentials['token']}"
-    elif row["auth_type"] == "headers" and credentials:
-        headers.update(credentials.get("headers", {}))
+def config_from_row(
+    row: dict[str, Any], *, request_timeout: float, headers: dict[str, str] | None = None
+) -> UpstreamConfig:
+    """An UpstreamConfig from a gateway row of the catalog snapshot (credentials become headers; ``headers``:
+    credential headers worked out elsewhere, ``UpstreamAuth``: OAuth tokens, a user's own)."""
+    if headers is None:
+        headers = static_headers(row["auth_type"], row.get("credentials") or {})
     return UpstreamConfig(
         name=row["name"],
         transport=row["transport"],
@@ -92,8 +88,12 @@ def config_from_row(row: dict[str, Any], *, request_timeout: float) -> UpstreamC
 class UpstreamPool:
     """Connected upstream clients by gateway name."""
 
-    def __init__(self, *, request_timeout: float = 60.0, stdio: StdioSupervisor | None = None) -> None:
+    def __init__(
+        self, *, request_timeout: float = 60.0, stdio: StdioSupervisor | None = None, auth: UpstreamAuth | None = None
+    ) -> None:
         self.request_timeout = request_timeout
+        # OAuth tokens and users' own credentials (docs/governance.md, "Per-user upstream credentials").
+        self.auth = auth if auth is not None else UpstreamAuth()
         self.stdio = stdio if stdio is not None else StdioSupervisor()
         self._booting: set[asyncio.Task[None]] = set()
         self._clients: dict[str, tuple[UpstreamConfig, UpstreamClient]] = {}
@@ -132,14 +132,20 @@ class UpstreamPool:
         speaks one era, or an era setting of ``legacy`` or ``modern``, it speaks that one era and the
         core bridges.
 
-        ``user``: the caller; a gateway with ``per_user_process`` gets a process per user."""
+        ``user``: the caller; a gateway with ``per_user_process`` gets a process per user, one with
+        ``per_user_credentials`` a connection per user with that user's credentials (``CredentialsNeeded``
+        when the user has none)."""
         if name in self._overrides:
             return self._overrides[name]
-        config = config_from_row(row, request_timeout=self.request_timeout)
+        if dynamic(row):
+            headers = await self.auth.headers(row, user)
+            config = config_from_row(row, request_timeout=self.request_timeout, headers=headers)
+        else:
+            config = config_from_row(row, request_timeout=self.request_timeout)
         profiled = config
         if capabilities is not None and capabilities != FULL_CAPABILITIES:
             profiled = dataclasses.replace(config, client_capabilities=capabilities)
-        if not row.get("per_user_process"):
+        if not row.get("per_user_process") and not row.get("per_user_credentials"):
             user = None
         if config.era != "auto" and name in self._split:
             await self._drop_split(name)  # the era setting is no longer auto: no per-era sessions
@@ -279,3 +285,4 @@ class UpstreamPool:
                 await self._close(client)
         self._clients.clear()
         await self.stdio.aclose()
+        await self.auth.aclose()
