@@ -8,7 +8,6 @@ relay sends ``hooks.upstream_failed`` and ``after_call_failure`` marks a healthy
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -19,12 +18,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from federation.errors import describe_failure
-from federation.services import _row
+from federation.services import _row, own_client
 from registry.gateway_state import gateway_check_record, gateway_passive_failure
 from registry.models import Gateway
-from transports.protocol.upstream import create_client
 from transports.protocol.upstream.base import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from transports.protocol.upstream_pool import config_from_row
 from transports.protocol.vocabulary import PING
 
 logger = logging.getLogger(__name__)
@@ -52,8 +49,7 @@ class CheckResult:
 
 
 async def _probe(row: dict[str, Any], timeout: float) -> None:
-    config = dataclasses.replace(config_from_row(row, request_timeout=timeout), connect_timeout=timeout)
-    client = create_client(config)
+    client = await own_client(row, timeout, connect_timeout=timeout)
     try:
         await client.connect()
         # A 2026-07-28 session turns ping (removed in that era) into an uncached server/discover, which is
@@ -73,13 +69,29 @@ def gateway_check(*, gateway: Gateway, timeout: float | None = None) -> CheckRes
     try:
         async_to_sync(_probe)(row, seconds)
     except _FAILURES as exc:
-        error = describe_failure(exc, timeout=seconds, target=gateway.url or gateway.command)
+        # An upstream that wants each user's own credentials refuses the gateway's probe with 401/403: it
+        # answered, which is what health means here (the users' calls carry their credentials).
+        if not (gateway.per_user_credentials and _http_status(exc) in (401, 403)):
+            error = describe_failure(exc, timeout=seconds, target=gateway.url or gateway.command)
     latency_ms = round((time.monotonic() - started) * 1000)
     before, after = gateway_check_record(gateway_id=gateway.pk, ok=not error, error=error)
     if before != after:
         log = logger.info if after == "healthy" else logger.warning
         log("gateway %s: %s -> %s%s", gateway.name, before, after, f" ({error})" if error else "")
     return CheckResult(gateway.name, not error, before, after, error, latency_ms)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an upstream refused with, anywhere in the exception's chain."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        status = getattr(seen, "status", None)
+        if isinstance(status, int):
+            return status
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def after_call_failure(gateway_name: str, error: str) -> None:

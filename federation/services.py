@@ -10,6 +10,7 @@ recorded), so federation writes no catalog row itself. Later reads are ``federat
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from transports.protocol.upstream.base import (
     UpstreamUnavailable,
     describe_server,
 )
+from transports.protocol.upstream_auth import OAUTH_CLIENT, UpstreamAuth
 from transports.protocol.upstream_pool import UpstreamPool, config_from_row
 
 LIST_PAGES = 1000  # a bound on pages read per list, against an upstream that never stops paging
@@ -71,7 +73,30 @@ def _row(gateway: Gateway) -> dict[str, Any]:
         "credentials": gateway.get_credentials(),
         "verify_tls": gateway.verify_tls,
         "ca_bundle": gateway.ca_bundle or None,
+        "per_user_credentials": gateway.per_user_credentials,
+        "oauth_token_url": gateway.oauth_token_url,
+        "oauth_client_id": gateway.oauth_client_id,
+        "oauth_scopes": gateway.oauth_scopes,
     }
+
+
+async def own_client(row: dict[str, Any], timeout: float, *, connect_timeout: float | None = None) -> Any:
+    """A client of its own for the gateway's upstream (a sync or a health check outside the pool), with the
+    gateway's own credentials: static ones from the row, or an OAuth client-credentials token fetched now.
+    A per-user gateway is reached with no user's credentials (what it offers everyone, if anything)."""
+    headers = None
+    if row.get("auth_type") == OAUTH_CLIENT and not row.get("per_user_credentials"):
+        auth = UpstreamAuth()
+        try:
+            headers = await auth.headers(row, None)
+        finally:
+            await auth.aclose()
+    elif row.get("per_user_credentials"):
+        headers = {}
+    config = config_from_row(row, request_timeout=timeout, headers=headers)
+    if connect_timeout is not None:
+        config = dataclasses.replace(config, connect_timeout=connect_timeout)
+    return create_client(config)
 
 
 async def _read_upstream(row: dict[str, Any], timeout: float, pool: UpstreamPool | None = None) -> UpstreamCatalog:
@@ -81,7 +106,7 @@ async def _read_upstream(row: dict[str, Any], timeout: float, pool: UpstreamPool
     if pool is not None:
         client = await pool.get(row["name"], row)
     else:
-        client = create_client(config_from_row(row, request_timeout=timeout))
+        client = await own_client(row, timeout)
     try:
         connected = await client.connect()
         catalog = UpstreamCatalog(initialize=connected, era=client.era or DetectedEra.LEGACY)

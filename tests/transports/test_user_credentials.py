@@ -29,7 +29,7 @@ from django.test import Client
 
 from registry import auth, services
 from registry.choices import AuthType
-from registry.models import AuditEntry, Gateway, UpstreamCredential
+from registry.models import AuditEntry, Gateway, Tool, UpstreamCredential
 from tests.factories import GatewayFactory, ToolFactory, UserFactory
 from tests.fixtures.authorization_server import AuthorizationServer
 from tests.fixtures.servers import RunningUpstream, start_upstream
@@ -507,3 +507,43 @@ def test_connect_discovers_the_oauth_endpoints_from_the_upstreams_metadata(autho
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- federation: syncs and health checks of such gateways -------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_credentials_gateway_is_synced_and_checked_with_its_own_token(guarded_upstream, authorization_server):
+    """A sync and a health check (each on a connection of its own, outside the pool) fetch the gateway's
+    OAuth token first, so the guarded upstream answers them."""
+    from federation import health, sync
+
+    client = authorization_server.register(
+        token_endpoint_auth_method="client_secret_basic", grant_types=["client_credentials"]
+    )
+    gateway = GatewayFactory(
+        name="fx-oauth",
+        url=guarded_upstream.url,
+        oauth_token_url=f"{authorization_server.issuer}/token",
+        oauth_client_id=client["client_id"],
+        oauth_scopes="mcp:call",
+    )
+    gateway.set_credentials(AuthType.OAUTH_CLIENT, {"client_secret": client["client_secret"]})
+    gateway.save()
+    run = sync.gateway_sync(gateway=gateway)
+    assert run.ok, run.error
+    assert Tool.objects.filter(gateway=gateway, original_name="echo").exists()
+    result = health.gateway_check(gateway=gateway)
+    assert result.ok, result.error
+    assert "client_credentials" in authorization_server.grants
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_per_user_gateway_refusing_the_gateway_itself_is_healthy(guarded_upstream):
+    """The probe carries no user's credentials; the upstream answering 401 is alive (users' calls carry theirs)."""
+    from federation import health
+
+    gateway = per_user_gateway(guarded_upstream.url)
+    result = health.gateway_check(gateway=gateway)
+    assert result.ok, result.error
+    assert result.after == "healthy"

@@ -122,7 +122,7 @@ class UpstreamRelay:
                 params,
                 ex.session.username,
                 produce,
-                always_private=bool(row and row.get("per_user_process")),
+                always_private=bool(row and (row.get("per_user_process") or row.get("per_user_credentials"))),
             )
         return await self._forward(ex, gateway, row, method, params, timeout, shared, tool, None)
 
