@@ -205,6 +205,11 @@ async def test_a_connection_failure_signals_and_degrades_a_healthy_gateway(signa
             return await sync_to_async(lambda: Gateway.objects.get(name="up").health == Health.DEGRADED)()
 
         await eventually(degraded, "the gateway to be marked degraded")
+
+        async def signalled() -> bool:  # receivers run in order: federation's (which degrades) before ours
+            return bool(signals)
+
+        await eventually(signalled, "the hook to reach the test's receiver")
         assert signals == [("up", f"connection refused by 127.0.0.1:{port}")]
         stored = await sync_to_async(Gateway.objects.get)(name="up")
         assert stored.last_error == f"connection refused by 127.0.0.1:{port}"
