@@ -151,6 +151,39 @@ async def test_the_redis_store_counts_like_the_memory_one(redis_prefix):
     assert 0 < ttl <= 60_000
 
 
+async def test_the_redis_store_leases_a_share_of_large_buckets_and_checks_small_ones_every_time(redis_prefix):
+    """A bucket of 10,000/minute is taken from in leases of 100 tokens (1 %): 250 requests make 3 script
+    calls, and the shared bucket shows what was leased; a bucket of 50/minute (a share under one token) is
+    checked in Redis on every request, exactly."""
+    import redis
+
+    url, prefix = redis_prefix
+    store = RedisStore(url, prefix=prefix)
+    calls = 0
+    script = store._take_script()
+
+    async def counted(**kwargs):
+        nonlocal calls
+        calls += 1
+        return await script(**kwargs)
+
+    store._take_script = lambda: counted  # type: ignore[method-assign]
+    big = bucket("u:big", (10_000, 60))
+    for _ in range(250):
+        assert await store.take([big]) is None
+    assert calls == 3
+    left = float(redis.Redis.from_url(url).hget(f"{prefix}u:big", "t"))
+    assert 9_699 <= left <= 9_701  # three leases of 100 taken from the shared bucket (plus a trickle of refill)
+    small = bucket("u:small", (50, 60))
+    calls = 0
+    for _ in range(50):
+        assert await store.take([small]) is None
+    assert calls == 50
+    refused = await store.take([small])
+    assert refused is not None
+    assert refused[0] == small
+
+
 # -- through the endpoints ----------------------------------------------------------------------
 
 

@@ -152,15 +152,17 @@ class MemoryStore:
             del entries[key]  # full again (idle), or over the bound: the least recently used goes
 
 
-# KEYS: the buckets; ARGV: capacity and window (seconds) of each. Redis's own clock, so every replica
-# agrees. All or none: a refused request takes no token. Each key expires when its bucket is full again.
+# KEYS: the buckets; ARGV: capacity, window (seconds) and tokens wanted of each. Redis's own clock, so every
+# replica agrees. All or none: when a bucket has not one token, nothing is taken and the reply names the
+# bucket and the wait; else each bucket gives what was wanted, or all it has (at least one), and the reply
+# lists what each gave. Each key expires when its bucket is full again.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local levels = {}
 local worst, worst_wait = 0, 0
 for i = 1, #KEYS do
-  local cap, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local cap, window = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
   local state = redis.call('HMGET', KEYS[i], 't', 's')
   local tokens = cap
   if state[1] then
@@ -173,23 +175,49 @@ for i = 1, #KEYS do
   end
 end
 if worst > 0 then return {worst, tostring(worst_wait)} end
+local reply = {0, '0'}
 for i = 1, #KEYS do
-  redis.call('HSET', KEYS[i], 't', tostring(levels[i] - 1), 's', tostring(now))
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i]) * 1000))
+  local grant = math.max(1, math.min(tonumber(ARGV[3 * i]), math.floor(levels[i])))
+  redis.call('HSET', KEYS[i], 't', tostring(levels[i] - grant), 's', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[3 * i - 1]) * 1000))
+  reply[#reply + 1] = grant
 end
-return {0, '0'}
+return reply
 """
+
+# Leases: a replica takes a small share of a bucket at once (LEASE_SHARE of its capacity, at least one
+# token) and spends it locally for a short while (LEASE_SECONDS of the window, between the bounds), so a
+# busy user costs one Redis round trip per lease, not per request. A limit small enough that its share is
+# one token (under 100 per window) is checked in Redis on every request, exactly. Tokens of a lease that
+# expires unspent are lost: across replicas a limit is never exceeded, and may admit up to LEASE_SHARE of
+# its capacity fewer requests per replica and lease period than it allows.
+LEASE_SHARE = 0.01
+LEASE_SECONDS = 0.05
+LEASE_SECONDS_BOUNDS = (0.05, 1.0)
+MAX_LEASES = 100_000
+
+
+def lease_size(rate: Rate) -> int:
+    return max(1, min(rate[0], int(rate[0] * LEASE_SHARE)))
+
+
+def lease_seconds(rate: Rate) -> float:
+    low, high = LEASE_SECONDS_BOUNDS
+    return min(high, max(low, rate[1] * LEASE_SECONDS))
 
 
 class RedisStore:
-    """Buckets in Redis under ``prefix`` (shared by every replica): one script call per check."""
+    """Buckets in Redis under ``prefix`` (shared by every replica): one script call per check, or none
+    while this process holds a lease on every bucket of the request (see ``LEASE_SHARE``)."""
 
-    def __init__(self, url: str, *, prefix: str = "mcpgw:rl:") -> None:
+    def __init__(self, url: str, *, prefix: str = "mcpgw:rl:", clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.prefix = prefix
+        self.clock = clock
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._script: Any = None
+        self._leases: dict[str, list[float]] = {}  # bucket key -> [tokens left, expires at]
 
     def _take_script(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -202,13 +230,30 @@ class RedisStore:
         return self._script
 
     async def take(self, buckets: Sequence[Bucket]) -> tuple[Bucket, float] | None:
-        args: list[Any] = []
+        now = self.clock()
+        leases = self._leases
+        needed = [b for b in buckets if (lease := leases.get(b.key)) is None or lease[0] < 1 or lease[1] <= now]
+        if needed:
+            args: list[Any] = []
+            for bucket in needed:
+                args += [bucket.rate[0], bucket.rate[1], lease_size(bucket.rate)]
+            reply = await self._take_script()(keys=[self.prefix + b.key for b in needed], args=args)
+            if int(reply[0]) != 0:
+                return needed[int(reply[0]) - 1], float(reply[1])
+            if len(leases) > MAX_LEASES:
+                self._sweep(now)
+            for bucket, granted in zip(needed, reply[2:], strict=True):
+                # One token of the grant is this request's; the rest is the lease.
+                leases[bucket.key] = [float(granted), now + lease_seconds(bucket.rate)]
         for bucket in buckets:
-            args += [bucket.rate[0], bucket.rate[1]]
-        index, wait = await self._take_script()(keys=[self.prefix + b.key for b in buckets], args=args)
-        if int(index) == 0:
-            return None
-        return buckets[int(index) - 1], float(wait)
+            lease = leases.get(bucket.key)
+            if lease is not None:  # (a lease another request swept while this one waited for Redis: spent)
+                lease[0] -= 1
+        return None
+
+    def _sweep(self, now: float) -> None:
+        for key in [key for key, lease in self._leases.items() if lease[1] <= now or lease[0] < 1]:
+            del self._leases[key]
 
 
 class UpstreamBusy(JsonRpcError):
