@@ -188,7 +188,7 @@ return reply
 # Leases: a replica takes a small share of a bucket at once (LEASE_SHARE of its capacity, at least one
 # token) and spends it locally for a short while (LEASE_SECONDS of the window, between the bounds), so a
 # busy user costs one Redis round trip per lease, not per request. A limit small enough that its share is
-# one token (under 100 per window) is checked in Redis on every request, exactly. Tokens of a lease that
+# one token (under 200 per window) is checked in Redis on every request, exactly. Tokens of a lease that
 # expires unspent are lost: across replicas a limit is never exceeded, and may admit up to LEASE_SHARE of
 # its capacity fewer requests per replica and lease period than it allows.
 LEASE_SHARE = 0.01
