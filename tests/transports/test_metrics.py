@@ -13,7 +13,7 @@ from registry.choices import Health
 from tests.conftest import ApiClient, basic
 from tests.factories import GatewayFactory, ToolFactory, UserFactory
 from tests.transports.test_hot_path import INITIALIZE, EchoUpstream, asgi_post
-from transports import edge, metrics
+from transports import edge, metrics, stats
 from transports.protocol import observe
 from transports.runtime import get_core, reset_core
 
@@ -93,7 +93,11 @@ async def test_calls_through_the_endpoint_appear_as_counters_and_histograms(worl
     assert buckets[-1].value == 2
     assert value(histogram, "mcpgw_tool_call_duration_seconds_count", tool="shout", gateway="echo") == 2
     assert value(histogram, "mcpgw_tool_call_duration_seconds_sum", tool="shout", gateway="echo") > 0
-    assert value(found["mcpgw_sessions"], "mcpgw_sessions") == 1
+    if stats.gauges()["shared_store"]:  # PostgreSQL + Redis pass: sessions live in Redis, counted deployment-wide
+        assert value(found["mcpgw_sessions"], "mcpgw_sessions") == 0
+        assert value(found["mcpgw_shared_sessions"], "mcpgw_shared_sessions") >= 1
+    else:
+        assert value(found["mcpgw_sessions"], "mcpgw_sessions") == 1
     assert value(found["mcpgw_streams"], "mcpgw_streams") is not None
     assert value(found["mcpgw_stdio_processes"], "mcpgw_stdio_processes") == 0
     health = found["mcpgw_upstream_health"]
