@@ -8,6 +8,7 @@ relay sends ``hooks.upstream_failed`` and ``after_call_failure`` marks a healthy
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
+from django.db import OperationalError
 
 from federation.errors import describe_failure
 from federation.services import _row, own_client
@@ -94,6 +96,9 @@ def _http_status(exc: BaseException) -> int | None:
     return None
 
 
+LOCKED_RETRIES = 5
+
+
 async def after_call_failure(gateway_name: str, error: str) -> None:
     """hooks.upstream_failed receiver: a call failed on the connection, so a healthy (or not yet checked)
     gateway is marked degraded at once; its health checks decide what comes next."""
@@ -106,5 +111,16 @@ async def after_call_failure(gateway_name: str, error: str) -> None:
         finally:
             connection.close()  # a worker thread of its own: its connection would otherwise linger
 
-    if await sync_to_async(mark, thread_sensitive=False)():
+    marked = False
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            marked = await sync_to_async(mark, thread_sensitive=False)()
+            break
+        except OperationalError:
+            # SQLite (the embedded default) refuses a write while another connection holds the table, at
+            # once for its in-memory test database: try again shortly rather than lose the signal.
+            if attempt == LOCKED_RETRIES - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    if marked:
         logger.warning("gateway %s: degraded after a failed call (%s)", gateway_name, error)

@@ -212,3 +212,27 @@ def test_a_failed_call_degrades_a_healthy_gateway():
     asyncio.run(after_call_failure(gateway.name, "connection refused by 127.0.0.1:9"))
     gateway.refresh_from_db()
     assert (gateway.health, gateway.last_error) == (Health.DEGRADED, "connection refused by 127.0.0.1:9")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_sqlite_table_delays_the_signal_but_does_not_lose_it(monkeypatch):
+    """SQLite refuses a write while another connection holds the table (at once, in the test database): the
+    receiver tries again shortly and the gateway is still marked degraded."""
+    from django.db import OperationalError
+
+    from federation import health
+
+    gateway = GatewayFactory(health=Health.HEALTHY)
+    real, refusals = health.gateway_passive_failure, [2]
+
+    def locked_twice(**kwargs):
+        if refusals[0]:
+            refusals[0] -= 1
+            raise OperationalError("database table is locked: registry_gateway")
+        return real(**kwargs)
+
+    monkeypatch.setattr(health, "gateway_passive_failure", locked_twice)
+    asyncio.run(after_call_failure(gateway.name, "connection refused by 127.0.0.1:9"))
+    gateway.refresh_from_db()
+    assert refusals == [0]
+    assert gateway.health == Health.DEGRADED
