@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import OperationalError, connection
 
 from registry.choices import Health
 from registry.models import Gateway
@@ -201,8 +201,14 @@ async def test_a_connection_failure_signals_and_degrades_a_healthy_gateway(signa
         answer = await call_tool(core)
         assert answer["error"]["message"] == f"Upstream 'up' is unavailable: connection refused by 127.0.0.1:{port}."
 
+        def is_degraded() -> bool:
+            try:
+                return Gateway.objects.get(name="up").health == Health.DEGRADED
+            except OperationalError:  # the in-memory SQLite test database locks the table while the write runs
+                return False
+
         async def degraded() -> bool:
-            return await sync_to_async(lambda: Gateway.objects.get(name="up").health == Health.DEGRADED)()
+            return await sync_to_async(is_degraded)()
 
         await eventually(degraded, "the gateway to be marked degraded")
 
