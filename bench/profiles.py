@@ -119,12 +119,16 @@ def parse_profile(path: Path, top: int = 25) -> dict[str, Any]:
     }
 
 
-def run_profiles(live: list[LiveTarget], state: Path, warmup: float, duration: float) -> list[dict[str, Any]]:
-    """Each PROFILE_CELLS cell once more, with py-spy attached (not part of the results' medians)."""
+def run_profiles(
+    live: list[LiveTarget], state: Path, warmup: float, duration: float, targets: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Each PROFILE_CELLS cell once more, with py-spy attached (not part of the results' medians); with
+    ``targets``, the same tools_call cells on those targets instead."""
     out = []
     by_name = {t.spec.name: t for t in live}
     workloads = {w.name: w for w in WORKLOADS}
-    for target_name, workload_name, concurrency in PROFILE_CELLS:
+    cells = [(t, w, c) for t in targets for _, w, c in PROFILE_CELLS] if targets else PROFILE_CELLS
+    for target_name, workload_name, concurrency in cells:
         target = by_name.get(target_name)
         if target is None:
             continue

@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"also run py-spy ({PY_SPY.relative_to(ROOT)}, `make py-spy`) on the gateway during "
         + ", ".join(f"{t} {w} c={c}" for t, w, c in PROFILE_CELLS),
     )
+    parser.add_argument(
+        "--profile-targets",
+        default="",
+        help="comma-separated targets to profile instead (the same tools_call cells), e.g. gw-daphne-pg-gov-on",
+    )
     parser.add_argument("--profile-duration", type=float, default=8.0, help="measured seconds of a profiled cell")
     parser.add_argument(
         "--baseline",
@@ -314,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 cells.append(combine_rounds(rows))
             if args.profile:
-                profiles = run_profiles(live, state, warmup, args.profile_duration)
+                profiles = run_profiles(
+                    live, state, warmup, args.profile_duration, tuple(filter(None, args.profile_targets.split(",")))
+                )
             if idle_steps:
                 for target in live:
                     if target.spec.baseline_of:

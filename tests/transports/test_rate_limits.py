@@ -184,6 +184,31 @@ async def test_the_redis_store_leases_a_share_of_large_buckets_and_checks_small_
     assert refused[0] == small
 
 
+async def test_concurrent_requests_share_one_lease_renewal(redis_prefix):
+    """32 requests at once on a spent lease of a 10,000/minute bucket: one of them renews it (one script
+    call, 100 tokens from the shared bucket), the others wait for that renewal and spend it; before, each
+    took a lease of its own (32 x 100 tokens), draining the shared bucket far below its rate."""
+    import redis
+
+    url, prefix = redis_prefix
+    store = RedisStore(url, prefix=prefix)
+    calls = 0
+    script = store._take_script()
+
+    async def counted(**kwargs):
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)  # a round trip long enough for every request to find the lease spent
+        return await script(**kwargs)
+
+    store._take_script = lambda: counted  # type: ignore[method-assign]
+    big = bucket("u:big", (10_000, 60))
+    assert await asyncio.gather(*(store.take([big]) for _ in range(32))) == [None] * 32
+    assert calls == 1
+    left = float(redis.Redis.from_url(url).hget(f"{prefix}u:big", "t"))
+    assert 9_899 <= left <= 9_901
+
+
 # -- through the endpoints ----------------------------------------------------------------------
 
 

@@ -208,7 +208,9 @@ def lease_seconds(rate: Rate) -> float:
 
 class RedisStore:
     """Buckets in Redis under ``prefix`` (shared by every replica): one script call per check, or none
-    while this process holds a lease on every bucket of the request (see ``LEASE_SHARE``)."""
+    while this process holds a lease on every bucket of the request (see ``LEASE_SHARE``). One lease of a
+    bucket is asked for at a time: requests that find it spent while it is being renewed wait for that
+    renewal instead of each taking a lease of their own (which would drain the shared bucket)."""
 
     def __init__(self, url: str, *, prefix: str = "mcpgw:rl:", clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
@@ -218,6 +220,7 @@ class RedisStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._script: Any = None
         self._leases: dict[str, list[float]] = {}  # bucket key -> [tokens left, expires at]
+        self._renewing: dict[str, asyncio.Future[None]] = {}  # bucket key -> its renewal in flight
 
     def _take_script(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -227,29 +230,56 @@ class RedisStore:
             self._client = aioredis.Redis.from_url(self.url)
             self._loop = loop
             self._script = self._client.register_script(_TAKE)
+            self._renewing = {}
         return self._script
 
     async def take(self, buckets: Sequence[Bucket]) -> tuple[Bucket, float] | None:
-        now = self.clock()
         leases = self._leases
-        needed = [b for b in buckets if (lease := leases.get(b.key)) is None or lease[0] < 1 or lease[1] <= now]
-        if needed:
+        while True:
+            now = self.clock()
+            needed = [b for b in buckets if (lease := leases.get(b.key)) is None or lease[0] < 1 or lease[1] <= now]
+            if not needed:
+                break
+            # A limit whose lease is one token is asked of Redis by every request: nothing to wait for.
+            renewals = [self._renewing.get(b.key) for b in needed if lease_size(b.rate) > 1]
+            if any(renewals) and self._loop is asyncio.get_running_loop():
+                await asyncio.wait([f for f in renewals if f is not None])
+                continue  # look again: the renewal may have left enough, or been refused
+            refused = await self._renew(needed, now)
+            if refused is not None:
+                return refused
+            break
+        # No await since the leases were looked at (or renewed): nobody else spends them in between.
+        for bucket in buckets:
+            lease = leases.get(bucket.key)
+            if lease is not None:
+                lease[0] -= 1
+        return None
+
+    async def _renew(self, needed: list[Bucket], now: float) -> tuple[Bucket, float] | None:
+        script = self._take_script()
+        leased = [b for b in needed if lease_size(b.rate) > 1]
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for bucket in leased:
+            self._renewing[bucket.key] = flight
+        try:
             args: list[Any] = []
             for bucket in needed:
                 args += [bucket.rate[0], bucket.rate[1], lease_size(bucket.rate)]
-            reply = await self._take_script()(keys=[self.prefix + b.key for b in needed], args=args)
+            reply = await script(keys=[self.prefix + b.key for b in needed], args=args)
             if int(reply[0]) != 0:
                 return needed[int(reply[0]) - 1], float(reply[1])
-            if len(leases) > MAX_LEASES:
+            if len(self._leases) > MAX_LEASES:
                 self._sweep(now)
             for bucket, granted in zip(needed, reply[2:], strict=True):
                 # One token of the grant is this request's; the rest is the lease.
-                leases[bucket.key] = [float(granted), now + lease_seconds(bucket.rate)]
-        for bucket in buckets:
-            lease = leases.get(bucket.key)
-            if lease is not None:  # (a lease another request swept while this one waited for Redis: spent)
-                lease[0] -= 1
-        return None
+                self._leases[bucket.key] = [float(granted), now + lease_seconds(bucket.rate)]
+            return None
+        finally:
+            for bucket in leased:
+                if self._renewing.get(bucket.key) is flight:
+                    del self._renewing[bucket.key]
+            flight.set_result(None)
 
     def _sweep(self, now: float) -> None:
         for key in [key for key, lease in self._leases.items() if lease[1] <= now or lease[0] < 1]:
