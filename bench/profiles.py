@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,10 @@ def run_profiles(
         raw = state / f"profile-{target_name}-{workload_name}-c{concurrency}.txt"
         row = measure_cell(target, workloads[workload_name], concurrency, warmup, duration, profile_out=raw)
         profile = parse_profile(raw)
+        if raw.exists():  # the raw stacks stay for a closer look (flame graphs, grep); the state dir goes
+            kept = ROOT / "test-artifacts" / "profiles" / raw.name
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(raw, kept)
         out.append(
             {
                 "target": target_name,

@@ -417,19 +417,14 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# GATEWAY_LOG_FORMAT "json": one JSON object per line (python-json-logger) with time, level, logger,
+# GATEWAY_LOG_FORMAT "json": one JSON object per line (gateway_project.logformat) with time, level, logger,
 # message and the record's extra fields (the access log's user, session, method, tool, ...).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(levelname)s %(name)s %(message)s",
-            "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": "time",  # ISO 8601, UTC
-        },
+        "json": {"()": "gateway_project.logformat.JsonFormatter"},
     },
     "handlers": {
         "console": {

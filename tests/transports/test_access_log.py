@@ -9,8 +9,8 @@ import logging
 
 import pytest
 from django.conf import settings as django_settings
-from pythonjsonlogger.json import JsonFormatter
 
+from gateway_project.logformat import JsonFormatter
 from registry import auth
 from tests.factories import GatewayFactory, ToolFactory, UserFactory
 from tests.transports.test_hot_path import INITIALIZE, EchoUpstream, asgi_post
@@ -22,11 +22,10 @@ from transports.runtime import get_core, reset_core
 @pytest.fixture
 def lines():
     """What the access logger writes, formatted like LOGGING's "json" formatter, as parsed lines."""
-    config = dict(django_settings.LOGGING["formatters"]["json"])
-    config.pop("()")
+    assert django_settings.LOGGING["formatters"]["json"] == {"()": "gateway_project.logformat.JsonFormatter"}
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter(**config))
+    handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("transports.access")
     logger.addHandler(handler)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
