@@ -8,7 +8,7 @@ refetch), scopes mapped to read/call and to one virtual server, the REST API, an
 authorization server. Against a live gateway (daphne): it starts while the authorization server is down
 and serves Basic, then OAuth once it is up; the mcp SDK's OAuth client runs discovery, registration,
 authorization code + PKCE and the token request, then lists tools; the Inspector CLI lists tools with a
-token the authorization server issued.
+token the authorization server issued, and runs that flow itself (the test plays the browser).
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import pty
+import signal
 import subprocess
+import threading
 import time
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -26,7 +31,7 @@ from asgiref.sync import sync_to_async
 
 from registry import auth, oauth
 from tests.factories import UserFactory, VirtualServerFactory
-from tests.fixtures.authorization_server import AuthorizationServer, new_key
+from tests.fixtures.authorization_server import AuthorizationServer, free_port, new_key
 from tests.tools import NodeToolsUnavailable, ensure_node_tools, inspector_cmd
 from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
 from tests.transports.test_hot_path import INITIALIZE, asgi_post
@@ -508,6 +513,110 @@ def test_the_inspector_cli_lists_tools_with_an_issued_token(live):
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tools" in json.loads(result.stdout)["result"]
+
+
+def test_the_inspector_cli_runs_the_oauth_flow_itself(live, tmp_path, monkeypatch):
+    """`mcp-inspector --cli URL --method tools/list` with no credentials: the gateway's 401 starts the CLI's
+    own OAuth client (protected-resource and issuer metadata, dynamic registration, authorization code with
+    PKCE, its callback listener on a loopback port). The test is the user at the browser: it opens the URL the
+    CLI prints, the authorization server approves at once, and the test follows the redirect to the callback.
+    The CLI then lists tools with a token whose audience is the gateway's MCP URL."""
+    gateway, server = live
+    server.start()
+    try:
+        ensure_node_tools()
+    except NodeToolsUnavailable as exc:
+        pytest.skip(str(exc))
+    issued: list[str] = []
+    mint = server.mint
+
+    def recording_mint(**kwargs: Any) -> str:
+        token = mint(**kwargs)
+        issued.append(token)
+        return token
+
+    monkeypatch.setattr(server, "mint", recording_mint)
+    hits = len(server.hits)
+    home = tmp_path / "home"
+    home.mkdir()
+    argv = inspector_cmd()
+    # Placed after inspector_cmd()'s own HOME (env applies assignments in order): a fresh store each run, so
+    # no token from an earlier run skips the flow, and nothing reaches the machine's ~/.mcp-inspector or its
+    # OS keychain. Auto-open off, so no browser the machine may have races the test to the callback;
+    # MCP_AUTO_OPEN_ENABLED=true would lift the CLI's terminal requirement but also force a browser open.
+    argv[-1:-1] = [
+        f"HOME={home}",
+        f"MCP_STORAGE_DIR={home / 'storage'}",
+        "MCP_INSPECTOR_SECRET_STORE=memory",
+        "MCP_AUTO_OPEN_ENABLED=false",
+    ]
+    argv += [
+        "--cli",
+        gateway.mcp_url(),
+        "--transport",
+        "http",
+        "--callback-url",
+        f"http://127.0.0.1:{free_port()}/oauth/callback",
+        "--method",
+        "tools/list",
+        "--format",
+        "json",
+        "-q",
+    ]
+    # Without a terminal on stdin or stderr the CLI refuses interactive OAuth (exit code auth_required).
+    terminal, terminal_side = pty.openpty()
+    stdout_path = tmp_path / "stdout.json"
+    stderr_lines: list[str] = []
+    navigate = threading.Event()
+    prompt = "Please navigate to: "
+
+    def read_stderr(stream: IO[str]) -> None:
+        for line in stream:
+            stderr_lines.append(line)
+            if line.startswith(prompt):
+                navigate.set()
+
+    with open(stdout_path, "w") as stdout:
+        cli = subprocess.Popen(
+            argv, stdin=terminal_side, stdout=stdout, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+    os.close(terminal_side)
+    assert cli.stderr is not None
+    reader = threading.Thread(target=read_stderr, args=(cli.stderr,), daemon=True)
+    reader.start()
+
+    def stderr_text() -> str:
+        return "".join(stderr_lines)[-3000:]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not navigate.wait(0.2):
+            running = cli.poll() is None and time.monotonic() < deadline
+            assert running, f"the CLI printed no authorization URL (exit {cli.returncode}):\n{stderr_text()}"
+        url = next(line for line in stderr_lines if line.startswith(prompt))[len(prompt) :].strip()
+        assert url.startswith(f"{server.issuer}/authorize?"), url
+        approval = httpx2.get(url, timeout=10)
+        assert approval.status_code == 302, approval.text
+        callback = httpx2.get(approval.headers["location"], timeout=30)
+        assert callback.status_code == 200, f"{callback.text[:500]}\n{stderr_text()}"
+        returncode = cli.wait(60)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait(10)
+        os.close(terminal)
+        reader.join(10)
+        cli.stderr.close()
+    assert returncode == 0, stderr_text()
+    assert "tools" in json.loads(stdout_path.read_text())["result"]
+    flow = set(server.hits[hits:])
+    # Given only the gateway's URL, the CLI found the issuer through the gateway's challenge and metadata.
+    assert "GET /.well-known/oauth-authorization-server/as" in flow
+    assert {"POST /as/register", "GET /as/authorize", "POST /as/token"} <= flow
+    assert len(issued) == 1
+    claims = json.loads(base64.urlsafe_b64decode(issued[0].split(".")[1] + "=="))
+    assert claims["aud"] == gateway.mcp_url()  # RFC 8707: the resource the metadata named
+    assert set(claims["scope"].split()) == {"mcp:read", "mcp:call"}  # the challenge's scope
 
 
 # -- the hot path ------------------------------------------------------------------------------------------
