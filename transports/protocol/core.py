@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from transports.protocol import jsonrpc, modern, observe, tracing, versions
+from transports.protocol import jsonrpc, modern, versions
 from transports.protocol import vocabulary as mcp
 from transports.protocol.backends import ToolBackends
 from transports.protocol.backends.upstream_mcp import UpstreamMcpBackend
 from transports.protocol.catalog import CatalogCache, View
+from transports.protocol.entry import entered
 from transports.protocol.exchange import Emit, Exchange
 from transports.protocol.failover import Failover, FailoverSettings
 from transports.protocol.fanout import Fanout
@@ -362,54 +363,15 @@ class McpCore:
         The request entry of the session era: counted (``observe``), logged (the access log, when on)
         and traced (a SERVER span, when on) here. ``headers``: the HTTP request's, when it had one
         (its ``traceparent``); ``transport``: the adapter's name, for the log and the trace."""
-        started = observe.recorder.clock()
-        if tracing.active:
-            attributes = {"mcp.session.id": session.id, "enduser.id": session.username}
-            with tracing.server_span(message, headers, attributes) as span:
-                answer = await self._answer(session, message, emit)
-                self._observed(message, answer, started, session, session.id, transport, span)
-            return answer
-        answer = await self._answer(session, message, emit)
-        self._observed(message, answer, started, session, session.id, transport, None)
-        return answer
-
-    def _observed(
-        self,
-        message: dict[str, Any],
-        answer: dict[str, Any] | None,
-        started: float,
-        who: Session | Caller,
-        session_id: str,
-        transport: str,
-        span: Any,
-    ) -> None:
-        """Count, log and mark the span of one answered request (the request entries' common end)."""
-        outcome = observe.outcome_of(answer)
-        observe.recorder.request(message["method"], outcome, started)
-        if span is not None:
-            tracing.end_server_span(span, observe.REQUEST_OUTCOMES[outcome])
-        access = observe.access
-        if access is None:
-            return
-        tool, gateway = "", ""
-        params = message.get("params")
-        if message["method"] == mcp.TOOLS_CALL and isinstance(params, dict) and isinstance(params.get("name"), str):
-            tool = params["name"]
-            snapshot = self.catalog._snapshot  # the current one; logging never waits for a rebuild
-            view = snapshot.view(who.server) if snapshot is not None else None
-            entry = view.tool_by_name.get(tool) if view is not None else None
-            gateway = (entry.gateway or observe.LOCAL) if entry is not None else ""
-        access.write(
+        return await entered(
+            self._answer(session, message, emit),
             message,
-            outcome,
-            observe.recorder.clock() - started,
-            user=who.username,
-            session=session_id,
-            server=who.server,
-            tool=tool,
-            gateway=gateway,
+            session,
+            catalog=self.catalog,
+            session_id=session.id,
             transport=transport,
-            trace_id=tracing.trace_id(span) if span is not None else "",
+            headers=headers,
+            attributes={"mcp.session.id": session.id, "enduser.id": session.username},
         )
 
     async def _answer(self, session: Session, message: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
@@ -607,15 +569,16 @@ class McpCore:
     ) -> dict[str, Any] | None:
         """Answer one 2026-07-28 request (already checked at the edge of its transport); the request
         entry of that era: counted, logged and traced here like ``answer``."""
-        started = observe.recorder.clock()
-        if tracing.active:
-            with tracing.server_span(message, caller.headers, {"enduser.id": caller.username}) as span:
-                answer = await self._handle_stateless(message, envelope, caller, emit)
-                self._observed(message, answer, started, caller, "", transport, span)
-            return answer
-        answer = await self._handle_stateless(message, envelope, caller, emit)
-        self._observed(message, answer, started, caller, "", transport, None)
-        return answer
+        return await entered(
+            self._handle_stateless(message, envelope, caller, emit),
+            message,
+            caller,
+            catalog=self.catalog,
+            session_id="",
+            transport=transport,
+            headers=caller.headers,
+            attributes={"enduser.id": caller.username},
+        )
 
     async def _handle_stateless(
         self, message: dict[str, Any], envelope: modern.Envelope, caller: Caller, emit: Emit
