@@ -33,8 +33,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in record.__dict__.keys() - _STANDARD:
-            line[key] = record.__dict__[key]
+        for key, value in record.__dict__.items():  # the extra fields, in the order they were given
+            if key not in _STANDARD:
+                line[key] = value
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
