@@ -298,7 +298,8 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "",
         "Everything runs on 127.0.0.1 and stops by itself. The PostgreSQL target needs a server at "
         "`postgres://postgres@127.0.0.1:5432` (a database is created and dropped) and Redis at "
-        "`redis://127.0.0.1:6379/1`; it is skipped with a message when they are not reachable. The `contextforge` "
+        "`redis://127.0.0.1:6379/1` (`BENCH_REDIS_URL`; each target's keys under a prefix of its own, deleted at the end, "
+        "nothing else); it is skipped with a message when they are not reachable. The `contextforge` "
         "comparison target runs when ContextForge is installed in its own venv, not a project dependency (`make bench` "
         "does it: `make contextforge` puts `mcp-contextforge-gateway==1.1.0` into `.tools/contextforge` with a "
         "Python 3.12). It runs every workload at c ≤ "

@@ -154,6 +154,7 @@ class LiveTarget:
     server: Server | None  # the gateway process (None for direct)
     upstreams: dict[str, Server]
     pg_db: str | None = None
+    redis_prefix: str | None = None  # GATEWAY_REDIS_PREFIX of the postgres targets: their keys go at teardown
     aliases: dict[str, str] = field(default_factory=dict)  # upstream tool name -> the name this target serves
     backends: dict[str, str] = field(default_factory=dict)  # endpoint key -> the upstream behind it
 
@@ -192,16 +193,16 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         GATEWAY_OUTBOUND_ALLOW_PRIVATE="true",  # the REST-tool workload's API listens on loopback
     )
     env.update(spec.env)
-    pg_db = None
+    pg_db = redis_prefix = None
     if spec.db == "postgres":
-        pg_db = f"mcpgw_bench_{os.getpid()}_{spec.name.replace('-', '_')}"
-        _pg_admin(f'DROP DATABASE IF EXISTS "{pg_db}"')
+        # Names of this run's own (the random part: a run elsewhere on the same servers may have the same pid).
+        pg_db = f"mcpgw_bench_{os.getpid()}_{secrets.token_hex(3)}_{spec.name.replace('-', '_')}"
         _pg_admin(f'CREATE DATABASE "{pg_db}"')
         env["DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
         env["REDIS_URL"] = BENCH_REDIS_URL
-        import redis
-
-        redis.Redis.from_url(BENCH_REDIS_URL).flushdb()  # the bench's own database: sessions of an earlier run go
+        # A key prefix of this target's own: no session of an earlier run or of anyone else is counted, and
+        # teardown deletes these keys and nothing else.
+        redis_prefix = env["GATEWAY_REDIS_PREFIX"] = f"mcpgw-bench-{os.getpid()}-{secrets.token_hex(3)}"
     else:
         env["DATABASE_URL"] = f"sqlite:///{tdir / 'gateway.sqlite3'}"
 
@@ -215,7 +216,7 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
             )
         return r.stdout
 
-    target = LiveTarget(spec, None, {}, None, upstreams, pg_db)
+    target = LiveTarget(spec, None, {}, None, upstreams, pg_db, redis_prefix)
     manage("migrate", "--noinput", "-v0")
     manage("ensure_superuser")
     target.token = manage("issue_token", "benchadmin", "--expires-in", "1d").strip().splitlines()[-1]
@@ -416,6 +417,15 @@ def teardown(target: LiveTarget) -> None:
     if target.pg_db:
         with contextlib.suppress(Exception):
             _pg_admin(f'DROP DATABASE IF EXISTS "{target.pg_db}" WITH (FORCE)')
+    if target.redis_prefix:
+        with contextlib.suppress(Exception):
+            import redis
+
+            client = redis.Redis.from_url(BENCH_REDIS_URL, socket_timeout=10)
+            keys = list(client.scan_iter(match=f"{target.redis_prefix}:*", count=1000))
+            for i in range(0, len(keys), 1000):
+                client.delete(*keys[i : i + 1000])
+            client.close()
 
 
 def pg_and_redis_available() -> str | None:

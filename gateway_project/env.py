@@ -8,6 +8,7 @@ message, so a typo in the environment never turns into a traceback.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ ERRORS: list[str] = []
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+# Letters, digits and - _ . : only: no glob characters, so `SCAN MATCH <prefix>:*` finds exactly its keys.
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def _get(name: str, default: Any, parse: Callable[[str], Any], expected: str) -> Any:
@@ -31,6 +34,17 @@ def _get(name: str, default: Any, parse: Callable[[str], Any], expected: str) ->
 def env_str(name: str, default: str = "") -> str:
     """A string setting."""
     return os.environ.get(name, default)
+
+
+def env_key_prefix(name: str, default: str) -> str:
+    """A Redis key prefix: 1 to 64 letters, digits, '-', '_', '.' or ':'."""
+
+    def parse(raw: str) -> str:
+        if not _KEY_PREFIX.fullmatch(raw):
+            raise ValueError("use 1 to 64 letters, digits, '-', '_', '.' or ':'")
+        return raw
+
+    return str(_get(name, default, parse, "a Redis key prefix"))
 
 
 def env_bool(name: str, default: bool) -> bool:

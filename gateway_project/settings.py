@@ -18,6 +18,7 @@ from gateway_project.env import (
     env_database,
     env_float,
     env_int,
+    env_key_prefix,
     env_list,
     env_redis,
     env_str,
@@ -69,6 +70,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Unset: in-memory channel layer and local-memory cache (one process). Set: Redis for both, and
 # as Celery's broker.
 REDIS_URL = env_redis("REDIS_URL")
+# The start of every Redis key and channel name the gateway makes: sessions and stream logs
+# (<prefix>:s:..., :e:...), rate-limit buckets (<prefix>:rl:), the cache (<prefix>:1:...), Celery's
+# broker keys (<prefix>:celery:) and the channel layer (<prefix>-db<N>:). Deployments, or test runs,
+# that share one Redis server with different prefixes never see each other's keys or messages.
+GATEWAY_REDIS_PREFIX = env_key_prefix("GATEWAY_REDIS_PREFIX", "mcpgw")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -76,14 +82,17 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             # Pub/sub ignores the database number: name it in the prefix, so that deployments sharing
             # one Redis server on different databases do not hear each other.
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"mcpgw-db{urlsplit(REDIS_URL).path.strip('/') or '0'}:"},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": f"{GATEWAY_REDIS_PREFIX}-db{urlsplit(REDIS_URL).path.strip('/') or '0'}:",
+            },
         }
     }
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "mcpgw",
+            "KEY_PREFIX": GATEWAY_REDIS_PREFIX,
         }
     }
 else:
@@ -261,7 +270,7 @@ GATEWAY_RATE_LIMIT_PER_SERVER = env_str("GATEWAY_RATE_LIMIT_PER_SERVER", "")
 GATEWAY_RATE_LIMIT_PER_TOOL = env_str("GATEWAY_RATE_LIMIT_PER_TOOL", "")
 GATEWAY_RATE_LIMIT_PER_GATEWAY = env_str("GATEWAY_RATE_LIMIT_PER_GATEWAY", "")
 # The key prefix of the buckets in Redis (replicas that share limits share it).
-GATEWAY_RATE_LIMIT_REDIS_PREFIX = env_str("GATEWAY_RATE_LIMIT_REDIS_PREFIX", "mcpgw:rl:")
+GATEWAY_RATE_LIMIT_REDIS_PREFIX = env_str("GATEWAY_RATE_LIMIT_REDIS_PREFIX", f"{GATEWAY_REDIS_PREFIX}:rl:")
 # Calls in flight to one upstream at once, per gateway process (0: no bound; a gateway's
 # max_concurrency wins), and how long a call waits for a slot before it is refused.
 GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 0, minimum=0)
@@ -339,6 +348,9 @@ GATEWAY_OAUTH_LEEWAY = env_int("GATEWAY_OAUTH_LEEWAY", 30, minimum=0)
 # Broker: Redis when REDIS_URL is set; otherwise tasks run eagerly in the calling process.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
+# Every broker key and pub/sub channel (queues, bindings, unacked messages, remote control) under the
+# gateway's prefix, like the rest of its Redis data.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{GATEWAY_REDIS_PREFIX}:celery:"}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's schedule lives here, not in the database (no django-celery-beat): beat only ticks; each

@@ -5,8 +5,16 @@ they are set, and against SQLite and in-memory backends otherwise.
 """
 
 import os
+import secrets
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+# Redis keys and channel names of this run under a prefix of its own (whatever the environment says), so test
+# runs sharing a Redis server never meet and a run deletes only its keys (tests/redis_keys.py, and at the end
+# tests/conftest.py). Set in the environment, the gateway processes the tests start inherit it. Set once per
+# process: a second import of these settings keeps the prefix.
+if not os.environ.get("GATEWAY_REDIS_PREFIX", "").startswith(f"mcpgw-test-{os.getpid()}-"):
+    os.environ["GATEWAY_REDIS_PREFIX"] = f"mcpgw-test-{os.getpid()}-{secrets.token_hex(3)}"
+os.environ.pop("GATEWAY_RATE_LIMIT_REDIS_PREFIX", None)  # derived from the prefix above
 
 from gateway_project.settings import *  # noqa: F403
 from gateway_project.settings import DATABASES
@@ -31,5 +39,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].pop("init_command", None)
 else:
     # A scratch database of this run's own (pytest-django creates and drops it), so two test runs on
-    # one PostgreSQL server never share or drop each other's database.
-    DATABASES["default"]["TEST"] = {"NAME": f"test_mcpgw_{os.getpid()}"}
+    # one PostgreSQL server never share or drop each other's database (the random part: runs in other
+    # containers or machines may have the same pid).
+    DATABASES["default"]["TEST"] = {"NAME": f"test_mcpgw_{os.getpid()}_{secrets.token_hex(3)}"}

@@ -2,6 +2,7 @@
 
 import base64
 import os
+import warnings
 
 import pytest
 from django.test import Client
@@ -54,6 +55,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "redis" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_keys_of_this_run():
+    """With REDIS_URL set, what this run left in Redis (sessions, stream logs, buckets, cache entries of this process
+    and of the gateways the tests started: everything under the run's GATEWAY_REDIS_PREFIX) is deleted at the end,
+    and nothing else."""
+    yield
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis
+
+        from tests.redis_keys import delete_keys, run_prefix
+
+        try:
+            delete_keys(url, run_prefix())
+        except redis.RedisError as exc:
+            warnings.warn(f"could not delete this run's Redis keys ({run_prefix()}:*): {exc}", stacklevel=1)
 
 
 def basic(username: str, password: str = PASSWORD) -> str:

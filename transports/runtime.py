@@ -83,7 +83,7 @@ def get_core() -> McpCore:
             if not settings.REDIS_URL:
                 raise ImproperlyConfigured("GATEWAY_SESSION_STORE=redis needs REDIS_URL.")
             mesh = Mesh(get_channel_layer())
-            sessions = RedisSessionStore(settings.REDIS_URL, mesh, **limits)
+            sessions = RedisSessionStore(settings.REDIS_URL, mesh, prefix=f"{settings.GATEWAY_REDIS_PREFIX}:", **limits)
         else:
             sessions = SessionStore(**limits)
         from transports.user_credentials import CACHE_SECONDS, DatabaseVault

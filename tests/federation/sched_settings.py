@@ -2,9 +2,9 @@
 settings read from the environment, plus
 
 - the health and sync stand-ins of ``sched_fakes`` for whatever is still a stub;
-- Celery on the broker named by SCHED_TEST_BROKER_URL with every key prefixed by SCHED_TEST_PREFIX (kombu's
-  ``global_keyprefix``), so a test never touches another's Redis keys; REDIS_URL stays unset, so the
-  channel layer and cache stay in memory.
+- Celery on the broker named by SCHED_TEST_BROKER_URL, its keys under the test's GATEWAY_REDIS_PREFIX (the
+  production settings' ``global_keyprefix``), so a test never touches another's Redis keys; REDIS_URL stays
+  unset, so the channel layer and cache stay in memory.
 """
 
 import os
@@ -17,7 +17,5 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.federation.sched_fakes.SchedFakesConfi
 if os.environ.get("SCHED_TEST_BROKER_URL"):
     CELERY_BROKER_URL = os.environ["SCHED_TEST_BROKER_URL"]
     CELERY_TASK_ALWAYS_EAGER = False
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ.get("SCHED_TEST_PREFIX", "")}
-    CELERY_TASK_DEFAULT_QUEUE = os.environ.get("SCHED_TEST_PREFIX", "") + "gateway"
     # No broadcast channels (remote control, mingle, gossip) that another test's worker could hear.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False

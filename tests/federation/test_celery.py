@@ -5,7 +5,7 @@ SQLite database until scheduled syncs (SyncRun rows, trigger "schedule") and hea
 (``last_checked_at``) appear.
 
 The processes use ``tests/federation/sched_settings.py``: the health and sync helpers' stand-ins while those
-are stubs, and Celery's keys under a prefix of this test's own (deleted afterwards, nothing else)."""
+are stubs, and Celery's keys under a GATEWAY_REDIS_PREFIX of this test's own (deleted afterwards, nothing else)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.fixtures.servers import start_upstream
+from tests.redis_keys import scoped_prefix
 from tests.transports.conftest import ROOT, start_live_gateway
 
 SETTINGS = "tests.federation.sched_settings"
@@ -126,29 +126,27 @@ def test_beat_ticks_and_the_worker_checks_and_syncs_a_gateway(tmp_path, upstream
         pytest.skip("needs Redis: set REDIS_URL or run one on 127.0.0.1:6379")
     import redis
 
-    prefix = f"mcpgw-schedtest-{uuid.uuid4().hex[:12]}:"
-    env = process_env(
-        tmp_path,
-        SCHED_TEST_BROKER_URL=url,
-        SCHED_TEST_PREFIX=prefix,
-        GATEWAY_SCHEDULER="celery",
-        GATEWAY_SCHEDULER_TICK="1",
-        GATEWAY_SYNC_INTERVAL="2",
-        GATEWAY_HEALTH_INTERVAL="1",
-    )
-    manage(env, "migrate", "--noinput", "-v0")
-    manage({**env, "GATEWAY_SCHEDULER": "off"}, "gateway_add", "fx", "--url", upstream.url)
-    logs = [tmp_path / "worker.log", tmp_path / "beat.log"]
-    worker_argv = celery_command(
-        "-A", "gateway_project", "worker", "--pool=solo", "--without-mingle", "--without-gossip",
-        "--without-heartbeat", "-l", "INFO",
-    )  # fmt: skip
-    beat_argv = celery_command(
-        "-A", "gateway_project", "beat", "-l", "INFO", "-s", str(tmp_path / "beat-schedule"),
-        "--pidfile", str(tmp_path / "beat.pid"),
-    )  # fmt: skip
-    client = redis.Redis.from_url(url)
-    try:
+    with scoped_prefix(url, "sched") as prefix:
+        env = process_env(
+            tmp_path,
+            SCHED_TEST_BROKER_URL=url,
+            GATEWAY_REDIS_PREFIX=prefix,
+            GATEWAY_SCHEDULER="celery",
+            GATEWAY_SCHEDULER_TICK="1",
+            GATEWAY_SYNC_INTERVAL="2",
+            GATEWAY_HEALTH_INTERVAL="1",
+        )
+        manage(env, "migrate", "--noinput", "-v0")
+        manage({**env, "GATEWAY_SCHEDULER": "off"}, "gateway_add", "fx", "--url", upstream.url)
+        logs = [tmp_path / "worker.log", tmp_path / "beat.log"]
+        worker_argv = celery_command(
+            "-A", "gateway_project", "worker", "--pool=solo", "--without-mingle", "--without-gossip",
+            "--without-heartbeat", "-l", "INFO",
+        )  # fmt: skip
+        beat_argv = celery_command(
+            "-A", "gateway_project", "beat", "-l", "INFO", "-s", str(tmp_path / "beat-schedule"),
+            "--pidfile", str(tmp_path / "beat.pid"),
+        )  # fmt: skip
         with started(worker_argv, env, logs[0]), started(beat_argv, env, logs[1]):
             wait_for(tmp_path, "scheduled sync", SCHEDULED_SYNCS, "fx", logs=logs)
             wait_for(tmp_path, "health check", LAST_CHECKED, "fx", logs=logs)
@@ -156,11 +154,9 @@ def test_beat_ticks_and_the_worker_checks_and_syncs_a_gateway(tmp_path, upstream
             worker_log = logs[0].read_text()
             assert "federation.tasks.sync_gateway" in worker_log
             assert "federation.tasks.check_gateway" in worker_log
-    finally:
-        mine = list(client.scan_iter(match=f"{prefix}*"))
-        if mine:
-            client.delete(*mine)
-        client.close()
+            # The broker's keys are under the gateway's prefix (the queue's binding stays while the worker runs).
+            with contextlib.closing(redis.Redis.from_url(url)) as client:
+                assert client.exists(f"{prefix}:celery:_kombu.binding.celery")
 
 
 def test_the_in_process_scheduler_of_a_gateway_checks_and_syncs_without_redis(tmp_path, upstream):

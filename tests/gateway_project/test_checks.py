@@ -74,6 +74,15 @@ def test_env_values_are_parsed(monkeypatch, env_errors):
     assert env_errors == []
 
 
+def test_a_redis_key_prefix_is_read_as_given(monkeypatch, env_errors):
+    """Letters, digits and - _ . : make a Redis key prefix (no glob characters: SCAN by it is exact)."""
+    monkeypatch.setenv("GW_TEST_PREFIX", " team-a.gw_1:prod ")
+    assert env.env_key_prefix("GW_TEST_PREFIX", "mcpgw") == "team-a.gw_1:prod"
+    monkeypatch.delenv("GW_TEST_PREFIX")
+    assert env.env_key_prefix("GW_TEST_PREFIX", "mcpgw") == "mcpgw"
+    assert env_errors == []
+
+
 @pytest.mark.parametrize(
     ("name", "raw", "read", "default", "fragment"),
     [
@@ -83,6 +92,8 @@ def test_env_values_are_parsed(monkeypatch, env_errors):
         ("GATEWAY_TOOL_TIMEOUT", "-1", lambda n: env.env_float(n, 60.0, minimum=0.001), 60.0, "must be at least"),
         ("DEBUG", "maybe", lambda n: env.env_bool(n, False), False, "is not a boolean"),
         ("REDIS_URL", "http://x", env.env_redis, None, "is not a Redis URL"),
+        ("GATEWAY_REDIS_PREFIX", "my app*", lambda n: env.env_key_prefix(n, "mcpgw"), "mcpgw", "is not a Redis key"),
+        ("GATEWAY_REDIS_PREFIX", "", lambda n: env.env_key_prefix(n, "mcpgw"), "mcpgw", "is not a Redis key"),
     ],
 )
 def test_bad_values_fall_back_to_the_default_and_are_recorded(

@@ -6,13 +6,14 @@ The `cluster` fixture (one per test session) starts:
   (`gateway_add --era legacy`, so a 2026-07-28 client's elicitation is the gateway's own input_required
   bridge) and served whole by the virtual server 'demo';
 - replicas A and B: two daphne processes with the same SECRET_KEY, one PostgreSQL database created for this run
-  (`mcpgw_replicas_<random>`, dropped at the end) and one Redis database (number 7, flushed at the start and the
-  end), so nothing here touches pytest-django's database;
+  (`mcpgw_replicas_<random>`, dropped at the end) and one Redis key prefix of their own (GATEWAY_REDIS_PREFIX
+  `<the run's prefix>-replicas-<random>`, on REDIS_URL's database; its keys, and only those, deleted at the end),
+  so nothing here touches pytest-django's database or anyone else's Redis keys;
 - nginx in front of both: round robin, no affinity, no upstream keep-alive (so every request is balanced on its
   own), no buffering, WebSocket upgrades passed on. Its access log records which replica served each request.
 
 PostgreSQL and Redis are DATABASE_URL / REDIS_URL when those name a PostgreSQL server / a Redis server, else
-postgres://postgres@127.0.0.1:5432 and redis://127.0.0.1:6379. When either does not answer, the tests are skipped
+postgres://postgres@127.0.0.1:5432 and redis://127.0.0.1:6379/0. When either does not answer, the tests are skipped
 with the reason. nginx is /usr/sbin/nginx or the one on PATH (`make system-deps` installs Debian's nginx-light).
 """
 
@@ -38,12 +39,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.fixtures.servers import RunningUpstream, start_upstream
+from tests.redis_keys import scoped_prefix
 from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_DB = 7
 SECRET_KEY = "replicas-shared-secret-key-0123456789-abcdefghij"
 SERVER = "demo"
 ASGI_APPLICATION = "gateway_project.asgi:application"
@@ -75,13 +76,9 @@ def postgres_base_url() -> str:
 
 
 def redis_url() -> str:
-    """REDIS_URL when it names a Redis server, else the local one; on database REDIS_DB (or the next one when
-    REDIS_URL already uses REDIS_DB, so the suite's own Redis database is never flushed)."""
+    """REDIS_URL when it names a Redis server, else the local one (its database as given)."""
     raw = os.environ.get("REDIS_URL", "")
-    url = raw if urlsplit(raw).scheme in ("redis", "rediss") else DEFAULT_REDIS_URL
-    current = urlsplit(url).path.strip("/") or "0"
-    db = REDIS_DB + 1 if current == str(REDIS_DB) else REDIS_DB
-    return _with_path(url, f"/{db}")
+    return raw if urlsplit(raw).scheme in ("redis", "rediss") else DEFAULT_REDIS_URL
 
 
 @contextlib.contextmanager
@@ -105,7 +102,8 @@ def scratch_database(base_url: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def scratch_redis(url: str) -> Iterator[str]:
-    """``url``'s Redis database, flushed before and after."""
+    """A key prefix of the replicas' own on ``url``'s Redis (for GATEWAY_REDIS_PREFIX); its keys are deleted
+    afterwards, nothing else."""
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=3)
@@ -113,13 +111,10 @@ def scratch_redis(url: str) -> Iterator[str]:
         client.ping()
     except redis.RedisError as exc:
         pytest.skip(f"the two-replica test needs Redis: {url} does not answer ({exc})")
-    client.flushdb()
-    try:
-        yield url
     finally:
-        with contextlib.suppress(redis.RedisError):
-            client.flushdb()
         client.close()
+    with scoped_prefix(url, "replicas") as prefix:
+        yield prefix
 
 
 # -- the replicas ------------------------------------------------------------------------------------------------
@@ -418,7 +413,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """PostgreSQL + Redis + the upstream fixture + replicas A and B + nginx; all stopped and dropped at the end."""
     state = tmp_path_factory.mktemp("replicas")
     with (
-        scratch_redis(redis_url()) as redis,
+        scratch_redis(redis_url()) as redis_prefix,
         scratch_database(postgres_base_url()) as database,
         contextlib.ExitStack() as stack,
     ):
@@ -428,7 +423,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
             "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
             "DATABASE_URL": database,
-            "REDIS_URL": redis,
+            "REDIS_URL": redis_url(),
+            "GATEWAY_REDIS_PREFIX": redis_prefix,
             "SECRET_KEY": SECRET_KEY,
             "DJANGO_SUPERUSER_USERNAME": "admin",
             "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,

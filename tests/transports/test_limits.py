@@ -7,30 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 
 import httpx2
 import pytest
-import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.redis_keys import scoped_prefix
 from tests.transports.conftest import start_live_gateway
 from tests.transports.test_streamable_http import Raw, init_body
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
 IDLE = 3.0
 
 
-def _redis_answers() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture(scope="module", params=["in-memory", "shared-redis"])
+@pytest.fixture(scope="module", params=["in-memory", pytest.param("shared-redis", marks=pytest.mark.redis)])
 def gateway(request, tmp_path_factory):
     overrides = {
         "GATEWAY_MAX_SESSIONS_PER_USER": "2",
@@ -38,15 +31,13 @@ def gateway(request, tmp_path_factory):
         "GATEWAY_SESSION_IDLE_TIMEOUT": str(IDLE),
         "GATEWAY_SSE_KEEPALIVE": "1",
     }
-    if request.param == "shared-redis":
-        if not _redis_answers():
-            pytest.skip(f"Redis does not answer at {REDIS_TEST_URL}")
-        redis.Redis.from_url(REDIS_TEST_URL).flushdb()
-        overrides["REDIS_URL"] = REDIS_TEST_URL
-    with start_live_gateway(tmp_path_factory.mktemp(f"limits-{request.param}"), **overrides) as live:
+    with contextlib.ExitStack() as stack:
+        if request.param == "shared-redis":
+            # REDIS_URL's database, under a key prefix of this module's own (its keys deleted afterwards).
+            url = overrides["REDIS_URL"] = os.environ["REDIS_URL"]
+            overrides["GATEWAY_REDIS_PREFIX"] = stack.enter_context(scoped_prefix(url, "limits"))
+        live = stack.enter_context(start_live_gateway(tmp_path_factory.mktemp(f"limits-{request.param}"), **overrides))
         yield live
-    if request.param == "shared-redis":
-        redis.Redis.from_url(REDIS_TEST_URL).flushdb()
 
 
 def _delete(raw: Raw) -> None:
