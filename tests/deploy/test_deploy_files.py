@@ -137,3 +137,22 @@ def test_the_healthcheck_names_a_host_allowed_hosts_accepts():
     assert probe_host(".example.com") == "example.com"
     assert probe_host("*") == "localhost"
     assert probe_host("") == "localhost"
+
+
+def _exec_start(unit: str) -> list[str]:
+    text = (files.DEPLOY / "systemd" / unit).read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    return line.removeprefix("ExecStart=").split()
+
+
+def test_the_systemd_units_run_the_commands_of_the_image_and_of_compose():
+    """One gateway process per instance port: the image's CMD on 127.0.0.1:%i; the worker and beat as compose runs
+    them (the venv's programs instead of the image's PATH)."""
+    venv = "/opt/mcp-gateway/.venv/bin/"
+    gateway = files.image_command()
+    gateway[gateway.index("-b") + 1] = "127.0.0.1"
+    gateway[gateway.index("-p") + 1] = "%i"
+    assert _exec_start("mcp-gateway@.service") == [venv + gateway[0], *gateway[1:]]
+    for unit, service in (("mcp-gateway-worker.service", files.WORKER), ("mcp-gateway-beat.service", files.BEAT)):
+        command = files.service_command(service)
+        assert _exec_start(unit) == [venv + command[0], *command[1:]], unit
