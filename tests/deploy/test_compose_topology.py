@@ -224,10 +224,28 @@ def wait_for_tick(database: str, logs: Path) -> None:
             time.sleep(0.5)
 
 
-def test_the_compose_topology_serves_a_session_across_both_replicas_and_ticks(tmp_path):
-    """migrate, then two gateways behind nginx with no affinity, a Celery worker and beat, as compose runs them."""
+def skip_without_services() -> None:
+    """Skip, naming what is missing, when PostgreSQL, Redis or nginx is not there (CI has all three)."""
+    import redis as redis_client
+
     if nginx_binary() is None:
         pytest.skip("the compose topology test needs nginx: `make system-deps` installs Debian's nginx-light")
+    try:
+        psycopg.connect(postgres_base_url(), connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.skip(f"the compose topology test needs PostgreSQL: {postgres_base_url()} does not answer ({exc})")
+    client = redis_client.Redis.from_url(redis_url(), socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis_client.RedisError as exc:
+        pytest.skip(f"the compose topology test needs Redis: {redis_url()} does not answer ({exc})")
+    finally:
+        client.close()
+
+
+def test_the_compose_topology_serves_a_session_across_both_replicas_and_ticks(tmp_path):
+    """migrate, then two gateways behind nginx with no affinity, a Celery worker and beat, as compose runs them."""
+    skip_without_services()
     logs = tmp_path / "logs"
     logs.mkdir()
     with (
