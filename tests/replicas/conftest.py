@@ -224,6 +224,9 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx")
 
 
+# What the gateway needs in a location that proxies to it, shared with production (deploy/nginx.conf).
+PROXY_CONF = ROOT / "deploy" / "nginx-proxy.conf"
+
 NGINX_CONF = """\
 {user}worker_processes 1;
 pid {dir}/nginx.pid;
@@ -260,20 +263,8 @@ http {{
 
         location / {{
             proxy_pass http://gateway;
-            proxy_http_version 1.1;
-            # The gateway checks Host against ALLOWED_HOSTS and a browser's Origin against Host: pass the
-            # client's Host as sent, port included ($host would drop the port and break the Origin check).
-            proxy_set_header Host $http_host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            # SSE streams and streamed POST answers go out as they are written, and may stay open long.
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_cache off;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
+            # Production's proxy settings (HTTP/1.1, Upgrade, Host as sent, no buffering, long timeouts).
+            include "{proxy_conf}";
         }}
     }}
 }}
@@ -300,8 +291,9 @@ class Nginx:
 
 
 @contextlib.contextmanager
-def running_nginx(directory: Path, port_a: int, port_b: int) -> Iterator[Nginx]:
-    """nginx in the foreground (`daemon off`) with its own prefix, pid, logs and temp paths in ``directory``."""
+def running_nginx(directory: Path, port_a: int, port_b: int, template: str = NGINX_CONF) -> Iterator[Nginx]:
+    """nginx in the foreground (`daemon off`) with its own prefix, pid, logs and temp paths in ``directory``; its
+    configuration is ``template`` formatted with them, the replicas' ports and the shared proxy settings."""
     binary = nginx_binary()
     if binary is None:
         pytest.fail("the two-replica test needs nginx: run `make system-deps` (apt-get install nginx-light)")
@@ -311,7 +303,9 @@ def running_nginx(directory: Path, port_a: int, port_b: int) -> Iterator[Nginx]:
     conf = directory / "nginx.conf"
     # As root nginx would switch its worker to "nobody", which cannot use this private directory.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(user=user, dir=directory, port=port, port_a=port_a, port_b=port_b))
+    conf.write_text(
+        template.format(user=user, dir=directory, port=port, port_a=port_a, port_b=port_b, proxy_conf=PROXY_CONF)
+    )
     argv = [binary, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(conf), "-g", "daemon off;"]
     with open(directory / "nginx.out", "w") as out:
         process = subprocess.Popen(
