@@ -249,14 +249,15 @@ def test_the_compose_topology_serves_a_session_across_both_replicas_and_ticks(tm
     logs = tmp_path / "logs"
     logs.mkdir()
     with (
-        scratch_redis(redis_url()) as redis,
+        scratch_redis(redis_url()) as redis_prefix,
         scratch_database(postgres_base_url()) as database,
         contextlib.ExitStack() as stack,
     ):
         env = service_env(
             {
                 "DATABASE_URL": database,
-                "REDIS_URL": redis,
+                "REDIS_URL": redis_url(),
+                "GATEWAY_REDIS_PREFIX": redis_prefix,
                 # deploy/.env's part (env.example), with real values.
                 "SECRET_KEY": SECRET_KEY,
                 "GATEWAY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
