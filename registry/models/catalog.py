@@ -217,12 +217,15 @@ class Gateway(TimeStamped):
     def set_credentials(self, auth_type: str, credentials: dict[str, Any]) -> None:
         """Validate and encrypt credentials of the given kind; ``none`` clears them."""
         auth_type = AuthType(auth_type)
-        cleaned = _clean_credentials(auth_type, credentials)
+        cleaned = clean_credentials(auth_type, credentials)
         self.auth_type = auth_type
         self.credentials_encrypted = crypto.encrypt_json(cleaned) if cleaned else ""
 
 
-def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict[str, Any]:
+def clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict[str, Any]:
+    """Credentials of ``auth_type`` checked and reduced to the keys it uses (a gateway's, or a user's own in
+    the vault), or ValidationError."""
+
     def text(key: str) -> str:
         value = credentials.get(key)
         if not isinstance(value, str) or not value:

@@ -10,7 +10,7 @@ from django.db import models
 
 from registry import crypto
 from registry.choices import AuthType
-from registry.models.catalog import Gateway, _clean_credentials
+from registry.models.catalog import Gateway, clean_credentials
 
 USER_CREDENTIAL_KINDS = (AuthType.BEARER, AuthType.BASIC, AuthType.HEADERS, AuthType.OAUTH_USER)
 
@@ -47,7 +47,7 @@ class UpstreamCredential(models.Model):
             keys = ("access_token", "refresh_token", "expires_at", "token_url")
             cleaned = {k: credentials[k] for k in keys if credentials.get(k)}
         elif kind in USER_CREDENTIAL_KINDS:
-            cleaned = _clean_credentials(kind, credentials)
+            cleaned = clean_credentials(kind, credentials)
         else:
             raise ValidationError({"auth_type": f"{kind.label} is not a kind of per-user credentials."})
         self.auth_type = kind
