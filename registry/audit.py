@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import contextvars
 import getpass
@@ -40,6 +39,7 @@ from django.utils import timezone
 
 from registry import schemas
 from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.representation import entry_fields
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +166,6 @@ _SCHEMAS: dict[type[models.Model], type[Any]] = {
     Prompt: schemas.PromptIn,
     VirtualServer: schemas.VirtualServerIn,
 }
-_MEMBER_KEYS = {
-    "tools": "name",
-    "resources": "uri",
-    "resource_templates": "uri_template",
-    "prompts": "name",
-    "gateways": "name",
-}
 
 
 def _jsonable(value: Any) -> Any:
@@ -185,19 +178,7 @@ def represent(instance: models.Model) -> dict[str, Any]:
     schema = _SCHEMAS.get(type(instance))
     if schema is None:
         return {"pk": instance.pk, "str": str(instance)}
-    obj: Any = instance
-    out: dict[str, Any] = {}
-    for name in schema.model_fields:
-        if name == "credentials":
-            continue
-        if name == "gateway":
-            out[name] = obj.gateway.name if obj.gateway_id else None
-        elif name == "blob":
-            out[name] = None if obj.blob is None else base64.b64encode(bytes(obj.blob)).decode()
-        elif isinstance(obj, VirtualServer) and name in _MEMBER_KEYS:
-            out[name] = sorted(getattr(m, _MEMBER_KEYS[name]) for m in getattr(obj, name).all())
-        else:
-            out[name] = getattr(obj, name)
+    out = entry_fields(instance, (name for name in schema.model_fields if name != "credentials"))
     if isinstance(out.get("env"), dict):
         out["env"] = redact(out["env"])
     return dict(_jsonable(out))

@@ -136,61 +136,32 @@ def gateway_catalog_apply(
     upstream name another source holds gets the gateway's prefix (``catalog_name``); an entry the
     catalog cannot take is skipped and reported, not fatal. One catalog event when anything changed."""
     with audit.acting(via="sync"):  # whoever asked (an admin's "Sync now", or nobody: the scheduler)
-        return _catalog_apply(
-            gateway=gateway,
-            tools=tools,
-            resources=resources,
-            templates=templates,
-            prompts=prompts,
-            detected_era=detected_era,
-            protocol_version=protocol_version,
-            server_info=server_info,
-            capabilities=capabilities,
-            trigger=trigger,
-            started_at=started_at,
-        )
+        diff = CatalogDiff()
+        now = timezone.now()
+        described = {
+            "detected_era": detected_era,
+            "protocol_version": protocol_version[:32],
+            "server_info": server_info,
+            "capabilities": capabilities,
+        }
+        gateway_changed = any(getattr(gateway, key) != value for key, value in described.items())
+        for key, value in described.items():
+            setattr(gateway, key, value)
+        gateway.last_synced_at = now
+        gateway.save(update_fields=[*described, "last_synced_at"])
 
+        policy = drift_policy()
+        _apply_tools(gateway, diff, tools, policy=policy, now=now)
+        _apply_by_uri(gateway, diff, Resource, "uri", resources, "uri", _resource_fields)
+        _apply_by_uri(gateway, diff, ResourceTemplate, "uri_template", templates, "uriTemplate", _resource_fields)
+        _apply_prompts(gateway, diff, prompts)
 
-def _catalog_apply(
-    *,
-    gateway: Gateway,
-    tools: list[dict[str, Any]],
-    resources: list[dict[str, Any]],
-    templates: list[dict[str, Any]],
-    prompts: list[dict[str, Any]],
-    detected_era: str,
-    protocol_version: str,
-    server_info: dict[str, Any],
-    capabilities: dict[str, Any],
-    trigger: str,
-    started_at: datetime,
-) -> SyncRun:
-    diff = CatalogDiff()
-    now = timezone.now()
-    described = {
-        "detected_era": detected_era,
-        "protocol_version": protocol_version[:32],
-        "server_info": server_info,
-        "capabilities": capabilities,
-    }
-    gateway_changed = any(getattr(gateway, key) != value for key, value in described.items())
-    for key, value in described.items():
-        setattr(gateway, key, value)
-    gateway.last_synced_at = now
-    gateway.save(update_fields=[*described, "last_synced_at"])
-
-    policy = drift_policy()
-    _apply_tools(gateway, diff, tools, policy=policy, now=now)
-    _apply_by_uri(gateway, diff, Resource, "uri", resources, "uri", _resource_fields)
-    _apply_by_uri(gateway, diff, ResourceTemplate, "uri_template", templates, "uriTemplate", _resource_fields)
-    _apply_prompts(gateway, diff, prompts)
-
-    run = _record_run(gateway, diff, trigger=trigger, started_at=started_at, ok=True, error="")
-    gateway_state.gateway_check_record(gateway_id=gateway.pk, ok=True)
-    gateway.refresh_from_db(fields=["health", "last_error", "last_seen_at", "consecutive_failures"])
-    if diff.changed or gateway_changed:
-        events.catalog_changed()
-    return run
+        run = _record_run(gateway, diff, trigger=trigger, started_at=started_at, ok=True, error="")
+        gateway_state.gateway_check_record(gateway_id=gateway.pk, ok=True)
+        gateway.refresh_from_db(fields=["health", "last_error", "last_seen_at", "consecutive_failures"])
+        if diff.changed or gateway_changed:
+            events.catalog_changed()
+        return run
 
 
 @transaction.atomic

@@ -22,6 +22,7 @@ from ninja import Schema
 from registry import audit, crypto, events, schemas, selectors, services
 from registry.exceptions import InvalidInput, SecretError
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.representation import entry_fields
 
 FORMAT = "mcp-gateway-catalog"
 VERSION = 1
@@ -50,27 +51,6 @@ KINDS = (
 )
 # The kinds whose entries hold encrypted credentials (``credentials_encrypted``, ``get_credentials``).
 _WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
-_MEMBER_KEYS = {
-    "tools": "name",
-    "resources": "uri",
-    "resource_templates": "uri_template",
-    "prompts": "name",
-    "gateways": "name",
-}
-
-
-def _represent(kind: Kind, obj: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in kind.fields:
-        if name == "gateway":
-            out[name] = obj.gateway.name if obj.gateway_id else None
-        elif name == "blob":
-            out[name] = None if obj.blob is None else base64.b64encode(bytes(obj.blob)).decode()
-        elif kind.model is VirtualServer and name in _MEMBER_KEYS:
-            out[name] = sorted(getattr(m, _MEMBER_KEYS[name]) for m in getattr(obj, name).all())
-        else:
-            out[name] = getattr(obj, name)
-    return out
 
 
 def catalog_export(*, include_secrets: bool = False, passphrase: str | None = None) -> dict[str, Any]:
@@ -86,7 +66,7 @@ def catalog_export(*, include_secrets: bool = False, passphrase: str | None = No
     for kind in KINDS:
         items = []
         for obj in selectors.entry_queryset(kind.model).order_by(kind.natural_key):
-            item = _represent(kind, obj)
+            item = entry_fields(obj, kind.fields)
             if include_secrets and isinstance(obj, Gateway | Tool) and obj.credentials_encrypted:
                 item["credentials_encrypted"] = (
                     crypto.encrypt_json(obj.get_credentials(), box) if box else obj.credentials_encrypted
@@ -185,7 +165,7 @@ def _catalog_import(*, document: Any, dry_run: bool, overwrite: bool, passphrase
                     ) from None
             existing: Any = kind.model._default_manager.filter(**{kind.natural_key: key}).first()
             if existing is not None:
-                current = _represent(kind, existing)
+                current = entry_fields(existing, kind.fields)
                 differs = sorted(name for name in kind.fields if current.get(name) != item.get(name))
                 if credentials is not None and existing.get_credentials() != credentials:
                     differs.append("credentials")

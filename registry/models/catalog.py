@@ -1,26 +1,22 @@
-"""The catalog's models. Validation lives on the fields and in ``clean()``, so the admin, the REST
-API and imports all apply the same rules (services call ``full_clean()`` before every save)."""
+"""The catalog itself: upstream gateways, the entries they and people add (tools, resources, resource
+templates, prompts), the virtual servers that compose them, and the catalog's version counter."""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.utils import timezone
 
 from registry import crypto, tool_kinds, validators
 from registry.choices import (
     AuthType,
-    ChangeStatus,
     DetectedEra,
     Era,
     Health,
     IntegrationType,
-    SyncTrigger,
     Transport,
 )
 
@@ -221,12 +217,15 @@ class Gateway(TimeStamped):
     def set_credentials(self, auth_type: str, credentials: dict[str, Any]) -> None:
         """Validate and encrypt credentials of the given kind; ``none`` clears them."""
         auth_type = AuthType(auth_type)
-        cleaned = _clean_credentials(auth_type, credentials)
+        cleaned = clean_credentials(auth_type, credentials)
         self.auth_type = auth_type
         self.credentials_encrypted = crypto.encrypt_json(cleaned) if cleaned else ""
 
 
-def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict[str, Any]:
+def clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict[str, Any]:
+    """Credentials of ``auth_type`` checked and reduced to the keys it uses (a gateway's, or a user's own in
+    the vault), or ValidationError."""
+
     def text(key: str) -> str:
         value = credentials.get(key)
         if not isinstance(value, str) or not value:
@@ -258,48 +257,6 @@ def _clean_credentials(auth_type: AuthType, credentials: dict[str, Any]) -> dict
     if not headers:
         raise ValidationError({"credentials": "Custom-header credentials need at least one header."})
     return {"headers": dict(headers)}
-
-
-USER_CREDENTIAL_KINDS = (AuthType.BEARER, AuthType.BASIC, AuthType.HEADERS, AuthType.OAUTH_USER)
-
-
-class UpstreamCredential(models.Model):
-    """The vault: one user's own credentials for one gateway with ``per_user_credentials`` (encrypted with
-    registry.crypto like the gateway's; never shown, exported or audited in clear)."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upstream_credentials")
-    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="user_credentials")
-    auth_type = models.CharField(max_length=16, choices=AuthType.choices)
-    credentials_encrypted = models.TextField(editable=False)
-    # OAuth per user: when the stored access token expires (None: unknown or not OAuth).
-    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "gateway"], name="upstream_credential_user_gateway")]
-        ordering = ["gateway__name"]
-
-    def __str__(self) -> str:
-        return f"{self.user} @ {self.gateway}"
-
-    def get_credentials(self) -> dict[str, Any]:
-        return crypto.decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
-
-    def set_credentials(self, auth_type: str, credentials: dict[str, Any]) -> None:
-        kind = AuthType(auth_type)
-        if kind == AuthType.OAUTH_USER:
-            token = credentials.get("access_token")
-            if not isinstance(token, str) or not token or "\r" in token or "\n" in token:
-                raise ValidationError({"credentials": "OAuth credentials need a non-empty 'access_token'."})
-            keys = ("access_token", "refresh_token", "expires_at", "token_url")
-            cleaned = {k: credentials[k] for k in keys if credentials.get(k)}
-        elif kind in USER_CREDENTIAL_KINDS:
-            cleaned = _clean_credentials(kind, credentials)
-        else:
-            raise ValidationError({"auth_type": f"{kind.label} is not a kind of per-user credentials."})
-        self.auth_type = kind
-        self.credentials_encrypted = crypto.encrypt_json(cleaned)
 
 
 class Tool(TimeStamped):
@@ -527,52 +484,6 @@ class VirtualServer(TimeStamped):
                     raise ValidationError({"icon": "The icon must be an http(s): or data: URL."}) from None
 
 
-class SyncRun(models.Model):
-    """One read of an upstream's catalog: when, why, how long, what changed, what failed."""
-
-    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="sync_runs")
-    trigger = models.CharField(max_length=16, choices=SyncTrigger.choices, default=SyncTrigger.SCHEDULE)
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(default=0)
-    ok = models.BooleanField(default=False)
-    # Labels such as "tool echo", as CatalogDiff holds them.
-    added = models.JSONField(default=list, blank=True)
-    updated = models.JSONField(default=list, blank=True)
-    removed = models.JSONField(default=list, blank=True)
-    held = models.JSONField(default=list, blank=True)  # changed definitions held back for review
-    skipped = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-started_at", "-pk"]
-        indexes = [models.Index(fields=["gateway", "-started_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.gateway} sync at {self.started_at:%Y-%m-%d %H:%M:%S}"
-
-
-class DefinitionChange(models.Model):
-    """A changed definition (description, schemas, annotations) of a known upstream tool, with its diff."""
-
-    tool = models.ForeignKey(Tool, on_delete=models.CASCADE, related_name="definition_changes")
-    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="definition_changes")
-    detected_at = models.DateTimeField()
-    previous = models.JSONField(default=dict)
-    current = models.JSONField(default=dict)
-    # [{"field": "description", "before": ..., "after": ..., "text": unified diff or ""}]
-    diff = models.JSONField(default=list)
-    status = models.CharField(max_length=16, choices=ChangeStatus.choices, default=ChangeStatus.PENDING)
-    decided_by = models.CharField(max_length=150, blank=True)
-    decided_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-detected_at", "-pk"]
-
-    def __str__(self) -> str:
-        return f"{self.tool} changed at {self.detected_at:%Y-%m-%d %H:%M:%S} ({self.status})"
-
-
 class CatalogRevision(models.Model):
     """One row whose version goes up with every committed catalog change (snapshot invalidation)."""
 
@@ -580,107 +491,3 @@ class CatalogRevision(models.Model):
 
     def __str__(self) -> str:
         return f"catalog v{self.version}"
-
-
-class RevokedToken(models.Model):
-    """A JWT id (jti) that is no longer accepted, kept until the token would have expired anyway."""
-
-    jti = models.CharField(max_length=128, unique=True)
-    subject = models.CharField(max_length=150, blank=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(auto_now_add=True)
-    reason = models.CharField(max_length=256, blank=True)
-
-    class Meta:
-        ordering = ["-revoked_at"]
-
-    def __str__(self) -> str:
-        return self.jti
-
-
-class IssuedToken(models.Model):
-    """A bearer token this gateway issued: whose, what it may do, where, until when; never the token itself."""
-
-    class State(models.TextChoices):
-        ACTIVE = "active", "Active"
-        EXPIRED = "expired", "Expired"
-        REVOKED = "revoked", "Revoked"
-
-    jti = models.CharField("token id (jti)", max_length=128, unique=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="issued_tokens")
-    NAME_MAX_LENGTH = 128
-
-    name = models.CharField(
-        max_length=NAME_MAX_LENGTH, blank=True, help_text="What the token is for, as its issuer put it."
-    )
-    scopes = models.CharField(max_length=64, help_text="Space-separated: read, write, call.")
-    # A bound token opens only this server's endpoints. CASCADE, not SET_NULL: a null server means "every
-    # server", so SET_NULL would widen the token when its server goes. With CASCADE the record goes with the
-    # server and registry.auth refuses a bound token that has no record, so deleting a server retires its
-    # tokens and a new server of the same name never inherits them. (PROTECT would make a server with any
-    # token ever bound to it, even long expired, impossible to delete.)
-    server = models.ForeignKey(
-        VirtualServer,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="issued_tokens",
-        help_text="Empty: the whole catalog and every virtual server.",
-    )
-    issued_at = models.DateTimeField()
-    expires_at = models.DateTimeField()
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    issued_by = models.CharField(max_length=150, blank=True, help_text="Who issued it (a username, or a command).")
-
-    class Meta:
-        ordering = ["-issued_at", "-pk"]
-        indexes = [models.Index(fields=["user", "-issued_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.name or self.jti} ({self.user})"
-
-    @property
-    def scope_list(self) -> list[str]:
-        return self.scopes.split()
-
-    @property
-    def state(self) -> str:
-        """Revoked, expired or active, as of now."""
-        if self.revoked_at is not None:
-            return self.State.REVOKED
-        if self.expires_at <= timezone.now():
-            return self.State.EXPIRED
-        return self.State.ACTIVE
-
-
-class AuditEntry(models.Model):
-    """Who did what, when: a catalog change (with the entry before and after) or a tool call (its outcome;
-    its arguments only when GATEWAY_AUDIT_ARGUMENTS is on). Written off the call path, kept for
-    GATEWAY_AUDIT_RETENTION_DAYS (docs/governance.md)."""
-
-    class Action(models.TextChoices):
-        CREATE = "create", "Created"
-        UPDATE = "update", "Changed"
-        DELETE = "delete", "Deleted"
-        CALL = "call", "Tool call"
-        TOKEN = "token", "Token issued or revoked"
-        OTHER = "other", "Other"
-
-    at = models.DateTimeField(db_index=True)
-    actor = models.CharField(max_length=150, blank=True, db_index=True, help_text="Username, or a system part.")
-    via = models.CharField(max_length=32, blank=True, help_text="admin, api, command, mcp, sync, import, ...")
-    action = models.CharField(max_length=16, choices=Action.choices)
-    kind = models.CharField(max_length=32, blank=True, help_text="tool, gateway, virtual server, token, ...")
-    target = models.CharField(max_length=512, blank=True, db_index=True, help_text="The entry's name or key.")
-    outcome = models.CharField(max_length=16, blank=True, help_text="ok, error, refused, cancelled")
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
-    detail = models.JSONField(default=dict, blank=True, help_text="Session, server, gateway, duration, error.")
-
-    class Meta:
-        ordering = ["-at", "-pk"]
-        verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["action", "-at"])]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor or '-'} {self.action} {self.kind} {self.target}"
