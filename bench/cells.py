@@ -16,7 +16,7 @@ from config import (
     MIN_OPS,
     PY_SPY,
 )
-from processes import gc_pauses, proc_cpu_seconds, proc_rss_mb
+from processes import cpu_by_pid, gc_pauses, group_pids, proc_cpu_seconds, proc_rss_mb, rss_sum_mb
 from targets import (
     LiveTarget,
 )
@@ -58,16 +58,18 @@ def measure_cell(
     profile_rate: int = 250,
 ) -> dict[str, Any]:
     upstream = target.upstream(workload.endpoint)
-    gw_pid = target.server.pid if target.server else None
     up_pid = upstream.pid
+    # Every process serving the target (workers, uvicorn's supervisor, nginx), looked up before the cell: the CPU
+    # per operation is their sum.
+    roles = {pid: role for role, server in target.serving() for pid in group_pids(server.pid)}
     marks: dict[str, float] = {}
+    cpu: dict[str, dict[int, float]] = {}
     spy: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
         marks["t0"] = time.time()
         marks["up0"] = proc_cpu_seconds(up_pid)
-        if gw_pid:
-            marks["gw0"] = proc_cpu_seconds(gw_pid)
+        cpu["start"] = cpu_by_pid(list(roles))
         if profile_out is not None:
             # py-spy samples the serving process without pausing it (--nonblocking) until SIGINT at the end
             argv = [str(PY_SPY), "record", "--pid", str(target.pid(workload.endpoint)), "--rate", str(profile_rate)]
@@ -79,8 +81,7 @@ def measure_cell(
     def end() -> None:
         marks["t1"] = time.time()
         marks["up1"] = proc_cpu_seconds(up_pid)
-        if gw_pid:
-            marks["gw1"] = proc_cpu_seconds(gw_pid)
+        cpu["end"] = cpu_by_pid(list(roles))
         for process in spy:
             process.send_signal(signal.SIGINT)
 
@@ -114,9 +115,18 @@ def measure_cell(
 
     row["upstream_cpu_ms_per_op"] = per_op(marks["up1"] - marks["up0"])
     row["upstream_rss_mb"] = proc_rss_mb(up_pid)
-    if gw_pid:
-        row["server_cpu_ms_per_op"] = per_op(marks["gw1"] - marks["gw0"])
-        row["server_rss_mb"] = proc_rss_mb(gw_pid)
+    if roles:
+        # A process that exited during the cell (none should) is left out of both ends.
+        used = {pid: cpu["end"][pid] - cpu["start"][pid] for pid in cpu["end"] if pid in cpu["start"]}
+        row["server_cpu_ms_per_op"] = per_op(sum(used.values()))
+        proxy = [seconds for pid, seconds in used.items() if roles[pid] == "proxy"]
+        row["proxy_cpu_ms_per_op"] = per_op(sum(proxy)) if proxy else None
+        if target.spec.workers > 1:
+            # How the work was shared: the busiest `workers` processes' shares of the gateway processes' CPU.
+            gateway = sorted((s for pid, s in used.items() if roles[pid] == "gateway"), reverse=True)
+            total = sum(gateway)
+            row["worker_split"] = [round(s / total, 3) for s in gateway[: target.spec.workers]] if total else None
+        row["server_rss_mb"] = rss_sum_mb(list(roles))
     else:
         row["server_cpu_ms_per_op"] = row["upstream_cpu_ms_per_op"]
         row["server_rss_mb"] = row["upstream_rss_mb"]
@@ -125,7 +135,10 @@ def measure_cell(
     row["upstream_gc"] = gc_summary(up_pauses, window)
     all_pauses = list(up_pauses)
     if target.server:
-        server_pauses = gc_pauses(target.server, marks["t0"], marks["t1"])
+        # Every gateway process logs its pauses (uvicorn's workers into one shared file); nginx logs none.
+        server_pauses = [
+            p for role, s in target.serving() if role == "gateway" for p in gc_pauses(s, marks["t0"], marks["t1"])
+        ]
         row["server_gc"] = gc_summary(server_pauses, window)
         all_pauses += server_pauses
     else:

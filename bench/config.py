@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
 DOC_PATH = ROOT / "docs" / "performance.md"
 UPSTREAM_SCRIPT = ROOT / "tests" / "fixtures" / "upstream_server.py"
+# The scale-out cells' upstream: an MCP server far cheaper per call than the fixture (bench/fast_upstream.py).
+FAST_UPSTREAM_SCRIPT = ROOT / "bench" / "fast_upstream.py"
+# Concurrencies of the scale-out cells (unless --concurrency names others): enough to keep two workers busy.
+SCALE_CONCURRENCY = (32, 128)
 # The REST-tool workload's API: the tests' HTTP server (tests/fixtures/http_api.py) in its own process.
 REST_API_MODULE = "tests.fixtures.http_api"
 REST_TOOL = "rest_echo"

@@ -11,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 from config import PY_SPY, ROOT
+from processes import nginx_binary
 from targets import CF_VENV
 
 
@@ -65,6 +66,12 @@ def machine_info() -> dict[str, Any]:
         versions[tool] = None
         with contextlib.suppress(Exception):
             versions[tool] = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.split()[-1]
+    versions["nginx"] = None  # the scale-out cells' proxy
+    nginx = nginx_binary()
+    if nginx:
+        with contextlib.suppress(Exception):
+            answer = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
+            versions["nginx"] = (answer.stderr or answer.stdout).strip().rpartition("/")[2] or None
     mem = ""
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         mem = f.readline().split(":", 1)[1].strip()

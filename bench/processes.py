@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from config import (
     CLK_TCK,
+    FAST_UPSTREAM_SCRIPT,
     GC_PROBE_DIR,
     HOST,
     MANY_TOOLS_PAGE,
@@ -73,7 +75,11 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # A process group of its own (stop() signals all it started), but not a session of its own: with
+                # the kernel's autogroup scheduling (sched_autogroup_enabled) each session gets one share of the
+                # CPUs, so a target of N sessions (N processes behind nginx) would get N shares on a busy machine
+                # where `uvicorn --workers N` gets one. In the benchmark's session every process competes alike.
+                process_group=0,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -147,3 +153,120 @@ def start_rest_api(state: Path) -> Server:
     server = Server("rest-api", argv, dict(os.environ), port, state / "rest-api.log")
     server.start()
     return server
+
+
+def start_fast_upstream(state: Path, name: str = "fast") -> Server:
+    """bench/fast_upstream.py (dual-era, like the fixture): the upstream of the scale-out cells."""
+    port = free_port()
+    argv = [PYTHON, str(FAST_UPSTREAM_SCRIPT), "--port", str(port)]
+    server = Server(name, argv, dict(os.environ), port, state / f"{name}.log", "/health")
+    server.start()
+    return server
+
+
+def group_pids(leader: int) -> list[int]:
+    """The processes in the process group of `leader`: each server starts in a group of its own, so this is the
+    process and whatever it started (uvicorn's or ContextForge's workers, nginx's worker)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == leader:  # after the command: state, ppid, pgrp
+            out.append(int(entry.name))
+    return out
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process still running (one that exited is left out)."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[pid] = proc_cpu_seconds(pid)
+    return out
+
+
+def rss_sum_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += proc_rss_mb(pid)
+    return round(total, 1)
+
+
+# nginx in front of several gateway processes: round robin without affinity, as deploy/nginx.conf and the
+# two-replica tests (tests/replicas/conftest.py) configure it, with upstream keep-alive as deploy/nginx.conf has it
+# (a connection per request would measure connection set-up, not the gateway). The idle pool is sized above the
+# largest concurrency, so no cell closes and reopens connections to the gateways.
+NGINX_CONF = """\
+{user}worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+
+    upstream gateway {{
+{servers}
+        keepalive 1024;
+        keepalive_timeout 50s;
+    }}
+
+    server {{
+        listen {host}:{port};
+        client_max_body_size 16m;
+
+        location / {{
+            proxy_pass http://gateway;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_cache off;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    if os.access("/usr/sbin/nginx", os.X_OK):
+        return "/usr/sbin/nginx"
+    return shutil.which("nginx")
+
+
+def nginx_server(directory: Path, name: str, backend_ports: list[int]) -> Server:
+    """nginx in the foreground with its own prefix, pid, logs and temp paths in `directory` (not started)."""
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (`make system-deps` installs Debian's nginx-light)")
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    # As root nginx would switch its worker to "nobody", which cannot use this private directory.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    servers = "\n".join(f"        server {HOST}:{p} max_fails=0;" for p in backend_ports)
+    conf.write_text(NGINX_CONF.format(user=user, dir=directory, host=HOST, port=port, servers=servers))
+    argv = [binary, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(conf), "-g", "daemon off;"]
+    return Server(name, argv, {"PATH": os.environ.get("PATH", "")}, port, directory / "nginx.out", "/health")

@@ -20,6 +20,7 @@ from config import (
 from targets import (
     BASELINE_SUFFIX,
     CF_MAX_CONCURRENCY,
+    SCALE,
     is_baseline,
 )
 
@@ -49,7 +50,10 @@ def budget(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     measured = [
         c
         for c in cells
-        if c["workload"] == "tools_call" and c["target"].startswith("gw-") and not is_baseline(c["target"])
+        if c["workload"] == "tools_call"
+        and c["target"].startswith("gw-")
+        and not is_baseline(c["target"])
+        and c.get("group") != SCALE  # several processes and nginx: the section "Scale-out" has them
     ]
     if measured:
         worst = {c["target"]: c for c in measured}
@@ -273,6 +277,105 @@ def before_after_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def scale_out(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The scale-out cells (tools_call), each with what it is compared with: the same serving with one worker,
+    and ContextForge with as many workers."""
+    cells = report["cells"]
+    specs = [t for t in report["targets"] if t.get("group") == SCALE and not is_baseline(t["name"])]
+
+    def one_worker(spec: dict[str, Any]) -> str | None:
+        """The target serving the same way with one worker (and no nginx)."""
+        for t in specs:
+            same = (t.get("kind"), t.get("server")) == (spec.get("kind"), spec.get("server"))
+            if same and t.get("workers") == 1 and not t.get("front") and t["name"] != spec["name"]:
+                return str(t["name"])
+        return None
+
+    def contextforge(workers: int) -> str | None:
+        return next((t["name"] for t in specs if t.get("kind") == "contextforge" and t.get("workers") == workers), None)
+
+    rows = []
+    for spec in specs:
+        for c in cells:
+            if c["target"] != spec["name"] or c["workload"] != "tools_call":
+                continue
+            base = find(cells, one_worker(spec) or "", "tools_call", c["concurrency"])
+            peer = None
+            if spec.get("kind") == "gateway":
+                peer = find(cells, contextforge(spec.get("workers", 1)) or "", "tools_call", c["concurrency"])
+            rows.append(
+                {
+                    "cell": c,
+                    "spec": spec,
+                    "vs_one": c["rps"] / base["rps"] if base and base["rps"] else None,
+                    "vs_cf": c["rps"] / peer["rps"] if peer and peer["rps"] else None,
+                    "cf_cpu_ratio": (
+                        peer["server_cpu_ms_per_op"] / c["server_cpu_ms_per_op"]
+                        if peer and peer["server_cpu_ms_per_op"] and c["server_cpu_ms_per_op"]
+                        else None
+                    ),
+                }
+            )
+    rows.sort(key=lambda r: r["cell"]["concurrency"])  # stable: the targets' order within each concurrency
+    return rows
+
+
+def scale_out_lines(report: dict[str, Any]) -> list[str]:
+    rows = scale_out(report)
+    if not rows:
+        return []
+    nproc = report["machine"].get("nproc")
+    lines = [
+        "",
+        "## Scale-out (issue #16): workers, replicas and ContextForge",
+        "",
+        "`tools/call` of `echo` on PostgreSQL + Redis (production settings: sessions and the channel layer in "
+        "Redis, so any process takes any request) with one and two worker processes, served two ways: one command "
+        "running N workers on one listening socket (`uvicorn --workers N`; the kernel hands each new connection to "
+        "one worker, which keeps it), and N separate processes behind nginx (round robin per request, no affinity, "
+        "keep-alive connections to the processes, as `deploy/nginx.conf` and the replicas tests have it: this is "
+        "also what two replicas behind a load balancer are, here on one host). ContextForge runs with as many "
+        "uvicorn workers (`mcpgateway --workers N`). Every target calls the same upstream: `bench/fast_upstream.py`, "
+        "a minimal dual-era Streamable HTTP server (raw asyncio, orjson) that spends a few hundredths of a "
+        "millisecond per call (`direct-fast`, its own CPU), so the gateway and not the upstream is what saturates "
+        "(the `mcp` SDK fixture behind the other sections saturates near 500 calls/s on 2 CPUs).",
+        "",
+        "`CPU ms/call` is the CPU time of every process of the target per call, summed: each worker, uvicorn's "
+        "supervisor process, and nginx where it is in the path (`of which nginx` shows its part). The upstream's CPU "
+        "is not in it (`upstream CPU`), nor are the PostgreSQL and Redis servers' (shared services of the machine). "
+        "`workers' split` is each worker's share of the gateway processes' CPU (how evenly the work was spread). "
+        "`× 1 worker` is the requests/s over the same serving with one worker in the same run; `× ContextForge` is "
+        "requests/s over ContextForge's with the same number of workers, and ContextForge's CPU per call over this "
+        "target's. The load generator (one Python process) shares the machine"
+        + (f" ({nproc} CPUs)" if nproc else "")
+        + " with every server: where the CPUs are all busy, two workers cannot take twice the calls, so compare the "
+        "CPU per call and the split, and read requests/s as a lower bound. Every process of the benchmark runs in "
+        "one session (each server in a process group of its own): with the kernel's autogroup scheduling a "
+        "session gets one share of the CPUs, so servers in sessions of their own would favour N processes behind "
+        "nginx (N shares) over one command with N workers (one share) whenever the CPUs are contended.",
+        "",
+        "| c | target | workers | req/s | × 1 worker | p50 ms | p99 ms | errors | CPU ms/call | of which nginx | workers' split | upstream CPU ms/call | × ContextForge: req/s, CPU |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        c = r["cell"]
+        split = " / ".join(f"{share * 100:.0f}%" for share in c["worker_split"]) if c.get("worker_split") else "–"
+        spec = r["spec"]
+        workers = (
+            "–"
+            if spec.get("kind") == "direct"
+            else f"{spec.get('workers', 1)}" + (" + nginx" if spec.get("front") else "")
+        )
+        versus = f"{r['vs_cf']:.0f}×, {r['cf_cpu_ratio']:.0f}×" if r["vs_cf"] and r["cf_cpu_ratio"] else "–"
+        vs_one = f"{r['vs_one']:.2f}×" if r["vs_one"] else "–"
+        lines.append(
+            f"| {c['concurrency']} | {c['target']} | {workers} | {fmt(c['rps'], 0)} | {vs_one} | {fmt(c['p50_ms'])} | "
+            f"{fmt(c['p99_ms'])} | {c['errors']} | {fmt(c['server_cpu_ms_per_op'], 3)} | "
+            f"{fmt(c.get('proxy_cpu_ms_per_op'), 3)} | {split} | {fmt(c['upstream_cpu_ms_per_op'], 3)} | {versus} |"
+        )
+    return lines
+
+
 def write_markdown(report: dict[str, Any], json_path: Path) -> None:
     m = report["machine"]
     cfg = report["config"]
@@ -290,6 +393,8 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "make bench                                   # full run with profiles (writes this file and bench/results/<timestamp>.json)",
         ".venv/bin/python bench/run.py --quick        # shorter cells, c=1 and 32 only, one round",
         ".venv/bin/python bench/run.py --targets direct,gw-daphne-sqlite --workloads tools_call --profile",
+        ".venv/bin/python bench/run.py --targets scale              # the scale-out cells alone (make bench runs them too)",
+        ".venv/bin/python bench/run.py --targets core               # everything but the scale-out cells",
         "make bench-compare                           # tools_call CPU per call of HEAD (the baseline) and the working tree, same run",
         "make bench-compare BASELINE=main BENCH_ARGS='--repeat 5'   # any git ref; BENCH_ARGS are added",
         ".venv/bin/python bench/run.py --baseline HEAD~3 --workloads tools_call,tools_list_10 --idle-sessions 0",
@@ -320,6 +425,11 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "`python -m gateway_project.daphne_server` as `make run` does (plain `python -m daphne` for a REF that "
         "predates it).",
         "",
+        'The scale-out cells (section "Scale-out", `--targets scale`) need PostgreSQL and Redis as above and nginx '
+        "(`make system-deps`); without nginx the targets behind it are skipped with a note. They run `tools_call` "
+        "only, at c=32 and 128 unless `--concurrency` says otherwise, against `bench/fast_upstream.py`, and skip the "
+        "idle-sessions step.",
+        "",
         "## This run",
         "",
         f"- Date: {report['started']} (UTC), duration {report['elapsed_s']:.0f} s, git `{m['git_commit']}`"
@@ -329,18 +439,25 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
             if m.get("git_modified")
             else ""
         ),
-        f"- Comparison and profiler: ContextForge {v.get('contextforge') or 'not installed'}, py-spy {v.get('py-spy') or 'not installed'}",
+        f"- Comparison and profiler: ContextForge {v.get('contextforge') or 'not installed'}, py-spy {v.get('py-spy') or 'not installed'}"
+        + (f", nginx {v['nginx']}" if v.get("nginx") else ""),
         f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['memory']} RAM, Linux {m['kernel']}",
         f"- Python {m['python']}; Django {v['django']}, channels {v['channels']}, daphne {v['daphne']} (Twisted {v['twisted']}), "
         f"uvicorn {v['uvicorn']} (uvloop {v['uvloop'] or 'not installed'}, httptools {v['httptools'] or 'not installed'}), "
         f"mcp {v['mcp']}, aiohttp {v['aiohttp']}, orjson {v['orjson']}, psycopg {v['psycopg']}, channels-redis {v['channels-redis']}",
         f"- Cells: {cfg['warmup']} s warm-up + {cfg['duration']} s measured each (each worker's session is opened "
         f"before the warm-up; a window is stretched until {MIN_OPS} operations completed, at most {MAX_CELL_SECONDS:.0f} s, "
-        f"which only the slowest cells need: ContextForge's walks and c=32), concurrencies {cfg['concurrency']}, targets interleaved within each workload and "
+        f"which only the slowest cells need: ContextForge's walks and c=32), concurrencies {cfg['concurrency']}"
+        + (
+            f" (the scale-out cells: {cfg['scale_concurrency']})"
+            if cfg.get("scale_concurrency") and any(c.get("group") == SCALE for c in cells)
+            else ""
+        )
+        + ", targets interleaved within each workload and "
         f"concurrency, **{cfg['repeat']} round(s)** (the target order alternates between rounds); every figure below "
         "is the median over the rounds (with two rounds: their mean), errors are summed, and the `per round` column "
         "shows each round's req/s and server CPU ms/op.",
-        "- Each target is one worker process. The load generator (one asyncio process, aiohttp, one keep-alive "
+        '- Each target is one worker process, except the scale-out targets (section "Scale-out"). The load generator (one asyncio process, aiohttp, one keep-alive '
         "connection and one MCP session per concurrent worker, protocol 2025-11-25) shares the machine with the "
         "servers, so requests/s and latency are bounded by the machine; CPU ms per request is the robust figure.",
     ]
@@ -371,12 +488,14 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
     for name, status, detail in budget(report):
         lines.append(f"| {name} | **{status}** | {detail} |")
     lines += before_after_lines(report)
+    lines += scale_out_lines(report)
     lines += [
         "",
         "## Results",
         "",
         "`server CPU` is the CPU time of the serving process per operation: the gateway process for `gw-*` "
-        "targets and ContextForge, the upstream itself for `direct`. `upstream CPU` is the upstream fixture's CPU per "
+        "targets and ContextForge, the upstream itself for `direct` (and `direct-fast`); for the scale-out targets "
+        "every process of the target, nginx included. `upstream CPU` is the upstream fixture's CPU per "
         "operation (for `direct` it is the same process). `RSS` is the serving process's VmRSS at the end of the cell. "
         "`vs direct` is this target's requests/s and p50 divided by `direct`'s in the same cell of this run, and "
         "the p50 latency it adds (negative: faster than direct, e.g. answered from the catalog snapshot without the "
@@ -389,11 +508,11 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for c in cells:
-        d = find(cells, "direct", c["workload"], c["concurrency"])
+        d = find(cells, c.get("direct") or "direct", c["workload"], c["concurrency"])
         up_cpu = c["upstream_cpu_ms_per_op"]
         busy = f"{up_cpu * c['rps'] / 10:.0f}%" if up_cpu is not None else "–"
         ratio = ""
-        if d and c["target"] != "direct" and d["rps"] and c["p50_ms"] is not None and d["p50_ms"]:
+        if d and c["target"] != d["target"] and d["rps"] and c["p50_ms"] is not None and d["p50_ms"]:
             ratio = f"{c['rps'] / d['rps']:.2f}×, {c['p50_ms'] / d['p50_ms']:.2f}×, {c['p50_ms'] - d['p50_ms']:+.2f}"
         per_round = " / ".join(f"{fmt(r['rps'], 0)} · {fmt(r['server_cpu_ms_per_op'], 3)}" for r in c.get("rounds", []))
         lines.append(

@@ -2,20 +2,24 @@
 
 Starts, on 127.0.0.1 only, the upstream fixture server (tests/fixtures/upstream_server.py), bulk fixtures serving
 exactly 10, 1,000 and 10,000 tools, the gateway in front of them and ContextForge when installed (one worker
-process per target), drives every target with the same asyncio/aiohttp load generator (bench/loadgen.py),
-interleaving targets within each workload and concurrency, for --repeat rounds (each figure is the median over
-rounds), optionally profiles the gateway with py-spy (--profile), measures idle-session memory, stops
-everything, and writes bench/results/<timestamp>.json and docs/performance.md (with bench/findings.md, the
-hand-written findings, embedded). Every server process logs its GC pauses (bench/gcprobe/sitecustomize.py).
+process per target), and the scale-out cells (`--targets scale`: tools_call on PostgreSQL + Redis with one and
+two workers, uvicorn's own or separate processes behind nginx, and ContextForge with as many, all in front of
+bench/fast_upstream.py, an upstream far cheaper per call than the fixture); drives every target with the same
+asyncio/aiohttp load generator (bench/loadgen.py), interleaving targets within each workload and concurrency, for
+--repeat rounds (each figure is the median over rounds), optionally profiles the gateway with py-spy (--profile),
+measures idle-session memory, stops everything, and writes bench/results/<timestamp>.json and
+docs/performance.md (with bench/findings.md, the hand-written findings, embedded). Every server process logs its
+GC pauses (bench/gcprobe/sitecustomize.py).
 
-The figure that holds on a shared machine is CPU milliseconds per request of the server process
-(utime+stime from /proc/PID/stat before and after the measured window, divided by the requests served).
-Latency percentiles come from raw samples (one per operation), never from a corrected histogram.
+The figure that holds on a shared machine is CPU milliseconds per request of the server processes
+(utime+stime from /proc/PID/stat before and after the measured window, summed over the target's processes,
+divided by the requests served). Latency percentiles come from raw samples (one per operation), never from a
+corrected histogram.
 
 This script is the command line, the rounds of interleaved cells and the results file; beside it in bench/:
-config.py (paths, hosts, limits), processes.py (server processes), targets.py (setting up and tearing down
-targets), workloads.py, cells.py (measuring one cell; idle sessions), profiles.py (py-spy) and report.py
-(the budget, before/after and docs/performance.md).
+config.py (paths, hosts, limits), processes.py (server processes, nginx), targets.py (setting up and tearing
+down targets), fast_upstream.py (the scale-out cells' upstream), workloads.py, cells.py (measuring one cell;
+idle sessions), profiles.py (py-spy) and report.py (the budget, before/after and docs/performance.md).
 """
 
 # ruff: noqa: E501, S603, S607
@@ -38,14 +42,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below, and loadgen
 from cells import idle_sessions, measure_cell
-from config import BULK_SIZES, BULK_SOURCE, DOC_PATH, HOST, PY_SPY, RESULTS_DIR, ROOT
+from config import BULK_SIZES, BULK_SOURCE, DOC_PATH, HOST, PY_SPY, RESULTS_DIR, ROOT, SCALE_CONCURRENCY
 from machine import machine_info, machine_load
-from processes import Server, start_rest_api, start_upstream
+from processes import Server, nginx_binary, start_fast_upstream, start_rest_api, start_upstream
 from profiles import PROFILE_CELLS, run_profiles
 from report import before_after, budget, fmt, write_markdown
 from targets import (
     BASELINE_SUFFIX,
     CF_VENV,
+    SCALE,
     TARGETS,
     LiveTarget,
     TargetSpec,
@@ -53,6 +58,7 @@ from targets import (
     setup_contextforge,
     setup_gateway,
     teardown,
+    wants,
 )
 from workloads import WORKLOADS
 
@@ -63,12 +69,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="short cells (0.5 s + 2 s), c=1 and 32, one round, 1,000 idle sessions"
     )
     parser.add_argument(
-        "--targets", default="", help=f"comma-separated subset of: {', '.join(t.name for t in TARGETS)}"
+        "--targets",
+        default="",
+        help=f"comma-separated subset of: {', '.join(t.name for t in TARGETS)}; or the group `{SCALE}` (the "
+        "scale-out cells: tools_call on PostgreSQL + Redis with 1 and 2 workers, nginx, ContextForge, the fast "
+        "upstream), or `core` (every default target outside that group)",
     )
     parser.add_argument(
         "--workloads", default="", help=f"comma-separated subset of: {', '.join(w.name for w in WORKLOADS)}"
     )
-    parser.add_argument("--concurrency", default="", help="comma-separated, e.g. 1,32,256")
+    parser.add_argument(
+        "--concurrency",
+        default="",
+        help="comma-separated, e.g. 1,32,256 (default 1,32,256; --quick 1,32; the scale-out cells "
+        f"{','.join(map(str, SCALE_CONCURRENCY))} unless this is given)",
+    )
     parser.add_argument("--duration", type=float, help="measured seconds per cell (default 3; --quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
     parser.add_argument(
@@ -128,6 +143,7 @@ MEDIAN_KEYS = (
     "server_rss_mb",
     "upstream_rss_mb",
     "tail_in_gc",
+    "proxy_cpu_ms_per_op",
 )
 
 
@@ -141,7 +157,7 @@ def combine_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     cell["ops"] = sum(r["ops"] for r in rows)
     cell["errors"] = sum(r["errors"] for r in rows)
     cell["error_examples"] = [e for r in rows for e in r["error_examples"]][:5]
-    for key in ("server_gc", "upstream_gc"):
+    for key in ("server_gc", "upstream_gc", "worker_split"):
         cell[key] = rows[len(rows) // 2].get(key)
     cell["rounds"] = [
         {k: r.get(k) for k in ("round", "rps", "p50_ms", "p99_ms", "server_cpu_ms_per_op", "errors")} for r in rows
@@ -192,6 +208,30 @@ def with_baselines(targets: list[TargetSpec], root: Path, info: dict[str, str]) 
     return out
 
 
+# The target that is the upstream alone, for each upstream a target can stand in front of.
+DIRECT_OF = {"up": "direct", "fast": "direct-fast"}
+
+
+def select_targets(wanted: list[str] | None) -> list[TargetSpec]:
+    """The targets named (or in a named group: `scale`, `core`), in TARGETS order; without names every default
+    target, and the ContextForge ones when it is installed."""
+    cf_installed = (CF_VENV / "bin" / "mcpgateway").exists()
+
+    def default(t: TargetSpec) -> bool:
+        return t.default or (t.kind == "contextforge" and cf_installed)
+
+    if not wanted:
+        return [t for t in TARGETS if default(t)]
+    groups = {SCALE: [t for t in TARGETS if t.group == SCALE and default(t)]}
+    groups["core"] = [t for t in TARGETS if t.group != SCALE and default(t)]
+    known = {t.name for t in TARGETS}
+    unknown = [w for w in wanted if w not in known and w not in groups]
+    if unknown:
+        raise ValueError(f"unknown targets: {', '.join(unknown)} (see --help)")
+    chosen = {t.name for w in wanted for t in groups.get(w, [])} | {w for w in wanted if w in known}
+    return [t for t in TARGETS if t.name in chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -211,10 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     idle_steps = [s for s in idle_steps if s > 0]
     wanted = args.targets.split(",") if args.targets else None
-    cf_installed = (CF_VENV / "bin" / "mcpgateway").exists()
-    targets = [
-        t for t in TARGETS if (t.name in wanted if wanted else t.default or (t.kind == "contextforge" and cf_installed))
-    ]
+    try:
+        targets = select_targets(wanted)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads.split(",")]
     if not targets or not workloads:
         print("no targets or workloads selected", file=sys.stderr)
@@ -236,13 +277,29 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     setup_notes: list[str] = []
     load_notes = [f"before: {machine_load()}"]
-    bulk = any(w.endpoint in BULK_SIZES for w in workloads)
     if any(t.db == "postgres" for t in targets):
         problem = pg_and_redis_available()
         if problem:
             setup_notes.append(f"skipped PostgreSQL targets: {problem}")
             print(setup_notes[-1], flush=True)
             targets = [t for t in targets if t.db != "postgres"]
+    if any(t.front == "nginx" for t in targets) and nginx_binary() is None:
+        setup_notes.append("skipped the targets behind nginx: nginx is not installed (`make system-deps`)")
+        print(setup_notes[-1], flush=True)
+        targets = [t for t in targets if t.front != "nginx"]
+    # Targets that run none of the selected workloads are not set up (e.g. the scale-out ones, tools_call only).
+    runs = {w.name for w in workloads}
+    targets = [t for t in targets if wants(t, *runs)]
+
+    def running(*names: str) -> list[TargetSpec]:
+        return [t for t in targets if wants(t, *(n for n in names if n in runs))]
+
+    # Only the upstreams in use: a gateway (or ContextForge) registers its upstream whatever it runs; `direct`
+    # needs one only for the workloads it sends there.
+    bulk_workloads = [w.name for w in workloads if w.endpoint in BULK_SIZES]
+    bulk = bool(bulk_workloads and running(*bulk_workloads))
+    fixture_workloads = [w.name for w in workloads if w.endpoint == "up"]
+    in_use = {t.upstream for t in targets if t.kind != "direct" or t in running(*fixture_workloads)}
 
     live: list[LiveTarget] = []
     upstreams: dict[str, Server] = {}
@@ -259,12 +316,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 targets = with_baselines(targets, base_root, baseline_info)
             print("starting upstream fixture servers", flush=True)
-            upstreams["up"] = start_upstream(state, "upstream")
-            if any(w.endpoint == "rest" for w in workloads):
+            if "up" in in_use:
+                upstreams["up"] = start_upstream(state, "upstream")
+            if "fast" in in_use:
+                upstreams["fast"] = start_fast_upstream(state)
+            if running(*(w.name for w in workloads if w.endpoint == "rest")):
                 upstreams["api"] = start_rest_api(state)
             if bulk:
                 needed = {w.endpoint for w in workloads if w.endpoint in BULK_SIZES}
-                if any(t.kind != "direct" for t in targets):
+                if any(t.kind != "direct" for t in running(*bulk_workloads)):
                     needed.add(BULK_SOURCE)
                 for key in sorted(needed, key=lambda k: BULK_SIZES[k]):
                     upstreams[key] = start_upstream(state, f"upstream-{key}", BULK_SIZES[key])
@@ -277,19 +337,39 @@ def main(argv: list[str] | None = None) -> int:
                         setup_notes.append(f"skipped {spec.name}: {exc!r}"[:500])
                         print(setup_notes[-1], flush=True)
                 elif spec.kind == "direct":
-                    urls = {k: f"http://{HOST}:{s.port}/mcp" for k, s in upstreams.items()}
-                    live.append(LiveTarget(spec, None, urls, None, upstreams))
+                    if spec.upstream == "up":
+                        urls = {k: f"http://{HOST}:{s.port}/mcp" for k, s in upstreams.items() if k != "fast"}
+                        live.append(LiveTarget(spec, None, urls, None, upstreams))
+                    else:  # the workloads' "up" endpoint is that upstream
+                        url = f"http://{HOST}:{upstreams[spec.upstream].port}/mcp"
+                        live.append(
+                            LiveTarget(spec, None, {"up": url}, None, upstreams, backends={"up": spec.upstream})
+                        )
+                elif spec.group == SCALE:  # one that fails (nginx, a worker) leaves the rest of the run alone
+                    try:
+                        live.append(setup_gateway(spec, state, upstreams, bulk))
+                    except Exception as exc:
+                        setup_notes.append(f"skipped {spec.name}: {exc!r}"[:1500])
+                        print(setup_notes[-1], flush=True)
                 else:
                     live.append(setup_gateway(spec, state, upstreams, bulk))
             rounds: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+
+            def levels(spec: TargetSpec) -> list[int]:
+                """The target's concurrencies: its own (the scale-out cells) unless --concurrency was given."""
+                return concurrency if args.concurrency or spec.concurrency is None else list(spec.concurrency)
+
+            all_levels = sorted({c for t in live for c in levels(t.spec)})
             for rnd in range(repeat):
                 order = live if rnd % 2 == 0 else live[::-1]  # alternate the order so no target always goes first
                 for workload in workloads:
-                    for c in concurrency:
+                    for c in all_levels:
                         if workload.max_concurrency and c > workload.max_concurrency:
                             continue
                         # interleaved: every target once per (workload, c) before moving on
                         for target in order:
+                            if c not in levels(target.spec):
+                                continue
                             if target.spec.workloads is not None and workload.name not in target.spec.workloads:
                                 continue
                             if target.spec.kind not in workload.kinds or workload.endpoint not in target.urls:
@@ -300,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                                 continue
                             row = measure_cell(target, workload, c, warmup, duration)
                             row.update(target=target.spec.name, workload=workload.name, concurrency=c, round=rnd)
+                            # the cell's yardstick: the upstream alone (`direct` for the fixture)
+                            row.update(group=target.spec.group, direct=DIRECT_OF.get(target.spec.upstream))
                             rounds.setdefault((target.spec.name, workload.name, c), []).append(row)
                             print(
                                 f"  [{rnd}] {workload.name:15} c={c:<4} {target.spec.name:26} {row['rps']:>9,.0f} req/s "
@@ -324,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if idle_steps:
                 for target in live:
-                    if target.spec.baseline_of:
+                    if target.spec.baseline_of or not target.spec.idle:
                         continue
                     limit = (
                         args.idle_time_limit if target.spec.kind == "contextforge" and args.idle_time_limit else None
@@ -345,13 +427,25 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": warmup,
             "duration": duration,
             "concurrency": concurrency,
+            "scale_concurrency": None if args.concurrency else list(SCALE_CONCURRENCY),
             "repeat": repeat,
             "quick": args.quick,
             "idle_steps": idle_steps,
             "idle_time_limit": args.idle_time_limit,
             "profile_duration": args.profile_duration if args.profile else None,
         },
-        "targets": [{"name": t.spec.name, "description": t.spec.description} for t in live],
+        "targets": [
+            {
+                "name": t.spec.name,
+                "description": t.spec.description,
+                "kind": t.spec.kind,
+                "server": t.spec.server,
+                "group": t.spec.group,
+                "workers": t.spec.workers,
+                "front": t.spec.front,
+            }
+            for t in live
+        ],
         "workloads": [{"name": w.name, "description": w.description} for w in workloads],
         "cells": cells,
         "skipped_cells": skipped,

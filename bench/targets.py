@@ -6,6 +6,7 @@ fixture and ContextForge in front of the upstream fixture servers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -26,8 +27,10 @@ from config import (
     PYTHON,
     REST_TOOL,
     ROOT,
+    SCALE_CONCURRENCY,
 )
-from processes import Server, free_port
+from processes import Server, free_port, nginx_server
+from workloads import WORKLOADS
 
 
 @dataclass
@@ -45,6 +48,12 @@ class TargetSpec:
     root: Path = ROOT  # the checkout a gateway runs from: this working tree, or a --baseline ref's export
     baseline_of: str | None = None  # for a --baseline copy: the name of the target it is the baseline of
     env: dict[str, str] = field(default_factory=dict)  # settings of this target (governance on or off)
+    upstream: str = "up"  # the upstream behind the workloads' "up" endpoint: the fixture, or "fast"
+    workers: int = 1  # gateway (or ContextForge) worker processes
+    front: str | None = None  # "nginx": `workers` separate processes behind nginx; None: one command serves them
+    concurrency: tuple[int, ...] | None = None  # this target's concurrencies (None: the run's; --concurrency wins)
+    idle: bool = True  # measured in the idle-sessions step
+    group: str = ""  # "scale": the scale-out cells (`--targets scale` selects the group)
 
 
 BASELINE_SUFFIX = "-baseline"
@@ -146,17 +155,75 @@ TARGETS: list[TargetSpec] = [
 ]
 
 
+# The scale-out cells (issue #16): tools/call on PostgreSQL + Redis with one and two worker processes, served the
+# two ways a host can run several (one command with --workers; separate processes behind nginx, as replicas are
+# deployed), beside ContextForge with as many workers; all in front of the fast upstream, so that the upstream
+# is never what saturates. CPU per call counts every process of the target (the workers, uvicorn's supervisor,
+# nginx).
+SCALE = "scale"
+_SCALE: dict[str, Any] = {
+    "group": SCALE,
+    "workloads": ("tools_call",),
+    "concurrency": SCALE_CONCURRENCY,
+    "idle": False,
+    "upstream": "fast",
+}
+SCALE_TARGETS: list[TargetSpec] = [
+    TargetSpec("direct-fast", "direct", description="the fast upstream alone (bench/fast_upstream.py)", **_SCALE),
+    TargetSpec(
+        "gw-pg-daphne-w1", "gateway", "daphne", "postgres",
+        "gateway, PostgreSQL + Redis, one daphne process (`make run`)", **_SCALE,
+    ),
+    TargetSpec(
+        "gw-pg-daphne-w2-nginx", "gateway", "daphne", "postgres",
+        "gateway, PostgreSQL + Redis, two daphne processes (replicas) behind nginx: round robin, no affinity, "
+        "keep-alive to the replicas", workers=2, front="nginx", **_SCALE,
+    ),
+    TargetSpec(
+        "gw-pg-uvicorn-w1", "gateway", "uvicorn", "postgres",
+        "gateway, PostgreSQL + Redis, uvicorn, one worker", **_SCALE,
+    ),
+    TargetSpec(
+        "gw-pg-uvicorn-w2", "gateway", "uvicorn", "postgres",
+        "gateway, PostgreSQL + Redis, `uvicorn --workers 2` (two worker processes accepting on one socket)",
+        workers=2, **_SCALE,
+    ),
+    TargetSpec(
+        "gw-pg-uvicorn-w2-nginx", "gateway", "uvicorn", "postgres",
+        "gateway, PostgreSQL + Redis, two uvicorn processes (one worker each) behind nginx: round robin, no "
+        "affinity, keep-alive", workers=2, front="nginx", **_SCALE,
+    ),
+    TargetSpec(
+        "contextforge-w1", "contextforge", db="postgres",
+        description="IBM ContextForge 1.1.0, one uvicorn worker (`mcpgateway --workers 1`), rate limit off, its "
+        "default stateless Streamable HTTP", default=False, **_SCALE,
+    ),
+    TargetSpec(
+        "contextforge-w2", "contextforge", db="postgres",
+        description="IBM ContextForge 1.1.0, two uvicorn workers (`mcpgateway --workers 2`), rate limit off, its "
+        "default stateless Streamable HTTP", default=False, workers=2, **_SCALE,
+    ),
+]  # fmt: skip
+TARGETS += SCALE_TARGETS
+
+
+def wants(spec: TargetSpec, *workloads: str) -> bool:
+    """Whether the target runs any of these workloads (what it needs set up)."""
+    return spec.workloads is None or any(w in spec.workloads for w in workloads)
+
+
 @dataclass
 class LiveTarget:
     spec: TargetSpec
     token: str | None
     urls: dict[str, str]  # endpoint key ("up", "b10", "b1k", "b10k") -> MCP endpoint URL
-    server: Server | None  # the gateway process (None for direct)
+    server: Server | None  # the process the URLs reach: the gateway (its supervisor), nginx; None for direct
     upstreams: dict[str, Server]
     pg_db: str | None = None
     redis_prefix: str | None = None  # GATEWAY_REDIS_PREFIX of the postgres targets: their keys go at teardown
     aliases: dict[str, str] = field(default_factory=dict)  # upstream tool name -> the name this target serves
     backends: dict[str, str] = field(default_factory=dict)  # endpoint key -> the upstream behind it
+    workers: list[Server] = field(default_factory=list)  # the gateway processes behind `server` when it is nginx
 
     def upstream(self, endpoint: str) -> Server:
         return self.upstreams[self.backends.get(endpoint, endpoint)]
@@ -164,12 +231,29 @@ class LiveTarget:
     def pid(self, endpoint: str) -> int:
         return self.server.pid if self.server else self.upstream(endpoint).pid
 
+    def serving(self) -> list[tuple[str, Server]]:
+        """Every server that handles this target's requests, by role: "proxy" (nginx) or "gateway" (a gateway
+        or ContextForge process with whatever workers it started). Empty for direct."""
+        if self.server is None:
+            return []
+        if self.workers:
+            return [("proxy", self.server), *(("gateway", w) for w in self.workers)]
+        return [("gateway", self.server)]
+
+    def stop(self) -> None:
+        for server in (self.server, *self.workers):
+            if server is not None:
+                server.stop()
+
 
 def _pg_admin(sql: str) -> None:
     import psycopg
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql)
+
+
+BULK_WORKLOADS = tuple(w.name for w in WORKLOADS if w.endpoint in BULK_SIZES)
 
 
 def bulk_names(count: int) -> list[str]:
@@ -217,41 +301,71 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
         return r.stdout
 
     target = LiveTarget(spec, None, {}, None, upstreams, pg_db, redis_prefix)
-    manage("migrate", "--noinput", "-v0")
-    manage("ensure_superuser")
-    target.token = manage("issue_token", "benchadmin", "--expires-in", "1d").strip().splitlines()[-1]
-    manage("gateway_add", "up", "--url", f"http://{HOST}:{upstreams['up'].port}/mcp")
-    manage("server_add", "bench", "--gateway", "up")
-    servers = {"up": "bench"}
-    if "api" in upstreams and spec.baseline_of is None:  # the REST-tool workload: a REST tool on the same server
-        config = {
-            "url": f"http://{HOST}:{upstreams['api'].port}/echo/bench{{?message}}",
-            "method": "GET",
-            "extract": "{message: query[0][1]}",
-        }
-        schema = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
-        manage(
-            "tool_add", REST_TOOL, "--kind", "rest", "--config", json.dumps(config),
-            "--input-schema", json.dumps(schema), "--server", "bench",
-        )  # fmt: skip
-        servers["rest"] = "bench"
-        target.backends["rest"] = "api"
-    if bulk:
-        started = time.monotonic()
-        source = upstreams[BULK_SOURCE]
-        manage("gateway_add", "many", "--url", f"http://{HOST}:{source.port}/mcp", "--timeout", "300")
-        for key, count in BULK_SIZES.items():
-            if count == MANY_TOOLS:
-                manage("server_add", f"bulk-{key}", "--gateway", "many")
-            else:
-                manage("server_add", f"bulk-{key}", *(a for name in bulk_names(count) for a in ("--tool", name)))
-            servers[key] = f"bulk-{key}"
-            target.backends[key] = BULK_SOURCE
-        print(
-            f"  {spec.name}: registered {MANY_TOOLS:,} tools and the bulk servers in {time.monotonic() - started:.1f} s",
-            flush=True,
-        )
+    try:  # whatever was started or created so far goes if a step fails
+        manage("migrate", "--noinput", "-v0")
+        manage("ensure_superuser")
+        target.token = manage("issue_token", "benchadmin", "--expires-in", "1d").strip().splitlines()[-1]
+        manage("gateway_add", "up", "--url", f"http://{HOST}:{upstreams[spec.upstream].port}/mcp")
+        manage("server_add", "bench", "--gateway", "up")
+        servers = {"up": "bench"}
+        if spec.upstream != "up":
+            target.backends["up"] = spec.upstream
+        # the REST-tool workload: a REST tool on the same server
+        if "api" in upstreams and spec.baseline_of is None and wants(spec, "rest_tools_call"):
+            config = {
+                "url": f"http://{HOST}:{upstreams['api'].port}/echo/bench{{?message}}",
+                "method": "GET",
+                "extract": "{message: query[0][1]}",
+            }
+            schema = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
+            manage(
+                "tool_add", REST_TOOL, "--kind", "rest", "--config", json.dumps(config),
+                "--input-schema", json.dumps(schema), "--server", "bench",
+            )  # fmt: skip
+            servers["rest"] = "bench"
+            target.backends["rest"] = "api"
+        if bulk and wants(spec, *BULK_WORKLOADS):
+            started = time.monotonic()
+            source = upstreams[BULK_SOURCE]
+            manage("gateway_add", "many", "--url", f"http://{HOST}:{source.port}/mcp", "--timeout", "300")
+            for key, count in BULK_SIZES.items():
+                if count == MANY_TOOLS:
+                    manage("server_add", f"bulk-{key}", "--gateway", "many")
+                else:
+                    manage("server_add", f"bulk-{key}", *(a for name in bulk_names(count) for a in ("--tool", name)))
+                servers[key] = f"bulk-{key}"
+                target.backends[key] = BULK_SOURCE
+            print(
+                f"  {spec.name}: registered {MANY_TOOLS:,} tools and the bulk servers in {time.monotonic() - started:.1f} s",
+                flush=True,
+            )
+        if spec.front == "nginx":
+            # `workers` separate gateway processes (one worker each), as replicas run, behind nginx.
+            for i in range(spec.workers):
+                worker = _gateway_server(spec, env, tdir, f"{spec.name}-{i + 1}", workers=1, proxied=True)
+                target.workers.append(worker)
+                worker.start()
+            front = tdir / "nginx"
+            target.server = nginx_server(front, f"{spec.name}-nginx", [w.port for w in target.workers])
+        else:
+            target.server = _gateway_server(spec, env, tdir, spec.name, workers=spec.workers)
+        target.server.start(timeout=120)
+    except BaseException:
+        teardown(target)
+        raise
+    base = f"http://{HOST}:{target.server.port}"
+    target.urls = {key: f"{base}/servers/{name}/mcp" for key, name in servers.items()}
+    return target
+
+
+def _gateway_server(
+    spec: TargetSpec, env: dict[str, str], tdir: Path, name: str, *, workers: int, proxied: bool = False
+) -> Server:
+    """One gateway command on a port of its own (not started): daphne (one process) or uvicorn (`--workers`)."""
     port = free_port()
+    # Behind nginx the server must keep an idle connection open longer than nginx does (50 s), or nginx may send
+    # a request on a connection the server is closing (a 502). daphne waits 60 s; uvicorn's default is 5 s.
+    keep_alive = ["--timeout-keep-alive", "75"] if proxied else []
     if spec.server == "uvicorn":
         argv = [
             PYTHON,
@@ -263,18 +377,17 @@ def setup_gateway(spec: TargetSpec, state: Path, upstreams: dict[str, Server], b
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--log-level",
             "warning",
             "--no-access-log",
+            *keep_alive,
         ]
     else:
+        if workers != 1:
+            raise ValueError(f"{spec.name}: daphne serves one process; run several behind nginx (front='nginx')")
         argv = [PYTHON, "-m", daphne_module(spec.root), "-b", HOST, "-p", str(port), "gateway_project.asgi:application"]
-    target.server = Server(spec.name, argv, env, port, tdir / "server.log", health_path="/health", cwd=spec.root)
-    target.server.start()
-    base = f"http://{HOST}:{port}"
-    target.urls = {key: f"{base}/servers/{name}/mcp" for key, name in servers.items()}
-    return target
+    return Server(name, argv, env, port, tdir / f"{name}.log", health_path="/health", cwd=spec.root)
 
 
 def daphne_module(root: Path) -> str:
@@ -297,10 +410,22 @@ def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Serve
     tdir.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    database, pg_db = f"sqlite:///{tdir / 'cf.db'}", None
+    if spec.db == "postgres":
+        # Its SQLAlchemy URL names the driver; it is an optional dependency, so use whichever its venv has.
+        driver = _cf_postgres_driver()
+        if driver is None:
+            spec = dataclasses.replace(spec, db="sqlite", description=spec.description + "; SQLite (no PostgreSQL "
+                                       "driver in its venv)")  # fmt: skip
+        else:
+            pg_db = f"mcpgw_bench_{os.getpid()}_{secrets.token_hex(3)}_{spec.name.replace('-', '_')}"
+            _pg_admin(f'CREATE DATABASE "{pg_db}"')
+            database = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", driver, 1) + "/" + pg_db
+            spec = dataclasses.replace(spec, description=spec.description + "; PostgreSQL, its in-memory cache")
     env.update(
         HOST=HOST,
         PORT=str(port),
-        DATABASE_URL=f"sqlite:///{tdir / 'cf.db'}",
+        DATABASE_URL=database,
         JWT_SECRET_KEY=CF_SECRET,
         AUTH_ENCRYPTION_SECRET="bench-enc-secret-0123456789abcdefABCDEF-xyz!",
         BASIC_AUTH_USER="admin",
@@ -317,17 +442,26 @@ def setup_contextforge(spec: TargetSpec, state: Path, upstreams: dict[str, Serve
         LOG_LEVEL="ERROR",
         DISABLE_ACCESS_LOG="true",
     )
-    server = Server(
-        spec.name, [str(exe), "--host", HOST, "--port", str(port)], env, port, tdir / "server.log", "/health"
-    )
-    server.start(timeout=120)
-    target = LiveTarget(spec, None, {}, server, upstreams)
+    # `mcpgateway` passes its options on to uvicorn: --workers N runs N worker processes on one socket.
+    argv = [str(exe), "--host", HOST, "--port", str(port), "--workers", str(spec.workers)]
+    server = Server(spec.name, argv, env, port, tdir / "server.log", "/health")
+    target = LiveTarget(spec, None, {}, server, upstreams, pg_db)
     try:
+        server.start(timeout=180)
         _configure_contextforge(target, env, bulk)
     except BaseException:
-        server.stop()
+        teardown(target)
         raise
     return target
+
+
+def _cf_postgres_driver() -> str | None:
+    """The SQLAlchemy URL scheme for the PostgreSQL driver ContextForge's venv has, if any."""
+    for module, scheme in (("psycopg", "postgresql+psycopg://"), ("psycopg2", "postgresql://")):
+        probe = subprocess.run([str(CF_VENV / "bin" / "python"), "-c", f"import {module}"], capture_output=True)
+        if probe.returncode == 0:
+            return scheme
+    return None
 
 
 def _configure_contextforge(target: LiveTarget, env: dict[str, str], bulk: bool) -> None:
@@ -388,9 +522,11 @@ def _configure_contextforge(target: LiveTarget, env: dict[str, str], bulk: bool)
     def original(tool: dict[str, Any]) -> str:
         return str(tool.get("originalName") or tool.get("original_name") or tool["name"])
 
-    up_id = register("up", upstreams["up"])
+    up_id = register("up", upstreams[spec.upstream])
+    if spec.upstream != "up":
+        target.backends["up"] = spec.upstream
     bulk_id = None
-    if bulk:
+    if bulk and wants(spec, *BULK_WORKLOADS):
         started = time.monotonic()
         bulk_id = register("many", upstreams[BULK_SOURCE])
         print(f"  {spec.name}: registered {MANY_TOOLS:,} tools in {time.monotonic() - started:.1f} s", flush=True)
@@ -412,8 +548,7 @@ def _configure_contextforge(target: LiveTarget, env: dict[str, str], bulk: bool)
 
 
 def teardown(target: LiveTarget) -> None:
-    if target.server:
-        target.server.stop()
+    target.stop()
     if target.pg_db:
         with contextlib.suppress(Exception):
             _pg_admin(f'DROP DATABASE IF EXISTS "{target.pg_db}" WITH (FORCE)')
