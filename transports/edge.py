@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from registry import auth, oauth
@@ -32,6 +33,14 @@ from transports.protocol.core import Caller
 from transports.runtime import get_core
 
 AUTH_CACHE_SIZE = 10_000
+# While the database cannot be reached, a caller verified less than this many seconds before its cache entry
+# expired keeps being admitted (MCP reads are served from the catalog snapshot meanwhile); nothing can change
+# in the database during the outage, and revocations still reach the cache over the channel layer.
+STALE_AUTH_SECONDS = 300.0
+STALE_LOG_SECONDS = 60.0
+DATABASE_DOWN = (
+    "Service Unavailable: the gateway's database cannot be reached to verify these credentials; try again shortly."
+)
 logger = logging.getLogger(__name__)
 
 
@@ -71,6 +80,7 @@ class CredentialCache:
         self._by_token: dict[str, set[str]] = {}
         self._follower: asyncio.Task[None] | None = None
         self._follower_loop: asyncio.AbstractEventLoop | None = None
+        self._stale_logged = -STALE_LOG_SECONDS
 
     def clear(self) -> None:
         self._entries.clear()
@@ -125,9 +135,18 @@ class CredentialCache:
                 kid, check = oauth.token_kid(token), oauth.verifier()
                 if check.needs_network(kid):
                     await sync_to_async(check.prefetch, thread_sensitive=False)(kid)
-        found = await sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(
-            authorization, audiences=audiences
-        )
+        try:
+            found = await sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(
+                authorization, audiences=audiences
+            )
+        except DatabaseError:
+            stale = _still_valid(authorization, hit, now)
+            if stale is None:
+                raise
+            if now - self._stale_logged > STALE_LOG_SECONDS:  # once in a while, not for every request
+                self._stale_logged = now
+                logger.warning("the database is unreachable: callers are admitted as last verified")
+            return stale
         if found is None:  # pragma: no cover - a non-empty header never yields None
             raise AuthenticationFailed("Authentication required.")
         ttl = settings.GATEWAY_AUTH_CACHE_SECONDS
@@ -169,6 +188,23 @@ class CredentialCache:
 
 
 credentials = CredentialCache()
+
+
+def _still_valid(authorization: str, hit: tuple[float, auth.Principal] | None, now: float) -> auth.Principal | None:
+    """The caller an expired cache entry names, when it may stand in for a verification the database cannot
+    make: expired less than STALE_AUTH_SECONDS ago, and the credential itself still valid (a token's own
+    expiry and signature, which need no query)."""
+    if hit is None or now - hit[0] > STALE_AUTH_SECONDS:
+        return None
+    principal = hit[1]
+    if principal.expires_at is not None and principal.expires_at <= time.time():
+        return None
+    if principal.method == "jwt":
+        try:
+            auth.token_claims(authorization.partition(" ")[2].strip())
+        except AuthenticationFailed:
+            return None
+    return principal
 
 
 class EdgeRefused(Exception):
@@ -265,6 +301,9 @@ async def admit(
         )
     except oauth.Unavailable as exc:
         raise EdgeRefused(503, exc.message, [(b"retry-after", str(exc.retry_after).encode())]) from None
+    except DatabaseError:
+        logger.warning("credentials not verified: the database is unreachable", exc_info=True)
+        raise EdgeRefused(503, DATABASE_DOWN, [(b"retry-after", b"5")]) from None
     except AuthenticationFailed as exc:
         header = (b"www-authenticate", challenge(headers, server, transport, exc))
         raise EdgeRefused(401, exc.message, [header]) from None
