@@ -172,7 +172,7 @@ class StreamableHttpEndpoint:
 
         async def start_sse() -> EventLog:
             nonlocal stream
-            stream = open_stream(call.session)  # type: ignore[arg-type]
+            stream = open_stream(call.session, call.message.get("id"))  # type: ignore[arg-type]
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if call.primed:
                 await write(_priming(f"{stream.id}:0"))
@@ -317,7 +317,7 @@ class StreamableHttpEndpoint:
                     if not waiter.done():
                         waiter.cancel()
                     elif not waiter.result() and not disconnected.done():
-                        if not await core.alive(session):  # ended (DELETE, expiry) elsewhere
+                        if not await core.alive(session, stream):  # ended (DELETE, expiry) elsewhere
                             break
                         await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
                 await send({"type": "http.response.body", "body": b""})

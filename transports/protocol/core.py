@@ -313,9 +313,9 @@ class McpCore:
 
     # -- streams of a session --------------------------------------------------------------------
 
-    def request_stream(self, session: Session) -> EventLog:
-        """A new resumable event log for the answer of one request of the session."""
-        return self.sessions.open_stream(session)
+    def request_stream(self, session: Session, request_id: Any = None) -> EventLog:
+        """A new resumable event log for the answer of the session's request ``request_id``."""
+        return self.sessions.open_stream(session, request_id)
 
     @staticmethod
     def primed(session: Session) -> bool:
@@ -338,9 +338,14 @@ class McpCore:
         if stream is None:
             stream = self.sessions.standalone(session)
             return session, stream, await stream.position(), False
+        await stream.end_if_orphaned()  # its replica is gone: the client gets an error, not a stream for ever
         return session, stream, resume[1], True  # type: ignore[index]
 
-    async def alive(self, session: Session) -> bool:
+    async def alive(self, session: Session, stream: EventLog | None = None) -> bool:
+        """The session still exists; ``stream``, a stream being read, is ended with an error response when the
+        replica running its request is gone (a reader asks now and then)."""
+        if stream is not None:
+            await stream.end_if_orphaned()
         return await self.sessions.alive(session)
 
     async def push(self, session: Session, message: dict[str, Any]) -> None:

@@ -45,6 +45,10 @@ class EventLog(Protocol):
     async def position(self) -> int:
         """The sequence number of the latest event (a new reader starts after it)."""
 
+    async def end_if_orphaned(self) -> bool:
+        """End a request stream nobody will finish (its request ran on a replica that is gone) with the error
+        response its client waits for; True when this call ended it."""
+
 
 class EventStream:
     """An ``EventLog`` in process memory.
@@ -83,6 +87,9 @@ class EventStream:
 
     async def position(self) -> int:
         return self.seq
+
+    async def end_if_orphaned(self) -> bool:
+        return False  # one process: the reader and the request live and die together
 
     async def wait(self, after: int, timeout: float) -> bool:
         while self.seq <= after and not self.done:
@@ -344,7 +351,7 @@ class SessionStore:
     def standalone(self, session: Session) -> EventLog:
         return session.standalone
 
-    def open_stream(self, session: Session) -> EventLog:
+    def open_stream(self, session: Session, request_id: Any = None) -> EventLog:
         return session.open_request_stream()
 
     async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from transports.protocol import jsonrpc
+from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.replicas import Mesh
 from transports.protocol.sessions import (
     EVENTS_PER_STREAM,
@@ -43,8 +44,8 @@ STANDALONE_KEEP = 64
 # arrive sooner as a `session.changed` notice; this only bounds the damage of a lost notice.
 REVALIDATE_SECONDS = 5.0
 
-# KEYS: log, counter, readers; ARGV: field, payload, ttl, keep, last ("1": also end the stream).
-# Returns {sequence, readers elsewhere}.
+# KEYS: log, counter, readers, runner; ARGV: field, payload, ttl, keep, last ("1": also end the stream), runner
+# (a request stream's: who runs the request and its id, JSON; '' for none). Returns {sequence, readers elsewhere}.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], n .. '-1', ARGV[1], ARGV[2])
@@ -53,8 +54,17 @@ if ARGV[5] == '1' then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[3])
+end
 return {n, redis.call('EXISTS', KEYS[3])}
 """
+# What a client resuming a request stream gets when the replica running the request is gone: the request ran,
+# or not, on a process that no longer exists, and nothing else will ever answer it.
+ORPHANED = (
+    "The gateway replica that was running this request has stopped; its outcome is unknown. "
+    "Send the request again if it is safe to repeat."
+)
 
 # KEYS: all sessions, the user's sessions, the record; ARGV: now, expires, most in all, most for the
 # user (0: no bound), ttl, session id, then the record's field/value pairs. Returns 0, or 1 / 2 when
@@ -76,17 +86,22 @@ class RedisLog:
     """An ``EventLog`` in a Redis stream: entry ids are '<sequence>-1'; an entry with field 'd'
     marks the end of a request stream."""
 
-    def __init__(self, store: RedisSessionStore, session_id: str, stream_id: str, keep: int) -> None:
+    def __init__(
+        self, store: RedisSessionStore, session_id: str, stream_id: str, keep: int, *, runner: str = ""
+    ) -> None:
         self.store, self.session_id, self.id, self.keep = store, session_id, stream_id, keep
         base = f"{store.prefix}e:{session_id}:{stream_id}"
         self._log, self._counter, self._readers = base, base + ":n", base + ":r"
+        # A request stream's runner record (JSON: the replica tag running the request and the request's id),
+        # written with its events, so a replica resuming the stream can tell when nobody will ever finish it.
+        self._runner, self._runner_key = runner, base + ":w"
 
     async def _add(self, field: str, payload: bytes, last: bool = False) -> int:
         store = self.store
         seq, readers = await store.run_script(
             "append",
-            [self._log, self._counter, self._readers],
-            [field, payload, int(store.idle_timeout) + 60, self.keep, "1" if last else "0"],
+            [self._log, self._counter, self._readers, self._runner_key],
+            [field, payload, int(store.idle_timeout) + 60, self.keep, "1" if last else "0", self._runner],
         )
         if readers:
             await store.mesh.wake(self.session_id, self.id)
@@ -117,6 +132,36 @@ class RedisLog:
 
     async def exists(self) -> bool:
         return bool(await self.store.redis().exists(self._counter))
+
+    async def end_if_orphaned(self) -> bool:
+        """End a request stream whose request runs on a replica that no longer answers with the error response
+        its client waits for (once, whichever replica finds it first); True when this call ended it."""
+        if self.id == STANDALONE_STREAM_ID:
+            return False
+        store = self.store
+        raw = await store.redis().get(self._runner_key)
+        if raw is None:
+            return False  # the standalone stream, or a request stream from before runners were recorded
+        runner = json.loads(raw)
+        if runner.get("tag") == store.mesh.tag:
+            return False
+        last = await store.redis().xrevrange(self._log, count=1)
+        if last and b"d" in last[0][1]:
+            return False  # answered meanwhile
+        if await store.mesh.reachable(str(runner.get("tag"))):
+            return False
+        if not await store.redis().set(self._runner_key + "x", 1, nx=True, ex=int(store.idle_timeout) + 60):
+            return False
+        logger.warning(
+            "replica %s is gone: request %r of session %s ends with an error",
+            runner.get("tag"),
+            runner.get("id"),
+            self.session_id,
+        )
+        await self.append(
+            jsonrpc.error_response(runner.get("id"), JsonRpcError(jsonrpc.SERVER_ERROR, ORPHANED)), last=True
+        )
+        return True
 
     async def wait(self, after: int, timeout: float) -> bool:
         async with self.store.mesh.watch(self.session_id, self.id) as grew:
@@ -411,10 +456,11 @@ class RedisSessionStore:
             return session.standalone
         return RedisLog(self, session.id, STANDALONE_STREAM_ID, STANDALONE_KEEP)
 
-    def open_stream(self, session: Session) -> EventLog:
+    def open_stream(self, session: Session, request_id: Any = None) -> EventLog:
         if not session.shared:
             return session.open_request_stream()
-        return RedisLog(self, session.id, f"r{secrets.token_hex(6)}", EVENTS_PER_STREAM)
+        runner = _dump({"tag": self.mesh.tag, "id": request_id})
+        return RedisLog(self, session.id, f"r{secrets.token_hex(6)}", EVENTS_PER_STREAM, runner=runner)
 
     async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:
         if not session.shared:
