@@ -71,12 +71,29 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_redis("REDIS_URL")
 
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            # Pub/sub ignores the database number: name it in the prefix, so that deployments sharing
-            # one Redis server on different databases do not hear each other.
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"mcpgw-db{urlsplit(REDIS_URL).path.strip('/') or '0'}:"},
+            "CONFIG": {
+                # A connection Redis dropped (a restart) is opened again and the command sent again, as the
+                # session store's client does by default; without this the first message each replica sends
+                # after a Redis restart is lost (channels_redis builds its pool with no retries).
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                    }
+                ],
+                # Pub/sub ignores the database number: name it in the prefix, so that deployments sharing
+                # one Redis server on different databases do not hear each other.
+                "prefix": f"mcpgw-db{urlsplit(REDIS_URL).path.strip('/') or '0'}:",
+            },
         }
     }
     CACHES = {
