@@ -246,6 +246,14 @@ class SessionLimitReached(Exception):
         self.status = status
 
 
+class SessionStoreUnavailable(SessionLimitReached):
+    """The shared session store (Redis) cannot be reached: no session can be had or served now (503), as
+    when none has room; every adapter answers both the same way."""
+
+    def __init__(self) -> None:
+        super().__init__("the session store (Redis) cannot be reached; try again shortly", 503)
+
+
 def per_user_limit_message(username: str, limit: int) -> str:
     return (
         f"user {username!r} already holds its maximum of {limit} sessions (GATEWAY_MAX_SESSIONS_PER_USER); "

@@ -13,16 +13,19 @@ picture.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from transports.protocol import jsonrpc
 from transports.protocol.jsonrpc import JsonRpcError
@@ -33,6 +36,7 @@ from transports.protocol.sessions import (
     EventLog,
     Session,
     SessionLimitReached,
+    SessionStoreUnavailable,
     per_user_limit_message,
 )
 
@@ -82,6 +86,21 @@ return 0
 """
 
 
+def _store_call[**P, R](method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Redis out of reach (stopped, restarting, the network) becomes SessionStoreUnavailable, which every adapter
+    answers with 503; a live stream keeps going without its log (see transports/streamable_http.py)."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+            logger.warning("the session store (Redis) cannot be reached: %s", exc)
+            raise SessionStoreUnavailable() from exc
+
+    return call
+
+
 class RedisLog:
     """An ``EventLog`` in a Redis stream: entry ids are '<sequence>-1'; an entry with field 'd'
     marks the end of a request stream."""
@@ -96,6 +115,7 @@ class RedisLog:
         # written with its events, so a replica resuming the stream can tell when nobody will ever finish it.
         self._runner, self._runner_key = runner, base + ":w"
 
+    @_store_call
     async def _add(self, field: str, payload: bytes, last: bool = False) -> int:
         store = self.store
         seq, readers = await store.run_script(
@@ -115,6 +135,7 @@ class RedisLog:
     async def finish(self) -> None:
         await self._add("d", b"1")
 
+    @_store_call
     async def read(self, after: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
         entries = await self.store.redis().xrange(self._log, f"{after + 1}-0", "+")
         events: list[tuple[int, dict[str, Any]]] = []
@@ -126,13 +147,16 @@ class RedisLog:
             events.append((int(entry_id.split(b"-")[0]), json.loads(fields[b"m"])))
         return events, done
 
+    @_store_call
     async def position(self) -> int:
         value = await self.store.redis().get(self._counter)
         return int(value or 0)
 
+    @_store_call
     async def exists(self) -> bool:
         return bool(await self.store.redis().exists(self._counter))
 
+    @_store_call
     async def end_if_orphaned(self) -> bool:
         """End a request stream whose request runs on a replica that no longer answers with the error response
         its client waits for (once, whichever replica finds it first); True when this call ended it."""
@@ -163,6 +187,7 @@ class RedisLog:
         )
         return True
 
+    @_store_call
     async def wait(self, after: int, timeout: float) -> bool:
         async with self.store.mesh.watch(self.session_id, self.id) as grew:
             await self.store.redis().set(self._readers, 1, ex=int(timeout) + 5)
@@ -239,6 +264,7 @@ class RedisSessionStore:
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    @_store_call
     async def create(self, *, connection: bool = False, **fields: Any) -> Session:
         username = fields["username"]
         session = Session(
@@ -279,6 +305,7 @@ class RedisSessionStore:
             "own": session.owner or "",
         }
 
+    @_store_call
     async def get(self, session_id: str) -> Session | None:
         session = self._local.get(session_id)
         now = time.monotonic()
@@ -347,6 +374,7 @@ class RedisSessionStore:
         if not exists and session.owner != self.mesh.tag:  # it expired (or ended) meanwhile
             self._forget(session.id)
 
+    @_store_call
     async def alive(self, session: Session) -> bool:
         """The session still exists; an open stream asks now and then, which also keeps it from expiring."""
         if session.closed:
@@ -367,6 +395,7 @@ class RedisSessionStore:
         task = asyncio.ensure_future(self.delete(session_id))
         task.add_done_callback(_log_failure)
 
+    @_store_call
     async def delete(self, session_id: str) -> bool:
         session = self._local.get(session_id)
         username = session.username if session is not None else None
@@ -406,6 +435,7 @@ class RedisSessionStore:
             if self.on_end is not None:
                 self.on_end(session_id)
 
+    @_store_call
     async def exists(self, session_id: str) -> bool:
         """Whether the session's record still exists (expired or ended: forgotten here), without keeping
         it alive."""
@@ -424,6 +454,7 @@ class RedisSessionStore:
                     self._refreshed.pop(old.id, None)
                     self._validated.pop(old.id, None)
 
+    @_store_call
     async def save(self, session: Session, *names: str) -> None:
         """Write the named fields (all of them when none is named) to the session's record."""
         record = self._record(session)
@@ -443,6 +474,7 @@ class RedisSessionStore:
         """Every session this process has an object for (those it served lately)."""
         return list(self._local.values())
 
+    @_store_call
     async def claim(self, session: Session, key: str) -> bool:
         if not session.shared:
             return True
@@ -462,6 +494,7 @@ class RedisSessionStore:
         runner = _dump({"tag": self.mesh.tag, "id": request_id})
         return RedisLog(self, session.id, f"r{secrets.token_hex(6)}", EVENTS_PER_STREAM, runner=runner)
 
+    @_store_call
     async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:
         if not session.shared:
             return session.find_stream(stream_id)
