@@ -1,0 +1,147 @@
+"""PostgreSQL unreachable for 10 s under a live gateway: issue #16 item 4, fault 4.
+
+The gateway reaches a scratch database on DATABASE_URL's PostgreSQL server through a TCP proxy of the test's own
+(tests/faults/harness.TcpProxy). Cutting the proxy resets every connection and refuses new ones, as a crashed
+database server or a broken network path looks to the gateway. For OUTAGE seconds:
+
+- MCP reads (initialize, tools/list, tools/call of an upstream tool) are served from the in-memory catalog
+  snapshot and the credentials the gateway already verified;
+- REST writes (POST, PATCH) fail with 503 and a JSON body saying the database is unavailable, quickly;
+
+and once the proxy forwards again, writes succeed and reach MCP clients with no restart of the gateway.
+Skipped unless DATABASE_URL names PostgreSQL (CI's PostgreSQL + Redis pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import basic
+from tests.faults.harness import (
+    INIT,
+    McpClient,
+    TcpProxy,
+    http_client,
+    message,
+    postgres_url,
+    scratch_database,
+    tool_id,
+    with_database,
+)
+from tests.fixtures.servers import start_upstream
+from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, start_live_gateway
+from transports.edge import DATABASE_DOWN
+
+OUTAGE = 10.0  # seconds the database is unreachable
+BOUND = 5.0  # seconds any one request may take during the outage
+SERVER_ERROR = -32000
+RECOVERY = 15.0  # seconds after the outage within which writes work again
+
+
+@dataclass
+class Stack:
+    gateway: LiveGateway
+    proxy: TcpProxy
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url + "/mcp"
+
+
+@pytest.fixture
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    server = postgres_url()
+    target = urlsplit(server)
+    with (
+        scratch_database(server) as database,
+        TcpProxy((target.hostname or "127.0.0.1", target.port or 5432)) as proxy,
+    ):
+        fx = start_upstream("streamable-http", era="legacy")
+        try:
+            through_proxy = with_database(server, urlsplit(database).path.strip("/"), port=proxy.port)
+            with start_live_gateway(
+                tmp_path_factory.mktemp("faults-postgres"), DATABASE_URL=through_proxy, GATEWAY_AUTH_CACHE_SECONDS="1"
+            ) as gateway:
+                gateway.manage("gateway_add", "fx", "--url", fx.url, "--era", "legacy")
+                yield Stack(gateway, proxy)
+        finally:
+            fx.stop()
+
+
+async def test_reads_are_served_and_writes_refused_with_503_while_postgres_is_down(stack: Stack):
+    gateway = stack.gateway
+    echo = tool_id(gateway, "echo")
+    async with http_client() as http:
+        client = McpClient(http, stack.url, gateway.token)
+        await client.initialize()
+        listed = await client.request("tools/list")
+        names = {tool["name"] for tool in listed.response["result"]["tools"]}
+        assert "echo" in names, names
+        await asyncio.sleep(1.5)  # the credential cache (1 s) has expired: the outage finds it stale
+
+        stack.proxy.cut()
+        cut_at = time.monotonic()
+        rounds = 0
+        try:
+            while time.monotonic() - cut_at < OUTAGE:
+                rounds += 1
+                listed = await client.request("tools/list", timeout=BOUND)
+                assert listed.error is None, listed
+                assert {tool["name"] for tool in listed.response["result"]["tools"]} == names
+                called = await client.call("echo", {"message": f"outage {rounds}"}, timeout=BOUND)
+                assert called.text() == f"outage {rounds}", called
+
+                fresh = McpClient(http, stack.url, gateway.token)
+                await fresh.initialize(timeout=BOUND)
+
+                # Credentials never verified before cannot be checked now: 503 with a JSON-RPC error, not a 500.
+                stranger = McpClient(http, stack.url, "")
+                refused = await stranger.post(
+                    message("initialize", INIT, 1),
+                    timeout=BOUND,
+                    headers={"Authorization": basic("admin", ADMIN_PASSWORD)},
+                )
+                assert refused.status == 503, refused
+                assert refused.error == {"code": SERVER_ERROR, "message": DATABASE_DOWN}, refused
+
+                started = time.monotonic()
+                status, body = await asyncio.to_thread(
+                    gateway.api, "POST", "/api/tools", {"name": f"during_{rounds}", "gateway": "fx"}
+                )
+                assert status == 503, (status, body)
+                assert isinstance(body, dict), body
+                assert "database cannot be reached" in body["detail"], body
+                status, body = await asyncio.to_thread(
+                    gateway.api, "PATCH", f"/api/tools/{echo}", {"description": "during the outage"}
+                )
+                assert status == 503, (status, body)
+                assert time.monotonic() - started < BOUND * 2
+                await asyncio.sleep(0.5)
+        finally:
+            stack.proxy.restore()
+        assert rounds >= 3
+
+        deadline = time.monotonic() + RECOVERY
+        while True:
+            status, body = await asyncio.to_thread(
+                gateway.api, "POST", "/api/tools", {"name": "after", "gateway": "fx"}
+            )
+            if status == 201 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert status == 201, (status, body)
+        deadline = time.monotonic() + RECOVERY
+        while True:
+            listed = await client.request("tools/list")
+            if "after" in {tool["name"] for tool in listed.response["result"]["tools"]}:
+                break
+            assert time.monotonic() < deadline, "the tool created after the outage never reached tools/list"
+            await asyncio.sleep(0.2)
+        called = await client.call("echo", {"message": "recovered"})
+        assert called.text() == "recovered", called
