@@ -283,6 +283,10 @@ GATEWAY_RATE_LIMIT_REDIS_PREFIX = env_str("GATEWAY_RATE_LIMIT_REDIS_PREFIX", "mc
 # max_concurrency wins), and how long a call waits for a slot before it is refused.
 GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 0, minimum=0)
 GATEWAY_UPSTREAM_QUEUE_TIMEOUT = env_float("GATEWAY_UPSTREAM_QUEUE_TIMEOUT", 2.0)
+# Notifications (progress, log messages) one upstream may send during one request (0: no bound); past it the
+# request is cancelled upstream and fails, so a flooding upstream cannot fill the gateway's memory with what a
+# slow client has not read yet.
+GATEWAY_UPSTREAM_MAX_NOTIFICATIONS = env_int("GATEWAY_UPSTREAM_MAX_NOTIFICATIONS", 10_000, minimum=0)
 
 # ---------------------------------------------------------------------------------------------
 # Governance: caching of upstream answers (docs/governance.md)
