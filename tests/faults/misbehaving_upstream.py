@@ -197,7 +197,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    web.run_app(app(), host=HOST, port=args.port, print=None, access_log=None, shutdown_timeout=0.5)
+    # handler_cancellation: a call the client gave up on (closed its connection) stops here too, so `inflight`
+    # counts only calls someone still waits for.
+    web.run_app(
+        app(), host=HOST, port=args.port, print=None, access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
 import statistics
 import threading
 import time
@@ -24,7 +26,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.faults.harness import McpClient, Process, http_client, misbehaving_upstream, running, tool_id, upstream_state
+from tests.faults.harness import (
+    McpClient,
+    Process,
+    http_client,
+    message,
+    misbehaving_upstream,
+    running,
+    tool_id,
+    upstream_state,
+)
 from tests.fixtures.servers import start_upstream
 from tests.transports.conftest import LiveGateway, start_live_gateway
 
@@ -33,7 +44,9 @@ pytestmark = pytest.mark.backend_independent
 SERVER_ERROR = -32000
 REQUEST_TIMEOUT = -32001
 HEALTHY_BOUND = 2.0  # seconds any call of the healthy session may take while `bad` misbehaves
-TOOL_TIMEOUT = 1.5  # seconds: the timeout given to `bad`'s slow and flooding tools
+TOOL_TIMEOUT = 1.5  # seconds: the timeout given to `bad`'s slow tool
+FLOOD_TIMEOUT = 60.0  # seconds: the flooding tool's timeout, long: the bound on notifications must end it first
+MAX_NOTIFICATIONS = 2000  # GATEWAY_UPSTREAM_MAX_NOTIFICATIONS of this gateway
 MAX_MESSAGE = 16 * 1024 * 1024  # transports.protocol.upstream.base.DEFAULT_MAX_MESSAGE_SIZE
 
 SETUP = """
@@ -59,10 +72,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         fx = start_upstream("streamable-http", era="legacy")
         stack.callback(fx.stop)
         bad = stack.enter_context(running(misbehaving_upstream()))
-        gateway = stack.enter_context(start_live_gateway(tmp_path_factory.mktemp("faults-upstream")))
+        gateway = stack.enter_context(
+            start_live_gateway(
+                tmp_path_factory.mktemp("faults-upstream"), GATEWAY_UPSTREAM_MAX_NOTIFICATIONS=str(MAX_NOTIFICATIONS)
+            )
+        )
         gateway.manage("shell", "-c", SETUP.format(fx=fx.url, bad=f"http://127.0.0.1:{bad.port}/mcp"))
-        for name in ("bad_slow", "bad_flood"):
-            status, body = gateway.api("PATCH", f"/api/tools/{tool_id(gateway, name)}", {"timeout": TOOL_TIMEOUT})
+        for name, timeout in (("bad_slow", TOOL_TIMEOUT), ("bad_flood", FLOOD_TIMEOUT)):
+            status, body = gateway.api("PATCH", f"/api/tools/{tool_id(gateway, name)}", {"timeout": timeout})
             assert status == 200, (status, body)
         yield Stack(gateway, bad)
 
@@ -219,30 +236,61 @@ async def test_a_slow_upstream_times_out_each_call_and_is_told_to_stop(stack: St
         )
 
 
+FLOODED = {
+    "code": SERVER_ERROR,
+    "message": f"Upstream 'bad' sent more than {MAX_NOTIFICATIONS} notifications for one request "
+    "(GATEWAY_UPSTREAM_MAX_NOTIFICATIONS); the request was cancelled.",
+}
+
+
 @pytest.mark.parametrize("kind", ["progress", "log"])
-async def test_a_flooding_upstream_is_cut_off_by_the_tool_timeout(stack: Stack, kind: str):
+async def test_a_flooding_upstream_is_cut_off_at_the_notification_bound(stack: Stack, kind: str):
     """A tool that sends notifications without end (progress for the call's token, or log messages), as fast as
-    the gateway reads them: the client sees them relayed, then -32001 at the tool's timeout; the other session
-    is not slowed down, and the upstream is told to stop."""
+    the gateway reads them: the client gets the first MAX_NOTIFICATIONS, then an error naming the bound, long
+    before the tool's timeout; the upstream is told to stop; the other session is not slowed down."""
+    cancelled = upstream_state(stack.bad)["cancelled"]
     async with http_client() as http, healthy_session(stack):
         client = McpClient(http, stack.url, stack.gateway.token)
         await client.initialize()
         if kind == "log":
             level = await client.request("logging/setLevel", {"level": "info"})
             assert level.error is None, level
-        answer = await client.call(
-            "bad_flood", {"count": 0, "kind": kind}, timeout=TOOL_TIMEOUT + 10, progressToken="p1"
-        )
-        assert answer.error == {
-            "code": REQUEST_TIMEOUT,
-            "message": f"Upstream 'bad' did not answer within {TOOL_TIMEOUT:g} s.",
-        }, answer.response
-        assert answer.seconds < TOOL_TIMEOUT + 5, answer.seconds
+        answer = await client.call("bad_flood", {"count": 0, "kind": kind}, timeout=20, progressToken="p1")
+        assert answer.error == FLOODED, answer.response
+        assert answer.seconds < 10, answer.seconds
         method = "notifications/progress" if kind == "progress" else "notifications/message"
         relayed = [m for m in answer.messages if m.get("method") == method]
-        assert len(relayed) > 100, f"only {len(relayed)} {method} reached the client"
+        assert len(relayed) == MAX_NOTIFICATIONS, len(relayed)
+        await wait_for(lambda: upstream_state(stack.bad)["cancelled"] > cancelled, "notifications/cancelled", 5)
         after = await client.call("bad_echo", {"text": "after the flood"})
         assert after.text() == "after the flood", after
+
+
+async def test_a_flood_for_a_client_that_reads_nothing_is_cut_off_all_the_same(stack: Stack):
+    """The same flood for a client that sends its tools/call and then reads nothing (daphne would buffer all of it
+    for that client): the request is cut off at the bound and cancelled upstream within seconds."""
+    bad = stack.bad
+    cancelled = upstream_state(bad)["cancelled"]
+    async with http_client() as http:
+        client = McpClient(http, stack.url, stack.gateway.token)
+        await client.initialize()
+    port = int(stack.gateway.url.rsplit(":", 1)[1])
+    body = json.dumps(
+        message("tools/call", {"name": "bad_flood", "arguments": {"count": 0}, "_meta": {"progressToken": "p"}}, 1)
+    )
+    head = "".join(
+        f"{name}: {value}\r\n"
+        for name, value in {**client.headers(), "Host": f"127.0.0.1:{port}", "Content-Length": str(len(body))}.items()
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        silent.sendall(f"POST /mcp HTTP/1.1\r\n{head}\r\n{body}".encode())
+        await wait_for(
+            lambda: upstream_state(bad)["calls"] > 0 and upstream_state(bad)["cancelled"] > cancelled,
+            "the flood to be cancelled upstream",
+            10,
+        )
+        await wait_for(lambda: upstream_state(bad)["inflight"] == 0, "the flooding call to end upstream", 5)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
