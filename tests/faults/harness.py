@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import pytest
 
-from tests.transports.conftest import free_port
+from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 
 HERE = Path(__file__).resolve().parent
 MISBEHAVING = HERE / "misbehaving_upstream.py"
@@ -205,6 +205,7 @@ class TcpProxy:
         self.cut_now = False
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-tcp-proxy", daemon=True)
 
@@ -235,6 +236,9 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
         await self._reset_all()
+        for task in self._pipes:
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _reset_all(self) -> None:
         for writer in list(self._writers):
@@ -242,6 +246,10 @@ class TcpProxy:
         self._writers.clear()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
         if self.cut_now:
             _reset(writer)
             return
@@ -274,6 +282,42 @@ def _reset(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     with contextlib.suppress(Exception):
         writer.transport.abort()
+
+
+# -- a gateway process ------------------------------------------------------------------------------------------
+
+# One Django start-up for the whole setup (each manage.py run costs seconds on a busy machine): migrate, the
+# admin, what the test adds, then a token for the admin, printed last.
+SETUP = """
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
+call_command("ensure_superuser")
+{extra}
+call_command("issue_token", "admin", "--expires-in", "1d")
+"""
+
+
+def gateway_env(database_url: str, **overrides: str) -> dict[str, str]:
+    """A gateway's environment: ``database_url``, no Redis unless an override says so, no background work."""
+    return {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "faults-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "DJANGO_SUPERUSER_USERNAME": "admin",
+        "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
+        "GATEWAY_AUTH_CACHE_SECONDS": "1",
+        "GATEWAY_SCHEDULER": "off",
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+def set_up(env: dict[str, str], *calls: tuple[str, ...]) -> str:
+    """Run the SETUP script with ``calls`` (call_command arguments) in one manage.py shell; the admin's token."""
+    extra = "\n".join(f"call_command{tuple(call)!r}" for call in calls)
+    out = LiveGateway(url="", token="", env=env).manage("shell", "-c", SETUP.format(extra=extra))
+    return out.strip().splitlines()[-1]
 
 
 # -- a small MCP client with deadlines --------------------------------------------------------------------------

@@ -15,9 +15,11 @@ Skipped unless DATABASE_URL names PostgreSQL (CI's PostgreSQL + Redis pass).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,15 +29,18 @@ from tests.faults.harness import (
     INIT,
     McpClient,
     TcpProxy,
+    gateway_env,
     http_client,
     message,
     postgres_url,
     scratch_database,
+    set_up,
     tool_id,
     with_database,
 )
 from tests.fixtures.servers import start_upstream
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, start_live_gateway
+from tests.replicas.conftest import Replica
+from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 from transports.edge import DATABASE_DOWN
 
 OUTAGE = 10.0  # seconds the database is unreachable
@@ -55,23 +60,23 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path: Path) -> Iterator[Stack]:
     server = postgres_url()
     target = urlsplit(server)
     with (
         scratch_database(server) as database,
         TcpProxy((target.hostname or "127.0.0.1", target.port or 5432)) as proxy,
+        contextlib.ExitStack() as stack,
     ):
         fx = start_upstream("streamable-http", era="legacy")
-        try:
-            through_proxy = with_database(server, urlsplit(database).path.strip("/"), port=proxy.port)
-            with start_live_gateway(
-                tmp_path_factory.mktemp("faults-postgres"), DATABASE_URL=through_proxy, GATEWAY_AUTH_CACHE_SECONDS="1"
-            ) as gateway:
-                gateway.manage("gateway_add", "fx", "--url", fx.url, "--era", "legacy")
-                yield Stack(gateway, proxy)
-        finally:
-            fx.stop()
+        stack.callback(fx.stop)
+        # Set up straight to the server; the gateway itself goes through the proxy.
+        token = set_up(gateway_env(database), ("gateway_add", "fx", "--url", fx.url, "--era", "legacy"))
+        through_proxy = with_database(server, urlsplit(database).path.strip("/"), port=proxy.port)
+        gateway = Replica("gateway", free_port(), gateway_env(through_proxy), token, tmp_path / "gateway.log")
+        stack.callback(gateway.stop)
+        gateway.start()
+        yield Stack(gateway.live, proxy)
 
 
 async def test_reads_are_served_and_writes_refused_with_503_while_postgres_is_down(stack: Stack):

@@ -29,15 +29,18 @@ import pytest
 from tests.faults.harness import (
     McpClient,
     Process,
+    gateway_env,
     http_client,
     message,
     misbehaving_upstream,
     running,
+    set_up,
     tool_id,
     upstream_state,
 )
 from tests.fixtures.servers import start_upstream
-from tests.transports.conftest import LiveGateway, start_live_gateway
+from tests.replicas.conftest import Replica
+from tests.transports.conftest import LiveGateway, free_port
 
 pytestmark = pytest.mark.backend_independent
 
@@ -48,12 +51,6 @@ TOOL_TIMEOUT = 1.5  # seconds: the timeout given to `bad`'s slow tool
 FLOOD_TIMEOUT = 60.0  # seconds: the flooding tool's timeout, long: the bound on notifications must end it first
 MAX_NOTIFICATIONS = 2000  # GATEWAY_UPSTREAM_MAX_NOTIFICATIONS of this gateway
 MAX_MESSAGE = 16 * 1024 * 1024  # transports.protocol.upstream.base.DEFAULT_MAX_MESSAGE_SIZE
-
-SETUP = """
-from django.core.management import call_command
-call_command("gateway_add", "fx", "--url", "{fx}", "--era", "legacy")
-call_command("gateway_add", "bad", "--url", "{bad}", "--era", "legacy")
-"""
 
 
 @dataclass
@@ -68,16 +65,23 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("faults-upstream")
     with contextlib.ExitStack() as stack:
         fx = start_upstream("streamable-http", era="legacy")
         stack.callback(fx.stop)
         bad = stack.enter_context(running(misbehaving_upstream()))
-        gateway = stack.enter_context(
-            start_live_gateway(
-                tmp_path_factory.mktemp("faults-upstream"), GATEWAY_UPSTREAM_MAX_NOTIFICATIONS=str(MAX_NOTIFICATIONS)
-            )
+        env = gateway_env(
+            f"sqlite:///{state / 'gateway.sqlite3'}", GATEWAY_UPSTREAM_MAX_NOTIFICATIONS=str(MAX_NOTIFICATIONS)
         )
-        gateway.manage("shell", "-c", SETUP.format(fx=fx.url, bad=f"http://127.0.0.1:{bad.port}/mcp"))
+        token = set_up(
+            env,
+            ("gateway_add", "fx", "--url", fx.url, "--era", "legacy"),
+            ("gateway_add", "bad", "--url", f"http://127.0.0.1:{bad.port}/mcp", "--era", "legacy"),
+        )
+        process = Replica("gateway", free_port(), env, token, state / "gateway.log")
+        stack.callback(process.stop)
+        process.start()
+        gateway = process.live
         for name, timeout in (("bad_slow", TOOL_TIMEOUT), ("bad_flood", FLOOD_TIMEOUT)):
             status, body = gateway.api("PATCH", f"/api/tools/{tool_id(gateway, name)}", {"timeout": timeout})
             assert status == 200, (status, body)
