@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ AUTH_CACHE_SIZE = 10_000
 # in the database during the outage, and revocations still reach the cache over the channel layer.
 STALE_AUTH_SECONDS = 300.0
 STALE_LOG_SECONDS = 60.0
+# Seconds one credential verification may take, and after one failed on the database, seconds the next ones
+# skip it (the callers last verified are admitted, others get 503 at once instead of waiting in turn).
+VERIFY_TIMEOUT = 5.0
+DATABASE_RETRY_SECONDS = 2.0
 DATABASE_DOWN = (
     "Service Unavailable: the gateway's database cannot be reached to verify these credentials; try again shortly."
 )
@@ -81,10 +86,12 @@ class CredentialCache:
         self._follower: asyncio.Task[None] | None = None
         self._follower_loop: asyncio.AbstractEventLoop | None = None
         self._stale_logged = -STALE_LOG_SECONDS
+        self._database_down_until = 0.0
 
     def clear(self) -> None:
         self._entries.clear()
         self._by_token.clear()
+        self._database_down_until = 0.0
 
     def forget_tokens(self, token_ids: list[str]) -> int:
         """Drop the callers remembered for these token ids (jti); how many were. Safe from any thread."""
@@ -135,18 +142,28 @@ class CredentialCache:
                 kid, check = oauth.token_kid(token), oauth.verifier()
                 if check.needs_network(kid):
                     await sync_to_async(check.prefetch, thread_sensitive=False)(kid)
+        if now < self._database_down_until:  # a verification failed on the database a moment ago
+            return self._stand_in(authorization, hit, now)
+        verification = asyncio.ensure_future(
+            sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(authorization, audiences=audiences)
+        )
         try:
-            found = await sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(
-                authorization, audiences=audiences
-            )
-        except DatabaseError:
-            stale = _still_valid(authorization, hit, now)
-            if stale is None:
-                raise
+            # Bounded: a database that does not answer (a partition drops packets) would otherwise hold the request,
+            # and every verification queued behind it in the thread database work shares, until TCP gives up.
+            found = await asyncio.wait_for(asyncio.shield(verification), VERIFY_TIMEOUT)
+        except (DatabaseError, TimeoutError) as exc:
+            if verification.done():
+                self._database_down_until = time.monotonic() + DATABASE_RETRY_SECONDS
+            else:  # still stuck in the database: nothing else waits behind it until it comes back
+                self._database_down_until = math.inf
+                verification.add_done_callback(self._verification_ended)
             if now - self._stale_logged > STALE_LOG_SECONDS:  # once in a while, not for every request
                 self._stale_logged = now
-                logger.warning("the database is unreachable: callers are admitted as last verified")
-            return stale
+                logger.warning(
+                    "credentials cannot be verified: the database %s",
+                    "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}",
+                )
+            return self._stand_in(authorization, hit, now)
         if found is None:  # pragma: no cover - a non-empty header never yields None
             raise AuthenticationFailed("Authentication required.")
         ttl = settings.GATEWAY_AUTH_CACHE_SECONDS
@@ -155,6 +172,18 @@ class CredentialCache:
         if ttl > 0:
             self._remember(authorization, now + ttl, found)
         return found
+
+    def _verification_ended(self, verification: asyncio.Future[Any]) -> None:
+        """A verification that outlived VERIFY_TIMEOUT ended: the database answers again, or failed."""
+        failed = verification.cancelled() or verification.exception() is not None
+        self._database_down_until = time.monotonic() + DATABASE_RETRY_SECONDS if failed else 0.0
+
+    def _stand_in(self, authorization: str, hit: tuple[float, auth.Principal] | None, now: float) -> auth.Principal:
+        """The caller as last verified, while the database cannot verify it; DatabaseUnreachable otherwise."""
+        stale = _still_valid(authorization, hit, now)
+        if stale is None:
+            raise DatabaseUnreachable(DATABASE_DOWN)
+        return stale
 
     def _follow_revocations(self) -> None:
         """Start following AUTH_GROUP on this event loop (once per loop): only a shared channel layer
@@ -188,6 +217,11 @@ class CredentialCache:
 
 
 credentials = CredentialCache()
+
+
+class DatabaseUnreachable(Exception):
+    """Credentials could not be verified because the database did not answer (and no earlier verification
+    may stand in): 503, the client may retry."""
 
 
 def _still_valid(authorization: str, hit: tuple[float, auth.Principal] | None, now: float) -> auth.Principal | None:
@@ -301,8 +335,7 @@ async def admit(
         )
     except oauth.Unavailable as exc:
         raise EdgeRefused(503, exc.message, [(b"retry-after", str(exc.retry_after).encode())]) from None
-    except DatabaseError:
-        logger.warning("credentials not verified: the database is unreachable", exc_info=True)
+    except DatabaseUnreachable:
         raise EdgeRefused(503, DATABASE_DOWN, [(b"retry-after", b"5")]) from None
     except AuthenticationFailed as exc:
         header = (b"www-authenticate", challenge(headers, server, transport, exc))

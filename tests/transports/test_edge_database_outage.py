@@ -7,6 +7,8 @@ the credential's own expiry)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -91,3 +93,25 @@ async def test_a_token_that_expired_meanwhile_is_not_admitted(database, settings
     with pytest.raises(edge.EdgeRefused) as refused:
         await edge.admit({**HEADERS, "authorization": token}, None)
     assert refused.value.status == 503
+
+
+async def test_a_database_that_does_not_answer_is_waited_for_only_so_long(database, monkeypatch):
+    """A verification that hangs (a partition drops the packets: no error, no answer) is given up after
+    VERIFY_TIMEOUT; the caller verified before is admitted, and for DATABASE_RETRY_SECONDS the next requests do
+    not wait for the database again."""
+    monkeypatch.setattr(edge, "VERIFY_TIMEOUT", 0.2)
+    token = await _token()
+    await edge.admit({**HEADERS, "authorization": token}, None)
+    await asyncio.sleep(TTL * 2)
+    hang = threading.Event()
+    monkeypatch.setattr(auth, "principal_from_authorization", lambda header, *, audiences=None: hang.wait(10))
+    try:
+        started = time.monotonic()
+        assert (await edge.admit({**HEADERS, "authorization": token}, None)).username == "ada"
+        assert time.monotonic() - started < 2
+        started = time.monotonic()
+        for _ in range(20):
+            assert (await edge.admit({**HEADERS, "authorization": token}, None)).username == "ada"
+        assert time.monotonic() - started < 0.5  # no waiting in turn behind the hung verification
+    finally:
+        hang.set()
