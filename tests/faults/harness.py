@@ -203,6 +203,7 @@ class TcpProxy:
         self.target = target
         self.port = free_port()
         self.cut_now = False
+        self.frozen = False
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
@@ -223,8 +224,14 @@ class TcpProxy:
         self.cut_now = True
         self._run(self._reset_all())
 
+    def blackhole(self) -> None:
+        """Stop forwarding without closing anything: bytes sent either way, and new connections, wait (a network
+        path that drops every packet, as the client's TCP stack cannot tell from a very slow server)."""
+        self.frozen = True
+
     def restore(self) -> None:
         self.cut_now = False
+        self.frozen = False
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
@@ -253,6 +260,8 @@ class TcpProxy:
         if self.cut_now:
             _reset(writer)
             return
+        while self.frozen:
+            await asyncio.sleep(0.05)
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*self.target), 5)
         except (OSError, TimeoutError):
@@ -263,6 +272,8 @@ class TcpProxy:
         async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
+                    while self.frozen:
+                        await asyncio.sleep(0.05)
                     sink.write(data)
                     await sink.drain()
             except (OSError, asyncio.IncompleteReadError):
