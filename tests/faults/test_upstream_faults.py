@@ -9,7 +9,8 @@ while a second client session keeps calling `fx`'s `echo`, and checks that
 - the other session's calls keep answering within HEALTHY_BOUND (they take milliseconds here);
 - the gateway serves `bad` again as soon as `bad` behaves (no restart of the gateway).
 
-Every wait has a deadline; every process is killed in `finally`.
+Every wait has a deadline; every process is killed in `finally`. The stdio counterparts (an upstream process that
+exits mid-call, hangs or answers garbage) are in tests/transports/test_bad_upstreams.py.
 """
 
 from __future__ import annotations
