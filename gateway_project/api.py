@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -16,6 +18,8 @@ from registry.api import router as registry_router
 from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden
 from transports.api import router as transports_router
 from transports.rpc import router as rpc_router
+
+logger = logging.getLogger(__name__)
 
 api = NinjaAPI(
     title="MCP Gateway API",
@@ -69,6 +73,17 @@ def on_forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
     response = _json(request, {"detail": exc.message}, 403)
     if isinstance(exc, oauth.InsufficientScope):  # error="insufficient_scope": the client may step up
         response["WWW-Authenticate"] = _challenge(request, exc)
+    return response
+
+
+@api.exception_handler(DatabaseError)
+def on_database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """The catalog database is unreachable (or failed): the client may retry, nothing was stored."""
+    logger.warning("API %s %s: database error: %s", request.method, request.path, exc)
+    response = _json(
+        request, {"detail": "Service Unavailable: the catalog database cannot be reached; try again shortly."}, 503
+    )
+    response["Retry-After"] = "5"
     return response
 
 

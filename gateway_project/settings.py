@@ -65,6 +65,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A server that does not answer (a partition drops packets, a dead host) fails a new connection after this
+    # many seconds instead of holding the request that opens it until TCP gives up; ?connect_timeout= wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Unset: in-memory channel layer and local-memory cache (one process). Set: Redis for both, and
@@ -77,13 +81,27 @@ REDIS_URL = env_redis("REDIS_URL")
 GATEWAY_REDIS_PREFIX = env_key_prefix("GATEWAY_REDIS_PREFIX", "mcpgw")
 
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            # Pub/sub ignores the database number: name it in the prefix, so that deployments sharing
-            # one Redis server on different databases do not hear each other.
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # A connection Redis dropped (a restart) is opened again and the command sent again, as the
+                # session store's client does by default; without this the first message each replica sends
+                # after a Redis restart is lost (channels_redis builds its pool with no retries).
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
+                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                    }
+                ],
+                # Pub/sub ignores the database number: name it in the prefix, so that deployments sharing
+                # one Redis server on different databases do not hear each other.
                 "prefix": f"{GATEWAY_REDIS_PREFIX}-db{urlsplit(REDIS_URL).path.strip('/') or '0'}:",
             },
         }
@@ -275,6 +293,10 @@ GATEWAY_RATE_LIMIT_REDIS_PREFIX = env_str("GATEWAY_RATE_LIMIT_REDIS_PREFIX", f"{
 # max_concurrency wins), and how long a call waits for a slot before it is refused.
 GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 0, minimum=0)
 GATEWAY_UPSTREAM_QUEUE_TIMEOUT = env_float("GATEWAY_UPSTREAM_QUEUE_TIMEOUT", 2.0)
+# Notifications (progress, log messages) one upstream may send during one request (0: no bound); past it the
+# request is cancelled upstream and fails, so a flooding upstream cannot fill the gateway's memory with what a
+# slow client has not read yet.
+GATEWAY_UPSTREAM_MAX_NOTIFICATIONS = env_int("GATEWAY_UPSTREAM_MAX_NOTIFICATIONS", 10_000, minimum=0)
 
 # ---------------------------------------------------------------------------------------------
 # Governance: caching of upstream answers (docs/governance.md)

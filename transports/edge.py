@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from registry import auth, oauth
@@ -32,6 +34,18 @@ from transports.protocol.core import Caller
 from transports.runtime import get_core
 
 AUTH_CACHE_SIZE = 10_000
+# While the database cannot be reached, a caller verified less than this many seconds before its cache entry
+# expired keeps being admitted (MCP reads are served from the catalog snapshot meanwhile); nothing can change
+# in the database during the outage, and revocations still reach the cache over the channel layer.
+STALE_AUTH_SECONDS = 300.0
+STALE_LOG_SECONDS = 60.0
+# Seconds one credential verification may take, and after one failed on the database, seconds the next ones
+# skip it (the callers last verified are admitted, others get 503 at once instead of waiting in turn).
+VERIFY_TIMEOUT = 5.0
+DATABASE_RETRY_SECONDS = 2.0
+DATABASE_DOWN = (
+    "Service Unavailable: the gateway's database cannot be reached to verify these credentials; try again shortly."
+)
 logger = logging.getLogger(__name__)
 
 
@@ -71,10 +85,13 @@ class CredentialCache:
         self._by_token: dict[str, set[str]] = {}
         self._follower: asyncio.Task[None] | None = None
         self._follower_loop: asyncio.AbstractEventLoop | None = None
+        self._stale_logged = -STALE_LOG_SECONDS
+        self._database_down_until = 0.0
 
     def clear(self) -> None:
         self._entries.clear()
         self._by_token.clear()
+        self._database_down_until = 0.0
 
     def forget_tokens(self, token_ids: list[str]) -> int:
         """Drop the callers remembered for these token ids (jti); how many were. Safe from any thread."""
@@ -125,9 +142,28 @@ class CredentialCache:
                 kid, check = oauth.token_kid(token), oauth.verifier()
                 if check.needs_network(kid):
                     await sync_to_async(check.prefetch, thread_sensitive=False)(kid)
-        found = await sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(
-            authorization, audiences=audiences
+        if now < self._database_down_until:  # a verification failed on the database a moment ago
+            return self._stand_in(authorization, hit, now)
+        verification = asyncio.ensure_future(
+            sync_to_async(auth.principal_from_authorization, thread_sensitive=True)(authorization, audiences=audiences)
         )
+        try:
+            # Bounded: a database that does not answer (a partition drops packets) would otherwise hold the request,
+            # and every verification queued behind it in the thread database work shares, until TCP gives up.
+            found = await asyncio.wait_for(asyncio.shield(verification), VERIFY_TIMEOUT)
+        except (DatabaseError, TimeoutError) as exc:
+            if verification.done():
+                self._database_down_until = time.monotonic() + DATABASE_RETRY_SECONDS
+            else:  # still stuck in the database: nothing else waits behind it until it comes back
+                self._database_down_until = math.inf
+                verification.add_done_callback(self._verification_ended)
+            if now - self._stale_logged > STALE_LOG_SECONDS:  # once in a while, not for every request
+                self._stale_logged = now
+                logger.warning(
+                    "credentials cannot be verified: the database %s",
+                    "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}",
+                )
+            return self._stand_in(authorization, hit, now)
         if found is None:  # pragma: no cover - a non-empty header never yields None
             raise AuthenticationFailed("Authentication required.")
         ttl = settings.GATEWAY_AUTH_CACHE_SECONDS
@@ -136,6 +172,18 @@ class CredentialCache:
         if ttl > 0:
             self._remember(authorization, now + ttl, found)
         return found
+
+    def _verification_ended(self, verification: asyncio.Future[Any]) -> None:
+        """A verification that outlived VERIFY_TIMEOUT ended: the database answers again, or failed."""
+        failed = verification.cancelled() or verification.exception() is not None
+        self._database_down_until = time.monotonic() + DATABASE_RETRY_SECONDS if failed else 0.0
+
+    def _stand_in(self, authorization: str, hit: tuple[float, auth.Principal] | None, now: float) -> auth.Principal:
+        """The caller as last verified, while the database cannot verify it; DatabaseUnreachable otherwise."""
+        stale = _still_valid(authorization, hit, now)
+        if stale is None:
+            raise DatabaseUnreachable(DATABASE_DOWN)
+        return stale
 
     def _follow_revocations(self) -> None:
         """Start following AUTH_GROUP on this event loop (once per loop): only a shared channel layer
@@ -169,6 +217,28 @@ class CredentialCache:
 
 
 credentials = CredentialCache()
+
+
+class DatabaseUnreachable(Exception):
+    """Credentials could not be verified because the database did not answer (and no earlier verification
+    may stand in): 503, the client may retry."""
+
+
+def _still_valid(authorization: str, hit: tuple[float, auth.Principal] | None, now: float) -> auth.Principal | None:
+    """The caller an expired cache entry names, when it may stand in for a verification the database cannot
+    make: expired less than STALE_AUTH_SECONDS ago, and the credential itself still valid (a token's own
+    expiry and signature, which need no query)."""
+    if hit is None or now - hit[0] > STALE_AUTH_SECONDS:
+        return None
+    principal = hit[1]
+    if principal.expires_at is not None and principal.expires_at <= time.time():
+        return None
+    if principal.method == "jwt":
+        try:
+            auth.token_claims(authorization.partition(" ")[2].strip())
+        except AuthenticationFailed:
+            return None
+    return principal
 
 
 class EdgeRefused(Exception):
@@ -265,6 +335,8 @@ async def admit(
         )
     except oauth.Unavailable as exc:
         raise EdgeRefused(503, exc.message, [(b"retry-after", str(exc.retry_after).encode())]) from None
+    except DatabaseUnreachable:
+        raise EdgeRefused(503, DATABASE_DOWN, [(b"retry-after", b"5")]) from None
     except AuthenticationFailed as exc:
         header = (b"www-authenticate", challenge(headers, server, transport, exc))
         raise EdgeRefused(401, exc.message, [header]) from None

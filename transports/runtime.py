@@ -114,6 +114,7 @@ def get_core() -> McpCore:
             failover={"failures": settings.GATEWAY_CIRCUIT_FAILURES, "cooldown": settings.GATEWAY_CIRCUIT_COOLDOWN},
         )
         core.relay.cache = upstream_cache()  # answers of upstream reads (docs/governance.md, "Caching")
+        core.relay.max_notifications = settings.GATEWAY_UPSTREAM_MAX_NOTIFICATIONS
         events.add_local_listener(_invalidate_snapshot)
         _core = core
     return _core

@@ -23,7 +23,7 @@ from transports.protocol import jsonrpc, modern
 from transports.protocol.catalog import CatalogUnavailable
 from transports.protocol.core import Call, Caller
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import EventLog, SessionLimitReached
+from transports.protocol.sessions import EventLog, SessionLimitReached, SessionStoreUnavailable
 from transports.runtime import get_core
 
 logger = logging.getLogger(__name__)
@@ -172,26 +172,33 @@ class StreamableHttpEndpoint:
 
         async def start_sse() -> EventLog:
             nonlocal stream
-            stream = open_stream(call.session)  # type: ignore[arg-type]
+            stream = open_stream(call.session, call.message.get("id"))  # type: ignore[arg-type]
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if call.primed:
                 await write(_priming(f"{stream.id}:0"))
             return stream
 
+        async def logged(log: EventLog, message: dict[str, Any] | None, last: bool = False) -> str | None:
+            """The event id of a message written to the stream's log; None when the session store cannot be
+            reached: the client still gets the message, it only cannot resume from there."""
+            try:
+                if message is None:
+                    await log.finish()
+                    return None
+                return await log.append(message, last=last)
+            except SessionStoreUnavailable:
+                return None
+
         async def emit(related: dict[str, Any]) -> None:
             target = stream or await start_sse()
-            await write(_sse_event(related, await target.append(related)))
+            await write(_sse_event(related, await logged(target, related)))
 
         if call.streamed:
             await start_sse()
         answer = await call.run(emit)
         if stream is not None:
-            if answer is not None:  # the answer ends the stream's log (one write)
-                body = _sse_event(answer, await stream.append(answer, last=True))
-            else:
-                body = b""
-                await stream.finish()
-            await write(body, more=False)
+            event_id = await logged(stream, answer, last=True)  # the answer ends the stream's log (one write)
+            await write(_sse_event(answer, event_id) if answer is not None else b"", more=False)
         elif answer is None:  # cancelled before saying anything: an empty stream, no response
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await send({"type": "http.response.body", "body": b""})
@@ -317,7 +324,7 @@ class StreamableHttpEndpoint:
                     if not waiter.done():
                         waiter.cancel()
                     elif not waiter.result() and not disconnected.done():
-                        if not await core.alive(session):  # ended (DELETE, expiry) elsewhere
+                        if not await core.alive(session, stream):  # ended (DELETE, expiry) elsewhere
                             break
                         await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
                 await send({"type": "http.response.body", "body": b""})

@@ -14,6 +14,7 @@ upstream subscriptions for many clients), ``ListenStreams`` (2026-07-28 listen s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ from transports.protocol.sessions import EventLog, Session, SessionStore, parse_
 from transports.protocol.shared_sessions import RedisSessionStore
 from transports.protocol.stateless_handler import StatelessHandler, envelope_session
 from transports.protocol.upstream_pool import UpstreamPool
+
+logger = logging.getLogger(__name__)
+# The channel layer (Redis) carries what replicas forward to each other: a replica that cannot join it serves
+# nothing another replica might have to reach (an answer to its question, a cancellation).
+LAYER_DOWN = "the channel layer (Redis) cannot be reached; try again shortly"
 
 SERVER_NAME = "mcp-gateway"
 SERVER_VERSION = "0.1.0"
@@ -201,7 +207,11 @@ class McpCore:
         """Be reachable by the other replicas before doing anything they may have to forward here
         (an answer to our question, a cancellation, a retry of a parked call)."""
         if self.mesh is not None and not self.mesh.started:
-            await self.mesh.start()
+            try:
+                await self.mesh.start()
+            except Exception as exc:  # the channel layer's server (Redis) is down: the next request tries again
+                logger.warning("cannot join the other replicas: %s", exc)
+                raise JsonRpcError(jsonrpc.SERVER_ERROR, f"Service Unavailable: {LAYER_DOWN}.") from exc
 
     async def view(self, server: str | None) -> View:
         """The view of an enabled virtual server (the whole catalog for None); -32602/404 otherwise."""
@@ -313,9 +323,9 @@ class McpCore:
 
     # -- streams of a session --------------------------------------------------------------------
 
-    def request_stream(self, session: Session) -> EventLog:
-        """A new resumable event log for the answer of one request of the session."""
-        return self.sessions.open_stream(session)
+    def request_stream(self, session: Session, request_id: Any = None) -> EventLog:
+        """A new resumable event log for the answer of the session's request ``request_id``."""
+        return self.sessions.open_stream(session, request_id)
 
     @staticmethod
     def primed(session: Session) -> bool:
@@ -338,9 +348,14 @@ class McpCore:
         if stream is None:
             stream = self.sessions.standalone(session)
             return session, stream, await stream.position(), False
+        await stream.end_if_orphaned()  # its replica is gone: the client gets an error, not a stream for ever
         return session, stream, resume[1], True  # type: ignore[index]
 
-    async def alive(self, session: Session) -> bool:
+    async def alive(self, session: Session, stream: EventLog | None = None) -> bool:
+        """The session still exists; ``stream``, a stream being read, is ended with an error response when the
+        replica running its request is gone (a reader asks now and then)."""
+        if stream is not None:
+            await stream.end_if_orphaned()
         return await self.sessions.alive(session)
 
     async def push(self, session: Session, message: dict[str, Any]) -> None:
@@ -583,7 +598,10 @@ class McpCore:
     async def _handle_stateless(
         self, message: dict[str, Any], envelope: modern.Envelope, caller: Caller, emit: Emit
     ) -> dict[str, Any] | None:
-        await self.joined()
+        try:
+            await self.joined()
+        except JsonRpcError as exc:
+            return jsonrpc.error_response(message.get("id"), exc)
         return await self.stateless.handle(
             message,
             envelope,

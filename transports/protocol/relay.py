@@ -85,6 +85,9 @@ class UpstreamRelay:
         # Answers of upstream reads (resources/read) kept for their TTL (docs/governance.md, "Caching");
         # None: nothing is cached. Set where the core is built (transports/runtime.py).
         self.cache: UpstreamCache | None = None
+        # Notifications one call may bring from its upstream (0: no bound); past it the call is cancelled upstream
+        # and fails. Daphne buffers what a client does not read without limit, so a flood is stopped here.
+        self.max_notifications = 0
 
     def forget_offered(self, gateway: str) -> None:
         """The upstream's lists changed: what it offers to each profile is asked again."""
@@ -159,22 +162,43 @@ class UpstreamRelay:
             upstream_token = f"gw-{next(_token_counter)}"
             upstream_params["_meta"] = {**client_meta, "progressToken": upstream_token}
 
+        limit, notices, flooded = self.max_notifications, 0, False
+        caller = asyncio.current_task()
+
         async def relay(message: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal notices, flooded
+            if "id" not in message and limit:
+                notices += 1
+                if notices > limit:  # the rest is dropped, and the call cancelled (upstream too)
+                    if not flooded and caller is not None:
+                        flooded = True
+                        caller.cancel()
+                    return None
             if asked is not None and "id" in message:
                 asked.append(str(message.get("method")))
             return await self._from_upstream(ex, gateway, message, client_token, upstream_token)
 
         try:
-            return await self._send(ex, gateway, row, method, upstream_params, timeout, shared, tool, early, relay)
-        except UpstreamUnavailable as exc:
-            # 401 with an OAuth token or a user's own credentials: refreshed (or reloaded) once, then asked again;
-            # nothing ran upstream.
-            if exc.status != 401 or row is None or not await self.pool.auth.refused(row, ex.session.username):
+            try:
+                return await self._send(ex, gateway, row, method, upstream_params, timeout, shared, tool, early, relay)
+            except UpstreamUnavailable as exc:
+                # 401 with an OAuth token or a user's own credentials: refreshed (or reloaded) once, then asked
+                # again; nothing ran upstream.
+                if exc.status != 401 or row is None or not await self.pool.auth.refused(row, ex.session.username):
+                    raise self._failed(ex, gateway, row, exc, timeout) from None
+            try:
+                return await self._send(ex, gateway, row, method, upstream_params, timeout, shared, tool, early, relay)
+            except UpstreamUnavailable as exc:
                 raise self._failed(ex, gateway, row, exc, timeout) from None
-        try:
-            return await self._send(ex, gateway, row, method, upstream_params, timeout, shared, tool, early, relay)
-        except UpstreamUnavailable as exc:
-            raise self._failed(ex, gateway, row, exc, timeout) from None
+        except asyncio.CancelledError:
+            if not flooded or caller is None or caller.uncancel() > 0:
+                raise  # cancelled by someone else too (the client, the gateway stopping)
+            logger.warning("upstream %s sent more than %s notifications in one %s: cancelled", gateway, limit, method)
+            raise JsonRpcError(
+                jsonrpc.SERVER_ERROR,
+                f"Upstream {gateway!r} sent more than {limit} notifications for one request "
+                "(GATEWAY_UPSTREAM_MAX_NOTIFICATIONS); the request was cancelled.",
+            ) from None
 
     def _failed(
         self, ex: Exchange, gateway: str, row: dict[str, Any] | None, exc: UpstreamUnavailable, timeout: float | None

@@ -34,6 +34,10 @@ class ReplicaGone(Exception):
     """The replica that holds what a request needs did not answer."""
 
 
+class ReplicaFailed(ReplicaGone):
+    """The replica took the request and answered with an error: it is there, its handler failed."""
+
+
 def replica_group(tag: str) -> str:
     return f"mcp-r-{tag}"
 
@@ -57,6 +61,7 @@ class Mesh:
         self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._watched: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.handlers["ping"] = _pong
 
     @property
     def started(self) -> bool:
@@ -122,11 +127,24 @@ class Mesh:
                         await emit(item["message"])
                     continue
                 if "error" in item:
-                    raise ReplicaGone(f"replica {tag} failed: {item['error']}")
+                    raise ReplicaFailed(f"replica {tag} failed: {item['error']}")
                 result: dict[str, Any] | None = item.get("result")
                 return result
         finally:
             self._calls.pop(rid, None)
+
+    async def reachable(self, tag: str, timeout: float = 5.0) -> bool:
+        """Whether the replica ``tag`` answers within ``timeout`` seconds. True when the layer itself fails:
+        only a replica known to be gone counts as gone."""
+        try:
+            await self.call(tag, "ping", {}, timeout=timeout, ack_timeout=timeout)
+        except ReplicaFailed:  # a replica without "ping" (an older release, mid-upgrade) is still there
+            return True
+        except ReplicaGone:
+            return False
+        except Exception:
+            logger.warning("cannot tell whether replica %s is alive", tag, exc_info=True)
+        return True
 
     async def send(self, tag: str, kind: str, body: dict[str, Any]) -> None:
         await self.start()
@@ -230,3 +248,7 @@ class Mesh:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _pong(body: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    return {}

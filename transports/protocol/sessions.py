@@ -45,6 +45,10 @@ class EventLog(Protocol):
     async def position(self) -> int:
         """The sequence number of the latest event (a new reader starts after it)."""
 
+    async def end_if_orphaned(self) -> bool:
+        """End a request stream nobody will finish (its request ran on a replica that is gone) with the error
+        response its client waits for; True when this call ended it."""
+
 
 class EventStream:
     """An ``EventLog`` in process memory.
@@ -83,6 +87,9 @@ class EventStream:
 
     async def position(self) -> int:
         return self.seq
+
+    async def end_if_orphaned(self) -> bool:
+        return False  # one process: the reader and the request live and die together
 
     async def wait(self, after: int, timeout: float) -> bool:
         while self.seq <= after and not self.done:
@@ -239,6 +246,14 @@ class SessionLimitReached(Exception):
         self.status = status
 
 
+class SessionStoreUnavailable(SessionLimitReached):
+    """The shared session store (Redis) cannot be reached: no session can be had or served now (503), as
+    when none has room; every adapter answers both the same way."""
+
+    def __init__(self) -> None:
+        super().__init__("the session store (Redis) cannot be reached; try again shortly", 503)
+
+
 def per_user_limit_message(username: str, limit: int) -> str:
     return (
         f"user {username!r} already holds its maximum of {limit} sessions (GATEWAY_MAX_SESSIONS_PER_USER); "
@@ -344,7 +359,7 @@ class SessionStore:
     def standalone(self, session: Session) -> EventLog:
         return session.standalone
 
-    def open_stream(self, session: Session) -> EventLog:
+    def open_stream(self, session: Session, request_id: Any = None) -> EventLog:
         return session.open_request_stream()
 
     async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:

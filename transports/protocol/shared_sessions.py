@@ -13,18 +13,22 @@ picture.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from transports.protocol import jsonrpc
+from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.replicas import Mesh
 from transports.protocol.sessions import (
     EVENTS_PER_STREAM,
@@ -32,6 +36,7 @@ from transports.protocol.sessions import (
     EventLog,
     Session,
     SessionLimitReached,
+    SessionStoreUnavailable,
     per_user_limit_message,
 )
 
@@ -43,8 +48,8 @@ STANDALONE_KEEP = 64
 # arrive sooner as a `session.changed` notice; this only bounds the damage of a lost notice.
 REVALIDATE_SECONDS = 5.0
 
-# KEYS: log, counter, readers; ARGV: field, payload, ttl, keep, last ("1": also end the stream).
-# Returns {sequence, readers elsewhere}.
+# KEYS: log, counter, readers, runner; ARGV: field, payload, ttl, keep, last ("1": also end the stream), runner
+# (a request stream's: who runs the request and its id, JSON; '' for none). Returns {sequence, readers elsewhere}.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], n .. '-1', ARGV[1], ARGV[2])
@@ -53,8 +58,17 @@ if ARGV[5] == '1' then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[3])
+end
 return {n, redis.call('EXISTS', KEYS[3])}
 """
+# What a client resuming a request stream gets when the replica running the request is gone: the request ran,
+# or not, on a process that no longer exists, and nothing else will ever answer it.
+ORPHANED = (
+    "The gateway replica that was running this request has stopped; its outcome is unknown. "
+    "Send the request again if it is safe to repeat."
+)
 
 # KEYS: all sessions, the user's sessions, the record; ARGV: now, expires, most in all, most for the
 # user (0: no bound), ttl, session id, then the record's field/value pairs. Returns 0, or 1 / 2 when
@@ -72,21 +86,42 @@ return 0
 """
 
 
+def _store_call[**P, R](method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Redis out of reach (stopped, restarting, the network) becomes SessionStoreUnavailable, which every adapter
+    answers with 503; a live stream keeps going without its log (see transports/streamable_http.py)."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+            logger.warning("the session store (Redis) cannot be reached: %s", exc)
+            raise SessionStoreUnavailable() from exc
+
+    return call
+
+
 class RedisLog:
     """An ``EventLog`` in a Redis stream: entry ids are '<sequence>-1'; an entry with field 'd'
     marks the end of a request stream."""
 
-    def __init__(self, store: RedisSessionStore, session_id: str, stream_id: str, keep: int) -> None:
+    def __init__(
+        self, store: RedisSessionStore, session_id: str, stream_id: str, keep: int, *, runner: str = ""
+    ) -> None:
         self.store, self.session_id, self.id, self.keep = store, session_id, stream_id, keep
         base = f"{store.prefix}e:{session_id}:{stream_id}"
         self._log, self._counter, self._readers = base, base + ":n", base + ":r"
+        # A request stream's runner record (JSON: the replica tag running the request and the request's id),
+        # written with its events, so a replica resuming the stream can tell when nobody will ever finish it.
+        self._runner, self._runner_key = runner, base + ":w"
 
+    @_store_call
     async def _add(self, field: str, payload: bytes, last: bool = False) -> int:
         store = self.store
         seq, readers = await store.run_script(
             "append",
-            [self._log, self._counter, self._readers],
-            [field, payload, int(store.idle_timeout) + 60, self.keep, "1" if last else "0"],
+            [self._log, self._counter, self._readers, self._runner_key],
+            [field, payload, int(store.idle_timeout) + 60, self.keep, "1" if last else "0", self._runner],
         )
         if readers:
             await store.mesh.wake(self.session_id, self.id)
@@ -100,6 +135,7 @@ class RedisLog:
     async def finish(self) -> None:
         await self._add("d", b"1")
 
+    @_store_call
     async def read(self, after: int) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
         entries = await self.store.redis().xrange(self._log, f"{after + 1}-0", "+")
         events: list[tuple[int, dict[str, Any]]] = []
@@ -111,13 +147,47 @@ class RedisLog:
             events.append((int(entry_id.split(b"-")[0]), json.loads(fields[b"m"])))
         return events, done
 
+    @_store_call
     async def position(self) -> int:
         value = await self.store.redis().get(self._counter)
         return int(value or 0)
 
+    @_store_call
     async def exists(self) -> bool:
         return bool(await self.store.redis().exists(self._counter))
 
+    @_store_call
+    async def end_if_orphaned(self) -> bool:
+        """End a request stream whose request runs on a replica that no longer answers with the error response
+        its client waits for (once, whichever replica finds it first); True when this call ended it."""
+        if self.id == STANDALONE_STREAM_ID:
+            return False
+        store = self.store
+        raw = await store.redis().get(self._runner_key)
+        if raw is None:
+            return False  # the standalone stream, or a request stream from before runners were recorded
+        runner = json.loads(raw)
+        if runner.get("tag") == store.mesh.tag:
+            return False
+        last = await store.redis().xrevrange(self._log, count=1)
+        if last and b"d" in last[0][1]:
+            return False  # answered meanwhile
+        if await store.mesh.reachable(str(runner.get("tag"))):
+            return False
+        if not await store.redis().set(self._runner_key + "x", 1, nx=True, ex=int(store.idle_timeout) + 60):
+            return False
+        logger.warning(
+            "replica %s is gone: request %r of session %s ends with an error",
+            runner.get("tag"),
+            runner.get("id"),
+            self.session_id,
+        )
+        await self.append(
+            jsonrpc.error_response(runner.get("id"), JsonRpcError(jsonrpc.SERVER_ERROR, ORPHANED)), last=True
+        )
+        return True
+
+    @_store_call
     async def wait(self, after: int, timeout: float) -> bool:
         async with self.store.mesh.watch(self.session_id, self.id) as grew:
             await self.store.redis().set(self._readers, 1, ex=int(timeout) + 5)
@@ -194,6 +264,7 @@ class RedisSessionStore:
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    @_store_call
     async def create(self, *, connection: bool = False, **fields: Any) -> Session:
         username = fields["username"]
         session = Session(
@@ -234,6 +305,7 @@ class RedisSessionStore:
             "own": session.owner or "",
         }
 
+    @_store_call
     async def get(self, session_id: str) -> Session | None:
         session = self._local.get(session_id)
         now = time.monotonic()
@@ -302,6 +374,7 @@ class RedisSessionStore:
         if not exists and session.owner != self.mesh.tag:  # it expired (or ended) meanwhile
             self._forget(session.id)
 
+    @_store_call
     async def alive(self, session: Session) -> bool:
         """The session still exists; an open stream asks now and then, which also keeps it from expiring."""
         if session.closed:
@@ -322,6 +395,7 @@ class RedisSessionStore:
         task = asyncio.ensure_future(self.delete(session_id))
         task.add_done_callback(_log_failure)
 
+    @_store_call
     async def delete(self, session_id: str) -> bool:
         session = self._local.get(session_id)
         username = session.username if session is not None else None
@@ -361,6 +435,7 @@ class RedisSessionStore:
             if self.on_end is not None:
                 self.on_end(session_id)
 
+    @_store_call
     async def exists(self, session_id: str) -> bool:
         """Whether the session's record still exists (expired or ended: forgotten here), without keeping
         it alive."""
@@ -379,6 +454,7 @@ class RedisSessionStore:
                     self._refreshed.pop(old.id, None)
                     self._validated.pop(old.id, None)
 
+    @_store_call
     async def save(self, session: Session, *names: str) -> None:
         """Write the named fields (all of them when none is named) to the session's record."""
         record = self._record(session)
@@ -398,6 +474,7 @@ class RedisSessionStore:
         """Every session this process has an object for (those it served lately)."""
         return list(self._local.values())
 
+    @_store_call
     async def claim(self, session: Session, key: str) -> bool:
         if not session.shared:
             return True
@@ -411,11 +488,13 @@ class RedisSessionStore:
             return session.standalone
         return RedisLog(self, session.id, STANDALONE_STREAM_ID, STANDALONE_KEEP)
 
-    def open_stream(self, session: Session) -> EventLog:
+    def open_stream(self, session: Session, request_id: Any = None) -> EventLog:
         if not session.shared:
             return session.open_request_stream()
-        return RedisLog(self, session.id, f"r{secrets.token_hex(6)}", EVENTS_PER_STREAM)
+        runner = _dump({"tag": self.mesh.tag, "id": request_id})
+        return RedisLog(self, session.id, f"r{secrets.token_hex(6)}", EVENTS_PER_STREAM, runner=runner)
 
+    @_store_call
     async def find_stream(self, session: Session, stream_id: str) -> EventLog | None:
         if not session.shared:
             return session.find_stream(stream_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from transports.protocol.upstream import TRANSPORTS, UpstreamConfig, UpstreamError, create_client, headers, stateless
@@ -54,6 +56,17 @@ def test_sse_limits() -> None:
     parser.feed(b"data: xxx\n")
     with pytest.raises(SSEError):
         parser.feed(b"data: xxx\n")
+
+
+def test_sse_a_long_line_in_many_chunks_is_scanned_once() -> None:
+    """8 MiB of one event's data in 4 KiB chunks: linear work (rescanning the buffer at every chunk took
+    seconds of the event loop for a 16 MiB event, stalling every other session of the gateway)."""
+    parser = SSEParser(16 * 1024 * 1024)
+    line = b"data: " + b"x" * (8 * 1024 * 1024) + b"\n\n"
+    started = time.perf_counter()
+    events = feed_all(parser, *(line[i : i + 4096] for i in range(0, len(line), 4096)))
+    assert time.perf_counter() - started < 2.0
+    assert [(kind, len(data)) for kind, data, _ in events] == [("message", 8 * 1024 * 1024)]
 
 
 def test_config_repr_hides_credentials() -> None:

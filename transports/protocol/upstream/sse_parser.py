@@ -38,6 +38,9 @@ class SSEParser:
         self._has_data = False
         self._event = ""
         self._id_buffer = last_event_id
+        # Bytes of the buffer already searched for a line end (and found without one): a long line arriving in
+        # many chunks is scanned once, not once per chunk (which took seconds of the event loop for 16 MiB).
+        self._scanned = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Parse one chunk; return the events it completed."""
@@ -57,7 +60,7 @@ class SSEParser:
             self._started = True
         events: list[SSEEvent] = []
         start = 0
-        for match in _LINE_END.finditer(buffer):
+        for match in _LINE_END.finditer(buffer, self._scanned):
             end = match.start()
             if match.end() == len(buffer) and buffer[end:] == b"\r":
                 self._skip_lf = True  # CR at the very end: a LF may follow in the next chunk
@@ -67,6 +70,7 @@ class SSEParser:
             start = match.end()
         if start:
             del buffer[:start]
+        self._scanned = len(buffer)
         if len(buffer) > self.max_size:
             raise SSEError(f"SSE line longer than {self.max_size} bytes")
         return events
