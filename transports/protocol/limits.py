@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from transports.protocol import redis_client
 from transports.protocol.jsonrpc import JsonRpcError
 
 # The JSON-RPC error code of every refusal by a limit: in the implementation-defined server range
@@ -225,9 +226,7 @@ class RedisStore:
     def _take_script(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:  # a client belongs to its event loop
-            import redis.asyncio as aioredis
-
-            self._client = aioredis.Redis.from_url(self.url)
+            self._client = redis_client.async_client(self.url)
             self._loop = loop
             self._script = self._client.register_script(_TAKE)
             self._renewing = {}

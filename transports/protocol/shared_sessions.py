@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from transports.protocol import jsonrpc
+from transports.protocol import jsonrpc, redis_client
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.replicas import Mesh
 from transports.protocol.sessions import (
@@ -248,7 +248,7 @@ class RedisSessionStore:
     def redis(self) -> Any:  # redis.asyncio.Redis (its type hints do not follow decode_responses)
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = aioredis.Redis.from_url(self.url)
+            self._client = redis_client.async_client(self.url)
             self._client_loop = loop
         return self._client
 
