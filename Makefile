@@ -71,12 +71,14 @@ else
 endif
 
 # nginx is the round-robin proxy of the two-replica test (tests/replicas); Debian's nginx-light is enough.
+# redis-server: the fault tests start one of their own (on a free port) to stop and start again.
 # chromium is the browser the admin's browser tests drive with Playwright (`playwright install` is not used:
 # it downloads browser builds, which this project does not rely on).
-system-deps: ## Install the system packages the tests need (nginx-light, chromium, with apt-get) when they are missing
+system-deps: ## Install the system packages the tests need (nginx-light, chromium, redis-server, with apt-get) when they are missing
 	@missing=; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -z "$$missing" ]; then :; \
 	elif ! command -v apt-get >/dev/null; then \
 		echo "make: missing$$missing and no apt-get here; install them (the replica and browser tests need them)" >&2; exit 1; \
