@@ -1,0 +1,54 @@
+"""What the fuzzer found, pinned as exact exchanges on the transports where each showed (the fuzz gateway of
+tests/fuzz/conftest.py; its autouse fixture fails a test whose exchanges make the gateway log a traceback)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.fuzz.wire import FuzzGateway, SseSession, WsSession, http_exchange
+
+ACCEPT = "application/json, text/event-stream"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}},
+}
+
+
+def session_headers(gateway: FuzzGateway, session: str, version: str = "2025-11-25") -> dict[str, str | bytes]:
+    return gateway.auth(accept=ACCEPT, **{"mcp-session-id": session, "mcp-protocol-version": version})
+
+
+def ping_answered(session: SseSession | WsSession, gateway: FuzzGateway) -> None:
+    ident = gateway.next_id("ping")
+    session.request({"jsonrpc": "2.0", "id": ident, "method": "ping"})
+    assert session.drain_until(ident, "ping")[-1] == {"jsonrpc": "2.0", "id": ident, "result": {}}
+
+
+# -- an Origin header that is not a URL ---------------------------------------------------------------------
+
+BAD_ORIGIN = "http://[::1"  # urlsplit raises ValueError: the edge answered 500 on every transport
+
+
+@pytest.mark.parametrize(("path", "verb"), [("/mcp", "POST"), ("/rpc", "POST"), ("/sse", "GET")])
+def test_an_origin_that_is_not_a_url_is_refused_with_403(fuzz_gateway: FuzzGateway, path: str, verb: str) -> None:
+    headers = fuzz_gateway.auth(accept=ACCEPT, origin=BAD_ORIGIN)
+    reply = http_exchange(fuzz_gateway.base, verb, path, orjson.dumps(INITIALIZE), headers)
+    assert reply.status == 403, reply
+    assert reply.messages[0]["error"]["code"] == -32600
+
+
+def test_a_websocket_handshake_with_an_origin_that_is_not_a_url_is_refused(fuzz_gateway: FuzzGateway) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            fuzz_gateway.base.replace("http://", "ws://") + "/ws",
+            subprotocols=["mcp"],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {fuzz_gateway.token}", "Origin": BAD_ORIGIN},
+            open_timeout=10,
+        ).__enter__()
+    # daphne's WebSocket layer refuses this Origin itself (400), before the gateway's check would (403).
+    assert refused.value.response.status_code in (400, 403)
