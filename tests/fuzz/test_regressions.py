@@ -52,3 +52,27 @@ def test_a_websocket_handshake_with_an_origin_that_is_not_a_url_is_refused(fuzz_
         ).__enter__()
     # daphne's WebSocket layer refuses this Origin itself (400), before the gateway's check would (403).
     assert refused.value.response.status_code in (400, 403)
+
+
+# -- 2025-03-26 batches: an invalid item is answered with its id ---------------------------------------------
+
+
+def test_an_invalid_batch_item_is_answered_with_its_id(fuzz_gateway: FuzzGateway) -> None:
+    """JSON-RPC 2.0 section 5: the id is null only when it could not be read."""
+    session = fuzz_gateway.session("2025-03-26")
+    batch = [
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": "x"},
+        {"jsonrpc": "1.0", "id": "six", "method": "ping"},
+        {"jsonrpc": "2.0", "id": 7, "method": "ping"},
+        {"id": [1], "method": "ping"},
+    ]
+    reply = http_exchange(
+        fuzz_gateway.base, "POST", "/mcp", orjson.dumps(batch), session_headers(fuzz_gateway, session, "2025-03-26")
+    )
+    assert reply.status == 200, reply
+    assert [(answer["id"], "error" in answer) for answer in reply.messages] == [
+        (5, True),
+        ("six", True),
+        (7, False),
+        (None, True),
+    ]

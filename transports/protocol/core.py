@@ -516,7 +516,7 @@ class McpCore:
             try:
                 message = jsonrpc.validate(item)
             except JsonRpcError as exc:
-                answers.append(jsonrpc.error_response(None, exc))
+                answers.append(jsonrpc.error_response(_id_of(item), exc))
                 continue
             if jsonrpc.kind(message) != "request":
                 await self.take(session, message)
