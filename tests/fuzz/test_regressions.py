@@ -3,6 +3,8 @@ tests/fuzz/conftest.py; its autouse fixture fails a test whose exchanges make th
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -76,3 +78,42 @@ def test_an_invalid_batch_item_is_answered_with_its_id(fuzz_gateway: FuzzGateway
         (7, False),
         (None, True),
     ]
+
+
+# -- notifications/cancelled whose requestId cannot name a request ------------------------------------------
+
+ODD_REQUEST_IDS = [[1], {"a": 1}, None, True, 1.5]
+
+
+@pytest.mark.parametrize("request_id", ODD_REQUEST_IDS)
+def test_streamable_http_ignores_a_cancellation_that_names_no_request(fuzz_gateway: FuzzGateway, request_id: Any):
+    """It answered 500 (a list or an object cannot be looked up among the requests in flight)."""
+    session = fuzz_gateway.session()
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
+    headers = session_headers(fuzz_gateway, session)
+    assert http_exchange(fuzz_gateway.base, "POST", "/mcp", orjson.dumps(cancel), headers).status == 202
+    ping = orjson.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    assert http_exchange(fuzz_gateway.base, "POST", "/mcp", ping, headers).messages[0]["result"] == {}
+
+
+@pytest.mark.parametrize("request_id", ODD_REQUEST_IDS)
+def test_sse_ignores_a_cancellation_that_names_no_request(fuzz_gateway: FuzzGateway, request_id: Any) -> None:
+    """It answered 500 to the POST."""
+    session = SseSession(fuzz_gateway).initialize()
+    try:
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
+        assert session.post(orjson.dumps(cancel), fuzz_gateway.auth()).status == 202
+        ping_answered(session, fuzz_gateway)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("request_id", ODD_REQUEST_IDS)
+def test_a_websocket_ignores_a_cancellation_that_names_no_request(fuzz_gateway: FuzzGateway, request_id: Any):
+    """It dropped the connection (and with it the session)."""
+    session = WsSession(fuzz_gateway).initialize()
+    try:
+        session.request({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}})
+        ping_answered(session, fuzz_gateway)
+    finally:
+        session.close()
