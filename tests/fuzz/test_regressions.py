@@ -10,7 +10,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.fuzz.wire import FuzzGateway, SseSession, WsSession, http_exchange
+from tests.fuzz.strategies import deep
+from tests.fuzz.wire import FuzzGateway, Reply, SseSession, WsSession, http_exchange
 
 ACCEPT = "application/json, text/event-stream"
 INITIALIZE = {
@@ -117,3 +118,83 @@ def test_a_websocket_ignores_a_cancellation_that_names_no_request(fuzz_gateway: 
         ping_answered(session, fuzz_gateway)
     finally:
         session.close()
+
+
+# -- bodies nested deeper than the gateway can write ---------------------------------------------------------
+
+
+def too_deep_id() -> bytes:
+    return b'{"jsonrpc":"2.0","id":' + deep(300, "array").encode() + b',"method":"ping"}'
+
+
+def deep_arguments(depth: int) -> dict[str, Any]:
+    """A 2026-07-28 tools/call of the wrapped tool whose argument `b` nests ``depth`` levels (the body: 3 more)."""
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {
+            "name": "wrapped_add",
+            "arguments": {"a": 1, "b": orjson.loads(str(deep(depth, "array")))},
+            "_meta": envelope,
+        },
+    }
+
+
+def assert_parse_error(reply: Reply) -> None:
+    assert reply.status == 400, reply
+    assert reply.messages[0]["error"]["code"] == -32700
+    assert "nested more than 200 levels" in reply.messages[0]["error"]["message"]
+
+
+def test_rpc_refuses_a_body_nested_too_deep(fuzz_gateway: FuzzGateway) -> None:
+    """An id nested 300 deep answered 500 (the error message quoted it with orjson, which writes 254 levels)."""
+    assert_parse_error(http_exchange(fuzz_gateway.base, "POST", "/rpc", too_deep_id(), fuzz_gateway.auth()))
+    body = (  # nested past what orjson writes: built as text
+        b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"x","arguments":{"a":'
+        + deep(260, "object").encode()
+        + b"}}}"
+    )
+    assert_parse_error(http_exchange(fuzz_gateway.base, "POST", "/rpc", body, fuzz_gateway.auth()))
+
+
+def test_streamable_http_refuses_a_body_nested_too_deep(fuzz_gateway: FuzzGateway) -> None:
+    """In a session, the id nested 300 deep answered 500 (as on /rpc)."""
+    headers = session_headers(fuzz_gateway, fuzz_gateway.session())
+    assert_parse_error(http_exchange(fuzz_gateway.base, "POST", "/mcp", too_deep_id(), headers))
+
+
+def test_the_sse_message_endpoint_refuses_a_body_nested_too_deep(fuzz_gateway: FuzzGateway) -> None:
+    session = SseSession(fuzz_gateway).initialize()
+    try:
+        assert_parse_error(session.post(too_deep_id(), fuzz_gateway.auth()))
+        ping_answered(session, fuzz_gateway)
+    finally:
+        session.close()
+
+
+def test_a_websocket_answers_a_frame_nested_too_deep_and_goes_on(fuzz_gateway: FuzzGateway) -> None:
+    """The frame killed the connection."""
+    session = WsSession(fuzz_gateway).initialize()
+    try:
+        assert session.send(too_deep_id().decode())
+        error = session.frames.get(timeout=10)
+        assert error["id"] is None
+        assert error["error"]["code"] == -32700
+        ping_answered(session, fuzz_gateway)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("path", ["/rpc", "/mcp"])
+def test_nesting_within_the_bound_is_served(fuzz_gateway: FuzzGateway, path: str) -> None:
+    """197 levels of arguments (200 in the body) reach the tool, whose schema refuses them: a tool error."""
+    message = deep_arguments(197)
+    headers = fuzz_gateway.modern_headers("tools/call", "wrapped_add")
+    reply = http_exchange(fuzz_gateway.base, "POST", path, orjson.dumps(message), headers)
+    assert reply.status == 200, reply
+    assert reply.messages[-1]["result"]["isError"] is True
