@@ -198,3 +198,13 @@ def test_nesting_within_the_bound_is_served(fuzz_gateway: FuzzGateway, path: str
     reply = http_exchange(fuzz_gateway.base, "POST", path, orjson.dumps(message), headers)
     assert reply.status == 200, reply
     assert reply.messages[-1]["result"]["isError"] is True
+
+
+# -- /rpc: a tools/call whose name is not a string -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [[1], {"a": 1}])
+def test_rpc_answers_a_tool_name_that_is_not_a_string_with_invalid_params(fuzz_gateway: FuzzGateway, name: Any):
+    """It answered 500: the name was looked up among the tools before anything checked it was a string."""
+    answer = fuzz_gateway.rpc({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name}})
+    assert answer["error"] == {"code": -32602, "message": "Invalid params: tools/call needs a tool name."}
