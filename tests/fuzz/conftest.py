@@ -5,9 +5,10 @@ suite is marked backend_independent in tests/conftest.py): the project's fixture
 function tool that checks its arguments against its input schema, a local resource and a local prompt, and a
 virtual server 'fz' over all of them. Tools time out after a few seconds, so "never a hang" has a bound.
 
-Profiles (MCPGW_FUZZ_PROFILE): `ci` (the default, what `make test` runs: few examples, derandomized, so a
-failure reproduces from the same seed) and `long` (by hand: many more examples, random seeds, and Hypothesis's
-example database under .hypothesis/ so a failure found once is replayed first next time).
+Profiles (MCPGW_FUZZ_PROFILE): `ci` (the default, what `make test` runs: 100 examples per transport,
+derandomized, so a failure reproduces from the same seed on any machine) and `long` (by hand: 2000 examples per
+transport, random seeds, and Hypothesis's example database under .hypothesis/, so a failure found once is
+replayed first the next time). MCPGW_FUZZ_EXAMPLES overrides either profile's count.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fixtures.servers import running_upstream
-from tests.fuzz.wire import FuzzGateway, read_catalog
+from tests.fuzz.wire import MAX_BODY, FuzzGateway, read_catalog
 from tests.transports.conftest import start_live_gateway
 
 PROFILE_ENV = "MCPGW_FUZZ_PROFILE"
 TOOL_TIMEOUT = "4"  # seconds: GATEWAY_TOOL_TIMEOUT, the gateway's own bound on a call
-MAX_BODY = 256 * 1024  # GATEWAY_MAX_BODY_BYTES: "huge" bodies cross it, so both sides of the bound are tried
 
 _common = {
     "deadline": None,  # a live gateway's latency is not the property under test; the exchange timeout is
@@ -33,7 +33,7 @@ _common = {
 }
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("MCPGW_FUZZ_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("MCPGW_FUZZ_EXAMPLES", "100")),
     derandomize=True,
     database=None,
     **_common,

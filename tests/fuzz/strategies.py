@@ -326,7 +326,7 @@ def params_for(draw: st.DrawFn, method: str, catalog: Catalog) -> Any:
         "subscriptions/listen": st.fixed_dictionaries(
             {},
             optional={
-                "filter": st.one_of(
+                "notifications": st.one_of(
                     st.fixed_dictionaries(
                         {},
                         optional={
@@ -347,7 +347,28 @@ def params_for(draw: st.DrawFn, method: str, catalog: Catalog) -> Any:
     }
     listing = st.fixed_dictionaries({}, optional={"cursor": st.one_of(st.text(max_size=30), any_value())})
     strategy = plausible.get(method, listing if method.endswith("/list") else objects())
-    return draw(st.one_of(strategy, strategy, strategy, st.just({}), any_value()))
+    params = draw(st.one_of(strategy, strategy, strategy, st.just({}), any_value()))
+    if isinstance(params, dict) and params and draw(st.booleans()):
+        # Right in shape but for one member of the wrong type: what finds a `.get()` on a list or a dict key
+        # that cannot be hashed.
+        key = draw(st.sampled_from(sorted(params)))
+        params = {**params, key: draw(wrong_types())}
+    return params
+
+
+def wrong_types() -> st.SearchStrategy[Any]:
+    """A value of a type no MCP field expects where the strategies above put one."""
+    return st.one_of(
+        st.lists(json_scalars, min_size=1, max_size=2),
+        st.dictionaries(st.text(max_size=4), json_scalars, min_size=1, max_size=2),
+        st.just([]),
+        st.just({}),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        _big_ints(),
+        deep_values(),
+    )
 
 
 @st.composite
@@ -355,11 +376,11 @@ def messages(draw: st.DrawFn, catalog: Catalog, *, era: str = "any") -> Any:
     """One JSON-RPC message: a request, a notification or a response, in one era's shape or another's, with
     any of its fields wrong, missing or extra. ``era``: "modern" adds a `_meta` envelope most of the time,
     "legacy" rarely, "any" half the time."""
-    kind = draw(st.sampled_from(["request"] * 6 + ["notification"] * 2 + ["response", "junk"]))
+    kind = draw(st.sampled_from(["request"] * 5 + ["notification"] * 3 + ["response", "junk"]))
     if kind == "junk":  # not shaped like a message at all
         return draw(st.one_of(any_value(), st.lists(json_values, max_size=3), objects()))
     message: dict[str, Any] = {}
-    jsonrpc = draw(st.one_of(st.just("2.0"), st.just("2.0"), st.just("2.0"), st.just(MISSING), any_value()))
+    jsonrpc = draw(st.one_of(*[st.just("2.0")] * 5, st.just(MISSING), any_value()))
     if jsonrpc is not MISSING:
         message["jsonrpc"] = jsonrpc
     if kind == "response":
@@ -371,18 +392,10 @@ def messages(draw: st.DrawFn, catalog: Catalog, *, era: str = "any") -> Any:
         )
         message.update(body)
         return message
-    method = draw(
-        st.one_of(
-            st.sampled_from(TARGETED if kind == "request" else ("notifications/cancelled", "notifications/progress")),
-            st.sampled_from(REQUESTS if kind == "request" else NOTIFICATIONS),
-            st.sampled_from(REQUESTS if kind == "request" else NOTIFICATIONS),
-            st.sampled_from(REQUESTS + NOTIFICATIONS),
-            st.sampled_from(ODD_METHODS),
-            st.text(max_size=30),
-            st.just(MISSING),
-            any_value(),
-        )
-    )
+    targeted = st.sampled_from(TARGETED if kind == "request" else ("notifications/cancelled", "notifications/progress"))
+    known = st.sampled_from(REQUESTS if kind == "request" else NOTIFICATIONS)
+    odd = st.one_of(st.sampled_from(ODD_METHODS), st.text(max_size=30), st.just(MISSING), any_value())
+    method = draw(st.one_of(targeted, targeted, targeted, known, known, st.sampled_from(REQUESTS + NOTIFICATIONS), odd))
     if method is not MISSING:
         message["method"] = method
     if kind == "request" or draw(st.integers(0, 9)) == 0:  # now and then a notification with an id too
