@@ -65,7 +65,10 @@ def origin_allowed(origin: str | None, host: str) -> bool:
     allowed = settings.GATEWAY_ALLOWED_ORIGINS
     if "*" in allowed or origin in allowed:
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # not a URL at all (e.g. "http://[::1"): no origin of ours
+        return False
     return bool(parts.netloc) and parts.netloc == host
 
 

@@ -447,10 +447,12 @@ class McpCore:
                 await self.sessions.save(session, "initialized")
         elif method == mcp.CANCELLED:
             request_id = params.get("requestId")
-            task = session.in_flight.get(request_id)  # type: ignore[arg-type]
+            if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+                return  # names no request (basic/utilities/cancellation: unknown ids are ignored)
+            task = session.in_flight.get(request_id)
             if task is not None:
                 task.cancel()
-            elif self.mesh is not None and session.shared and isinstance(request_id, str | int):
+            elif self.mesh is not None and session.shared:
                 # The call may run on another replica: every replica looks for it.
                 await self.mesh.broadcast("cancel", {"sid": session.id, "requestId": request_id})
         # notifications/progress and roots/list_changed from the client need no action yet.
@@ -531,7 +533,7 @@ class McpCore:
             try:
                 message = jsonrpc.validate(item)
             except JsonRpcError as exc:
-                answers.append(jsonrpc.error_response(None, exc))
+                answers.append(jsonrpc.error_response(_id_of(item), exc))
                 continue
             if jsonrpc.kind(message) != "request":
                 await self.take(session, message)

@@ -74,12 +74,37 @@ def dumps(message: Any) -> bytes:
     return orjson.dumps(message)
 
 
+# How deep a client's message may nest. orjson reads JSON nested up to 1024 levels but writes at most 254
+# (deeper raises TypeError), and the gateway writes what it reads: relayed upstream, digested for MRTR,
+# quoted in an error. So what it could not write is refused as it reads it, like what it could not read,
+# with room left for the levels the gateway wraps around a client's values.
+MAX_DEPTH = 200
+
+
 def loads(body: bytes | str) -> Any:
-    """Parse JSON; a JsonRpcError(-32700) on malformed input."""
+    """Parse JSON; a JsonRpcError(-32700) on malformed input or nesting deeper than MAX_DEPTH."""
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise JsonRpcError(PARSE_ERROR, f"Parse error: {exc}", http_status=400) from None
+    # Only a body with that many brackets at all can nest that deep: most bodies skip the walk.
+    opening = body.count(b"[") + body.count(b"{") if isinstance(body, bytes) else body.count("[") + body.count("{")
+    if opening > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+        raise JsonRpcError(PARSE_ERROR, f"Parse error: JSON nested more than {MAX_DEPTH} levels deep.", http_status=400)
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def response(id_: Id | None, result: dict[str, Any]) -> dict[str, Any]:

@@ -108,7 +108,8 @@ class StatelessHandler:
             if owner is not None:
                 return await self._forward_round(owner, message, username, scopes, server, emit, headers)
             if method == mcp.TOOLS_CALL:
-                tool = view.tool_by_name.get(params.get("name"))  # type: ignore[arg-type]
+                name = params.get("name")  # not a string: the method table says so (-32602)
+                tool = view.tool_by_name.get(name) if isinstance(name, str) else None
                 arguments = params.get("arguments")
                 if tool is not None and isinstance(arguments, dict):
                     modern.check_param_headers(tool.wire.get("inputSchema") or {}, arguments, headers)
