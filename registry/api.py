@@ -1,7 +1,6 @@
 """The catalog's REST API: CRUD with paginated, filterable lists for every entity, export/import,
 and tokens. Mounted under /api/ by gateway_project.api."""
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +14,9 @@ from ninja.utils import check_csrf
 from registry import audit, auth, catalog_sync, exchange, oauth, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
-from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput, NotFound
+from registry.exceptions import AuthenticationFailed, Forbidden, InvalidInput, NotFound
 from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.parsers import json_body
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ERRORS = {400: schemas.Error, 401: schemas.Error, 403: schemas.Error, 413: schemas.Error, 422: schemas.Error}
@@ -297,12 +297,8 @@ def export_catalog(request: HttpRequest, include_secrets: bool = False) -> Any:
 def import_catalog(request: HttpRequest, dry_run: bool = False, overwrite: bool = False) -> Any:
     """Create what is missing, leave identical entries alone, report conflicts (or overwrite them),
     all or nothing. The body is a document from /api/export."""
-    try:
-        document = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"Malformed JSON in the request body: {exc}.") from None  # 400, as for other bodies
     report = exchange.catalog_import(
-        document=document,
+        document=json_body(request),
         dry_run=dry_run,
         overwrite=overwrite,
         passphrase=request.headers.get("X-Catalog-Passphrase") or None,

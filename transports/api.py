@@ -15,7 +15,8 @@ from ninja.errors import ValidationError
 from registry import schemas
 from registry.api import CALL, ERRORS, WRITE
 from registry.auth import Principal
-from registry.exceptions import CatalogError, InvalidInput
+from registry.exceptions import InvalidInput
+from registry.parsers import json_body
 from transports import openapi_sources
 from transports.protocol.core import Caller
 from transports.tool_calls import tool_call
@@ -120,11 +121,7 @@ def _import_options(request: HttpRequest) -> dict[str, Any]:
             options["source"] = options.get("source") or upload.name
         return options
     try:
-        raw = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"Malformed JSON in the request body: {exc}.") from None
-    try:
-        payload = OpenApiImportIn.model_validate(raw)
+        payload = OpenApiImportIn.model_validate(json_body(request))  # 415 for other media types
     except pydantic.ValidationError as exc:
         raise ValidationError(list(exc.errors(include_url=False))) from None  # type: ignore[arg-type]
     return payload.model_dump()
