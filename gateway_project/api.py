@@ -24,7 +24,34 @@ from registry.parsers import JsonBodyParser
 from transports.api import router as transports_router
 from transports.rpc import router as rpc_router
 
-api = NinjaAPI(
+class GatewayAPI(NinjaAPI):
+    """The NinjaAPI whose document says of parameters what HTTP can carry: a query string or header has no
+    null (a parameter left out is the "none"), so the null branch pydantic gives an optional parameter goes."""
+
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        document = super().get_openapi_schema(**kwargs)
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    _drop_null(parameter.get("schema", {}))
+        return document
+
+
+def _drop_null(schema: dict[str, Any]) -> None:
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list) or {"type": "null"} not in branches:
+        return
+    rest = [branch for branch in branches if branch != {"type": "null"}]
+    del schema["anyOf"]
+    if len(rest) == 1:
+        schema.update(rest[0])
+    else:
+        schema["anyOf"] = rest
+    if schema.get("default", ...) is None:
+        del schema["default"]
+
+
+api = GatewayAPI(
     title="MCP Gateway API",
     version="1",
     description="Manage the catalog of MCP Gateway: upstream gateways, tools, resources, templates, "

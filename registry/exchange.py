@@ -143,8 +143,10 @@ def _check_document(document: Any) -> None:
         raise InvalidInput(
             f"Unsupported export version {document.get('version')!r}; this gateway reads version {VERSION}."
         )
-    if not isinstance(document.get("secrets") or {}, dict):
+    if not isinstance(document.get("secrets", {}), dict):
         raise InvalidInput("'secrets' must be a JSON object (as catalog_export writes it).")
+    if not isinstance(document.get("exported_at", ""), str):
+        raise InvalidInput("'exported_at' must be a string (as catalog_export writes it).")
     known = {"format", "version", "exported_at", "secrets", *(kind.key for kind in KINDS)}
     unknown = sorted(set(document) - known)
     if unknown:

@@ -13,7 +13,7 @@ from ninja import Field, Router, Schema
 from ninja.errors import ValidationError
 
 from registry import schemas
-from registry.api import CALL, ERRORS, WRITE
+from registry.api import BODY_ERRORS, CALL, NOT_FOUND, WRITE
 from registry.auth import Principal
 from registry.exceptions import InvalidInput
 from registry.parsers import json_body
@@ -54,7 +54,7 @@ class OpenApiImportIn(schemas.In):
 
 @router.post(
     "/tools/{name}/call",
-    response={200: ToolCallOut, 404: schemas.Error, 503: schemas.Error, **ERRORS},
+    response={200: ToolCallOut, **NOT_FOUND, **BODY_ERRORS},
     auth=CALL,
     exclude_none=True,
     operation_id="tools_call",
@@ -129,7 +129,7 @@ def _import_options(request: HttpRequest) -> dict[str, Any]:
 
 @router.post(
     "/tools/openapi-import",
-    response={200: dict[str, Any], **ERRORS},
+    response={200: dict[str, Any], **BODY_ERRORS},
     auth=WRITE,
     operation_id="tools_openapi_import",
     summary="Import REST tools from an OpenAPI document",
