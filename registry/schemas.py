@@ -163,7 +163,8 @@ def partial(schema: type[Schema], name: str) -> type[Schema]:
         fields[field] = (info.annotation, optional)
     not_nullable = [field for field, info in schema.model_fields.items() if type(None) not in get_args(info.annotation)]
     before = {"_not_null": field_validator(*not_nullable, mode="before")(_not_null)} if not_nullable else {}
-    return create_model(name, __base__=In, __validators__=before, **fields)
+    # The full schema as base: its own validators (a blob must be base64...) check a PATCH's fields too.
+    return create_model(name, __base__=schema, __validators__=before, **fields)
 
 
 class Error(Schema):

@@ -26,6 +26,7 @@ BACKEND_INDEPENDENT = (
     "tests/transports/test_failover.py",
     "tests/transports/test_stdio_supervision.py",
     "tests/fixtures/test_upstream_fixture.py",
+    "tests/registry/test_openapi_fuzz.py",
     "tests/transports/test_everything.py",
     "tests/transports/test_modern.py",
     "tests/transports/test_modern_clients.py",

@@ -9,13 +9,14 @@ from typing import Any
 import pydantic
 from django.conf import settings
 from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParserError
 from ninja import Field, Router, Schema
 from ninja.errors import ValidationError
 
 from registry import schemas
 from registry.api import BODY_ERRORS, CALL, NOT_FOUND, WRITE
 from registry.auth import Principal
-from registry.exceptions import InvalidInput
+from registry.exceptions import CatalogError, InvalidInput
 from registry.parsers import json_body
 from transports import openapi_sources
 from transports.protocol.core import Caller
@@ -99,7 +100,10 @@ _IMPORT_BODY = {
 def _import_options(request: HttpRequest) -> dict[str, Any]:
     """The options of an import request, from a JSON body or a multipart form with a file."""
     if (request.content_type or "").lower() == "multipart/form-data":
-        form = request.POST
+        try:
+            form = request.POST
+        except MultiPartParserError as exc:
+            raise CatalogError(f"The multipart body cannot be read: {exc}.") from None  # 400
         options: dict[str, Any] = {
             key: form.get(key) or None for key in ("url", "source", "server", "base_url") if key in form
         }
