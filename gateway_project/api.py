@@ -24,6 +24,7 @@ from registry.parsers import JsonBodyParser
 from transports.api import router as transports_router
 from transports.rpc import router as rpc_router
 
+
 class GatewayAPI(NinjaAPI):
     """The NinjaAPI whose document says of parameters what HTTP can carry: a query string or header has no
     null (a parameter left out is the "none"), so the null branch pydantic gives an optional parameter goes."""

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from registry import exchange, services
 from registry.exceptions import InvalidInput
 from registry.models import Tool
-from tests.factories import ToolFactory
+from tests.factories import ResourceFactory, ToolFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -193,3 +193,63 @@ def test_malformed_json_is_a_400_saying_where(staff_client):
     assert detail.startswith("Malformed JSON in the request body")
     detail = assert_json_error(staff_client.post("/api/tools", data=b"\xff\xfe{", content_type="application/json"), 400)
     assert detail.startswith("Malformed JSON in the request body")
+
+
+# -- what schemathesis found (tests/registry/test_openapi_fuzz.py), each now a refusal, not a 500 or a pass --
+
+
+def test_a_patch_with_a_blob_that_is_not_base64_is_422(staff_client):
+    resource = ResourceFactory()
+    response = staff_client.patch(
+        f"/api/resources/{resource.pk}", data='{"blob": "AAA"}', content_type="application/json"
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == "blob"
+
+
+def test_a_gateway_url_urlsplit_cannot_read_is_422(staff_client):
+    response = staff_client.post_json("/api/gateways?sync=false", {"name": "bad", "url": "http://[oops/mcp"})
+    assert response.status_code == 422
+    assert "url" in response.json()["errors"]
+
+
+def test_revoking_an_id_longer_than_any_jti_is_422(staff_client):
+    response = staff_client.post_json("/api/tokens/revoke", {"token": "x" * 200})
+    assert response.status_code == 422
+    assert staff_client.post(f"/api/tokens/{'x' * 200}/revoke").status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/api/servers", {"name": "s1", "enabled": 0}), ("/api/tools/validate", {"name": "t", "tags": "x"})],
+)
+def test_body_values_must_have_their_json_type(staff_client, path, body):
+    """No lax coercion: 0 is not false, a string is not a list (the document says boolean, array)."""
+    assert staff_client.post_json(path, body).status_code == 422
+
+
+def test_a_patch_may_not_null_a_field_that_is_not_nullable(staff_client):
+    tool = ToolFactory(name="t4")
+    response = staff_client.patch_json(f"/api/tools/{tool.pk}", {"title": None})
+    assert response.status_code == 422
+    assert "leave the field out" in response.json()["detail"]
+
+
+def test_an_import_whose_secrets_is_not_an_object_is_422(staff_client):
+    document = exchange.catalog_export() | {"secrets": ""}
+    assert staff_client.post_json("/api/import", document).status_code == 422
+
+
+@pytest.mark.parametrize("value", ["0.5", "2026-01-01", "2026-01-01T00:00:00"])
+def test_audit_times_must_be_rfc_3339(staff_client, value):
+    """A bare number (read as a Unix time) or a time without its offset is refused, as the document says."""
+    assert staff_client.get("/api/audit", {"since": value}).status_code == 422
+    assert staff_client.get("/api/audit", {"since": "2026-01-01T00:00:00Z"}).status_code == 200
+
+
+def test_a_multipart_body_without_a_boundary_is_a_json_400(staff_client):
+    response = staff_client.generic(
+        "POST", "/api/tools/openapi-import", data=b"--x--\r\n", content_type="multipart/form-data"
+    )
+    detail = assert_json_error(response, 400)
+    assert "multipart" in detail
