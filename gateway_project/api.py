@@ -26,16 +26,47 @@ from transports.rpc import router as rpc_router
 
 
 class GatewayAPI(NinjaAPI):
-    """The NinjaAPI whose document says of parameters what HTTP can carry: a query string or header has no
-    null (a parameter left out is the "none"), so the null branch pydantic gives an optional parameter goes."""
+    """The NinjaAPI whose document says two things ninja's alone does not: of parameters, what HTTP can carry
+    (a query string or header has no null: a parameter left out is the "none", so the null branch pydantic
+    gives an optional parameter goes); and, as OpenAPI links, that what a create answers (an id, a name, a jti)
+    is what the operations on the created entry take in their path."""
 
     def get_openapi_schema(self, **kwargs: Any) -> Any:
         document = super().get_openapi_schema(**kwargs)
-        for operations in document.get("paths", {}).values():
+        paths = document.get("paths", {})
+        for operations in paths.values():
             for operation in operations.values():
                 for parameter in operation.get("parameters", []):
                     _drop_null(parameter.get("schema", {}))
+        _link_creates(paths, document.get("components", {}).get("schemas", {}))
         return document
+
+
+def _link_creates(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    for collection, operations in paths.items():
+        responses = operations.get("post", {}).get("responses", {})
+        created = responses.get(201) or responses.get("201")  # ninja's keys are ints until rendered
+        if created is None:
+            continue
+        schema = created.get("content", {}).get("application/json", {}).get("schema", {})
+        fields = components.get(schema.get("$ref", "").rsplit("/", 1)[-1], {}).get("properties", {})
+        links: dict[str, Any] = {}
+        for path, targets in paths.items():
+            head, _, rest = path.removeprefix(collection + "/").partition("/")
+            if not path.startswith(collection + "/{") or not head.endswith("}"):
+                continue
+            parameter = head.strip("{}")
+            field = "id" if parameter == "pk" else parameter
+            if field not in fields:
+                continue
+            for method, target in targets.items():
+                name = f"{method}_{rest.replace('-', '_').replace('/', '_') or 'entry'}"
+                links[name] = {
+                    "operationId": target["operationId"],
+                    "parameters": {parameter: f"$response.body#/{field}"},
+                }
+        if links:
+            created["links"] = links
 
 
 def _drop_null(schema: dict[str, Any]) -> None:

@@ -152,3 +152,15 @@ def test_a_validator_accepts_only_what_its_pattern_says(rule):
         assert _accepts(check, value) == _document_accepts(pattern, value), value
 
     either()
+
+
+def test_a_create_links_to_the_operations_on_what_it_created(document):
+    """OpenAPI links: the id (name, jti) a create answers is the path parameter of the created entry's operations,
+    so a client or a stateful fuzzer can follow them."""
+    links = document["paths"]["/api/tools"]["post"]["responses"]["201"]["links"]
+    assert links["get_entry"] == {"operationId": "tools_read", "parameters": {"pk": "$response.body#/id"}}
+    assert links["post_call"] == {"operationId": "tools_call", "parameters": {"name": "$response.body#/name"}}
+    revoke = document["paths"]["/api/tokens"]["post"]["responses"]["201"]["links"]["post_revoke"]
+    assert revoke["parameters"] == {"jti": "$response.body#/jti"}
+    gateway_links = document["paths"]["/api/gateways"]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in gateway_links.values()} >= {"gateways_check", "gateways_delete"}
