@@ -315,8 +315,19 @@ def export_catalog(request: HttpRequest, include_secrets: bool = False, passphra
     return exchange.catalog_export(include_secrets=include_secrets, passphrase=passphrase or None)
 
 
-# The body is read by json_body (not a schema: an export of another version must reach the import's own
-# checks); the document describes it.
+def _import_item(kind: exchange.Kind) -> dict[str, Any]:
+    """An entry of an export as the import reads it: the kind's create body, with its secrets (when exported)
+    as credentials_encrypted instead of credentials."""
+    schema = kind.schema.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    schema["properties"].pop("credentials", None)
+    if kind.model in exchange.WITH_SECRETS:
+        schema["properties"]["credentials_encrypted"] = {"type": "string"}
+    return schema
+
+
+# The body is read by json_body (an export of another version must reach the import's own checks, not a
+# schema's); the document describes it.
 _IMPORT_BODY = {
     "requestBody": {
         "required": True,
@@ -332,17 +343,7 @@ _IMPORT_BODY = {
                         "version": {"const": exchange.VERSION},
                         "exported_at": {"type": "string"},
                         "secrets": {"type": "object"},
-                        **{
-                            kind.key: {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": [kind.natural_key],
-                                    "properties": {kind.natural_key: {"type": "string"}},
-                                },
-                            }
-                            for kind in exchange.KINDS
-                        },
+                        **{kind.key: {"type": "array", "items": _import_item(kind)} for kind in exchange.KINDS},
                     },
                 }
             }

@@ -49,7 +49,7 @@ KINDS = (
     Kind("servers", VirtualServer, "name", schemas.VirtualServerIn),
 )
 # The kinds whose entries hold encrypted credentials (``credentials_encrypted``, ``get_credentials``).
-_WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
+WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
 _MEMBER_KEYS = {
     "tools": "name",
     "resources": "uri",
@@ -176,7 +176,7 @@ def _catalog_import(*, document: Any, dry_run: bool, overwrite: bool, passphrase
             item = _validate_item(kind, raw, where)
             key = item[kind.natural_key]
             credentials = None
-            if kind.model in _WITH_SECRETS and "credentials_encrypted" in item:
+            if kind.model in WITH_SECRETS and "credentials_encrypted" in item:
                 if read_secret is None:
                     raise InvalidInput(f"{where}: credentials_encrypted given but the export has no 'secrets' header.")
                 try:
@@ -210,7 +210,7 @@ def _catalog_import(*, document: Any, dry_run: bool, overwrite: bool, passphrase
 def _validate_item(kind: Kind, raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be a JSON object.")
-    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model in _WITH_SECRETS else set())
+    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model in WITH_SECRETS else set())
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {', '.join(unknown)}.")

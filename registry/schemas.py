@@ -18,7 +18,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from ninja import Schema
-from pydantic import BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    create_model,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -135,6 +143,27 @@ def _rfc3339(value: Any) -> Any:
 DateTimeParam = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer is any number without a fraction (5.0 too); strict validation would refuse 5.0.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(low: int, high: int) -> Any:
+    """An integer in a body as JSON Schema means it (5 or 5.0; not 5.5, "5" or true), from low to high. (The
+    range is checked after the conversion and stated by a Rule: pydantic cannot render ge/le through it.)"""
+
+    def within(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return Annotated[
+        int, BeforeValidator(_json_integer), AfterValidator(within), Rule({"minimum": low, "maximum": high})
+    ]
+
+
 class In(Schema):
     # Strict: a body's values must have the document's JSON types (no 0 for false, no "5" for 5); an enum
     # field takes its value as text, so it says strict=False.
@@ -217,10 +246,8 @@ class GatewayIn(In):
         description="Calls per window to this gateway's tools from everyone, e.g. 100/minute; "
         "empty: GATEWAY_RATE_LIMIT_PER_GATEWAY.",
     )
-    max_concurrency: int | None = Field(
+    max_concurrency: json_int(0, MAX_INT32) | None = Field(  # type: ignore[valid-type]
         None,
-        ge=0,
-        le=MAX_INT32,
         description="Calls in flight to this upstream at once, per gateway process; "
         "null: GATEWAY_UPSTREAM_MAX_CONCURRENCY; 0: no bound.",
     )
@@ -659,7 +686,9 @@ class MyCredentialsIn(In):
     headers: dict[str, str] | None = None
     access_token: str | None = None
     refresh_token: str | None = None
-    expires_in: int | None = Field(None, ge=1, le=10**9, description="OAuth: seconds the access token lives.")
+    expires_in: json_int(1, 10**9) | None = Field(  # type: ignore[valid-type]
+        None, description="OAuth: seconds the access token lives."
+    )
 
 
 class MyCredentialsOut(Schema):
