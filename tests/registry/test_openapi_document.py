@@ -132,7 +132,7 @@ RULES = {
 def test_what_a_pattern_draws_its_validator_accepts(rule):
     pattern, check = RULES[rule]
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.from_regex(re.compile(pattern.removesuffix("$") + r"\Z"), fullmatch=True))
     def drawn(value):
         assert _accepts(check, value), value
@@ -146,7 +146,7 @@ def test_a_validator_accepts_only_what_its_pattern_says(rule):
     does not describe, "{scheme}://x" or a non-ASCII host, may still be accepted: the document is stricter)."""
     pattern, check = RULES[rule]
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.one_of(st.text(max_size=40), st.from_regex(r"\A[ 0-9a-zA-Z:/{}._-]{0,20}\Z")))
     def either(value):
         assert _accepts(check, value) == _document_accepts(pattern, value), value
