@@ -11,7 +11,7 @@ from ninja import Field, Router, Schema, Status
 from federation import health, services, sync
 from registry import schemas, selectors
 from registry import services as registry_services
-from registry.api import ERRORS, READ, WRITE, register_crud
+from registry.api import BODY_ERRORS, CONFLICT, ERRORS, NOT_FOUND, READ, WRITE, Id, register_crud
 from registry.choices import Health, SyncTrigger
 from registry.models import Gateway, SyncRun
 
@@ -32,7 +32,7 @@ class GatewayCreated(schemas.GatewayOut):
 
 @router.post(
     "/gateways",
-    response={201: GatewayCreated, 409: schemas.Error, **ERRORS},
+    response={201: GatewayCreated, **CONFLICT, **BODY_ERRORS},
     auth=WRITE,
     tags=["Gateways"],
     operation_id="gateways_create",
@@ -54,13 +54,13 @@ def create_gateway(request: HttpRequest, payload: schemas.GatewayIn, sync: bool 
 
 @router.post(
     "/gateways/{int:pk}/refresh",
-    response={200: SyncReportOut, 404: schemas.Error, **ERRORS},
+    response={200: SyncReportOut, **NOT_FOUND, **ERRORS},
     auth=WRITE,
     tags=["Gateways"],
     operation_id="gateways_refresh",
     summary="Re-read a gateway's catalog",
 )
-def refresh_gateway(request: HttpRequest, pk: int) -> Any:
+def refresh_gateway(request: HttpRequest, pk: Id) -> Any:
     """Connect to the upstream again and bring its entries in the catalog up to date."""
     report = services.gateway_refresh(gateway=selectors.entry_get(Gateway, pk=pk))
     return report.__dict__
@@ -105,13 +105,13 @@ class SyncRunOut(Schema):
 
 @router.post(
     "/gateways/{int:pk}/check",
-    response={200: HealthOut, 404: schemas.Error, **ERRORS},
+    response={200: HealthOut, **NOT_FOUND, **ERRORS},
     auth=WRITE,
     tags=["Gateways"],
     operation_id="gateways_check",
     summary="Health-check a gateway now",
 )
-def check_gateway(request: HttpRequest, pk: int) -> Any:
+def check_gateway(request: HttpRequest, pk: Id) -> Any:
     """Probe the upstream once (ping, or server/discover for 2026-07-28) and record the result; the answer is
     the gateway's health after it. An unreachable upstream is a 200 with ok false and the reason."""
     gateway = selectors.entry_get(Gateway, pk=pk)
@@ -122,13 +122,13 @@ def check_gateway(request: HttpRequest, pk: int) -> Any:
 
 @router.post(
     "/gateways/{int:pk}/sync",
-    response={200: SyncRunOut, 404: schemas.Error, **ERRORS},
+    response={200: SyncRunOut, **NOT_FOUND, **ERRORS},
     auth=WRITE,
     tags=["Gateways"],
     operation_id="gateways_sync",
     summary="Sync a gateway's catalog now",
 )
-def sync_gateway(request: HttpRequest, pk: int) -> Any:
+def sync_gateway(request: HttpRequest, pk: Id) -> Any:
     """Read the upstream's catalog and apply the difference; the answer is the sync run. When the upstream
     cannot be read: 422 with the reason (the failed run is in the sync history)."""
     return sync.gateway_sync(gateway=selectors.entry_get(Gateway, pk=pk), trigger=SyncTrigger.MANUAL)
@@ -136,12 +136,12 @@ def sync_gateway(request: HttpRequest, pk: int) -> Any:
 
 @router.get(
     "/gateways/{int:pk}/sync-runs",
-    response={200: list[SyncRunOut], 404: schemas.Error, **ERRORS},
+    response={200: list[SyncRunOut], **NOT_FOUND, **ERRORS},
     tags=["Gateways"],
     operation_id="gateways_sync_runs",
     summary="A gateway's recent sync runs",
 )
-def sync_runs(request: HttpRequest, pk: int, limit: int = 20) -> Any:
+def sync_runs(request: HttpRequest, pk: Id, limit: int = 20) -> Any:
     """The gateway's sync runs, newest first (at most ``limit``, 1 to 100)."""
     gateway = selectors.entry_get(Gateway, pk=pk)
     limit = max(1, min(limit, 100))

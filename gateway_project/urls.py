@@ -7,8 +7,9 @@ from django.urls import path, re_path
 
 from federation import admin_views as federation_admin_views
 from federation import views as federation_views
+from gateway_project import api as api_module
 from gateway_project import dashboard, health, metrics, oauth_views, views
-from gateway_project.api import api, rpc_api
+from gateway_project.api import rpc_api
 from registry.admin import exchange_views
 from transports import admin_views, upstream_accounts
 
@@ -50,7 +51,9 @@ urlpatterns = [
         upstream_accounts.upstream_disconnect,
         name="upstream_disconnect",
     ),
-    path("api/", api.urls),
+    path("api/", api_module.api_urls()),
+    # Any other path under /api/ answers a JSON 404 (with a hint when a part should be an id).
+    re_path(r"^api/(?P<rest>.*)$", api_module.api_not_found, name="api_not_found"),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     path("metrics", metrics.metrics_view, name="metrics"),
@@ -60,3 +63,9 @@ urlpatterns = [
     re_path(r"^\.well-known/oauth-protected-resource/(?P<path>.+)$", oauth_views.protected_resource),
     path("", rpc_api.urls),  # POST /rpc, POST /servers/<name>/rpc
 ]
+
+# Under /api/ these answer in JSON (a foreign Host, an unexpected failure...); elsewhere Django's pages.
+handler400 = api_module.bad_request
+handler403 = api_module.permission_denied
+handler404 = api_module.page_not_found
+handler500 = api_module.server_error

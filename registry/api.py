@@ -1,13 +1,12 @@
 """The catalog's REST API: CRUD with paginated, filterable lists for every entity, export/import,
 and tokens. Mounted under /api/ by gateway_project.api."""
 
-import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Header, Path, Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security.base import AuthBase
 from ninja.utils import check_csrf
@@ -15,11 +14,22 @@ from ninja.utils import check_csrf
 from registry import audit, auth, catalog_sync, exchange, oauth, schemas, selectors, services
 from registry.choices import Scope
 from registry.conf import auth_required, parse_duration
-from registry.exceptions import AuthenticationFailed, CatalogError, Forbidden, InvalidInput, NotFound
+from registry.exceptions import AuthenticationFailed, Forbidden, InvalidInput, NotFound
 from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.parsers import json_body
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-ERRORS = {400: schemas.Error, 401: schemas.Error, 403: schemas.Error, 413: schemas.Error, 422: schemas.Error}
+_E = schemas.Error
+# What every authenticated operation may answer besides its own statuses: a request Django refuses (400: a
+# foreign Host), no or bad credentials (401), credentials that may not do this (403), a parameter against its
+# rules (422), and, with OAuth, the authorization server out of reach (503).
+ERRORS: dict[int, Any] = {400: _E, 401: _E, 403: _E, 422: _E, 503: _E}
+# ... and what an operation that reads a JSON body adds: malformed (400), too large (413), not JSON (415).
+BODY_ERRORS: dict[int, Any] = {**ERRORS, 413: _E, 415: _E}
+NOT_FOUND: dict[int, Any] = {404: _E}
+CONFLICT: dict[int, Any] = {409: _E}
+# A catalog entry's id: the largest a BigAutoField holds, so a larger number is a 422, not a database error.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="The entry's id, as its list shows it.")]
 
 
 class ApiAuth(AuthBase):
@@ -74,16 +84,19 @@ class Pagination(LimitOffsetPagination):
     """limit/offset pages; default and maximum page size from GATEWAY_PAGE_SIZE / GATEWAY_MAX_PAGE_SIZE."""
 
     class Input(Schema):
-        limit: int | None = None
-        offset: int = 0
+        limit: int | None = Field(
+            None,
+            # The maximum is a setting: stated when the document is made (at request time, not at import).
+            json_schema_extra=lambda schema: schema.update(minimum=1, maximum=settings.GATEWAY_MAX_PAGE_SIZE),
+            description="Entries per page, 1 to GATEWAY_MAX_PAGE_SIZE; default GATEWAY_PAGE_SIZE.",
+        )
+        offset: int = Field(0, ge=0, le=2**62, description="Entries to skip.")
 
     def paginate_queryset(self, queryset: Any, pagination: Any, request: HttpRequest, **params: Any) -> Any:
         default, maximum = settings.GATEWAY_PAGE_SIZE, settings.GATEWAY_MAX_PAGE_SIZE
         limit = pagination.limit if pagination.limit is not None else default
         if not 1 <= limit <= maximum:
             raise InvalidInput(f"limit must be between 1 and {maximum}.")
-        if pagination.offset < 0:
-            raise InvalidInput("offset must not be negative.")
         return {"items": queryset[pagination.offset : pagination.offset + limit], "count": self._items_count(queryset)}
 
 
@@ -105,7 +118,7 @@ def register_crud(
 
     @router.get(
         f"/{prefix}",
-        response=list[schema_out],  # type: ignore[valid-type]
+        response={200: list[schema_out], **ERRORS},  # type: ignore[valid-type]
         tags=[tag],
         operation_id=f"{prefix}_list",
         summary=f"List {noun}s",
@@ -118,7 +131,7 @@ def register_crud(
 
         @router.post(
             f"/{prefix}",
-            response={201: schema_out, 409: schemas.Error, **ERRORS},
+            response={201: schema_out, **CONFLICT, **BODY_ERRORS},
             auth=WRITE,
             tags=[tag],
             operation_id=f"{prefix}_create",
@@ -130,15 +143,15 @@ def register_crud(
 
     @router.get(
         f"/{prefix}/{{int:pk}}",
-        response={200: schema_out, 404: schemas.Error, **ERRORS},
+        response={200: schema_out, **NOT_FOUND, **ERRORS},
         tags=[tag],
         operation_id=f"{prefix}_read",
         summary=f"Read a {noun}",
     )
-    def read_entry(request: HttpRequest, pk: int) -> Any:
+    def read_entry(request: HttpRequest, pk: Id) -> Any:
         return selectors.entry_get(model, pk=pk)
 
-    def _update(pk: int, payload: Schema, *, partial: bool) -> Any:
+    def _update(pk: Id, payload: Schema, *, partial: bool) -> Any:
         instance = selectors.entry_get(model, pk=pk)
         data = schemas.to_data(payload, partial=partial)
         if getattr(instance, "gateway_id", None) is not None:
@@ -152,35 +165,35 @@ def register_crud(
 
     @router.put(
         f"/{prefix}/{{int:pk}}",
-        response={200: schema_out, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+        response={200: schema_out, **NOT_FOUND, **CONFLICT, **BODY_ERRORS},
         auth=WRITE,
         tags=[tag],
         operation_id=f"{prefix}_replace",
         summary=f"Replace a {noun}",
     )
-    def replace_entry(request: HttpRequest, pk: int, payload: schema_in) -> Any:  # type: ignore[valid-type]
+    def replace_entry(request: HttpRequest, pk: Id, payload: schema_in) -> Any:  # type: ignore[valid-type]
         return _update(pk, payload, partial=False)
 
     @router.patch(
         f"/{prefix}/{{int:pk}}",
-        response={200: schema_out, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+        response={200: schema_out, **NOT_FOUND, **CONFLICT, **BODY_ERRORS},
         auth=WRITE,
         tags=[tag],
         operation_id=f"{prefix}_update",
         summary=f"Change some fields of a {noun}",
     )
-    def patch_entry(request: HttpRequest, pk: int, payload: schema_patch) -> Any:  # type: ignore[valid-type]
+    def patch_entry(request: HttpRequest, pk: Id, payload: schema_patch) -> Any:  # type: ignore[valid-type]
         return _update(pk, payload, partial=True)
 
     @router.delete(
         f"/{prefix}/{{int:pk}}",
-        response={204: None, 404: schemas.Error, **ERRORS},
+        response={204: None, **NOT_FOUND, **ERRORS},
         auth=WRITE,
         tags=[tag],
         operation_id=f"{prefix}_delete",
         summary=f"Delete a {noun}",
     )
-    def delete_entry(request: HttpRequest, pk: int) -> Any:
+    def delete_entry(request: HttpRequest, pk: Id) -> Any:
         services.entry_delete(selectors.entry_get(model, pk=pk))
         return Status(204, None)
 
@@ -197,7 +210,7 @@ register_crud(
 
 @router.post(
     "/tools/validate",
-    response={200: schemas.Valid, 409: schemas.Error, **ERRORS},
+    response={200: schemas.Valid, **CONFLICT, **BODY_ERRORS},
     auth=WRITE,
     tags=["Tools"],
     operation_id="tools_validate",
@@ -213,13 +226,13 @@ def validate_tool(request: HttpRequest, payload: schemas.ToolIn) -> Any:
 
 @router.post(
     "/tools/{int:pk}/approve-definition",
-    response={200: schemas.DefinitionChangeOut, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+    response={200: schemas.DefinitionChangeOut, **NOT_FOUND, **CONFLICT, **ERRORS},
     auth=WRITE,
     tags=["Tools"],
     operation_id="tools_approve_definition",
     summary="Approve a tool's changed upstream definition",
 )
-def approve_definition(request: HttpRequest, pk: int) -> Any:
+def approve_definition(request: HttpRequest, pk: Id) -> Any:
     """Put the definition the upstream changed to (held back by GATEWAY_DRIFT_POLICY hold or withhold)
     into service: 200 with the approved change, 409 when no change waits for approval."""
     principal: auth.Principal = request.auth  # type: ignore[attr-defined]
@@ -228,13 +241,13 @@ def approve_definition(request: HttpRequest, pk: int) -> Any:
 
 @router.post(
     "/tools/{int:pk}/reject-definition",
-    response={200: schemas.DefinitionChangeOut, 404: schemas.Error, 409: schemas.Error, **ERRORS},
+    response={200: schemas.DefinitionChangeOut, **NOT_FOUND, **CONFLICT, **ERRORS},
     auth=WRITE,
     tags=["Tools"],
     operation_id="tools_reject_definition",
     summary="Reject a tool's changed upstream definition",
 )
-def reject_definition(request: HttpRequest, pk: int) -> Any:
+def reject_definition(request: HttpRequest, pk: Id) -> Any:
     """Refuse the definition the upstream changed to: the approved one keeps serving and the same change is
     not held again (a different one is). 200 with the rejected change, 409 when no change waits."""
     principal: auth.Principal = request.auth  # type: ignore[attr-defined]
@@ -275,43 +288,99 @@ register_crud(
 )
 
 
-@router.get("/export", response={200: dict[str, Any], **ERRORS}, tags=["Catalog"], summary="Export the whole catalog")
-def export_catalog(request: HttpRequest, include_secrets: bool = False) -> Any:
+Passphrase = Annotated[
+    str | None,
+    Header(
+        None,
+        alias="X-Catalog-Passphrase",
+        description="Encrypt (export) or decrypt (import) the secrets with this passphrase instead of this "
+        "installation's keys.",
+    ),
+]
+
+
+@router.get(
+    "/export",
+    response={200: dict[str, Any], **ERRORS},
+    tags=["Catalog"],
+    operation_id="catalog_export",
+    summary="Export the whole catalog",
+)
+def export_catalog(request: HttpRequest, include_secrets: bool = False, passphrase: Passphrase = None) -> Any:
     """The catalog as one JSON document. With include_secrets (staff only) the credentials of
     gateways and REST tools are included, encrypted with this installation's keys, or with the
     passphrase sent in the X-Catalog-Passphrase header."""
     if include_secrets and not request.auth.allows(Scope.WRITE):  # type: ignore[attr-defined]
         raise Forbidden("Exporting secrets needs the 'write' scope.")
-    return exchange.catalog_export(
-        include_secrets=include_secrets, passphrase=request.headers.get("X-Catalog-Passphrase") or None
-    )
+    return exchange.catalog_export(include_secrets=include_secrets, passphrase=passphrase or None)
+
+
+def _import_item(kind: exchange.Kind) -> dict[str, Any]:
+    """An entry of an export as the import reads it: the kind's create body, with its secrets (when exported)
+    as credentials_encrypted instead of credentials."""
+    schema = kind.schema.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    schema["properties"].pop("credentials", None)
+    if kind.model in exchange.WITH_SECRETS:
+        schema["properties"]["credentials_encrypted"] = {"type": "string"}
+    return schema
+
+
+# The body is read by json_body (an export of another version must reach the import's own checks, not a
+# schema's); the document describes it.
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "A document from GET /api/export.",
+                    "required": ["format", "version"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "format": {"const": exchange.FORMAT},
+                        "version": {"const": exchange.VERSION},
+                        "exported_at": {"type": "string"},
+                        "secrets": {"type": "object"},
+                        **{kind.key: {"type": "array", "items": _import_item(kind)} for kind in exchange.KINDS},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 @router.post(
     "/import",
-    response={200: schemas.ImportReport, **ERRORS},
+    response={200: schemas.ImportReport, **BODY_ERRORS},
     auth=WRITE,
     tags=["Catalog"],
+    operation_id="catalog_import",
     summary="Import a catalog export",
+    openapi_extra=_IMPORT_BODY,
 )
-def import_catalog(request: HttpRequest, dry_run: bool = False, overwrite: bool = False) -> Any:
+def import_catalog(
+    request: HttpRequest, dry_run: bool = False, overwrite: bool = False, passphrase: Passphrase = None
+) -> Any:
     """Create what is missing, leave identical entries alone, report conflicts (or overwrite them),
     all or nothing. The body is a document from /api/export."""
-    try:
-        document = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"Malformed JSON in the request body: {exc}.") from None  # 400, as for other bodies
     report = exchange.catalog_import(
-        document=document,
+        document=json_body(request),
         dry_run=dry_run,
         overwrite=overwrite,
-        passphrase=request.headers.get("X-Catalog-Passphrase") or None,
+        passphrase=passphrase or None,
     )
     return report.as_dict()
 
 
 @router.post(
-    "/tokens", response={201: schemas.TokenOut, **ERRORS}, tags=["Tokens"], summary="Issue a token for yourself"
+    "/tokens",
+    response={201: schemas.TokenOut, **BODY_ERRORS},
+    tags=["Tokens"],
+    operation_id="tokens_create",
+    summary="Issue a token for yourself",
 )
 def issue_token(request: HttpRequest, payload: schemas.TokenIn) -> Any:
     """A new bearer token for the caller, at most with the caller's own scopes; optionally named and bound to
@@ -371,7 +440,12 @@ def list_tokens(request: HttpRequest, query: Query[schemas.TokenFilters]) -> Any
 
 
 @router.post(
-    "/tokens/revoke", response={200: schemas.RevokeOut, **ERRORS}, auth=WRITE, tags=["Tokens"], summary="Revoke a token"
+    "/tokens/revoke",
+    response={200: schemas.RevokeOut, **BODY_ERRORS},
+    auth=WRITE,
+    tags=["Tokens"],
+    operation_id="tokens_revoke",
+    summary="Revoke a token",
 )
 def revoke_token(request: HttpRequest, payload: schemas.RevokeIn) -> Any:
     return auth.token_revoke(token_or_jti=payload.token, reason=payload.reason)
@@ -379,12 +453,16 @@ def revoke_token(request: HttpRequest, payload: schemas.RevokeIn) -> Any:
 
 @router.post(
     "/tokens/{jti}/revoke",
-    response={200: schemas.RevokeOut, 404: schemas.Error, **ERRORS},
+    response={200: schemas.RevokeOut, **NOT_FOUND, **ERRORS},
     tags=["Tokens"],
     operation_id="tokens_revoke_by_id",
     summary="Revoke a token by its id",
 )
-def revoke_token_by_id(request: HttpRequest, jti: str, reason: str = "") -> Any:
+def revoke_token_by_id(
+    request: HttpRequest,
+    jti: Annotated[str, Path(min_length=1, max_length=128, description="The token's id, as GET /api/tokens lists it.")],
+    reason: Annotated[str, Query(max_length=256)] = "",
+) -> Any:
     """Revoke one of your tokens by its jti (as GET /api/tokens lists them); with the write scope anyone's,
     including tokens issued before tokens were recorded. Revoking twice is harmless."""
     principal: auth.Principal = request.auth  # type: ignore[attr-defined]
@@ -414,16 +492,16 @@ class AuditEntryOut(Schema):
 
 class AuditFilters(Schema):
     actor: str | None = Field(None, description="Exact username (or system part).")
-    action: str | None = Field(None, description="create, update, delete, call, token, other.")
+    action: AuditEntry.Action | None = None
     kind: str | None = Field(None, description="tool, gateway, virtual server, token, ...")
     target: str | None = Field(None, description="Part of the entry's name or key.")
-    since: datetime | None = Field(None, description="From this time (ISO 8601, inclusive).")
-    until: datetime | None = Field(None, description="Before this time (ISO 8601, exclusive).")
+    since: schemas.DateTimeParam | None = Field(None, description="From this time (RFC 3339, inclusive).")
+    until: schemas.DateTimeParam | None = Field(None, description="Before this time (RFC 3339, exclusive).")
 
 
 @router.get(
     "/audit",
-    response=list[AuditEntryOut],
+    response={200: list[AuditEntryOut], **ERRORS},
     auth=WRITE,
     tags=["Audit"],
     operation_id="audit_list",
@@ -432,8 +510,6 @@ class AuditFilters(Schema):
 @paginate(Pagination)
 def audit_list(request: HttpRequest, query: Query[AuditFilters]) -> Any:
     """Catalog changes, token events and tool calls, newest first (write scope: the log names who did what)."""
-    if query.action and query.action not in AuditEntry.Action.values:
-        raise InvalidInput(f"Unknown action {query.action!r}: use one of {', '.join(AuditEntry.Action.values)}.")
     return audit.entry_list(**query.model_dump())
 
 
@@ -452,12 +528,13 @@ def _caller_user(request: HttpRequest) -> Any:
 
 @router.put(
     "/gateways/{int:pk}/my-credentials",
-    response={200: schemas.MyCredentialsOut, **ERRORS},
+    response={200: schemas.MyCredentialsOut, **NOT_FOUND, **BODY_ERRORS},
     auth=CALL,
     tags=["Gateways"],
+    operation_id="gateways_my_credentials_put",
     summary="Store your own credentials for a per-user gateway",
 )
-def my_credentials_put(request: HttpRequest, pk: int, payload: schemas.MyCredentialsIn) -> Any:
+def my_credentials_put(request: HttpRequest, pk: Id, payload: schemas.MyCredentialsIn) -> Any:
     """Your own credentials (never returned) for a gateway with per_user_credentials; they replace any you
     stored. Only the caller's own: nobody can set another user's."""
     import time
@@ -479,12 +556,13 @@ def my_credentials_put(request: HttpRequest, pk: int, payload: schemas.MyCredent
 
 @router.delete(
     "/gateways/{int:pk}/my-credentials",
-    response={200: schemas.MyCredentialsOut, **ERRORS},
+    response={200: schemas.MyCredentialsOut, **NOT_FOUND, **ERRORS},
     auth=CALL,
     tags=["Gateways"],
+    operation_id="gateways_my_credentials_delete",
     summary="Delete your own credentials for a gateway",
 )
-def my_credentials_delete(request: HttpRequest, pk: int) -> Any:
+def my_credentials_delete(request: HttpRequest, pk: Id) -> Any:
     user = _caller_user(request)
     gateway = selectors.entry_get(Gateway, pk=pk)
     services.user_credentials_delete(user=user, gateway=gateway)

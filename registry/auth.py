@@ -395,6 +395,10 @@ def token_revoke(*, token_or_jti: str, reason: str = "") -> RevokedToken:
             raise InvalidInput("The token has no jti claim, so it cannot be revoked.")
     if not jti:
         raise InvalidInput("Give the token or its id (jti).")
+    if len(jti) > 128:
+        raise InvalidInput("That is not a token id: a jti has at most 128 characters.")
+    if len(reason) > 256:
+        raise InvalidInput("The reason is longer than 256 characters.", errors={"reason": ["At most 256 characters."]})
     record = IssuedToken.objects.filter(jti=jti).select_related("user").first()
     if record is not None:
         subject = subject or record.user.get_username()

@@ -12,13 +12,14 @@ from django.conf import settings
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 MIN_HMAC_SECRET_BYTES = 32
-_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+# ASCII digits and blanks only, as the OpenAPI document states it (registry.schemas.DURATION_PATTERN).
+_DURATION_RE = re.compile(r"([0-9]+)[ \t]*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_duration(text: str) -> timedelta:
     """'90s', '30m', '12h', '7d', '2w' -> timedelta; ValueError otherwise."""
-    match = _DURATION_RE.match(text.strip().lower())
+    match = _DURATION_RE.fullmatch(text.strip(" \t").lower())
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration like 30m, 12h, 7d or 2w")
     try:

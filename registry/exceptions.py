@@ -40,6 +40,12 @@ class InvalidInput(CatalogError):
     status = 422
 
 
+class UnsupportedMediaType(CatalogError):
+    """The request body is not in a media type the operation reads (JSON)."""
+
+    status = 415
+
+
 class SecretError(CatalogError):
     """A stored secret cannot be decrypted or a passphrase is wrong."""
 

@@ -50,7 +50,7 @@ KINDS = (
     Kind("servers", VirtualServer, "name", schemas.VirtualServerIn),
 )
 # The kinds whose entries hold encrypted credentials (``credentials_encrypted``, ``get_credentials``).
-_WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
+WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
 
 
 def catalog_export(*, include_secrets: bool = False, passphrase: str | None = None) -> dict[str, Any]:
@@ -123,8 +123,10 @@ def _check_document(document: Any) -> None:
         raise InvalidInput(
             f"Unsupported export version {document.get('version')!r}; this gateway reads version {VERSION}."
         )
-    if not isinstance(document.get("secrets") or {}, dict):
+    if not isinstance(document.get("secrets", {}), dict):
         raise InvalidInput("'secrets' must be a JSON object (as catalog_export writes it).")
+    if not isinstance(document.get("exported_at", ""), str):
+        raise InvalidInput("'exported_at' must be a string (as catalog_export writes it).")
     known = {"format", "version", "exported_at", "secrets", *(kind.key for kind in KINDS)}
     unknown = sorted(set(document) - known)
     if unknown:
@@ -154,7 +156,7 @@ def _catalog_import(*, document: Any, dry_run: bool, overwrite: bool, passphrase
             item = _validate_item(kind, raw, where)
             key = item[kind.natural_key]
             credentials = None
-            if kind.model in _WITH_SECRETS and "credentials_encrypted" in item:
+            if kind.model in WITH_SECRETS and "credentials_encrypted" in item:
                 if read_secret is None:
                     raise InvalidInput(f"{where}: credentials_encrypted given but the export has no 'secrets' header.")
                 try:
@@ -188,7 +190,7 @@ def _catalog_import(*, document: Any, dry_run: bool, overwrite: bool, passphrase
 def _validate_item(kind: Kind, raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be a JSON object.")
-    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model in _WITH_SECRETS else set())
+    allowed = set(kind.fields) | ({"credentials_encrypted"} if kind.model in WITH_SECRETS else set())
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {', '.join(unknown)}.")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -108,7 +109,34 @@ def _domain_error(instance: models.Model, exc: ValidationError) -> InvalidInput 
     return InvalidInput(f"Invalid {label}: {summary}", errors=messages)
 
 
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(item) for item in value)
+    return False
+
+
+def _refuse_non_finite(instance: models.Model) -> None:
+    """Infinity and NaN are no JSON: stored, they would make every export and API answer invalid JSON (or
+    turn silently into null). Whatever door a value came in by (API, admin form, import, command)."""
+    fields = [
+        field.name
+        for field in instance._meta.concrete_fields
+        if isinstance(field, models.FloatField | models.JSONField) and _non_finite(getattr(instance, field.attname))
+    ]
+    if fields:
+        message = "must hold only finite numbers (JSON has no Infinity or NaN)"
+        raise InvalidInput(
+            f"Invalid {instance._meta.verbose_name}: " + "; ".join(f"{field}: {message}" for field in fields),
+            errors={field: [message] for field in fields},
+        )
+
+
 def _validate(instance: models.Model) -> None:
+    _refuse_non_finite(instance)
     try:
         instance.full_clean()
     except ValidationError as exc:

@@ -23,6 +23,14 @@ _VARCHAR = r"(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})"
 _VARSPEC = rf"{_VARCHAR}+(?:\.{_VARCHAR}+)*(?::[1-9][0-9]{{0,3}}|\*)?"
 _EXPRESSION = rf"\{{[+#./;?&]?{_VARSPEC}(?:,{_VARSPEC})*\}}"
 URI_TEMPLATE_RE = re.compile(rf"^(?:{_URI_TEMPLATE_LITERAL}|{_EXPRESSION})+$")
+# The characters str.isspace() finds: validate_uri refuses them (ECMA's \s, in the document, is another set).
+SPACE_CHARS = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x110000)) if c.isspace())
+# What validate_uri_template accepts, as one ECMA pattern for the OpenAPI document: a scheme, then literals (no
+# whitespace) and expressions, one expression at least. (A template may also start with an expression where the
+# scheme is, "{scheme}://host/{path}": accepted, though the document does not say so.)
+_LITERAL = rf"(?:[^\x00-\x20\"'%<>\\^`{{|}}\x7f{SPACE_CHARS}]|%[0-9A-Fa-f]{{2}})"
+_REST = rf"(?:{_LITERAL}|{_EXPRESSION})*"
+URI_TEMPLATE_PATTERN = rf"^[A-Za-z][A-Za-z0-9+.-]*:{_REST}{_EXPRESSION}{_REST}$"
 
 TOOL_ANNOTATION_TYPES: dict[str, type] = {
     "title": str,
@@ -134,7 +142,10 @@ def validate_headers(value: Any) -> None:
 
 def validate_upstream_url(value: str, *, schemes: tuple[str, ...]) -> None:
     """An absolute URL with one of the given schemes and a host."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unbalanced IPv6 bracket, a host that NFKC turns into a delimiter...
+        parts = urlsplit("")
     if parts.scheme not in schemes or not parts.netloc:
         raise ValidationError(
             "%(value)r is not a valid URL for this transport: it must start with %(schemes)s and name a host.",
@@ -224,17 +235,26 @@ def compile_schema_locally(schema: dict[str, Any]) -> Any:
 
 
 RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-_RATE_RE = re.compile(r"^\s*(\d{1,9})\s*/\s*(second|minute|hour|day)s?\s*$")
+# ASCII digits and blanks only, so the rule reads the same in the OpenAPI document (RATE_PATTERN).
+_RATE_RE = re.compile(r"[ \t]*([0-9]{1,9})[ \t]*/[ \t]*(second|minute|hour|day)s?[ \t]*", re.IGNORECASE | re.ASCII)
+_NONZERO_9 = "|".join(f"0{{{zeros}}}[1-9][0-9]{{0,{8 - zeros}}}" for zeros in range(9))
+RATE_PATTERN = (
+    "^(?:[ \t]*|[ \t]*(?:"
+    + _NONZERO_9
+    + ")[ \t]*/[ \t]*(?:"
+    + "|".join("".join(f"[{c.upper()}{c}]" for c in unit) for unit in RATE_UNITS)
+    + ")[Ss]?[ \t]*)$"
+)
 
 
 def parse_rate(value: str) -> tuple[int, int] | None:
     """'100/minute' -> (100, 60): requests per window of seconds; '' -> None (no limit); ValueError else."""
-    if not value or not value.strip():
+    if not value or not value.strip(" \t"):
         return None
-    match = _RATE_RE.match(value.lower())
+    match = _RATE_RE.fullmatch(value)
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"{value!r} is not a rate like 100/minute (a number, then /second, /minute, /hour or /day)")
-    return int(match.group(1)), RATE_UNITS[match.group(2)]
+    return int(match.group(1)), RATE_UNITS[match.group(2).lower()]
 
 
 def validate_rate_limit(value: str) -> None:

@@ -28,6 +28,7 @@ BACKEND_INDEPENDENT = (
     "tests/transports/test_stdio_supervision.py",
     "tests/fixtures/test_upstream_fixture.py",
     "tests/fuzz/",
+    "tests/registry/test_openapi_fuzz.py",
     "tests/transports/test_everything.py",
     "tests/transports/test_modern.py",
     "tests/transports/test_modern_clients.py",

@@ -9,13 +9,15 @@ from typing import Any
 import pydantic
 from django.conf import settings
 from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParserError
 from ninja import Field, Router, Schema
 from ninja.errors import ValidationError
 
 from registry import schemas
-from registry.api import CALL, ERRORS, WRITE
+from registry.api import BODY_ERRORS, CALL, NOT_FOUND, WRITE
 from registry.auth import Principal
 from registry.exceptions import CatalogError, InvalidInput
+from registry.parsers import json_body
 from transports import openapi_sources
 from transports.protocol.core import Caller
 from transports.tool_calls import tool_call
@@ -53,7 +55,7 @@ class OpenApiImportIn(schemas.In):
 
 @router.post(
     "/tools/{name}/call",
-    response={200: ToolCallOut, 404: schemas.Error, 503: schemas.Error, **ERRORS},
+    response={200: ToolCallOut, **NOT_FOUND, **BODY_ERRORS},
     auth=CALL,
     exclude_none=True,
     operation_id="tools_call",
@@ -98,7 +100,10 @@ _IMPORT_BODY = {
 def _import_options(request: HttpRequest) -> dict[str, Any]:
     """The options of an import request, from a JSON body or a multipart form with a file."""
     if (request.content_type or "").lower() == "multipart/form-data":
-        form = request.POST
+        try:
+            form = request.POST
+        except MultiPartParserError as exc:
+            raise CatalogError(f"The multipart body cannot be read: {exc}.") from None  # 400
         options: dict[str, Any] = {
             key: form.get(key) or None for key in ("url", "source", "server", "base_url") if key in form
         }
@@ -120,11 +125,7 @@ def _import_options(request: HttpRequest) -> dict[str, Any]:
             options["source"] = options.get("source") or upload.name
         return options
     try:
-        raw = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"Malformed JSON in the request body: {exc}.") from None
-    try:
-        payload = OpenApiImportIn.model_validate(raw)
+        payload = OpenApiImportIn.model_validate(json_body(request))  # 415 for other media types
     except pydantic.ValidationError as exc:
         raise ValidationError(list(exc.errors(include_url=False))) from None  # type: ignore[arg-type]
     return payload.model_dump()
@@ -132,7 +133,7 @@ def _import_options(request: HttpRequest) -> dict[str, Any]:
 
 @router.post(
     "/tools/openapi-import",
-    response={200: dict[str, Any], **ERRORS},
+    response={200: dict[str, Any], **BODY_ERRORS},
     auth=WRITE,
     operation_id="tools_openapi_import",
     summary="Import REST tools from an OpenAPI document",
