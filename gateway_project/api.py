@@ -28,6 +28,7 @@ from transports.rpc import router as rpc_router
 
 logger = logging.getLogger(__name__)
 
+
 class GatewayAPI(NinjaAPI):
     """The NinjaAPI whose document says two things ninja's alone does not: of parameters, what HTTP can carry
     (a query string or header has no null: a parameter left out is the "none", so the null branch pydantic
