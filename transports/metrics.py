@@ -161,6 +161,12 @@ class GatewayCollector(Collector):
                 value=found["shared_sessions"],
             )
         yield GaugeMetricFamily(
+            "mcpgw_session_objects",
+            "Session objects in this process's memory: live ones and expired ones not yet dropped (with the "
+            "shared Redis store: its local cache of them).",
+            value=found["session_objects"],
+        )
+        yield GaugeMetricFamily(
             "mcpgw_streams",
             "Open streams of this process (SSE, GET, subscriptions/listen, WebSocket).",
             value=found["streams"],

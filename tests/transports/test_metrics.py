@@ -100,6 +100,7 @@ async def test_calls_through_the_endpoint_appear_as_counters_and_histograms(worl
         assert value(found["mcpgw_shared_sessions"], "mcpgw_shared_sessions") >= 1
     else:
         assert value(found["mcpgw_sessions"], "mcpgw_sessions") == 1
+    assert value(found["mcpgw_session_objects"], "mcpgw_session_objects") == 1
     assert value(found["mcpgw_streams"], "mcpgw_streams") is not None
     assert value(found["mcpgw_stdio_processes"], "mcpgw_stdio_processes") == 0
     health = found["mcpgw_upstream_health"]
