@@ -1,0 +1,299 @@
+"""The soak's verdicts and its section of docs/performance.md (bench/soak.py).
+
+A series is **flat** when the median of its last 20% of samples exceeds the median of its first 20%
+after the warm-up by no more than its tolerance (a fall is flat too). Medians of whole windows, not single
+samples: the counts of connections, tasks and streams move with what the clients happen to be doing at the
+moment of a sample. The tolerances (``SERIES``) and why they are what they are are printed with the figures
+(``TOLERANCE_NOTE``). The least-squares slope over the judged samples is given beside, per hour.
+"""
+
+# ruff: noqa: E501, RUF001
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from config import DOC_PATH, ROOT
+
+HEADING = "## Soak"
+FINDINGS_PATH = ROOT / "bench" / "soak_findings.md"  # hand-written, embedded in the section
+
+# name -> (label, absolute tolerance, relative tolerance of the first window's median)
+SERIES: dict[str, tuple[str, float, float]] = {
+    "rss_mb": ("RSS (MB)", 8.0, 0.05),
+    "fds": ("open file descriptors", 5.0, 0.10),
+    "tasks": ("asyncio tasks", 5.0, 0.10),
+    "threads": ("threads", 2.0, 0.0),
+    "session_objects": ("session objects held", 5.0, 0.10),
+    "sessions": ("live sessions", 5.0, 0.10),
+    "streams": ("open streams", 3.0, 0.10),
+    "redis_keys": ("Redis keys under the prefix", 10.0, 0.10),
+}
+
+TOLERANCE_NOTE = (
+    "Tolerances: RSS 8 MB or 5% (whichever is larger): CPython keeps freed memory in its arenas, and caches "
+    "that are bounded by design fill during the first hour (per-minute call counters kept for 60 minutes, "
+    "credentials, the Redis store's local session cache), so a few MB of drift is no leak, while 1 KB kept per "
+    "session, or 100 bytes per operation, over a 30-minute run's sessions and operations is well above it. "
+    "File descriptors, asyncio tasks, session objects and live sessions 5 or 10%, streams 3 or 10%, Redis keys "
+    "10 or 10%: they count what is open at the moment of a sample (connections, calls in flight, sessions not "
+    "yet expired), which moves by a few with the traffic; one kept per thousand sessions exceeds them in 30 "
+    "minutes. Threads: 2 (the thread pools are bounded; one more per hour of traffic would be a leak)."
+)
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def _slope_per_hour(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 3:
+        return None
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return round(sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600, 2)
+
+
+def judge(samples: list[dict[str, Any]], warmup: float) -> dict[str, dict[str, Any]]:
+    judged = [s for s in samples if s.get("phase") == "run" and s["t"] >= warmup]
+    out: dict[str, dict[str, Any]] = {}
+    for name, (_label, absolute, relative) in SERIES.items():
+        points = [(s["t"], float(s[name])) for s in judged if s.get(name) is not None]
+        if len(points) < 5:
+            continue
+        k = max(1, round(0.2 * len(points)))
+        first, last = _median([v for _, v in points[:k]]), _median([v for _, v in points[-k:]])
+        tolerance = round(max(absolute, relative * first), 2)
+        growth = round(last - first, 2)
+        out[name] = {
+            "first": first,
+            "last": last,
+            "growth": growth,
+            "tolerance": tolerance,
+            "slope_per_hour": _slope_per_hour(points),
+            "min": min(v for _, v in points),
+            "max": max(v for _, v in points),
+            "samples": len(points),
+            "window_samples": k,
+            "verdict": "flat" if growth <= tolerance else "growing",
+        }
+    return out
+
+
+SESSION_KEY_KINDS = ("s:", "e:", "c:", "u:", "all")
+
+
+def analyse(report: dict[str, Any]) -> dict[str, Any]:
+    series = judge(report["samples"], report["config"]["warmup_s"])
+    stop, idle, before = report["after_stop"], report["after_idle"], report["before"]
+    transports = report["transports"]
+    ops = sum(t["ops"] for t in transports.values())
+    errors = sum(t["errors"] for t in transports.values())
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    growing = [SERIES[n][0] for n, s in series.items() if s["verdict"] != "flat"]
+    check(
+        "every series flat",
+        not growing,
+        "growing: " + ", ".join(growing) if growing else f"{len(series)} series judged",
+    )
+    check(
+        "no client errors",
+        errors == 0,
+        f"{errors} errors in {ops:,} operations"
+        + (
+            " (" + ", ".join(f"{k} {t['errors']}" for k, t in transports.items() if t["errors"]) + ")" if errors else ""
+        ),
+    )
+    check(
+        "no client crashed",
+        not report.get("client_crashes"),
+        "; ".join(report.get("client_crashes") or []) or "every client ran to the end",
+    )
+    check(
+        "streams closed with their clients",
+        stop.get("streams") == 0,
+        f"{stop.get('streams')} open streams 3 s after the clients stopped",
+    )
+    expected = report["abandoned_still_live_at_stop"]
+    check(
+        "sessions closed properly",
+        stop.get("sessions") is not None and stop["sessions"] <= expected,
+        f"{stop.get('sessions')} live sessions 3 s after the clients stopped; {expected} abandoned on purpose "
+        "within the idle timeout may still live",
+    )
+    check(
+        "no session left after the idle timeout",
+        idle.get("sessions") == 0 and idle.get("session_objects") == 0,
+        f"{idle.get('sessions')} live sessions, {idle.get('session_objects')} session objects held",
+    )
+    kinds_after = report.get("redis_kinds_after")
+    if kinds_after is not None:
+        left = {k: v for k, v in kinds_after.items() if k.startswith(SESSION_KEY_KINDS)}
+        check(
+            "no session key left in Redis",
+            not left,
+            ", ".join(f"{k}: {v}" for k, v in left.items())
+            or f"{sum(kinds_after.values())} keys under the prefix, none of a session",
+        )
+    passed = all(c["ok"] for c in checks)
+    failed = [c["name"] for c in checks if not c["ok"]]
+    summary = "every series flat, every session closed" if passed else "not met: " + "; ".join(failed)
+    return {
+        "series": series,
+        "checks": checks,
+        "passed": passed,
+        "summary": summary,
+        "ops": ops,
+        "errors": errors,
+        "tasks_before": before.get("tasks"),
+        "tasks_after_idle": idle.get("tasks"),
+        "fds_before": before.get("fds"),
+        "fds_after_idle": idle.get("fds"),
+        "rss_before": before.get("rss_mb"),
+        "rss_after_idle": idle.get("rss_mb"),
+    }
+
+
+# -- docs/performance.md -----------------------------------------------------------------------------
+
+
+def kept_section(text: str | None = None) -> str:
+    """The Soak section of docs/performance.md as it is now ("" when there is none): `make bench` rewrites
+    the rest of the file and keeps this (a soak is a run of its own)."""
+    if text is None:
+        text = DOC_PATH.read_text() if DOC_PATH.exists() else ""
+    start = text.find("\n" + HEADING + "\n")
+    return text[start:].rstrip("\n") + "\n" if start >= 0 else ""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def render(report: dict[str, Any], json_path: Path) -> list[str]:
+    cfg, analysis, m = report["config"], report["analysis"], report["machine"]
+    db = (
+        "PostgreSQL + Redis (scratch database, key prefix of the run's own)"
+        if cfg["db"] == "postgres"
+        else "SQLite, in-memory sessions"
+    )
+    modified = m.get("git_modified") or []
+    git = f"`{m.get('git_commit')}`" + (f" plus uncommitted changes to {len(modified)} file(s)" if modified else "")
+    minutes = report["traffic_seconds"] / 60
+    lines = [
+        HEADING,
+        "",
+        f"Generated by `make soak` (`bench/soak.py`); `make bench` keeps this section as it is. Raw results: `{json_path.relative_to(ROOT)}`.",
+        "",
+        "```bash",
+        "make soak                                      # 30 minutes of traffic, then the checks (about 33 minutes in all)",
+        "make soak SOAK_MINUTES=2                       # a short run (or: .venv/bin/python bench/soak.py --minutes 2)",
+        "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/0 make soak   # PostgreSQL + Redis",
+        ".venv/bin/python bench/soak.py --from-json bench/results/soak-<timestamp>.json   # re-render this section",
+        "```",
+        "",
+        "The soak starts the gateway on 127.0.0.1 with the upstream fixture behind it over HTTP and a second one over "
+        "stdio (a process the gateway supervises), and runs clients of every transport at once, each opening a "
+        "session, using it for 1 to 20 operations and closing it, over and over: Streamable HTTP in the session "
+        "era (2025-11-25, 2025-06-18, 2025-03-26: calls, calls with progress, elicitations answered and "
+        "elicitations cancelled, resource subscriptions, some sessions with a GET stream; a share of the sessions "
+        "left without DELETE, as crashed clients leave them), Streamable HTTP 2026-07-28 (calls, multi-round-trip "
+        "elicitation completed or given up, short subscriptions/listen streams), HTTP+SSE, WebSocket, `/rpc`, and "
+        "the stdio bridge (a process per session); plus, for the whole run, one WebSocket session, one idle "
+        "session holding its GET stream and one subscriptions/listen stream, while the upstream's tool list "
+        f"changes every {_fmt(cfg['trigger_every_s'])} s. Every answer is checked. The gateway runs with "
+        f"`GATEWAY_SESSION_IDLE_TIMEOUT` (and `GATEWAY_REQUEST_STATE_TTL`) of {_fmt(cfg['idle_timeout_s'])} s, so "
+        "abandoned sessions expire within the run, and the production session limits. With `DATABASE_URL` "
+        "(PostgreSQL) and `REDIS_URL` set, it runs on a scratch database on that server (dropped at the end) with "
+        "a Redis key prefix of its own (`GATEWAY_REDIS_PREFIX`; its keys are deleted at the end); otherwise on "
+        "SQLite with in-memory sessions.",
+        "",
+        f"A series is flat when the median of its last 20% of samples exceeds the median of its first 20% after the "
+        f"warm-up by no more than its tolerance. {TOLERANCE_NOTE} `mcpgw_asyncio_tasks` and `mcpgw_session_objects` "
+        "come from `/metrics` (docs/governance.md).",
+        "",
+        "### This run",
+        "",
+        f"- Date: {report['date'].replace('T', ' ')}; {minutes:.1f} min of traffic (warm-up {_fmt(cfg['warmup_s'])} s, "
+        f"a sample every {_fmt(cfg['interval_s'])} s), {report['wall_seconds'] / 60:.1f} min in all; git {git}",
+        f"- Gateway: {cfg['server']}, {db}; clients: "
+        + ", ".join(f"{k} ×{v}" for k, v in cfg["workers"].items())
+        + f", 3 long-lived; mean pause {_fmt(cfg['think_s'])} s between operations; {cfg['abandon']:.0%} of the "
+        f"session-era HTTP sessions abandoned; seed {cfg['seed']}",
+        f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}; Python {m['python']}",
+        f"- Load before: {report['load_before']}",
+        f"- Load after: {report['load_after']}",
+        "",
+        f"**{'Passed' if analysis['passed'] else 'Not passed'}**: {analysis['summary']}.",
+        "",
+        "| series | first 20% (median) | last 20% (median) | growth | tolerance | slope per hour | min – max | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, s in analysis["series"].items():
+        verdict = s["verdict"] if s["verdict"] == "flat" else f"**{s['verdict']}**"
+        lines.append(
+            f"| {SERIES[name][0]} | {_fmt(s['first'])} | {_fmt(s['last'])} | {s['growth']:+g} | {_fmt(s['tolerance'])} | "
+            f"{_fmt(s['slope_per_hour'])} | {_fmt(s['min'])} – {_fmt(s['max'])} | {verdict} |"
+        )
+    lines += ["", "| check | result | detail |", "|---|---|---|"]
+    for c in analysis["checks"]:
+        lines.append(f"| {c['name']} | {'ok' if c['ok'] else '**not met**'} | {c['detail']} |")
+    lines += [
+        "",
+        f"Before the traffic: {_fmt(analysis['rss_before'])} MB RSS, {_fmt(analysis['fds_before'])} fds, "
+        f"{_fmt(analysis['tasks_before'])} tasks; after it and the idle timeout: {_fmt(analysis['rss_after_idle'])} MB, "
+        f"{_fmt(analysis['fds_after_idle'])} fds, {_fmt(analysis['tasks_after_idle'])} tasks.",
+        "",
+        "| transport | sessions | closed | abandoned | operations | errors | notifications |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, t in report["transports"].items():
+        lines.append(
+            f"| {kind} | {t['sessions_opened']:,} | {t['sessions_closed']:,} | {t['sessions_abandoned']:,} | "
+            f"{t['ops']:,} | {t['errors']:,} | {t['notifications']:,} |"
+        )
+    total_ops = analysis["ops"]
+    lines += [
+        "",
+        f"{total_ops:,} operations in {minutes:.1f} min ({total_ops / max(report['traffic_seconds'], 1):.0f}/s).",
+    ]
+    examples = [(k, e) for k, t in report["transports"].items() for e in t["error_examples"]]
+    if examples:
+        lines += ["", "Errors (first examples by transport):", ""]
+        lines += [f"- {k}: `{e[:220]}`" for k, e in examples[:12]]
+    if report.get("redis_kinds_after") is not None:
+        lines += [
+            "",
+            "Redis keys under the run's prefix by kind, before the traffic → after it and the idle timeout: "
+            + ", ".join(
+                f"`{k}` {report['redis_kinds_before'].get(k, 0)} → {report['redis_kinds_after'].get(k, 0)}"
+                for k in sorted(set(report["redis_kinds_before"]) | set(report["redis_kinds_after"]))
+            )
+            + ".",
+        ]
+    if FINDINGS_PATH.exists():
+        findings = FINDINGS_PATH.read_text().strip().split("\n")
+        if findings and findings[0].startswith("# "):
+            findings = findings[1:]
+        lines += ["", "### Findings (hand-written: `bench/soak_findings.md`)", "", *findings]
+    return lines
+
+
+def write_section(report: dict[str, Any], json_path: Path) -> None:
+    """Replace (or append) the Soak section at the end of docs/performance.md."""
+    text = DOC_PATH.read_text() if DOC_PATH.exists() else "# Performance\n"
+    start = text.find("\n" + HEADING + "\n")  # the section is the file's last
+    head = text[:start] if start >= 0 else text
+    DOC_PATH.write_text(head.rstrip("\n") + "\n\n" + "\n".join(render(report, json_path)) + "\n")
