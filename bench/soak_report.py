@@ -24,7 +24,8 @@ SERIES: dict[str, tuple[str, float, float]] = {
     "rss_mb": ("RSS (MB)", 8.0, 0.05),
     "fds": ("open file descriptors", 5.0, 0.10),
     "tasks": ("asyncio tasks", 5.0, 0.10),
-    "threads": ("threads", 2.0, 0.0),
+    "threads": ("threads", 2.0, 0.0),  # plus the on-demand pools' capacity: see pool_threads()
+    "stdio": ("stdio upstream processes", 1.0, 0.0),
     "session_objects": ("session objects held", 5.0, 0.10),
     "sessions": ("live sessions", 5.0, 0.10),
     "streams": ("open streams", 3.0, 0.10),
@@ -39,16 +40,31 @@ TOLERANCE_NOTE = (
     "File descriptors, asyncio tasks, session objects and live sessions 5 or 10%, streams 3 or 10%, Redis keys "
     "10 or 10%: they count what is open at the moment of a sample (connections, calls in flight, sessions not "
     "yet expired), which moves by a few with the traffic; one kept per thousand sessions exceeds them in 30 "
-    "minutes. Threads: 2 (the thread pools are bounded; one more per hour of traffic would be a leak)."
+    "minutes. Threads: 2 plus the capacity of the pools that start threads on demand (the event loop's default "
+    "executor, `asyncio_N`, at most min(32, CPUs + 4); the in-process scheduler's `gateway-job_N`, "
+    "GATEWAY_SCHEDULER_WORKERS = 4): the count climbs in steps until each pool has met its busiest moment, "
+    "which can come late in a run. Stdio upstream processes: 1 (the gateway runs one per upstream and set of "
+    "client capabilities, reaped after GATEWAY_STDIO_IDLE_TIMEOUT)."
 )
+
+SCHEDULER_WORKERS = 4  # GATEWAY_SCHEDULER_WORKERS' default, which the soak does not change
+
+
+def pool_threads(nproc: int) -> int:
+    """How many threads the gateway's on-demand pools may start: asyncio's default executor
+    (min(32, CPUs + 4), as concurrent.futures sizes it) and the in-process scheduler's workers."""
+    return min(32, nproc + 4) + SCHEDULER_WORKERS
 
 
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
+MIN_SLOPE_SPAN = 600.0  # seconds of judged samples below which a per-hour trend is extrapolated noise
+
+
 def _slope_per_hour(points: list[tuple[float, float]]) -> float | None:
-    if len(points) < 3:
+    if len(points) < 3 or points[-1][0] - points[0][0] < MIN_SLOPE_SPAN:
         return None
     mean_t = sum(t for t, _ in points) / len(points)
     mean_v = sum(v for _, v in points) / len(points)
@@ -58,10 +74,12 @@ def _slope_per_hour(points: list[tuple[float, float]]) -> float | None:
     return round(sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600, 2)
 
 
-def judge(samples: list[dict[str, Any]], warmup: float) -> dict[str, dict[str, Any]]:
+def judge(samples: list[dict[str, Any]], warmup: float, nproc: int = 2) -> dict[str, dict[str, Any]]:
     judged = [s for s in samples if s.get("phase") == "run" and s["t"] >= warmup]
     out: dict[str, dict[str, Any]] = {}
     for name, (_label, absolute, relative) in SERIES.items():
+        if name == "threads":
+            absolute += pool_threads(nproc)
         points = [(s["t"], float(s[name])) for s in judged if s.get(name) is not None]
         if len(points) < 5:
             continue
@@ -88,7 +106,7 @@ SESSION_KEY_KINDS = ("s:", "e:", "c:", "u:", "all")
 
 
 def analyse(report: dict[str, Any]) -> dict[str, Any]:
-    series = judge(report["samples"], report["config"]["warmup_s"])
+    series = judge(report["samples"], report["config"]["warmup_s"], report["machine"].get("nproc") or 2)
     stop, idle, before = report["after_stop"], report["after_idle"], report["before"]
     transports = report["transports"]
     ops = sum(t["ops"] for t in transports.values())
@@ -221,7 +239,8 @@ def render(report: dict[str, Any], json_path: Path) -> list[str]:
         "SQLite with in-memory sessions.",
         "",
         f"A series is flat when the median of its last 20% of samples exceeds the median of its first 20% after the "
-        f"warm-up by no more than its tolerance. {TOLERANCE_NOTE} `mcpgw_asyncio_tasks` and `mcpgw_session_objects` "
+        f"warm-up by no more than its tolerance. The trend per hour is the least-squares slope over the judged "
+        f"samples (given when they span 10 minutes or more). {TOLERANCE_NOTE} `mcpgw_asyncio_tasks` and `mcpgw_session_objects` "
         "come from `/metrics` (docs/governance.md).",
         "",
         "### This run",
@@ -238,7 +257,7 @@ def render(report: dict[str, Any], json_path: Path) -> list[str]:
         "",
         f"**{'Passed' if analysis['passed'] else 'Not passed'}**: {analysis['summary']}.",
         "",
-        "| series | first 20% (median) | last 20% (median) | growth | tolerance | slope per hour | min – max | verdict |",
+        "| series | first 20% (median) | last 20% (median) | growth | tolerance | trend per hour | min – max | verdict |",
         "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, s in analysis["series"].items():
