@@ -109,6 +109,33 @@ async def test_a_stream_that_asks_keeps_its_session_seen():
     assert await store.get(session.id) is session
 
 
+@pytest.mark.redis
+async def test_the_shared_store_lets_go_of_idle_copies():
+    """Shared Redis store: the copies a process keeps of sessions nobody used for an idle period (their
+    clients went away without DELETE) are dropped when the next session is made, while a session held by a
+    connection of this process stays (they used to pile up until LOCAL_CACHE of them)."""
+    from channels.layers import InMemoryChannelLayer
+
+    from tests.redis_keys import delete_keys, new_prefix
+    from transports.protocol.replicas import Mesh
+    from transports.protocol.shared_sessions import RedisSessionStore
+
+    url, prefix = os.environ["REDIS_URL"], new_prefix("shed")
+    store = RedisSessionStore(url, Mesh(InMemoryChannelLayer()), idle_timeout=1.0, prefix=prefix + ":")
+    try:
+        held = await store.create(connection=True, **SESSION_FIELDS)
+        held.listeners += 1
+        for _ in range(5):
+            await store.create(**SESSION_FIELDS)
+        assert len(store) == 6
+        await asyncio.sleep(1.2)
+        fresh = await store.create(**SESSION_FIELDS)
+        assert {s.id for s in store.known()} == {held.id, fresh.id}
+    finally:
+        await store.redis().aclose()
+        delete_keys(url, prefix)
+
+
 def test_a_session_outlives_its_get_stream_by_the_idle_timeout(gateway):
     """A session that only listens on its GET stream for longer than the idle timeout is still there
     when the stream closes (its client then sends DELETE, or opens the stream again after a network
