@@ -133,12 +133,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# With the shared store, the logs of request streams live GATEWAY_SESSION_IDLE_TIMEOUT + 60 s after their last
+# event (transports/protocol/shared_sessions.py, RedisLog) and notification claims 120 s: the Redis keys reach
+# their steady state, and the last of them expire, only after that long.
+STREAM_LOG_EXTRA = 60.0
+CLAIM_TTL = 120.0
+
+
+def settle_seconds(db: str, idle: float) -> float:
+    """How long the gateway's state takes to reach its steady state under traffic, and to empty after it."""
+    return max(idle, idle + STREAM_LOG_EXTRA, CLAIM_TTL) if db == "postgres" else idle
+
+
 def timings(args: argparse.Namespace) -> tuple[float, float, float, float]:
     """(run, warm-up, idle timeout, sample interval) in seconds."""
     run = args.minutes * 60
     idle = args.idle_timeout or min(60.0, max(15.0, run / 8))
-    warmup = args.warmup if args.warmup is not None else min(max(0.1 * run, 2 * idle), 0.4 * run)
     interval = args.interval or min(10.0, max(2.0, run / 150))
+    if args.warmup is not None:
+        warmup = args.warmup
+    else:
+        settle = idle + STREAM_LOG_EXTRA if args.db == "postgres" else idle
+        warmup = min(max(0.1 * run, 2 * idle, settle + 2 * interval), 0.4 * run)
     return run, warmup, idle, interval
 
 
@@ -324,8 +340,9 @@ async def drive(
     await asyncio.sleep(3)
     after_stop = await asyncio.to_thread(sample, target, token, redis_keys, started, "after-stop")
     still_live = sum(1 for at in soak.abandoned_at if at > time.monotonic() - idle)
-    print(f"  waiting {idle + 5:.0f} s (the idle timeout) for the abandoned sessions to expire", flush=True)
-    wait_until = time.monotonic() + idle + 5
+    settle = settle_seconds(args.db, idle) + 5
+    print(f"  waiting {settle:.0f} s for the abandoned sessions (and their Redis keys) to expire", flush=True)
+    wait_until = time.monotonic() + settle
     while time.monotonic() < wait_until:
         await asyncio.sleep(min(interval, max(0.0, wait_until - time.monotonic())))
         samples.append(await asyncio.to_thread(sample, target, token, redis_keys, started, "drain"))
@@ -399,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_MAX_SESSIONS": "10000",
             "GATEWAY_MAX_SESSIONS_PER_USER": "1000",
             "GATEWAY_HEALTH_INTERVAL": "15",
+            # An idle session's GET stream keeps it alive by asking after it at each keep-alive: more often
+            # than the (short) idle timeout, or the shared store lets the session expire under its stream.
+            "GATEWAY_SSE_KEEPALIVE": str(max(1.0, idle / 4)),
         },
     )
     print(
@@ -464,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             "db": args.db,
             "warmup_s": warmup,
             "idle_timeout_s": idle,
+            "redis_settle_s": idle + STREAM_LOG_EXTRA if args.db == "postgres" else None,
             "interval_s": interval,
             "scale": args.scale,
             "think_s": args.think,

@@ -10,6 +10,7 @@ moment of a sample. The tolerances (``SERIES``) and why they are what they are a
 # ruff: noqa: E501, RUF001
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,11 @@ def _slope_per_hour(points: list[tuple[float, float]]) -> float | None:
     return round(sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600, 2)
 
 
-def judge(samples: list[dict[str, Any]], warmup: float, nproc: int = 2) -> dict[str, dict[str, Any]]:
+def judge(
+    samples: list[dict[str, Any]], warmup: float, nproc: int = 2, settle: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each series' verdict; ``settle``: seconds a series needs to reach its steady state (a warm-up shorter
+    than that leaves the series unjudged, since its ramp would read as growth)."""
     judged = [s for s in samples if s.get("phase") == "run" and s["t"] >= warmup]
     out: dict[str, dict[str, Any]] = {}
     for name, (_label, absolute, relative) in SERIES.items():
@@ -99,6 +104,13 @@ def judge(samples: list[dict[str, Any]], warmup: float, nproc: int = 2) -> dict[
             "window_samples": k,
             "verdict": "flat" if growth <= tolerance else "growing",
         }
+        needed = (settle or {}).get(name, 0.0)
+        if warmup < needed:
+            out[name]["verdict"] = "not judged"
+            out[name]["why"] = (
+                f"a warm-up of {warmup:g} s is shorter than the {needed:g} s the series needs to level off; "
+                f"a run of {math.ceil(needed / 0.4 / 60)} minutes or more judges it"
+            )
     return out
 
 
@@ -106,7 +118,13 @@ SESSION_KEY_KINDS = ("s:", "e:", "c:", "u:", "all")
 
 
 def analyse(report: dict[str, Any]) -> dict[str, Any]:
-    series = judge(report["samples"], report["config"]["warmup_s"], report["machine"].get("nproc") or 2)
+    redis_settle = report["config"].get("redis_settle_s")
+    series = judge(
+        report["samples"],
+        report["config"]["warmup_s"],
+        report["machine"].get("nproc") or 2,
+        {"redis_keys": redis_settle} if redis_settle else None,
+    )
     stop, idle, before = report["after_stop"], report["after_idle"], report["before"]
     transports = report["transports"]
     ops = sum(t["ops"] for t in transports.values())
@@ -116,11 +134,14 @@ def analyse(report: dict[str, Any]) -> dict[str, Any]:
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
-    growing = [SERIES[n][0] for n, s in series.items() if s["verdict"] != "flat"]
+    growing = [SERIES[n][0] for n, s in series.items() if s["verdict"] == "growing"]
+    unjudged = [f"{SERIES[n][0]} ({s['why']})" for n, s in series.items() if s["verdict"] == "not judged"]
+    judged = len(series) - len(unjudged)
     check(
         "every series flat",
         not growing,
-        "growing: " + ", ".join(growing) if growing else f"{len(series)} series judged",
+        ("growing: " + ", ".join(growing) if growing else f"{judged} series judged")
+        + ("; not judged: " + "; ".join(unjudged) if unjudged else ""),
     )
     check(
         "no client errors",
@@ -261,7 +282,7 @@ def render(report: dict[str, Any], json_path: Path) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, s in analysis["series"].items():
-        verdict = s["verdict"] if s["verdict"] == "flat" else f"**{s['verdict']}**"
+        verdict = {"flat": "flat", "growing": "**growing**"}.get(s["verdict"], s["verdict"])
         lines.append(
             f"| {SERIES[name][0]} | {_fmt(s['first'])} | {_fmt(s['last'])} | {s['growth']:+g} | {_fmt(s['tolerance'])} | "
             f"{_fmt(s['slope_per_hour'])} | {_fmt(s['min'])} – {_fmt(s['max'])} | {verdict} |"
