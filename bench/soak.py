@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": {k: max(1, round(v * max(args.scale, 0.01))) for k, v in WORKERS.items()},
             "seed": seed,
             "redis_prefix": target.redis_prefix if target else None,
-            "redis_url": BENCH_REDIS_URL if args.db == "postgres" else None,
+            "redis_url": re.sub(r"//[^@/]*@", "//", BENCH_REDIS_URL) if args.db == "postgres" else None,  # no password
         },
         "transports": {kind: tally.summary() for kind, tally in sorted(soak.tallies.items())},
         **outcome,
