@@ -341,7 +341,8 @@ async def drive(
     after_stop = await asyncio.to_thread(sample, target, token, redis_keys, started, "after-stop")
     still_live = sum(1 for at in soak.abandoned_at if at > time.monotonic() - idle)
     settle = settle_seconds(args.db, idle) + 5
-    print(f"  waiting {settle:.0f} s for the abandoned sessions (and their Redis keys) to expire", flush=True)
+    what = "the abandoned sessions and their Redis keys" if args.db == "postgres" else "the abandoned sessions"
+    print(f"  waiting {settle:.0f} s for {what} to expire", flush=True)
     wait_until = time.monotonic() + settle
     while time.monotonic() < wait_until:
         await asyncio.sleep(min(interval, max(0.0, wait_until - time.monotonic())))

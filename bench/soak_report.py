@@ -325,9 +325,8 @@ def render(report: dict[str, Any], json_path: Path) -> list[str]:
         ]
     if FINDINGS_PATH.exists():
         findings = FINDINGS_PATH.read_text().strip().split("\n")
-        if findings and findings[0].startswith("# "):
-            findings = findings[1:]
-        lines += ["", "### Findings (hand-written: `bench/soak_findings.md`)", "", *findings]
+        first = next((i for i, line in enumerate(findings) if line.startswith("#### ")), 0)  # after the file's title
+        lines += ["", "### Findings (hand-written: `bench/soak_findings.md`)", "", *findings[first:]]
     return lines
 
 
