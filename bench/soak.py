@@ -158,6 +158,9 @@ def timings(args: argparse.Namespace) -> tuple[float, float, float, float]:
     return run, warmup, idle, interval
 
 
+QUIET_SECONDS = 8.0  # longer than the upstream fixture's keep-alive (uvicorn: 5 s), so idle upstream connections close
+
+
 # -- the gateway -------------------------------------------------------------------------------------
 
 
@@ -280,6 +283,7 @@ async def drive(
     token: str,
     redis_keys: RedisKeys | None,
     run: float,
+    warmup: float,
     interval: float,
     idle: float,
 ) -> dict[str, Any]:
@@ -311,8 +315,29 @@ async def drive(
         clients.append(asyncio.ensure_future(trigger_changes(soak, args.trigger_every)))
     print(f"  traffic for {run / 60:.1f} min: {len(clients)} clients; a sample every {interval:.0f} s", flush=True)
     started = time.monotonic()
+    soak.go.set()
+
+    async def at_rest(label: str) -> dict[str, Any]:
+        """A quiet checkpoint: the short-lived clients finish their sessions and wait, the gateway settles,
+        a sample is taken, the traffic resumes. What the gateway holds at rest does not depend on how much
+        was in flight at the moment of a sample, nor on the machine's load."""
+        soak.go.clear()
+        deadline = time.monotonic() + 60
+        while soak.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(QUIET_SECONDS)
+        row = await asyncio.to_thread(sample, target, token, redis_keys, started, label)
+        row["sessions_under_way"] = soak.active
+        samples.append(row)
+        soak.go.set()
+        return row
+
+    rest: dict[str, dict[str, Any]] = {}
     next_print = started + 60
     while (now := time.monotonic()) < started + run:
+        if "after_warmup" not in rest and now - started >= warmup:
+            rest["after_warmup"] = await at_rest("rest-after-warmup")
+            continue
         row = await asyncio.to_thread(sample, target, token, redis_keys, started, "run")
         row["ops"] = sum(t.ops for t in soak.tallies.values())
         row["errors"] = sum(t.errors for t in soak.tallies.values())
@@ -328,8 +353,9 @@ async def drive(
                 flush=True,
             )
         await asyncio.sleep(max(0.0, min(interval, started + run - time.monotonic())))
+    rest["end"] = await at_rest("rest-at-end")
     ended = time.monotonic()
-    soak.stop.set()
+    soak.finish()
     print("  stopping the clients (each closes its session)", flush=True)
     _done, pending = await asyncio.wait(clients, timeout=60)
     for task in pending:
@@ -360,6 +386,7 @@ async def drive(
         "before": before,
         "after_stop": after_stop,
         "after_idle": after_idle,
+        "at_rest": rest,
         "abandoned_still_live_at_stop": still_live,
         "redis_kinds_before": redis_before,
         "redis_kinds_after": redis_after,
@@ -453,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             abandon=args.abandon,
             rng=random.Random(seed),
         )
-        outcome = asyncio.run(drive(soak, args, target, metrics_token, redis_keys, run, interval, idle))
+        outcome = asyncio.run(drive(soak, args, target, metrics_token, redis_keys, run, warmup, interval, idle))
     finally:
         if target is not None:
             teardown(target)

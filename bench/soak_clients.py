@@ -102,6 +102,8 @@ class Soak:
     abandon: float  # share of http-legacy sessions left without DELETE
     rng: random.Random
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    go: asyncio.Event = field(default_factory=asyncio.Event)  # cleared: new sessions wait (a quiet checkpoint)
+    active: int = 0  # sessions of the short-lived clients under way
     tallies: dict[str, Tally] = field(default_factory=dict)
     abandoned_at: list[float] = field(default_factory=list)  # time.monotonic() of each abandoned session
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -142,8 +144,27 @@ class Soak:
             dropped |= {"elicitation", "elicitation-cancelled"}
         return {k: v for k, v in table.items() if k not in dropped}
 
-    async def pause(self) -> None:
+    async def think_time(self) -> None:
         await asyncio.sleep(self.rng.uniform(0, 2 * self.think))
+
+    async def proceed(self) -> bool:
+        """Before a short-lived client's next session: wait while the run is paused; False once it stops."""
+        await self.go.wait()
+        return not self.stop.is_set()
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        """A session under way (a quiet checkpoint waits until none is)."""
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+    def finish(self) -> None:
+        """The run stops: every client closes what it holds and returns."""
+        self.stop.set()
+        self.go.set()
 
     def next_id(self) -> int:
         return next(self.ids)
@@ -267,7 +288,7 @@ async def run_ops(soak: Soak, kind: str, table: dict[str, int], op: Callable[[st
             tally.ok(name)
         except (Exception, TimeoutError) as exc:
             tally.error(name, exc)
-        await soak.pause()
+        await soak.think_time()
 
 
 USED_NAMES = (
@@ -439,33 +460,34 @@ class LegacyHttp:
 async def legacy_http_client(soak: Soak, with_stream: float = 0.3) -> None:
     """Sessions of the session era, one after the other, until the run stops."""
     tally = soak.tally(LegacyHttp.KIND)
-    while not soak.stop.is_set():
-        async with http_session() as http:
-            client = LegacyHttp(soak, http, soak.server(), soak.rng.choice(LEGACY_VERSIONS))
-            try:
-                async with asyncio.timeout(OP_TIMEOUT):
-                    await client.open()
-            except (Exception, TimeoutError) as exc:
-                tally.error("initialize", exc)
-                await asyncio.sleep(1)
-                continue
-            tally.sessions_opened += 1
-            if soak.rng.random() < with_stream:
-                client.open_stream()
-            await run_ops(soak, LegacyHttp.KIND, soak.ops(client.server, LegacyHttp.OPS), client.op)
-            await client.close_stream()
-            # At the end of the run every client closes properly: what stays is what the gateway kept.
-            if not soak.stop.is_set() and soak.rng.random() < soak.abandon:
-                tally.sessions_abandoned += 1
-                soak.abandoned_at.append(time.monotonic())
-            else:
+    while await soak.proceed():
+        async with soak.busy():
+            async with http_session() as http:
+                client = LegacyHttp(soak, http, soak.server(), soak.rng.choice(LEGACY_VERSIONS))
                 try:
                     async with asyncio.timeout(OP_TIMEOUT):
-                        await client.delete()
-                    tally.sessions_closed += 1
+                        await client.open()
                 except (Exception, TimeoutError) as exc:
-                    tally.error("delete", exc)
-        await soak.pause()
+                    tally.error("initialize", exc)
+                    await asyncio.sleep(1)
+                    continue
+                tally.sessions_opened += 1
+                if soak.rng.random() < with_stream:
+                    client.open_stream()
+                await run_ops(soak, LegacyHttp.KIND, soak.ops(client.server, LegacyHttp.OPS), client.op)
+                await client.close_stream()
+                # At the end of the run every client closes properly: what stays is what the gateway kept.
+                if not soak.stop.is_set() and soak.rng.random() < soak.abandon:
+                    tally.sessions_abandoned += 1
+                    soak.abandoned_at.append(time.monotonic())
+                else:
+                    try:
+                        async with asyncio.timeout(OP_TIMEOUT):
+                            await client.delete()
+                        tally.sessions_closed += 1
+                    except (Exception, TimeoutError) as exc:
+                        tally.error("delete", exc)
+            await soak.think_time()
 
 
 # -- Streamable HTTP, 2026-07-28 --------------------------------------------------------------------
@@ -581,13 +603,14 @@ class ModernHttp:
 
 async def modern_http_client(soak: Soak) -> None:
     tally = soak.tally(ModernHttp.KIND)
-    while not soak.stop.is_set():
-        async with http_session() as http:
-            tally.sessions_opened += 1
-            client = ModernHttp(soak, http, soak.server())
-            await run_ops(soak, ModernHttp.KIND, soak.ops(client.server, ModernHttp.OPS), client.op)
-            tally.sessions_closed += 1
-        await soak.pause()
+    while await soak.proceed():
+        async with soak.busy():
+            async with http_session() as http:
+                tally.sessions_opened += 1
+                client = ModernHttp(soak, http, soak.server())
+                await run_ops(soak, ModernHttp.KIND, soak.ops(client.server, ModernHttp.OPS), client.op)
+                tally.sessions_closed += 1
+            await soak.think_time()
 
 
 # -- connections that carry a whole session: HTTP+SSE and WebSocket ---------------------------------
@@ -746,67 +769,69 @@ class WebSocketSession(Connected):
 async def connected_client(soak: Soak, kind: type[Connected]) -> None:
     """HTTP+SSE or WebSocket sessions, one after the other; closing the connection ends the session."""
     tally = soak.tally(kind.KIND)
-    while not soak.stop.is_set():
-        async with http_session() as http:
-            client = kind(soak, http, soak.server())
-            try:
+    while await soak.proceed():
+        async with soak.busy():
+            async with http_session() as http:
+                client = kind(soak, http, soak.server())
                 try:
-                    async with asyncio.timeout(OP_TIMEOUT):
-                        await client.open()
-                except (Exception, TimeoutError) as exc:
-                    tally.error("initialize", exc)
-                    await asyncio.sleep(1)
-                    continue
-                tally.sessions_opened += 1
-                await run_ops(soak, kind.KIND, soak.ops(client.server, client.OPS), client.op)
-            finally:
-                await client.close()
-            tally.sessions_closed += 1
-        await soak.pause()
+                    try:
+                        async with asyncio.timeout(OP_TIMEOUT):
+                            await client.open()
+                    except (Exception, TimeoutError) as exc:
+                        tally.error("initialize", exc)
+                        await asyncio.sleep(1)
+                        continue
+                    tally.sessions_opened += 1
+                    await run_ops(soak, kind.KIND, soak.ops(client.server, client.OPS), client.op)
+                finally:
+                    await client.close()
+                tally.sessions_closed += 1
+            await soak.think_time()
 
 
 # -- /rpc -------------------------------------------------------------------------------------------
 
 
+class RpcSession:
+    """JSON-RPC over plain HTTP (`/rpc`): a request, a JSON answer; no session on the gateway's side."""
+
+    KIND = "rpc"
+    OPS = {"echo": 50, "tools/list": 15, "resources/read": 15, "ping": 10, "notification": 5}
+
+    def __init__(self, soak: Soak, http: aiohttp.ClientSession, server: str) -> None:
+        self.soak, self.http, self.server, self.url = soak, http, server, soak.url(server, "rpc")
+        self.headers = {**soak.auth(), "Content-Type": "application/json"}
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        request_id = self.soak.next_id()
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            body["params"] = params
+        async with self.http.post(self.url, json=body, headers=self.headers) as response:
+            if response.status != 200:
+                raise Unexpected(f"{method}: HTTP {response.status}: {(await response.read())[:200]!r}")
+            return check_result(json.loads(await response.read()), request_id)
+
+    async def op(self, name: str) -> None:
+        if await common_op(self.soak, self.server, self.request, name):
+            return
+        if name == "notification":  # answered with 204 and nothing
+            message = {"jsonrpc": "2.0", "method": "ping"}
+            async with self.http.post(self.url, json=message, headers=self.headers) as response:
+                await response.read()
+                if response.status != 204:
+                    raise Unexpected(f"a notification got HTTP {response.status}, not 204")
+
+
 async def rpc_client(soak: Soak) -> None:
-    kind = "rpc"
-    tally = soak.tally(kind)
-    table = {"echo": 50, "tools/list": 15, "resources/read": 15, "ping": 10, "notification": 5}
-    while not soak.stop.is_set():
-        async with http_session() as http:
-            server = soak.server()
-            url = soak.url(server, "rpc")
-            headers = {**soak.auth(), "Content-Type": "application/json"}
-
-            async def op(name: str, server: str = server, url: str = url, headers: dict[str, str] = headers) -> None:
-                if name == "notification":
-                    async with http.post(url, json={"jsonrpc": "2.0", "method": "ping"}, headers=headers) as r:
-                        await r.read()
-                        if r.status != 204:
-                            raise Unexpected(f"a notification got HTTP {r.status}, not 204")
-                    return
-                text = f"soak-{soak.rng.getrandbits(32):08x}"
-                method, params = {
-                    "echo": ("tools/call", {"name": soak.name(server, "echo"), "arguments": {"message": text}}),
-                    "tools/list": ("tools/list", {}),
-                    "resources/read": ("resources/read", {"uri": "test://static-text"}),
-                    "ping": ("ping", None),
-                }[name]
-                request_id = soak.next_id()
-                body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-                if params is not None:
-                    body["params"] = params
-                async with http.post(url, json=body, headers=headers) as r:
-                    if r.status != 200:
-                        raise Unexpected(f"{method}: HTTP {r.status}: {(await r.read())[:200]!r}")
-                    result = check_result(json.loads(await r.read()), request_id)
-                if name == "echo":
-                    check_echo(result, text)
-
+    tally = soak.tally(RpcSession.KIND)
+    while await soak.proceed():
+        async with soak.busy(), http_session() as http:
+            client = RpcSession(soak, http, soak.server())
             tally.sessions_opened += 1
-            await run_ops(soak, kind, soak.ops(server, table), op)
+            await run_ops(soak, RpcSession.KIND, soak.ops(client.server, RpcSession.OPS), client.op)
             tally.sessions_closed += 1
-        await soak.pause()
+            await soak.think_time()
 
 
 async def trigger_changes(soak: Soak, every: float) -> None:
@@ -821,6 +846,8 @@ async def trigger_changes(soak: Soak, every: float) -> None:
                     await soak.stop.wait()
             if soak.stop.is_set():
                 return
+            if not soak.go.is_set():  # a quiet checkpoint
+                continue
             body = {
                 "jsonrpc": "2.0",
                 "id": soak.next_id(),
@@ -886,35 +913,36 @@ async def bridge_client(soak: Soak) -> None:
     kind = "stdio-bridge"
     tally = soak.tally(kind)
     env = {**os.environ, "MCP_GATEWAY_TOKEN": soak.token, "PYTHONPATH": soak.root}
-    while not soak.stop.is_set():
-        server = soak.server()
-        process = await asyncio.create_subprocess_exec(
-            soak.python,
-            "-m",
-            "transports.stdio_bridge",
-            "--url",
-            soak.url(server, "mcp"),
-            cwd=soak.root,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        bridge = BridgeSession(soak, process, server)
-        try:
-            async with asyncio.timeout(OP_TIMEOUT):
-                await bridge.open()
-            tally.sessions_opened += 1
-            await run_ops(soak, kind, {"echo": 6, "tools/list": 1, "progress": 1, "ping": 1}, bridge.op)
-            await bridge.close()
-            tally.sessions_closed += 1
-        except (Exception, TimeoutError) as exc:
-            tally.error("session", exc)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        await soak.pause()
+    while await soak.proceed():
+        async with soak.busy():
+            server = soak.server()
+            process = await asyncio.create_subprocess_exec(
+                soak.python,
+                "-m",
+                "transports.stdio_bridge",
+                "--url",
+                soak.url(server, "mcp"),
+                cwd=soak.root,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            bridge = BridgeSession(soak, process, server)
+            try:
+                async with asyncio.timeout(OP_TIMEOUT):
+                    await bridge.open()
+                tally.sessions_opened += 1
+                await run_ops(soak, kind, {"echo": 6, "tools/list": 1, "progress": 1, "ping": 1}, bridge.op)
+                await bridge.close()
+                tally.sessions_closed += 1
+            except (Exception, TimeoutError) as exc:
+                tally.error("session", exc)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            await soak.think_time()
 
 
 # -- long-lived clients ------------------------------------------------------------------------------
