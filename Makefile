@@ -166,6 +166,13 @@ bench-compare: dev ## tools_call gateway CPU per call, git BASELINE (default HEA
 	$(PY) bench/run.py --baseline $(BASELINE) --targets gw-daphne-sqlite,gw-uvicorn-sqlite --workloads tools_call \
 		--concurrency 1,32 --repeat 3 --idle-sessions 0 --no-doc $(BENCH_ARGS)
 
+# A bounded run by hand (not in `make test`): SOAK_MINUTES of mixed traffic over every transport, then the verdicts;
+# writes bench/results/soak-<timestamp>.json and the Soak section of docs/performance.md. PostgreSQL + Redis when
+# DATABASE_URL and REDIS_URL are set (a scratch database and a key prefix of the run's own), SQLite otherwise.
+SOAK_MINUTES ?= 30
+soak: dev ## Soak the gateway: SOAK_MINUTES (30) of traffic on every transport; RSS, fds, tasks, Redis keys must stay flat
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
 node-tools: $(NODE_STAMP) $(NODE_ALPHA_STAMP) ## Install Node 22, the MCP conformance suites, server-everything and the Inspector into .tools/
 
 lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
@@ -175,4 +182,4 @@ lock: | $(UV) ## Recompile requirements*.txt from requirements*.in
 clean: ## Remove the virtualenv, tools and local state (keeps db.sqlite3)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache staticfiles
 
-.PHONY: help deps dev system-deps run test lint lint-deploy format lock clean node-tools bench bench-compare contextforge py-spy
+.PHONY: help deps dev system-deps run test lint lint-deploy format lock clean node-tools bench bench-compare contextforge py-spy soak

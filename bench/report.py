@@ -17,6 +17,7 @@ from config import (
     MIN_OPS,
     ROOT,
 )
+from soak_report import kept_section
 from targets import (
     BASELINE_SUFFIX,
     CF_MAX_CONCURRENCY,
@@ -683,4 +684,5 @@ def write_markdown(report: dict[str, Any], json_path: Path) -> None:
             findings = findings[1:]
         lines += ["", "## Findings (hand-written: `bench/findings.md`)", "", *findings]
     lines.append("")
-    DOC_PATH.write_text("\n".join(lines))
+    soak = kept_section()  # the soak (bench/soak.py) is a run of its own: its section stays as it is
+    DOC_PATH.write_text("\n".join(lines) + soak)

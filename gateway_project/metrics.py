@@ -7,9 +7,11 @@ credentials (Basic or the gateway's JWT, like the REST API, or an admin session)
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import Http404, HttpRequest, HttpResponse
@@ -71,8 +73,14 @@ def _staff_refusal(request: HttpRequest) -> HttpResponse | None:
 
 
 @require_GET
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """This process's metrics in the Prometheus text format, to whoever may read them."""
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """This process's metrics in the Prometheus text format, to whoever may read them. Async only to
+    note the serving event loop for ``mcpgw_asyncio_tasks``; the rest (queries) runs in a thread."""
+    metrics.note_serving_loop(asyncio.get_running_loop())
+    return await sync_to_async(_metrics, thread_sensitive=True)(request)
+
+
+def _metrics(request: HttpRequest) -> HttpResponse:
     if not settings.GATEWAY_METRICS:
         raise Http404("Metrics are off (GATEWAY_METRICS).")
     token, allowed = settings.GATEWAY_METRICS_TOKEN, settings.GATEWAY_METRICS_ALLOWED_IPS

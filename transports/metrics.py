@@ -3,12 +3,13 @@
 A custom collector on a private registry (``REGISTRY``): nothing is counted for Prometheus on the call
 path; each scrape reads the recorder (``observe.recorder.metrics()``), the gauges of
 ``transports.stats``, the upstreams' health (the catalog's Gateway rows, read at most every
-``HEALTH_CACHE_SECONDS``) and the rate limiter's refusals. The names, types and labels are listed in
-docs/governance.md ("Logs, metrics and traces").
+``HEALTH_CACHE_SECONDS``), the rate limiter's refusals and the serving event loop's task count. The
+names, types and labels are listed in docs/governance.md ("Logs, metrics and traces").
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEALTH_CACHE_SECONDS = 5.0
 
 _health_lock = threading.Lock()
+_serving_loop: asyncio.AbstractEventLoop | None = None
 _health: tuple[float, list[tuple[str, str, int]]] = (float("-inf"), [])
 
 
@@ -51,6 +53,22 @@ def forget_health() -> None:
     _health = (float("-inf"), [])
 
 
+def note_serving_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the event loop this process serves requests on. The /metrics view notes the loop it
+    runs on: the collector itself runs in a worker thread, which has no running loop to ask."""
+    global _serving_loop
+    _serving_loop = loop
+
+
+def asyncio_tasks() -> int | None:
+    """Unfinished tasks of the serving loop; None before a scrape has noted it, or once it is closed.
+    ``asyncio.all_tasks`` copes with being called from another thread (it retries its copy of the set)."""
+    loop = _serving_loop
+    if loop is None or loop.is_closed():
+        return None
+    return len(asyncio.all_tasks(loop))
+
+
 def rate_limit_refusals() -> dict[str, int]:
     """Refusals per limit since the start, from the limiter."""
     return dict(limits.refusals)
@@ -72,6 +90,12 @@ class GatewayCollector(Collector):
         yield from self._requests(recorded["requests"])
         yield from self._tools(recorded["tools"])
         yield from self._gauges(stats.gauges())
+        tasks = asyncio_tasks()
+        if tasks is not None:
+            # A number that grows without bound while the traffic does not is a task leak (make soak).
+            yield GaugeMetricFamily(
+                "mcpgw_asyncio_tasks", "Unfinished asyncio tasks of this process's serving event loop.", value=tasks
+            )
         yield from self._health()
         refusals = CounterMetricFamily(
             "mcpgw_rate_limit_refusals",
@@ -136,6 +160,12 @@ class GatewayCollector(Collector):
                 "Live MCP sessions of the whole deployment in the shared Redis store (the same on every replica).",
                 value=found["shared_sessions"],
             )
+        yield GaugeMetricFamily(
+            "mcpgw_session_objects",
+            "Session objects in this process's memory: live ones and expired ones not yet dropped (with the "
+            "shared Redis store: its local cache of them).",
+            value=found["session_objects"],
+        )
         yield GaugeMetricFamily(
             "mcpgw_streams",
             "Open streams of this process (SSE, GET, subscriptions/listen, WebSocket).",

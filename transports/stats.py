@@ -104,11 +104,13 @@ def _stdio_running(core: Any) -> int:
 def gauges() -> dict[str, Any]:
     """What is open in this process now: ``sessions`` (held here; 0 with the shared store),
     ``shared_store`` (sessions live in Redis), ``shared_sessions`` (then: the whole deployment's live
-    sessions, None when Redis could not be read), ``streams``, ``stdio`` (running processes)."""
+    sessions, None when Redis could not be read), ``session_objects`` (session objects in this
+    process's memory, expired ones not yet dropped included), ``streams``, ``stdio`` (running processes)."""
     core = runtime.current_core()  # this process's core, if it serves MCP yet (no core is made for a reading)
-    sessions, shared_store, shared, stdio = 0, False, None, 0
+    sessions, shared_store, shared, stdio, objects = 0, False, None, 0, 0
     if core is not None:
         store = core.sessions
+        objects = len(store)
         if isinstance(store, RedisSessionStore):
             shared_store, shared = True, _shared_sessions(store)
         else:
@@ -118,6 +120,7 @@ def gauges() -> dict[str, Any]:
         "sessions": sessions,
         "shared_store": shared_store,
         "shared_sessions": shared,
+        "session_objects": objects,
         "streams": edge.streams.total,
         "stdio": stdio,
     }

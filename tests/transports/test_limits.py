@@ -5,6 +5,7 @@ bounded with an error that names the setting, and the bound frees up when a sess
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from websockets.sync.client import connect
 from tests.redis_keys import scoped_prefix
 from tests.transports.conftest import start_live_gateway
 from tests.transports.test_streamable_http import Raw, init_body
+from transports.protocol.sessions import SessionStore
 
 IDLE = 3.0
 
@@ -67,6 +69,84 @@ def test_an_idle_session_expires(gateway):
     response = raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"})
     assert response.status_code == 404
     assert "Session not found" in response.json()["error"]["message"]
+
+
+SESSION_FIELDS = {
+    "username": "u",
+    "scopes": frozenset(),
+    "server": None,
+    "protocol_version": "2025-11-25",
+    "client_capabilities": {},
+    "client_info": {},
+}
+
+
+async def test_idle_sessions_behind_a_held_connection_still_expire():
+    """In-memory store: a session held open by its connection (WebSocket, HTTP+SSE, a GET stream) at
+    the front of the line does not keep the idle sessions made after it: they are dropped once expired,
+    and the store goes on taking new sessions (it used to fill up with expired ones and refuse them)."""
+    store = SessionStore(idle_timeout=0.05, max_sessions=10)
+    held = await store.create(connection=True, **SESSION_FIELDS)
+    held.listeners += 1
+    for _ in range(30):  # three times the bound, each left without DELETE by its client
+        await store.create(**SESSION_FIELDS)
+        await asyncio.sleep(0.02)
+    assert len(store) < 10
+    assert held.id in {s.id for s in store.known()}
+    held.listeners -= 1
+
+
+async def test_a_stream_that_asks_keeps_its_session_seen():
+    """In-memory store: ``alive`` (asked by an open GET stream at each keep-alive) counts as use, as it
+    does in the shared store: the session outlives its stream by a whole idle period."""
+    store = SessionStore(idle_timeout=0.2)
+    session = await store.create(**SESSION_FIELDS)
+    session.listeners += 1
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        assert await store.alive(session)
+    session.listeners -= 1
+    assert await store.get(session.id) is session
+
+
+@pytest.mark.redis
+async def test_the_shared_store_lets_go_of_idle_copies():
+    """Shared Redis store: the copies a process keeps of sessions nobody used for an idle period (their
+    clients went away without DELETE) are dropped when the next session is made, while a session held by a
+    connection of this process stays (they used to pile up until LOCAL_CACHE of them)."""
+    from channels.layers import InMemoryChannelLayer
+
+    from tests.redis_keys import delete_keys, new_prefix
+    from transports.protocol.replicas import Mesh
+    from transports.protocol.shared_sessions import RedisSessionStore
+
+    url, prefix = os.environ["REDIS_URL"], new_prefix("shed")
+    store = RedisSessionStore(url, Mesh(InMemoryChannelLayer()), idle_timeout=1.0, prefix=prefix + ":")
+    try:
+        held = await store.create(connection=True, **SESSION_FIELDS)
+        held.listeners += 1
+        for _ in range(5):
+            await store.create(**SESSION_FIELDS)
+        assert len(store) == 6
+        await asyncio.sleep(1.2)
+        fresh = await store.create(**SESSION_FIELDS)
+        assert {s.id for s in store.known()} == {held.id, fresh.id}
+    finally:
+        await store.redis().aclose()
+        delete_keys(url, prefix)
+
+
+def test_a_session_outlives_its_get_stream_by_the_idle_timeout(gateway):
+    """A session that only listens on its GET stream for longer than the idle timeout is still there
+    when the stream closes (its client then sends DELETE, or opens the stream again after a network
+    blip), in both stores."""
+    raw = Raw(gateway)
+    raw.initialize()
+    with _get_stream(raw) as stream:
+        assert stream.status_code == 200
+        time.sleep(IDLE + 1.5)  # GATEWAY_SSE_KEEPALIVE is 1 s: the stream asks after its session meanwhile
+    assert "result" in raw.call("ping")
+    _delete(raw)
 
 
 @contextlib.contextmanager

@@ -3,9 +3,11 @@ calls through the in-process endpoint, the gauges and upstream health, and who m
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import Client
+from django.test import AsyncClient, Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from registry import auth
@@ -98,6 +100,7 @@ async def test_calls_through_the_endpoint_appear_as_counters_and_histograms(worl
         assert value(found["mcpgw_shared_sessions"], "mcpgw_shared_sessions") >= 1
     else:
         assert value(found["mcpgw_sessions"], "mcpgw_sessions") == 1
+    assert value(found["mcpgw_session_objects"], "mcpgw_session_objects") == 1
     assert value(found["mcpgw_streams"], "mcpgw_streams") is not None
     assert value(found["mcpgw_stdio_processes"], "mcpgw_stdio_processes") == 0
     health = found["mcpgw_upstream_health"]
@@ -105,6 +108,42 @@ async def test_calls_through_the_endpoint_appear_as_counters_and_histograms(worl
     assert value(health, "mcpgw_upstream_health", gateway="echo", state="unreachable") == 0
     assert "mcpgw_rate_limit_refusals" in found
     assert "# HELP mcpgw_tool_calls_total" in text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_asyncio_tasks_counts_the_unfinished_tasks_of_the_serving_loop(settings):
+    """mcpgw_asyncio_tasks is read from the loop /metrics is served on: three waiting tasks count three
+    more than after they finished."""
+    settings.GATEWAY_METRICS_TOKEN = "t"
+    metrics.forget_health()
+
+    async def scrape() -> float | None:
+        response = await AsyncClient().get("/metrics", headers={"Authorization": "Bearer t"})
+        assert response.status_code == 200, response.content
+        return value(families(response.content.decode())["mcpgw_asyncio_tasks"], "mcpgw_asyncio_tasks")
+
+    release = asyncio.Event()
+    waiting = [asyncio.create_task(release.wait()) for _ in range(3)]
+    busy = await scrape()
+    release.set()
+    await asyncio.gather(*waiting)
+    idle = await scrape()
+    assert busy is not None
+    assert idle is not None
+    assert busy - idle == 3
+
+
+def test_asyncio_tasks_is_absent_until_a_live_serving_loop_is_known(db, monkeypatch):
+    """No gauge before a scrape has noted the loop, nor once that loop is closed (a number from a dead
+    loop would read as a flat line)."""
+    monkeypatch.setattr(metrics, "_serving_loop", None)
+    assert metrics.asyncio_tasks() is None
+    loop = asyncio.new_event_loop()
+    metrics.note_serving_loop(loop)
+    assert metrics.asyncio_tasks() == 0
+    loop.close()
+    assert metrics.asyncio_tasks() is None
+    assert "mcpgw_asyncio_tasks" not in metrics.exposition().decode()
 
 
 def test_rate_limit_refusals_are_read_from_the_limiter(db, monkeypatch, settings):

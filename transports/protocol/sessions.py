@@ -338,7 +338,13 @@ class SessionStore:
 
     async def alive(self, session: Session) -> bool:
         """The session still exists (an open stream asks now and then; it also keeps it from expiring)."""
-        return not session.closed and session.id in self._sessions
+        if session.closed or session.id not in self._sessions:
+            return False
+        # Seen now, as the shared store refreshes its expiry: when the stream closes, the session has a
+        # whole idle period left, not one that ran out while the stream held it.
+        session.last_seen = time.monotonic()
+        self._sessions.move_to_end(session.id)
+        return True
 
     async def save(self, session: Session, *names: str) -> None:
         """Persist fields a request changed (``initialized``, ``log_level``, ``subscriptions``): in
@@ -366,9 +372,17 @@ class SessionStore:
         return session.find_stream(stream_id)
 
     def _expire(self) -> None:
-        limit = time.monotonic() - self.idle_timeout
+        now = time.monotonic()
+        limit = now - self.idle_timeout
         while self._sessions:
             oldest = next(iter(self._sessions.values()))
-            if oldest.last_seen >= limit or oldest.listeners:
+            if oldest.last_seen >= limit:
                 break
-            self._drop(oldest.id)
+            if oldest.listeners:
+                # Kept by an open stream or connection: seen now, and to the back of the line. Stopping
+                # here instead left every idle session behind it in memory, expired but never dropped,
+                # until the store refused new sessions at GATEWAY_MAX_SESSIONS (found by make soak).
+                oldest.last_seen = now
+                self._sessions.move_to_end(oldest.id)
+            else:
+                self._drop(oldest.id)

@@ -266,6 +266,7 @@ class RedisSessionStore:
 
     @_store_call
     async def create(self, *, connection: bool = False, **fields: Any) -> Session:
+        self._shed_idle()
         username = fields["username"]
         session = Session(
             id=secrets.token_urlsafe(24),
@@ -443,6 +444,26 @@ class RedisSessionStore:
             return True
         self._forget(session_id)
         return False
+
+    def _shed_idle(self) -> None:
+        """Drop the copies of sessions this process has not used for an idle period, least recently used
+        first: in Redis they have expired, or another replica serves them (a later request here reads them
+        again). Without this the copies of sessions their clients abandoned stayed until LOCAL_CACHE of
+        them had piled up (found by make soak). Copies in use (a connection of ours, a stream, a call)
+        count as used now and go to the back."""
+        now = time.monotonic()
+        limit = now - self.idle_timeout
+        for _ in range(len(self._local)):
+            oldest = next(iter(self._local.values()))
+            if oldest.last_seen >= limit:
+                break
+            if oldest.busy or oldest.owner == self.mesh.tag:
+                oldest.last_seen = now
+                self._local.move_to_end(oldest.id)
+                continue
+            del self._local[oldest.id]
+            self._refreshed.pop(oldest.id, None)
+            self._validated.pop(oldest.id, None)
 
     def _remember(self, session: Session) -> None:
         self._local[session.id] = session

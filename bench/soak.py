@@ -1,0 +1,578 @@
+"""MCP Gateway soak: `make soak` (or `.venv/bin/python bench/soak.py [--minutes N]`).
+
+A bounded run (30 minutes unless SOAK_MINUTES or --minutes says otherwise) of mixed traffic over every
+transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py),
+against a gateway it starts on 127.0.0.1 with the upstream fixture behind it (over HTTP, and a second
+one over stdio), as `make bench` starts them (bench/processes.py, bench/targets.py). With DATABASE_URL
+(PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database made on that server and dropped at
+the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX), whose keys are deleted at the
+end; otherwise on its own SQLite file and in-memory sessions.
+
+Every --interval seconds it samples the gateway process: RSS, open file descriptors (/proc/PID/fd),
+threads, CPU time, and from /metrics the asyncio tasks of its serving loop (mcpgw_asyncio_tasks), live
+sessions, session objects held, open streams and stdio processes; and the Redis keys under its prefix.
+After the run: each series is judged flat or growing (bench/soak_report.py says how), every client has
+closed its session and the idle timeout has passed, the store must be empty of sessions, and the errors
+are counted by transport. Results go to bench/results/soak-<timestamp>.json and the "Soak" section of
+docs/performance.md.
+"""
+
+# ruff: noqa: S311, S603
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def _bench_settings_from_environment() -> str:
+    """PostgreSQL + Redis when DATABASE_URL and REDIS_URL are set (the bench's own settings take them);
+    "sqlite" otherwise. Before the bench's modules are imported: they read these once."""
+    database, redis_url = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
+    if database.startswith(("postgres://", "postgresql://")) and redis_url:
+        os.environ.setdefault("BENCH_PG_ADMIN_URL", database)  # the scratch database is made on that server
+        os.environ.setdefault("BENCH_REDIS_URL", redis_url)
+        return "postgres"
+    return "sqlite"
+
+
+DEFAULT_DB = _bench_settings_from_environment()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from config import BENCH_REDIS_URL, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
+from machine import machine_info, machine_load  # noqa: E402
+from processes import proc_cpu_seconds, start_upstream  # noqa: E402
+from soak_clients import (  # noqa: E402
+    Soak,
+    SseSession,
+    WebSocketSession,
+    bridge_client,
+    connected_client,
+    hold_get_stream,
+    hold_listen,
+    hold_websocket,
+    learn_names,
+    legacy_http_client,
+    modern_http_client,
+    rpc_client,
+    trigger_changes,
+)
+from soak_report import SERIES, analyse, write_section  # noqa: E402
+from targets import LiveTarget, TargetSpec, pg_and_redis_available, setup_gateway, teardown  # noqa: E402
+
+# Clients of each kind running at once (times --scale); each runs one session after another.
+WORKERS = {"http-legacy": 4, "http-modern": 3, "sse": 2, "websocket": 2, "rpc": 2, "stdio-bridge": 1}
+STDIO_SERVER = "soak-stdio"
+METRICS = {
+    "tasks": "mcpgw_asyncio_tasks",
+    "sessions": "mcpgw_sessions",
+    "shared_sessions": "mcpgw_shared_sessions",
+    "session_objects": "mcpgw_session_objects",
+    "streams": "mcpgw_streams",
+    "stdio": "mcpgw_stdio_processes",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="MCP Gateway soak: mixed traffic over every transport (loopback).")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=float(os.environ.get("SOAK_MINUTES") or 30),
+        help="minutes of traffic (default: SOAK_MINUTES, else 30); setup and the end checks add a few",
+    )
+    parser.add_argument("--interval", type=float, help="seconds between samples (default: 1/150 of the run, 2 to 10)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of traffic before the series are judged (default: 10%% of the run, "
+        "at least twice the idle timeout, at most 40%% of the run)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="the gateway's GATEWAY_SESSION_IDLE_TIMEOUT and GATEWAY_REQUEST_STATE_TTL for the run (default: "
+        "1/8 of the run, 15 to 60 s), so abandoned sessions expire within it",
+    )
+    parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgres"],
+        default=DEFAULT_DB,
+        help="postgres: PostgreSQL + Redis (the default when DATABASE_URL and REDIS_URL are set)",
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of clients of each kind")
+    parser.add_argument("--think", type=float, default=0.15, help="mean pause between a session's operations (s)")
+    parser.add_argument(
+        "--abandon", type=float, default=0.2, help="share of session-era HTTP sessions left without DELETE"
+    )
+    parser.add_argument(
+        "--trigger-every", type=float, default=30.0, help="seconds between upstream tool-list changes (0: none)"
+    )
+    parser.add_argument("--no-stdio-upstream", action="store_true", help="no second upstream over stdio")
+    parser.add_argument("--seed", type=int, help="random seed of the traffic (default: random, recorded)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's directory (logs, SQLite file) and say where"
+    )
+    parser.add_argument("--no-doc", action="store_true", help="write the JSON only, not docs/performance.md")
+    parser.add_argument("--from-json", metavar="PATH", help="only re-render the Soak section from a results JSON")
+    return parser.parse_args(argv)
+
+
+# With the shared store, the logs of request streams live GATEWAY_SESSION_IDLE_TIMEOUT + 60 s after their last
+# event (transports/protocol/shared_sessions.py, RedisLog) and notification claims 120 s: the Redis keys reach
+# their steady state, and the last of them expire, only after that long.
+STREAM_LOG_EXTRA = 60.0
+CLAIM_TTL = 120.0
+
+
+def settle_seconds(db: str, idle: float) -> float:
+    """How long the gateway's state takes to reach its steady state under traffic, and to empty after it."""
+    return max(idle, idle + STREAM_LOG_EXTRA, CLAIM_TTL) if db == "postgres" else idle
+
+
+def timings(args: argparse.Namespace) -> tuple[float, float, float, float]:
+    """(run, warm-up, idle timeout, sample interval) in seconds."""
+    run = args.minutes * 60
+    idle = args.idle_timeout or min(60.0, max(15.0, run / 8))
+    interval = args.interval or min(10.0, max(2.0, run / 150))
+    if args.warmup is not None:
+        warmup = args.warmup
+    else:
+        settle = idle + STREAM_LOG_EXTRA if args.db == "postgres" else idle
+        warmup = min(max(0.1 * run, 2 * idle, settle + 2 * interval), 0.4 * run)
+    return run, warmup, idle, interval
+
+
+QUIET_SECONDS = 8.0  # longer than the upstream fixture's keep-alive (uvicorn: 5 s), so idle upstream connections close
+
+
+# -- the gateway -------------------------------------------------------------------------------------
+
+
+def manage(target: LiveTarget, *args: str) -> str:
+    assert target.server is not None
+    r = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=target.server.env, capture_output=True, text=True, timeout=300
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def add_stdio_upstream(target: LiveTarget) -> None:
+    """A second upstream, the fixture over stdio (a process the gateway supervises), behind its own virtual
+    server; the gateway restarts to read its catalog afresh (on SQLite no change notice reaches it)."""
+    assert target.server is not None
+    manage(
+        target,
+        "gateway_add",
+        "stdio-up",
+        "--transport",
+        "stdio",
+        "--command",
+        PYTHON,
+        f"--arg={UPSTREAM_SCRIPT}",
+        "--arg=--transport",
+        "--arg=stdio",
+        "--cwd",
+        str(ROOT),
+        "--timeout",
+        "60",
+    )
+    manage(target, "server_add", STDIO_SERVER, "--gateway", "stdio-up")
+    target.server.stop()
+    target.server.start()
+
+
+def metrics_text(target: LiveTarget, token: str) -> str:
+    assert target.server is not None
+    request = urllib.request.Request(f"http://{HOST}:{target.server.port}/metrics")
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        return response.read().decode()
+
+
+def read_gauges(text: str) -> dict[str, float]:
+    found = {}
+    for key, name in METRICS.items():
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        if match:
+            value = float(match.group(1))
+            found[key] = int(value) if value.is_integer() else value
+    return found
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                out["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+            elif line.startswith("Threads:"):
+                out["threads"] = int(line.split()[1])
+    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    out["cpu_s"] = round(proc_cpu_seconds(pid), 2)
+    return out
+
+
+class RedisKeys:
+    """The keys under the run's prefix (and nothing else: the database may be shared)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=10)
+        self.prefix = prefix
+
+    def keys(self) -> list[str]:
+        return [k.decode() for k in self.client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+
+    def kinds(self) -> dict[str, int]:
+        """Keys by kind: the part after the prefix up to the session id or the first variable part."""
+        counted: Counter[str] = Counter()
+        for key in self.keys():
+            parts = key[len(self.prefix) + 1 :].split(":")
+            if parts[0] in ("s", "e", "c", "u"):  # session records, stream logs, claims, users' session sets
+                kind = parts[0] + ":" + ("<id>:n" if parts[0] == "e" and parts[-1] == "n" else "<id>")
+            else:
+                kind = ":".join(p if len(p) < 20 else "<id>" for p in parts[:3])
+            counted[kind] += 1
+        return dict(sorted(counted.items()))
+
+
+def sample(target: LiveTarget, token: str, redis_keys: RedisKeys | None, t0: float, phase: str) -> dict[str, Any]:
+    assert target.server is not None
+    row: dict[str, Any] = {"t": round(time.monotonic() - t0, 1), "phase": phase}
+    row.update(proc_status(target.server.pid))
+    try:
+        row.update(read_gauges(metrics_text(target, token)))
+    except Exception as exc:
+        row["metrics_error"] = repr(exc)[:200]
+    if "shared_sessions" in row:  # the shared store: live sessions are counted there
+        row["sessions"] = row.pop("shared_sessions")
+    if redis_keys is not None:
+        try:
+            row["redis_keys"] = len(redis_keys.keys())
+        except Exception as exc:
+            row["redis_error"] = repr(exc)[:200]
+    return row
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+async def drive(
+    soak: Soak,
+    args: argparse.Namespace,
+    target: LiveTarget,
+    token: str,
+    redis_keys: RedisKeys | None,
+    run: float,
+    warmup: float,
+    interval: float,
+    idle: float,
+) -> dict[str, Any]:
+    """The traffic, the samples during it, and the samples and checks after it."""
+    await learn_names(soak)
+    t0 = time.monotonic()
+    samples: list[dict[str, Any]] = []
+    before = await asyncio.to_thread(sample, target, token, redis_keys, t0, "before")
+    redis_before = await asyncio.to_thread(redis_keys.kinds) if redis_keys else None
+    clients: list[asyncio.Task[None]] = []
+    scale = max(args.scale, 0.01)
+    for kind, count in WORKERS.items():
+        for _ in range(max(1, round(count * scale))):
+            if kind == "http-legacy":
+                clients.append(asyncio.ensure_future(legacy_http_client(soak)))
+            elif kind == "http-modern":
+                clients.append(asyncio.ensure_future(modern_http_client(soak)))
+            elif kind == "sse":
+                clients.append(asyncio.ensure_future(connected_client(soak, SseSession)))
+            elif kind == "websocket":
+                clients.append(asyncio.ensure_future(connected_client(soak, WebSocketSession)))
+            elif kind == "rpc":
+                clients.append(asyncio.ensure_future(rpc_client(soak)))
+            elif kind == "stdio-bridge":
+                clients.append(asyncio.ensure_future(bridge_client(soak)))
+    held = [hold_websocket(soak), hold_get_stream(soak), hold_listen(soak)]
+    clients += [asyncio.ensure_future(c) for c in held]
+    if args.trigger_every > 0:
+        clients.append(asyncio.ensure_future(trigger_changes(soak, args.trigger_every)))
+    print(f"  traffic for {run / 60:.1f} min: {len(clients)} clients; a sample every {interval:.0f} s", flush=True)
+    started = time.monotonic()
+    soak.go.set()
+
+    async def at_rest(label: str) -> dict[str, Any]:
+        """A quiet checkpoint: the short-lived clients finish their sessions and wait, the gateway settles,
+        a sample is taken, the traffic resumes. What the gateway holds at rest does not depend on how much
+        was in flight at the moment of a sample, nor on the machine's load."""
+        soak.go.clear()
+        deadline = time.monotonic() + 60
+        while soak.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(QUIET_SECONDS)
+        row = await asyncio.to_thread(sample, target, token, redis_keys, started, label)
+        row["sessions_under_way"] = soak.active
+        samples.append(row)
+        soak.go.set()
+        return row
+
+    rest: dict[str, dict[str, Any]] = {}
+    next_print = started + 60
+    while (now := time.monotonic()) < started + run:
+        if "after_warmup" not in rest and now - started >= warmup:
+            rest["after_warmup"] = await at_rest("rest-after-warmup")
+            continue
+        row = await asyncio.to_thread(sample, target, token, redis_keys, started, "run")
+        row["ops"] = sum(t.ops for t in soak.tallies.values())
+        row["errors"] = sum(t.errors for t in soak.tallies.values())
+        row["sessions_opened"] = sum(t.sessions_opened for t in soak.tallies.values())
+        samples.append(row)
+        if now >= next_print:
+            next_print += 60
+            print(
+                f"  {row['t'] / 60:5.1f} min: {row['ops']:,} ops, {row['errors']} errors, "
+                f"{row['sessions_opened']:,} sessions; RSS {row['rss_mb']} MB, {row['fds']} fds, "
+                f"{row.get('tasks', '?')} tasks, {row.get('session_objects', '?')} session objects"
+                + (f", {row.get('redis_keys', '?')} Redis keys" if redis_keys else ""),
+                flush=True,
+            )
+        await asyncio.sleep(max(0.0, min(interval, started + run - time.monotonic())))
+    rest["end"] = await at_rest("rest-at-end")
+    ended = time.monotonic()
+    soak.finish()
+    print("  stopping the clients (each closes its session)", flush=True)
+    _done, pending = await asyncio.wait(clients, timeout=60)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=10)
+    crashed = [repr(t.exception())[:300] for t in clients if t.done() and not t.cancelled() and t.exception()]
+    await asyncio.sleep(3)
+    after_stop = await asyncio.to_thread(sample, target, token, redis_keys, started, "after-stop")
+    still_live = sum(1 for at in soak.abandoned_at if at > time.monotonic() - idle)
+    settle = settle_seconds(args.db, idle) + 5
+    what = "the abandoned sessions and their Redis keys" if args.db == "postgres" else "the abandoned sessions"
+    print(f"  waiting {settle:.0f} s for {what} to expire", flush=True)
+    wait_until = time.monotonic() + settle
+    while time.monotonic() < wait_until:
+        await asyncio.sleep(min(interval, max(0.0, wait_until - time.monotonic())))
+        samples.append(await asyncio.to_thread(sample, target, token, redis_keys, started, "drain"))
+    # One more session, opened and deleted: the in-memory store drops expired sessions when it makes one.
+    probe = Soak(soak.base, soak.token, soak.servers[:1], soak.root, soak.python, 0, 0, random.Random(0))
+    probe.stop.set()
+    await _one_session(probe)
+    await asyncio.sleep(2)
+    after_idle = await asyncio.to_thread(sample, target, token, redis_keys, started, "after-idle")
+    redis_after = await asyncio.to_thread(redis_keys.kinds) if redis_keys else None
+    return {
+        "traffic_seconds": round(ended - started, 1),
+        "samples": samples,
+        "before": before,
+        "after_stop": after_stop,
+        "after_idle": after_idle,
+        "at_rest": rest,
+        "abandoned_still_live_at_stop": still_live,
+        "redis_kinds_before": redis_before,
+        "redis_kinds_after": redis_after,
+        "client_crashes": crashed,
+        "probe": probe.tallies["http-legacy"].summary() if "http-legacy" in probe.tallies else None,
+    }
+
+
+async def _one_session(soak: Soak) -> None:
+    from soak_clients import LegacyHttp, http_session
+
+    async with http_session() as http:
+        client = LegacyHttp(soak, http, soak.servers[0], "2025-11-25")
+        try:
+            async with asyncio.timeout(30):
+                await client.open()
+                await client.delete()
+            soak.tally("http-legacy").ok("probe")
+        except (Exception, TimeoutError) as exc:
+            soak.tally("http-legacy").error("probe", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        json_path = Path(args.from_json).resolve()
+        report = json.loads(json_path.read_text())
+        report["analysis"] = analyse(report)  # judged again from the samples, by this checkout's rules
+        write_section(report, json_path)
+        print(f"rendered the Soak section of docs/performance.md from {json_path}")
+        return 0
+    run, warmup, idle, interval = timings(args)
+    if warmup >= run:
+        print(f"--warmup ({warmup:.0f} s) must be shorter than the run ({run:.0f} s)", file=sys.stderr)
+        return 2
+    if args.db == "postgres":
+        problem = pg_and_redis_available()
+        if problem:
+            print(f"--db postgres: {problem}", file=sys.stderr)
+            return 2
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    metrics_token = "soak-metrics-" + secrets.token_hex(16)
+    spec = TargetSpec(
+        f"soak-{args.server}-{args.db}",
+        "gateway",
+        args.server,
+        args.db,
+        description="the gateway under soak",
+        env={
+            "GATEWAY_METRICS": "true",
+            "GATEWAY_METRICS_TOKEN": metrics_token,
+            "GATEWAY_SESSION_IDLE_TIMEOUT": str(idle),
+            "GATEWAY_REQUEST_STATE_TTL": str(idle),
+            # The production defaults, not the bench's "unlimited": a store that fills up shows as refusals.
+            "GATEWAY_MAX_SESSIONS": "10000",
+            "GATEWAY_MAX_SESSIONS_PER_USER": "1000",
+            "GATEWAY_HEALTH_INTERVAL": "15",
+            # An idle session's GET stream keeps it alive by asking after it at each keep-alive: more often
+            # than the (short) idle timeout, or the shared store lets the session expire under its stream.
+            "GATEWAY_SSE_KEEPALIVE": str(max(1.0, idle / 4)),
+        },
+    )
+    print(
+        f"Soak: {args.minutes:g} min of traffic on {spec.name} (warm-up {warmup:.0f} s, idle timeout {idle:.0f} s, "
+        f"seed {seed}); {machine_load()}",
+        flush=True,
+    )
+    info = machine_info()
+    load_before = machine_load()
+    wall = time.monotonic()
+    state = Path(tempfile.mkdtemp(prefix="mcpgw-soak-"))
+    upstream = target = None
+    try:
+        upstream = start_upstream(state, "up")
+        target = setup_gateway(spec, state, {"up": upstream}, bulk=False)
+        servers = ["bench"]
+        if not args.no_stdio_upstream:
+            add_stdio_upstream(target)
+            servers.append(STDIO_SERVER)
+        assert target.server is not None
+        assert target.token is not None
+        print(f"  gateway pid {target.server.pid} on port {target.server.port}; upstreams ready", flush=True)
+        redis_keys = RedisKeys(BENCH_REDIS_URL, target.redis_prefix) if target.redis_prefix else None
+        soak = Soak(
+            base=f"http://{HOST}:{target.server.port}",
+            token=target.token,
+            servers=servers,
+            root=str(ROOT),
+            python=PYTHON,
+            think=args.think,
+            abandon=args.abandon,
+            rng=random.Random(seed),
+        )
+        outcome = asyncio.run(drive(soak, args, target, metrics_token, redis_keys, run, warmup, interval, idle))
+    finally:
+        if target is not None:
+            teardown(target)
+        if upstream is not None:
+            upstream.stop()
+        logs = {
+            name: log_summary(path)
+            for name, path in (
+                ("gateway", target and target.server and target.server.log_path),
+                ("upstream", upstream and upstream.log_path),
+            )
+            if path
+        }
+        if args.keep:
+            print(f"  kept {state}", flush=True)
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+    stamp = dt.datetime.now(dt.UTC)
+    report: dict[str, Any] = {
+        "kind": "soak",
+        "date": stamp.isoformat(timespec="seconds"),
+        "wall_seconds": round(time.monotonic() - wall, 1),
+        "machine": info,
+        "load_before": load_before,
+        "load_after": machine_load(),
+        "config": {
+            "minutes": args.minutes,
+            "server": args.server,
+            "db": args.db,
+            "warmup_s": warmup,
+            "idle_timeout_s": idle,
+            "redis_settle_s": idle + STREAM_LOG_EXTRA if args.db == "postgres" else None,
+            "interval_s": interval,
+            "scale": args.scale,
+            "think_s": args.think,
+            "abandon": args.abandon,
+            "trigger_every_s": args.trigger_every,
+            "stdio_upstream": not args.no_stdio_upstream,
+            "workers": {k: max(1, round(v * max(args.scale, 0.01))) for k, v in WORKERS.items()},
+            "seed": seed,
+            "redis_prefix": target.redis_prefix if target else None,
+            "redis_url": re.sub(r"//[^@/]*@", "//", BENCH_REDIS_URL) if args.db == "postgres" else None,  # no password
+        },
+        "transports": {kind: tally.summary() for kind, tally in sorted(soak.tallies.items())},
+        **outcome,
+        "logs": logs,
+    }
+    report["analysis"] = analyse(report)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS_DIR / f"soak-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
+    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    if not args.no_doc:
+        write_section(report, json_path)
+    print_summary(report, json_path, args.no_doc)
+    return 0 if report["analysis"]["passed"] else 1
+
+
+def log_summary(path: Path) -> dict[str, Any]:
+    """How many warnings, errors and tracebacks a process logged, and its last lines."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return {}
+    return {
+        "lines": len(lines),
+        "warnings": sum(1 for line in lines if "WARNING" in line),
+        "errors": sum(1 for line in lines if "ERROR" in line or "CRITICAL" in line),
+        "tracebacks": sum(1 for line in lines if line.startswith("Traceback")),
+        "first_problems": [
+            line for line in lines if "ERROR" in line or "WARNING" in line or line.startswith("Traceback")
+        ][:20],
+        "tail": lines[-40:],
+    }
+
+
+def print_summary(report: dict[str, Any], json_path: Path, no_doc: bool) -> None:
+    analysis = report["analysis"]
+    print()
+    for name, series in analysis["series"].items():
+        label = SERIES[name][0]
+        print(
+            f"  {label:<32} {series['first']:>10} → {series['last']:<10} growth {series['growth']:+g} "
+            f"(tolerance {series['tolerance']:g}): {series['verdict']}"
+        )
+    for check in analysis["checks"]:
+        print(f"  {'ok ' if check['ok'] else 'NOT'} {check['name']}: {check['detail']}")
+    for kind, t in report["transports"].items():
+        print(f"  {kind:<13} {t['sessions_opened']:>6} sessions, {t['ops']:>7} ops, {t['errors']:>4} errors")
+    print(f"\n{'PASSED' if analysis['passed'] else 'FAILED'}: {analysis['summary']}")
+    print(f"Results: {json_path.relative_to(ROOT)}" + ("" if no_doc else "; docs/performance.md, section Soak"))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

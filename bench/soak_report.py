@@ -1,0 +1,380 @@
+"""The soak's verdicts and its section of docs/performance.md (bench/soak.py).
+
+A series is **flat** when the median of its last 20% of samples exceeds the median of its first 20%
+after the warm-up by no more than its tolerance (a fall is flat too). Medians of whole windows, not single
+samples: the counts of connections, tasks and streams move with what the clients happen to be doing at the
+moment of a sample. The tolerances (``SERIES``) and why they are what they are are printed with the figures
+(``TOLERANCE_NOTE``). The least-squares slope over the judged samples is given beside, per hour.
+"""
+
+# ruff: noqa: E501, RUF001
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from config import DOC_PATH, ROOT
+
+HEADING = "## Soak"
+FINDINGS_PATH = ROOT / "bench" / "soak_findings.md"  # hand-written, embedded in the section
+
+# name -> (label, absolute tolerance, relative tolerance of the first window's median)
+SERIES: dict[str, tuple[str, float, float]] = {
+    "rss_mb": ("RSS (MB)", 8.0, 0.05),
+    "fds": ("open file descriptors", 5.0, 0.10),
+    "tasks": ("asyncio tasks", 5.0, 0.10),
+    "threads": ("threads", 2.0, 0.0),  # plus the on-demand pools' capacity: see pool_threads()
+    "stdio": ("stdio upstream processes", 1.0, 0.0),
+    "session_objects": ("session objects held", 5.0, 0.10),
+    "sessions": ("live sessions", 5.0, 0.10),
+    "streams": ("open streams", 3.0, 0.10),
+    "redis_keys": ("Redis keys under the prefix", 10.0, 0.10),
+}
+
+TOLERANCE_NOTE = (
+    "Tolerances: RSS 8 MB or 5% (whichever is larger): CPython keeps freed memory in its arenas, and caches "
+    "that are bounded by design fill during the first hour (per-minute call counters kept for 60 minutes, "
+    "credentials, the Redis store's local session cache), so a few MB of drift is no leak, while 1 KB kept per "
+    "session, or 100 bytes per operation, over a 30-minute run's sessions and operations is well above it. "
+    "File descriptors, asyncio tasks, session objects and live sessions 5 or 10%, streams 3 or 10%, Redis keys "
+    "10 or 10%: they count what is open at the moment of a sample (connections, calls in flight, sessions not "
+    "yet expired), which moves by a few with the traffic; one kept per thousand sessions exceeds them in 30 "
+    "minutes. Threads: 2 plus the capacity of the pools that start threads on demand (the event loop's default "
+    "executor, `asyncio_N`, at most min(32, CPUs + 4); the in-process scheduler's `gateway-job_N`, "
+    "GATEWAY_SCHEDULER_WORKERS = 4): the count climbs in steps until each pool has met its busiest moment, "
+    "which can come late in a run. Stdio upstream processes: 1 (the gateway runs one per upstream and set of "
+    "client capabilities, reaped after GATEWAY_STDIO_IDLE_TIMEOUT)."
+)
+
+SCHEDULER_WORKERS = 4  # GATEWAY_SCHEDULER_WORKERS' default, which the soak does not change
+
+
+def pool_threads(nproc: int) -> int:
+    """How many threads the gateway's on-demand pools may start: asyncio's default executor
+    (min(32, CPUs + 4), as concurrent.futures sizes it) and the in-process scheduler's workers."""
+    return min(32, nproc + 4) + SCHEDULER_WORKERS
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+MIN_SLOPE_SPAN = 600.0  # seconds of judged samples below which a per-hour trend is extrapolated noise
+
+
+def _slope_per_hour(points: list[tuple[float, float]]) -> float | None:
+    if len(points) < 3 or points[-1][0] - points[0][0] < MIN_SLOPE_SPAN:
+        return None
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return round(sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 3600, 2)
+
+
+def judge(
+    samples: list[dict[str, Any]], warmup: float, nproc: int = 2, settle: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each series' verdict; ``settle``: seconds a series needs to reach its steady state (a warm-up shorter
+    than that leaves the series unjudged, since its ramp would read as growth)."""
+    judged = [s for s in samples if s.get("phase") == "run" and s["t"] >= warmup]
+    out: dict[str, dict[str, Any]] = {}
+    for name, (_label, absolute, relative) in SERIES.items():
+        if name == "threads":
+            absolute += pool_threads(nproc)
+        points = [(s["t"], float(s[name])) for s in judged if s.get(name) is not None]
+        if len(points) < 5:
+            continue
+        k = max(1, round(0.2 * len(points)))
+        first, last = _median([v for _, v in points[:k]]), _median([v for _, v in points[-k:]])
+        tolerance = round(max(absolute, relative * first), 2)
+        growth = round(last - first, 2)
+        out[name] = {
+            "first": first,
+            "last": last,
+            "growth": growth,
+            "tolerance": tolerance,
+            "slope_per_hour": _slope_per_hour(points),
+            "min": min(v for _, v in points),
+            "max": max(v for _, v in points),
+            "samples": len(points),
+            "window_samples": k,
+            "verdict": "flat" if growth <= tolerance else "growing",
+        }
+        needed = (settle or {}).get(name, 0.0)
+        if warmup < needed:
+            out[name]["verdict"] = "not judged"
+            out[name]["why"] = (
+                f"a warm-up of {warmup:g} s is shorter than the {needed:g} s the series needs to level off; "
+                f"a run of {math.ceil(needed / 0.4 / 60)} minutes or more judges it"
+            )
+    return out
+
+
+def judged_from(report: dict[str, Any]) -> float:
+    """Seconds into the traffic where the judged samples start: after the warm-up, and after the quiet
+    checkpoint that ends it has been made up for (the sessions it let expire are back after an idle
+    timeout)."""
+    start = float(report["config"]["warmup_s"])
+    rest = (report.get("at_rest") or {}).get("after_warmup")
+    if rest is not None:
+        start = max(start, rest["t"] + report["config"]["idle_timeout_s"] + report["config"]["interval_s"])
+    return start
+
+
+SESSION_KEY_KINDS = ("s:", "e:", "c:", "u:", "all")
+# The quiet checkpoints (bench/soak.py): with no session under way what the gateway holds is its own, so
+# the tolerances are tight: a few tasks and descriptors for the long-lived clients' calls and the upstream
+# connections that happen to be open.
+AT_REST = {"tasks": 3.0, "fds": 3.0, "rss_mb": 8.0}
+
+
+def analyse(report: dict[str, Any]) -> dict[str, Any]:
+    redis_settle = report["config"].get("redis_settle_s")
+    series = judge(
+        report["samples"],
+        judged_from(report),
+        report["machine"].get("nproc") or 2,
+        {"redis_keys": redis_settle} if redis_settle else None,
+    )
+    stop, idle, before = report["after_stop"], report["after_idle"], report["before"]
+    transports = report["transports"]
+    ops = sum(t["ops"] for t in transports.values())
+    errors = sum(t["errors"] for t in transports.values())
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    growing = [SERIES[n][0] for n, s in series.items() if s["verdict"] == "growing"]
+    unjudged = [f"{SERIES[n][0]} ({s['why']})" for n, s in series.items() if s["verdict"] == "not judged"]
+    judged = len(series) - len(unjudged)
+    check(
+        "every series flat",
+        not growing,
+        ("growing: " + ", ".join(growing) if growing else f"{judged} series judged")
+        + ("; not judged: " + "; ".join(unjudged) if unjudged else ""),
+    )
+    check(
+        "no client errors",
+        errors == 0,
+        f"{errors} errors in {ops:,} operations"
+        + (
+            " (" + ", ".join(f"{k} {t['errors']}" for k, t in transports.items() if t["errors"]) + ")" if errors else ""
+        ),
+    )
+    check(
+        "no client crashed",
+        not report.get("client_crashes"),
+        "; ".join(report.get("client_crashes") or []) or "every client ran to the end",
+    )
+    check(
+        "streams closed with their clients",
+        stop.get("streams") == 0,
+        f"{stop.get('streams')} open streams 3 s after the clients stopped",
+    )
+    expected = report["abandoned_still_live_at_stop"]
+    check(
+        "sessions closed properly",
+        stop.get("sessions") is not None and stop["sessions"] <= expected,
+        f"{stop.get('sessions')} live sessions 3 s after the clients stopped; {expected} abandoned on purpose "
+        "within the idle timeout may still live",
+    )
+    check(
+        "no session left after the idle timeout",
+        idle.get("sessions") == 0 and idle.get("session_objects") == 0,
+        f"{idle.get('sessions')} live sessions, {idle.get('session_objects')} session objects held",
+    )
+    rest = report.get("at_rest") or {}
+    if "after_warmup" in rest and "end" in rest:
+        first, last = rest["after_warmup"], rest["end"]
+        moved = {
+            name: (first.get(name), last.get(name), tolerance)
+            for name, tolerance in AT_REST.items()
+            if first.get(name) is not None and last.get(name) is not None
+        }
+        over = [n for n, (a, b, tol) in moved.items() if b - a > tol]
+        check(
+            "at rest, as after the warm-up",
+            not over,
+            ", ".join(f"{SERIES[n][0]} {a:g} → {b:g} (tolerance {tol:g})" for n, (a, b, tol) in moved.items())
+            + f" ({(last['t'] - first['t']) / 60:.1f} min apart)",
+        )
+    kinds_after = report.get("redis_kinds_after")
+    if kinds_after is not None:
+        left = {k: v for k, v in kinds_after.items() if k.startswith(SESSION_KEY_KINDS)}
+        check(
+            "no session key left in Redis",
+            not left,
+            ", ".join(f"{k}: {v}" for k, v in left.items())
+            or f"{sum(kinds_after.values())} keys under the prefix, none of a session",
+        )
+    passed = all(c["ok"] for c in checks)
+    failed = [c["name"] for c in checks if not c["ok"]]
+    summary = "every series flat, every session closed" if passed else "not met: " + "; ".join(failed)
+    return {
+        "series": series,
+        "checks": checks,
+        "passed": passed,
+        "summary": summary,
+        "ops": ops,
+        "errors": errors,
+        "tasks_before": before.get("tasks"),
+        "tasks_after_idle": idle.get("tasks"),
+        "fds_before": before.get("fds"),
+        "fds_after_idle": idle.get("fds"),
+        "rss_before": before.get("rss_mb"),
+        "rss_after_idle": idle.get("rss_mb"),
+    }
+
+
+# -- docs/performance.md -----------------------------------------------------------------------------
+
+
+def kept_section(text: str | None = None) -> str:
+    """The Soak section of docs/performance.md as it is now ("" when there is none): `make bench` rewrites
+    the rest of the file and keeps this (a soak is a run of its own)."""
+    if text is None:
+        text = DOC_PATH.read_text() if DOC_PATH.exists() else ""
+    start = text.find("\n" + HEADING + "\n")
+    return text[start:].rstrip("\n") + "\n" if start >= 0 else ""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def render(report: dict[str, Any], json_path: Path) -> list[str]:
+    cfg, analysis, m = report["config"], report["analysis"], report["machine"]
+    db = (
+        "PostgreSQL + Redis (scratch database, key prefix of the run's own)"
+        if cfg["db"] == "postgres"
+        else "SQLite, in-memory sessions"
+    )
+    modified = m.get("git_modified") or []
+    git = f"`{m.get('git_commit')}`" + (f" plus uncommitted changes to {len(modified)} file(s)" if modified else "")
+    minutes = report["traffic_seconds"] / 60
+    lines = [
+        HEADING,
+        "",
+        f"Generated by `make soak` (`bench/soak.py`); `make bench` keeps this section as it is. Raw results: `{json_path.relative_to(ROOT)}`.",
+        "",
+        "```bash",
+        "make soak                                      # 30 minutes of traffic, then the checks (about 33 minutes in all)",
+        "make soak SOAK_MINUTES=2                       # a short run (or: .venv/bin/python bench/soak.py --minutes 2)",
+        "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/0 make soak   # PostgreSQL + Redis",
+        ".venv/bin/python bench/soak.py --from-json bench/results/soak-<timestamp>.json   # re-render this section",
+        "```",
+        "",
+        "The soak starts the gateway on 127.0.0.1 with the upstream fixture behind it over HTTP and a second one over "
+        "stdio (a process the gateway supervises), and runs clients of every transport at once, each opening a "
+        "session, using it for 1 to 20 operations and closing it, over and over: Streamable HTTP in the session "
+        "era (2025-11-25, 2025-06-18, 2025-03-26: calls, calls with progress, elicitations answered and "
+        "elicitations cancelled, resource subscriptions, some sessions with a GET stream; a share of the sessions "
+        "left without DELETE, as crashed clients leave them), Streamable HTTP 2026-07-28 (calls, multi-round-trip "
+        "elicitation completed or given up, short subscriptions/listen streams), HTTP+SSE, WebSocket, `/rpc`, and "
+        "the stdio bridge (a process per session); plus, for the whole run, one WebSocket session, one idle "
+        "session holding its GET stream and one subscriptions/listen stream, while the upstream's tool list "
+        f"changes every {_fmt(cfg['trigger_every_s'])} s. Every answer is checked. The gateway runs with "
+        f"`GATEWAY_SESSION_IDLE_TIMEOUT` (and `GATEWAY_REQUEST_STATE_TTL`) of {_fmt(cfg['idle_timeout_s'])} s, so "
+        "abandoned sessions expire within the run, and the production session limits. With `DATABASE_URL` "
+        "(PostgreSQL) and `REDIS_URL` set, it runs on a scratch database on that server (dropped at the end) with "
+        "a Redis key prefix of its own (`GATEWAY_REDIS_PREFIX`; its keys are deleted at the end); otherwise on "
+        "SQLite with in-memory sessions.",
+        "",
+        f"A series is flat when the median of its last 20% of samples exceeds the median of its first 20% after the "
+        f"warm-up by no more than its tolerance. The trend per hour is the least-squares slope over the judged "
+        f"samples (given when they span 10 minutes or more). {TOLERANCE_NOTE} `mcpgw_asyncio_tasks` and `mcpgw_session_objects` "
+        "come from `/metrics` (docs/governance.md).",
+        "",
+        "### This run",
+        "",
+        f"- Date: {report['date'].replace('T', ' ')}; {minutes:.1f} min of traffic (warm-up {_fmt(cfg['warmup_s'])} s, "
+        f"judged from {judged_from(report):.0f} s, "
+        f"a sample every {_fmt(cfg['interval_s'])} s), {report['wall_seconds'] / 60:.1f} min in all; git {git}",
+        f"- Gateway: {cfg['server']}, {db}; clients: "
+        + ", ".join(f"{k} ×{v}" for k, v in cfg["workers"].items())
+        + f", 3 long-lived; mean pause {_fmt(cfg['think_s'])} s between operations; {cfg['abandon']:.0%} of the "
+        f"session-era HTTP sessions abandoned; seed {cfg['seed']}",
+        f"- Machine: {m['nproc']} CPUs, {m['cpu_model']}; Python {m['python']}",
+        f"- Load before: {report['load_before']}",
+        f"- Load after: {report['load_after']}",
+        "",
+        f"**{'Passed' if analysis['passed'] else 'Not passed'}**: {analysis['summary']}.",
+        "",
+        "| series | first 20% (median) | last 20% (median) | growth | tolerance | trend per hour | min – max | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, s in analysis["series"].items():
+        verdict = {"flat": "flat", "growing": "**growing**"}.get(s["verdict"], s["verdict"])
+        lines.append(
+            f"| {SERIES[name][0]} | {_fmt(s['first'])} | {_fmt(s['last'])} | {s['growth']:+g} | {_fmt(s['tolerance'])} | "
+            f"{_fmt(s['slope_per_hour'])} | {_fmt(s['min'])} – {_fmt(s['max'])} | {verdict} |"
+        )
+    lines += ["", "| check | result | detail |", "|---|---|---|"]
+    for c in analysis["checks"]:
+        lines.append(f"| {c['name']} | {'ok' if c['ok'] else '**not met**'} | {c['detail']} |")
+    lines += [
+        "",
+        f"Before the traffic: {_fmt(analysis['rss_before'])} MB RSS, {_fmt(analysis['fds_before'])} fds, "
+        f"{_fmt(analysis['tasks_before'])} tasks; after it and the idle timeout: {_fmt(analysis['rss_after_idle'])} MB, "
+        f"{_fmt(analysis['fds_after_idle'])} fds, {_fmt(analysis['tasks_after_idle'])} tasks.",
+        "",
+        "| transport | sessions | closed | abandoned | operations | errors | notifications |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, t in report["transports"].items():
+        lines.append(
+            f"| {kind} | {t['sessions_opened']:,} | {t['sessions_closed']:,} | {t['sessions_abandoned']:,} | "
+            f"{t['ops']:,} | {t['errors']:,} | {t['notifications']:,} |"
+        )
+    logs = report.get("logs") or {}
+    if logs:
+        lines += [
+            "",
+            "Logs: "
+            + "; ".join(
+                f"{name} {log.get('warnings', 0)} warnings, {log.get('errors', 0)} errors, {log.get('tracebacks', 0)} tracebacks"
+                for name, log in logs.items()
+            )
+            + " (first lines of each in the JSON).",
+        ]
+    total_ops = analysis["ops"]
+    lines += [
+        "",
+        f"{total_ops:,} operations in {minutes:.1f} min ({total_ops / max(report['traffic_seconds'], 1):.0f}/s).",
+    ]
+    examples = [(k, e) for k, t in report["transports"].items() for e in t["error_examples"]]
+    if examples:
+        lines += ["", "Errors (first examples by transport):", ""]
+        lines += [f"- {k}: `{e[:220]}`" for k, e in examples[:12]]
+    if report.get("redis_kinds_after") is not None:
+        lines += [
+            "",
+            "Redis keys under the run's prefix by kind, before the traffic → after it and the idle timeout: "
+            + ", ".join(
+                f"`{k}` {report['redis_kinds_before'].get(k, 0)} → {report['redis_kinds_after'].get(k, 0)}"
+                for k in sorted(set(report["redis_kinds_before"]) | set(report["redis_kinds_after"]))
+            )
+            + ".",
+        ]
+    if FINDINGS_PATH.exists():
+        findings = FINDINGS_PATH.read_text().strip().split("\n")
+        first = next((i for i, line in enumerate(findings) if line.startswith("#### ")), 0)  # after the file's title
+        lines += ["", "### Findings (hand-written: `bench/soak_findings.md`)", "", *findings[first:]]
+    return lines
+
+
+def write_section(report: dict[str, Any], json_path: Path) -> None:
+    """Replace (or append) the Soak section at the end of docs/performance.md."""
+    text = DOC_PATH.read_text() if DOC_PATH.exists() else "# Performance\n"
+    start = text.find("\n" + HEADING + "\n")  # the section is the file's last
+    head = text[:start] if start >= 0 else text
+    DOC_PATH.write_text(head.rstrip("\n") + "\n\n" + "\n".join(render(report, json_path)) + "\n")
