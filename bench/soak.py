@@ -11,6 +11,8 @@ end; otherwise on its own SQLite file and in-memory sessions.
 Every --interval seconds it samples the gateway process: RSS, open file descriptors (/proc/PID/fd),
 threads, CPU time, and from /metrics the asyncio tasks of its serving loop (mcpgw_asyncio_tasks), live
 sessions, session objects held, open streams and stdio processes; and the Redis keys under its prefix.
+Twice, after the warm-up and at the end, the traffic pauses for a quiet checkpoint (no session under way,
+the gateway settled), where what the gateway holds is compared with tight tolerances.
 After the run: each series is judged flat or growing (bench/soak_report.py says how), every client has
 closed its session and the idle timeout has passed, the store must be empty of sessions, and the errors
 are counted by transport. Results go to bench/results/soak-<timestamp>.json and the "Soak" section of
