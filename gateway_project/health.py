@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -52,3 +53,24 @@ async def ready(request: HttpRequest) -> JsonResponse:
     results = dict(await asyncio.gather(*checks))
     ok = all(result["ok"] for result in results.values())
     return JsonResponse({"status": "ready" if ok else "unavailable", "checks": results}, status=200 if ok else 503)
+
+
+class ProbeMiddleware:
+    """``/health`` and ``/ready`` answer whatever Host the request names: Kubernetes and container health
+    checks probe a pod or container by its IP address, which ALLOWED_HOSTS rightly does not list (the
+    probes were refused with 400 and a DisallowedHost traceback in the log). First in MIDDLEWARE, so
+    nothing reads the Host before it; every other path keeps Django's host validation."""
+
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path == "/health":
+            return await health(request)
+        if request.path == "/ready":
+            return await ready(request)
+        return await self.get_response(request)

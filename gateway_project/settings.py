@@ -403,6 +403,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /health and /ready whatever the Host (orchestrators probe by IP address): before anything reads it.
+    "gateway_project.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -113,3 +113,15 @@ def test_probes_ignore_bad_credentials(db):
     assert client.get("/health").status_code == 200
     with override_settings(REDIS_URL=None):
         assert client.get("/ready").status_code == 200
+
+
+@pytest.mark.django_db
+def test_probes_answer_a_host_allowed_hosts_does_not_list_and_nothing_else_does(client, settings):
+    """Kubernetes and container health checks probe by IP address (Host: 10.1.2.3:8000): /health and /ready
+    answer it; every other path still refuses a foreign Host (400)."""
+    settings.ALLOWED_HOSTS = ["gateway.example.com"]
+    assert client.get("/health", HTTP_HOST="10.1.2.3:8000").json() == {"status": "ok"}
+    ready = client.get("/ready", HTTP_HOST="10.1.2.3:8000")
+    assert ready.status_code == 200, ready.content
+    assert client.get("/api/tools", HTTP_HOST="10.1.2.3:8000").status_code == 400
+    assert client.get("/admin/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
