@@ -86,9 +86,11 @@ async def test_the_stand_in_lasts_only_so_long(database, monkeypatch):
 
 async def test_a_token_that_expired_meanwhile_is_not_admitted(database, settings):
     settings.JWT_LEEWAY = 0
-    token = await _token(expires_in=timedelta(seconds=1))
+    # exp is in whole seconds: a lifetime of 3 s leaves at least 2 for the first admission on a busy machine
+    # (1 s left none when issuing and admitting straddled a second boundary late).
+    token = await _token(expires_in=timedelta(seconds=3))
     await edge.admit({**HEADERS, "authorization": token}, None)
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(3.2)
     database["down"] = True
     with pytest.raises(edge.EdgeRefused) as refused:
         await edge.admit({**HEADERS, "authorization": token}, None)
