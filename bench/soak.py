@@ -1,12 +1,12 @@
 """MCP Gateway soak: `make soak` (or `.venv/bin/python bench/soak.py [--minutes N]`).
 
 A bounded run (30 minutes unless SOAK_MINUTES or --minutes says otherwise) of mixed traffic over every
-transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py),
-against a gateway it starts on 127.0.0.1 with the upstream fixture behind it (over HTTP, and a second
-one over stdio), as `make bench` starts them (bench/processes.py, bench/targets.py). With DATABASE_URL
-(PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database made on that server and dropped at
-the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX), whose keys are deleted at the
-end; otherwise on its own SQLite file and in-memory sessions.
+transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py and a
+module per transport beside it), against a gateway it starts on 127.0.0.1 with the upstream fixture behind
+it (over HTTP, and a second one over stdio), as `make bench` starts them (bench/processes.py,
+bench/targets.py). With DATABASE_URL (PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database
+made on that server and dropped at the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX),
+whose keys are deleted at the end; otherwise on its own SQLite file and in-memory sessions.
 
 Every --interval seconds it samples the gateway process: RSS, open file descriptors (/proc/PID/fd),
 threads, CPU time, and from /metrics the asyncio tasks of its serving loop (mcpgw_asyncio_tasks), live
@@ -58,22 +58,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from config import BENCH_REDIS_URL, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
 from machine import machine_info, machine_load  # noqa: E402
 from processes import proc_cpu_seconds, start_upstream  # noqa: E402
-from soak_clients import (  # noqa: E402
-    Soak,
-    SseSession,
-    WebSocketSession,
-    bridge_client,
-    connected_client,
-    hold_get_stream,
-    hold_listen,
-    hold_websocket,
-    learn_names,
-    legacy_http_client,
-    modern_http_client,
-    rpc_client,
-    trigger_changes,
-)
+from soak_bridge import bridge_client  # noqa: E402
+from soak_clients import Soak, http_session, learn_names  # noqa: E402
+from soak_connected import SseSession, WebSocketSession, connected_client, hold_websocket  # noqa: E402
+from soak_http import LegacyHttp, hold_get_stream, hold_listen, legacy_http_client, modern_http_client  # noqa: E402
 from soak_report import SERIES, analyse, write_section  # noqa: E402
+from soak_rpc import rpc_client, trigger_changes  # noqa: E402
 from targets import LiveTarget, TargetSpec, pg_and_redis_available, setup_gateway, teardown  # noqa: E402
 
 # Clients of each kind running at once (times --scale); each runs one session after another.
@@ -398,8 +388,6 @@ async def drive(
 
 
 async def _one_session(soak: Soak) -> None:
-    from soak_clients import LegacyHttp, http_session
-
     async with http_session() as http:
         client = LegacyHttp(soak, http, soak.servers[0], "2025-11-25")
         try:
