@@ -46,7 +46,9 @@ from config import BULK_SIZES, BULK_SOURCE, DOC_PATH, HOST, PY_SPY, RESULTS_DIR,
 from machine import machine_info, machine_load
 from processes import Server, nginx_binary, start_fast_upstream, start_rest_api, start_upstream
 from profiles import PROFILE_CELLS, run_profiles
-from report import before_after, budget, fmt, write_markdown
+from report import write_markdown
+from report_budget import before_after, budget
+from report_common import fmt
 from targets import (
     BASELINE_SUFFIX,
     CF_VENV,

@@ -1,12 +1,12 @@
 """MCP Gateway soak: `make soak` (or `.venv/bin/python bench/soak.py [--minutes N]`).
 
 A bounded run (30 minutes unless SOAK_MINUTES or --minutes says otherwise) of mixed traffic over every
-transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py),
-against a gateway it starts on 127.0.0.1 with the upstream fixture behind it (over HTTP, and a second
-one over stdio), as `make bench` starts them (bench/processes.py, bench/targets.py). With DATABASE_URL
-(PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database made on that server and dropped at
-the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX), whose keys are deleted at the
-end; otherwise on its own SQLite file and in-memory sessions.
+transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py and a
+module per transport beside it), against a gateway it starts on 127.0.0.1 with the upstream fixture behind
+it (over HTTP, and a second one over stdio), as `make bench` starts them (bench/processes.py,
+bench/targets.py). With DATABASE_URL (PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database
+made on that server and dropped at the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX),
+whose keys are deleted at the end; otherwise on its own SQLite file and in-memory sessions.
 
 Every --interval seconds it samples the gateway process: RSS, open file descriptors (/proc/PID/fd),
 threads, CPU time, and from /metrics the asyncio tasks of its serving loop (mcpgw_asyncio_tasks), live
@@ -55,25 +55,15 @@ def _bench_settings_from_environment() -> str:
 
 DEFAULT_DB = _bench_settings_from_environment()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import BENCH_REDIS_URL, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
+from config import BENCH_REDIS_URL, DOC_PATH, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
 from machine import machine_info, machine_load  # noqa: E402
 from processes import proc_cpu_seconds, start_upstream  # noqa: E402
-from soak_clients import (  # noqa: E402
-    Soak,
-    SseSession,
-    WebSocketSession,
-    bridge_client,
-    connected_client,
-    hold_get_stream,
-    hold_listen,
-    hold_websocket,
-    learn_names,
-    legacy_http_client,
-    modern_http_client,
-    rpc_client,
-    trigger_changes,
-)
-from soak_report import SERIES, analyse, write_section  # noqa: E402
+from soak_bridge import bridge_client  # noqa: E402
+from soak_clients import Soak, http_session, learn_names  # noqa: E402
+from soak_connected import SseSession, WebSocketSession, connected_client, hold_websocket  # noqa: E402
+from soak_http import LegacyHttp, hold_get_stream, hold_listen, legacy_http_client, modern_http_client  # noqa: E402
+from soak_report import SERIES, analyse, load, write_section  # noqa: E402
+from soak_rpc import rpc_client, trigger_changes  # noqa: E402
 from targets import LiveTarget, TargetSpec, pg_and_redis_available, setup_gateway, teardown  # noqa: E402
 
 # Clients of each kind running at once (times --scale); each runs one session after another.
@@ -131,7 +121,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the run's directory (logs, SQLite file) and say where"
     )
     parser.add_argument("--no-doc", action="store_true", help="write the JSON only, not docs/performance.md")
-    parser.add_argument("--from-json", metavar="PATH", help="only re-render the Soak section from a results JSON")
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        action="append",
+        help="only re-render the Soak section from a results JSON: its database's run (repeat it, one JSON per "
+        "database, for both; a database not given keeps the run the section shows)",
+    )
+    parser.add_argument(
+        "--doc", type=Path, default=DOC_PATH, help="the page whose Soak section is written (docs/performance.md)"
+    )
     return parser.parse_args(argv)
 
 
@@ -398,8 +397,6 @@ async def drive(
 
 
 async def _one_session(soak: Soak) -> None:
-    from soak_clients import LegacyHttp, http_session
-
     async with http_session() as http:
         client = LegacyHttp(soak, http, soak.servers[0], "2025-11-25")
         try:
@@ -414,11 +411,14 @@ async def _one_session(soak: Soak) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        json_path = Path(args.from_json).resolve()
-        report = json.loads(json_path.read_text())
-        report["analysis"] = analyse(report)  # judged again from the samples, by this checkout's rules
-        write_section(report, json_path)
-        print(f"rendered the Soak section of docs/performance.md from {json_path}")
+        paths = [Path(name).resolve() for name in args.from_json]
+        runs = [(load(path), path) for path in paths]
+        databases = [report["config"]["db"] for report, _ in runs]
+        if len(set(databases)) < len(databases):
+            print(f"--from-json: one run per database, not {', '.join(databases)}", file=sys.stderr)
+            return 2
+        write_section(runs, args.doc)
+        print(f"rendered the Soak section of {args.doc} from {', '.join(str(path) for path in paths)}")
         return 0
     run, warmup, idle, interval = timings(args)
     if warmup >= run:
@@ -535,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path = RESULTS_DIR / f"soak-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     if not args.no_doc:
-        write_section(report, json_path)
-    print_summary(report, json_path, args.no_doc)
+        write_section([(report, json_path)], args.doc)
+    print_summary(report, json_path, None if args.no_doc else args.doc)
     return 0 if report["analysis"]["passed"] else 1
 
 
@@ -558,7 +558,7 @@ def log_summary(path: Path) -> dict[str, Any]:
     }
 
 
-def print_summary(report: dict[str, Any], json_path: Path, no_doc: bool) -> None:
+def print_summary(report: dict[str, Any], json_path: Path, doc: Path | None) -> None:
     analysis = report["analysis"]
     print()
     for name, series in analysis["series"].items():
@@ -572,7 +572,8 @@ def print_summary(report: dict[str, Any], json_path: Path, no_doc: bool) -> None
     for kind, t in report["transports"].items():
         print(f"  {kind:<13} {t['sessions_opened']:>6} sessions, {t['ops']:>7} ops, {t['errors']:>4} errors")
     print(f"\n{'PASSED' if analysis['passed'] else 'FAILED'}: {analysis['summary']}")
-    print(f"Results: {json_path.relative_to(ROOT)}" + ("" if no_doc else "; docs/performance.md, section Soak"))
+    shown = doc.relative_to(ROOT) if doc and doc.is_relative_to(ROOT) else doc
+    print(f"Results: {json_path.relative_to(ROOT)}" + (f"; {shown}, section Soak" if shown else ""))
 
 
 if __name__ == "__main__":

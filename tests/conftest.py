@@ -18,6 +18,7 @@ PASSWORD = "correct-horse-battery"
 # drops both variables), or they test the upstream clients and fixtures alone. They are marked
 # `backend_independent`, so CI's PostgreSQL + Redis pass can leave them to the embedded-default pass.
 BACKEND_INDEPENDENT = (
+    "tests/bench/test_soak_report.py",
     "tests/federation/test_celery.py",
     "tests/gateway_project/test_browser.py",
     "tests/gateway_project/test_browser_playground.py",
