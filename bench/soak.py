@@ -57,7 +57,7 @@ DEFAULT_DB = _bench_settings_from_environment()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from config import BENCH_REDIS_URL, DOC_PATH, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
 from machine import machine_info, machine_load  # noqa: E402
-from processes import proc_cpu_seconds, start_upstream  # noqa: E402
+from processes import proc_cpu_seconds, start_upstream, stop_servers_on_sigterm  # noqa: E402
 from soak_bridge import bridge_client  # noqa: E402
 from soak_clients import Soak, http_session, learn_names  # noqa: E402
 from soak_connected import SseSession, WebSocketSession, connected_client, hold_websocket  # noqa: E402
@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         write_section(runs, args.doc)
         print(f"rendered the Soak section of {args.doc} from {', '.join(str(path) for path in paths)}")
         return 0
+    stop_servers_on_sigterm()
     run, warmup, idle, interval = timings(args)
     if warmup >= run:
         print(f"--warmup ({warmup:.0f} s) must be shorter than the run ({run:.0f} s)", file=sys.stderr)
