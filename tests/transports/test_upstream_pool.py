@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.transports.test_cache import gateway_row as catalog_row
 from transports.protocol import upstream
 from transports.protocol import upstream_pool as pool_module
 from transports.protocol.catalog import EMPTY_ROWS, Snapshot, build_snapshot
@@ -50,23 +51,9 @@ class StubClient(UpstreamClient):
         return self._open
 
 
-def gateway_row(name: str = "fx", **fields: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "name": name,
-        "transport": "streamable-http",
-        "era": "auto",
-        "url": "http://127.0.0.1:9/mcp",
-        "command": "",
-        "args": [],
-        "env": {},
-        "cwd": None,
-        "auth_type": "bearer",
-        "credentials": {"token": "gateway-token"},
-        "verify_tls": True,
-        "ca_bundle": None,
-    }
-    row.update(fields)
-    return row
+def gateway_row(**fields: Any) -> dict[str, Any]:
+    """The catalog row of gateway "fx", reached with the gateway's own bearer token."""
+    return catalog_row("fx", **{"auth_type": "bearer", "credentials": {"token": "gateway-token"}, **fields})
 
 
 class Counted:
