@@ -39,6 +39,7 @@ BACKEND_INDEPENDENT = (
     "tests/transports/test_stdio_bridge.py",
     "tests/transports/test_through_gateway.py",
     "tests/transports/test_transport_table.py",
+    "tests/transports/test_upstream_pool.py",
     "tests/transports/test_websocket_endpoint.py",
     "tests/transports/upstream/",
 )
