@@ -14,7 +14,7 @@ PASSWORD = "correct-horse-battery"
 
 
 # Modules whose tests run the same whatever DATABASE_URL and REDIS_URL say: their gateways are processes
-# with their own SQLite database and in-memory channel layer (tests/transports/conftest.start_live_gateway
+# with their own SQLite database and in-memory channel layer (tests/live_gateway.start_live_gateway
 # drops both variables), or they test the upstream clients and fixtures alone. They are marked
 # `backend_independent`, so CI's PostgreSQL + Redis pass can leave them to the embedded-default pass.
 BACKEND_INDEPENDENT = (

@@ -41,6 +41,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.deploy import files
 from tests.fixtures.servers import start_upstream
+from tests.live_gateway import LiveGateway, free_port
 from tests.replicas.conftest import (
     Nginx,
     nginx_binary,
@@ -51,7 +52,6 @@ from tests.replicas.conftest import (
     scratch_redis,
     tail,
 )
-from tests.transports.conftest import LiveGateway, free_port
 
 SECRET_KEY = "compose-topology-secret-key-0123456789-abcdefghij"
 ADMIN_PASSWORD = "topology-admin-password-1"

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import pytest
 
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
+from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port
 
 HERE = Path(__file__).resolve().parent
 MISBEHAVING = HERE / "misbehaving_upstream.py"

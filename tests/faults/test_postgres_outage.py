@@ -38,8 +38,8 @@ from tests.faults.harness import (
     with_database,
 )
 from tests.fixtures.servers import start_upstream
+from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port
 from tests.replicas.conftest import Replica
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 from transports.edge import DATABASE_DOWN
 
 OUTAGE = 10.0  # seconds the database is unreachable

@@ -36,8 +36,8 @@ from tests.faults.harness import (
     scratch_database,
 )
 from tests.fixtures.servers import RunningUpstream, start_upstream
+from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port
 from tests.replicas.conftest import SETUP_SCRIPT, Nginx, Replica, running_nginx, stop_all, tail
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 
 SECRET_KEY = "faults-replicas-secret-key-0123456789-abcdefghij"
 SERVER = "demo"

@@ -40,8 +40,8 @@ from tests.faults.harness import (
     upstream_state,
 )
 from tests.fixtures.servers import start_upstream
+from tests.live_gateway import LiveGateway, free_port
 from tests.replicas.conftest import Replica
-from tests.transports.conftest import LiveGateway, free_port
 
 pytestmark = pytest.mark.backend_independent
 

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.fuzz.strategies import MODERN, Catalog
-from tests.transports.conftest import LiveGateway
+from tests.live_gateway import LiveGateway
 
 MAX_BODY = 256 * 1024  # the fuzz gateway's GATEWAY_MAX_BODY_BYTES: "huge" bodies cross it, so both sides are tried
 TIMEOUT = 20.0  # seconds for any one exchange: longer than the gateway's tool timeout, so only a hang takes it

@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.fixtures.servers import RunningUpstream, start_upstream
+from tests.live_gateway import ADMIN_PASSWORD, ASGI_APPLICATION, ROOT, LiveGateway, free_port, tail, wait_for_health
 from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET_KEY = "replicas-shared-secret-key-0123456789-abcdefghij"
 SERVER = "demo"
-ASGI_APPLICATION = "gateway_project.asgi:application"
 # migrate, ensure_superuser, gateway_add fx --url ... --era legacy, server_add demo --gateway fx, issue_token admin
 # (the token on the last line).
 SETUP_SCRIPT = """
@@ -120,25 +117,6 @@ def scratch_redis(url: str) -> Iterator[str]:
 # -- the replicas ------------------------------------------------------------------------------------------------
 
 
-def _wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the gateway at {url} did not start:\n{tail(log)}") from None
-            time.sleep(0.1)
-
-
-def tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
 @dataclass
 class Replica:
     """One gateway process (daphne) on a fixed port; stop() and start() again serve the same address."""
@@ -189,7 +167,7 @@ class Replica:
 
     def wait_until_up(self) -> None:
         assert self.process is not None
-        _wait_for_health(self.url, self.process, self.log_path)
+        wait_for_health(self.url, self.process, self.log_path, interval=0.1)
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM to the process group, SIGKILL if it is still there after ``timeout`` seconds."""

@@ -32,8 +32,8 @@ from asgiref.sync import sync_to_async
 from registry import auth, oauth
 from tests.factories import UserFactory, VirtualServerFactory
 from tests.fixtures.authorization_server import AuthorizationServer, free_port, new_key
+from tests.live_gateway import ADMIN_PASSWORD, start_live_gateway
 from tests.tools import NodeToolsUnavailable, ensure_node_tools, inspector_cmd
-from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
 from tests.transports.test_hot_path import INITIALIZE, asgi_post
 from transports import edge
 

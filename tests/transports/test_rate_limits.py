@@ -569,7 +569,7 @@ def test_two_replicas_share_a_per_user_limit_through_redis(tmp_path):
         pytest.skip("REDIS_URL is not set: limits across replicas need Redis")
     import redis
 
-    from tests.transports.conftest import start_live_gateway
+    from tests.live_gateway import start_live_gateway
 
     prefix = f"mcpgw-rltest-{uuid.uuid4().hex[:12]}:"
     overrides = {"REDIS_URL": url, "GATEWAY_RATE_LIMIT_REDIS_PREFIX": prefix, "GATEWAY_RATE_LIMIT_PER_USER": "3/minute"}
