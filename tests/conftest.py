@@ -59,6 +59,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test of several gateway processes (a `cluster` fixture that can tell its logs: tests/replicas',
+    tests/faults/test_replica_faults.py's) shows the tails of their logs."""
+    report = yield
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.when == "call" and report.failed and callable(getattr(cluster, "logs", None)):
+        report.sections.append(("replica logs", cluster.logs()))
+    return report
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _redis_keys_of_this_run():
     """With REDIS_URL set, what this run left in Redis (sessions, stream logs, buckets, cache entries of this process

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.backing_services import with_database
 from tests.conftest import basic
 from tests.faults.harness import (
     INIT,
@@ -30,14 +31,13 @@ from tests.faults.harness import (
     TcpProxy,
     gateway_env,
     http_client,
-    message,
     postgres_url,
     scratch_database,
     set_up,
     tool_id,
-    with_database,
 )
 from tests.fixtures.servers import start_upstream
+from tests.jsonrpc import message
 from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port
 from tests.replicas.conftest import Replica
 from transports.edge import DATABASE_DOWN

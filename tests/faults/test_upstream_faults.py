@@ -32,7 +32,6 @@ from tests.faults.harness import (
     Process,
     gateway_env,
     http_client,
-    message,
     misbehaving_upstream,
     running,
     set_up,
@@ -40,6 +39,7 @@ from tests.faults.harness import (
     upstream_state,
 )
 from tests.fixtures.servers import start_upstream
+from tests.jsonrpc import message
 from tests.live_gateway import LiveGateway, free_port
 from tests.replicas.conftest import Replica
 
