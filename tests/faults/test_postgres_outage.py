@@ -54,10 +54,6 @@ class Stack:
     gateway: LiveGateway
     proxy: TcpProxy
 
-    @property
-    def url(self) -> str:
-        return self.gateway.url + "/mcp"
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -94,7 +90,7 @@ async def test_reads_are_served_and_writes_refused_with_503_while_postgres_is_do
     gateway = stack.gateway
     echo = tool_id(gateway, "echo")
     async with http_client() as http:
-        client = McpClient(http, stack.url, gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), gateway.token)
         await client.initialize()
         listed = await client.request("tools/list")
         names = {tool["name"] for tool in listed.response["result"]["tools"]}
@@ -116,11 +112,11 @@ async def test_reads_are_served_and_writes_refused_with_503_while_postgres_is_do
                 called = await client.call("echo", {"message": f"outage {rounds}"}, timeout=BOUND)
                 assert called.text() == f"outage {rounds}", called
 
-                fresh = McpClient(http, stack.url, gateway.token)
+                fresh = McpClient(http, stack.gateway.mcp_url(), gateway.token)
                 await fresh.initialize(timeout=BOUND)
 
                 # Credentials never verified before cannot be checked now: 503 with a JSON-RPC error, not a 500.
-                stranger = McpClient(http, stack.url, "")
+                stranger = McpClient(http, stack.gateway.mcp_url(), "")
                 refused = await stranger.post(
                     message("initialize", INIT, 1),
                     timeout=BOUND,
