@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.servers import start_upstream
-from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
+from tests.live_gateway import ADMIN_PASSWORD, start_live_gateway
 from tests.transports.test_bound_tokens import post_mcp
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.live_gateway import start_live_gateway
 from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import start_live_gateway
 from tests.transports.test_streamable_http import Raw, init_body
 from transports.protocol.sessions import SessionStore
 

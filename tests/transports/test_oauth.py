@@ -32,8 +32,8 @@ from asgiref.sync import sync_to_async
 from registry import auth, oauth
 from tests.factories import UserFactory, VirtualServerFactory
 from tests.fixtures.authorization_server import AuthorizationServer, free_port, new_key
+from tests.live_gateway import ADMIN_PASSWORD, start_live_gateway
 from tests.tools import NodeToolsUnavailable, ensure_node_tools, inspector_cmd
-from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
 from tests.transports.test_hot_path import INITIALIZE, asgi_post
 from transports import edge
 
@@ -476,14 +476,22 @@ def test_the_mcp_sdk_oauth_client_completes_the_flow(live):
     assert set(claims["scope"].split()) == {"mcp:read", "mcp:call"}  # the challenge's scope
 
 
-def test_the_inspector_cli_lists_tools_with_an_issued_token(live):
-    """`mcp-inspector --cli URL --header 'Authorization: Bearer <token from the AS>' --method tools/list`."""
+@pytest.fixture
+def inspector_live(live):
+    """``live`` with its authorization server up, for the inspector CLI: skipped when the Node tools cannot be
+    installed."""
     gateway, server = live
     server.start()
     try:
         ensure_node_tools()
     except NodeToolsUnavailable as exc:
         pytest.skip(str(exc))
+    return gateway, server
+
+
+def test_the_inspector_cli_lists_tools_with_an_issued_token(inspector_live):
+    """`mcp-inspector --cli URL --header 'Authorization: Bearer <token from the AS>' --method tools/list`."""
+    gateway, server = inspector_live
     client = server.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_post")
     issued = httpx2.post(
         f"{server.issuer}/token",
@@ -515,18 +523,13 @@ def test_the_inspector_cli_lists_tools_with_an_issued_token(live):
     assert "tools" in json.loads(result.stdout)["result"]
 
 
-def test_the_inspector_cli_runs_the_oauth_flow_itself(live, tmp_path, monkeypatch):
+def test_the_inspector_cli_runs_the_oauth_flow_itself(inspector_live, tmp_path, monkeypatch):
     """`mcp-inspector --cli URL --method tools/list` with no credentials: the gateway's 401 starts the CLI's
     own OAuth client (protected-resource and issuer metadata, dynamic registration, authorization code with
     PKCE, its callback listener on a loopback port). The test is the user at the browser: it opens the URL the
     CLI prints, the authorization server approves at once, and the test follows the redirect to the callback.
     The CLI then lists tools with a token whose audience is the gateway's MCP URL."""
-    gateway, server = live
-    server.start()
-    try:
-        ensure_node_tools()
-    except NodeToolsUnavailable as exc:
-        pytest.skip(str(exc))
+    gateway, server = inspector_live
     issued: list[str] = []
     mint = server.mint
 
