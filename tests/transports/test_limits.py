@@ -187,3 +187,28 @@ def test_open_streams_per_user_are_bounded_on_every_transport(gateway):
                 break
         time.sleep(0.2)
     _delete(raw)
+
+
+def _session_keys(live, session_id: str) -> list[bytes]:
+    """The keys under the gateway's Redis prefix that name the session."""
+    import redis
+
+    client = redis.Redis.from_url(live.env["REDIS_URL"])
+    try:
+        return sorted(client.scan_iter(match=f"{live.env['GATEWAY_REDIS_PREFIX']}:*{session_id}*", count=1000))
+    finally:
+        client.close()
+
+
+def test_delete_takes_the_logs_of_the_session_s_streams_along(gateway):
+    """Shared store: DELETE removes the logs of the session's request streams (2025-11-25 answers tools/call on
+    a resumable stream) with the session, instead of leaving them for the idle timeout + 60 s."""
+    if "REDIS_URL" not in gateway.env:
+        pytest.skip("the in-memory store keeps nothing in Redis")
+    raw = Raw(gateway)
+    raw.initialize()
+    for n in range(3):
+        assert raw.call("tools/call", {"name": "missing", "arguments": {}}, request_id=n)["id"] == n
+    assert len(_session_keys(gateway, raw.session_id or "")) > 3
+    _delete(raw)
+    assert _session_keys(gateway, raw.session_id or "") == []
