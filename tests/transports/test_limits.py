@@ -212,3 +212,38 @@ def test_delete_takes_the_logs_of_the_session_s_streams_along(gateway):
     assert len(_session_keys(gateway, raw.session_id or "")) > 3
     _delete(raw)
     assert _session_keys(gateway, raw.session_id or "") == []
+
+
+SHORT_IDLE = 2.0
+
+
+@pytest.fixture(scope="module")
+def long_keepalive(tmp_path_factory):
+    """Shared store, with keep-alives on idle streams less often than the idle timeout."""
+    url = os.environ["REDIS_URL"]
+    with scoped_prefix(url, "keepalive") as prefix:
+        overrides = {
+            "REDIS_URL": url,
+            "GATEWAY_REDIS_PREFIX": prefix,
+            "GATEWAY_SESSION_IDLE_TIMEOUT": str(SHORT_IDLE),
+            "GATEWAY_SSE_KEEPALIVE": str(SHORT_IDLE * 2),
+        }
+        with start_live_gateway(tmp_path_factory.mktemp("keepalive"), **overrides) as live:
+            yield live
+
+
+@pytest.mark.redis
+def test_an_open_get_stream_keeps_its_session_whatever_the_keep_alive(long_keepalive):
+    """Shared store: a GET stream refreshes its session often enough for the idle timeout, however seldom it
+    sends keep-alives (GATEWAY_SSE_KEEPALIVE at or above GATEWAY_SESSION_IDLE_TIMEOUT expired the session under
+    its stream: bench/soak_findings.md)."""
+    raw = Raw(long_keepalive)
+    raw.initialize()
+    other = Raw(long_keepalive)
+    other.session_id, other.version = raw.session_id, raw.version
+    with _get_stream(raw) as stream:
+        assert stream.status_code == 200
+        time.sleep(SHORT_IDLE * 2 + 1)
+        assert "result" in other.call("ping")
+    assert "result" in raw.call("ping")
+    _delete(raw)
