@@ -14,19 +14,11 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from tests.redis_keys import delete_keys, new_prefix
+from tests.transports.test_limits import SESSION_FIELDS as FIELDS
 from transports.protocol.replicas import Mesh
 from transports.protocol.shared_sessions import RedisSessionStore
 
 pytestmark = pytest.mark.redis
-
-FIELDS = {
-    "username": "u",
-    "scopes": frozenset(),
-    "server": None,
-    "protocol_version": "2025-11-25",
-    "client_capabilities": {},
-    "client_info": {},
-}
 
 
 def message(n: int) -> dict[str, object]:
