@@ -410,20 +410,16 @@ async def expire_abandoned(soak: Soak) -> Soak:
     Its own tally (returned), so the run's counts stay the clients'."""
     probe = Soak(soak.base, soak.token, soak.servers[:1], soak.root, soak.python, 0, 0, random.Random(0))
     probe.stop.set()
-    await _one_session(probe)
-    return probe
-
-
-async def _one_session(soak: Soak) -> None:
     async with http_session() as http:
-        client = LegacyHttp(soak, http, soak.servers[0], "2025-11-25")
+        client = LegacyHttp(probe, http, probe.servers[0], "2025-11-25")
         try:
             async with asyncio.timeout(30):
                 await client.open()
                 await client.delete()
-            soak.tally("http-legacy").ok("probe")
+            probe.tally("http-legacy").ok("probe")
         except (Exception, TimeoutError) as exc:
-            soak.tally("http-legacy").error("probe", exc)
+            probe.tally("http-legacy").error("probe", exc)
+    return probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -583,10 +579,19 @@ def print_summary(report: dict[str, Any], json_path: Path, doc: Path | None) -> 
         label = SERIES[name][0]
         print(
             f"  {label:<32} {series['first']:>10} → {series['last']:<10} growth {series['growth']:+g} "
-            f"(tolerance {series['tolerance']:g}): {series['verdict']}"
+            + (
+                f"beyond the traffic ({series['against']}) {series['growth_beyond_traffic']:+g} "
+                if "against" in series
+                else ""
+            )
+            + f"(tolerance {series['tolerance']:g}): {series['verdict']}"
         )
+    rate = analysis.get("ops_per_minute") or {}
+    if rate.get("first") is not None:
+        print(f"  traffic: {rate['first']:g} ops/min in the first window, {rate['last']:g} in the last")
     for check in analysis["checks"]:
-        print(f"  {'ok ' if check['ok'] else 'NOT'} {check['name']}: {check['detail']}")
+        mark = "-- " if check.get("judged") is False else ("ok " if check["ok"] else "NOT")
+        print(f"  {mark} {check['name']}: {check['detail']}")
     for kind, t in report["transports"].items():
         print(f"  {kind:<13} {t['sessions_opened']:>6} sessions, {t['ops']:>7} ops, {t['errors']:>4} errors")
     print(f"\n{'PASSED' if analysis['passed'] else 'FAILED'}: {analysis['summary']}")

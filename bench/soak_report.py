@@ -366,7 +366,7 @@ def render(runs: dict[str, tuple[dict[str, Any], Path]]) -> list[str]:
         "database's subsection and keeps the other's, rendered again from the results JSON that one names.",
         "",
         "```bash",
-        "make soak                                      # 30 minutes of traffic, then the checks (about 33 minutes in all)",
+        "make soak                                      # 30 minutes of traffic, then the checks (about 35 minutes in all, 37 on PostgreSQL + Redis)",
         "make soak SOAK_MINUTES=2                       # a short run (or: .venv/bin/python bench/soak.py --minutes 2)",
         "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/0 make soak   # PostgreSQL + Redis",
         ".venv/bin/python bench/soak.py --from-json bench/results/soak-<timestamp>.json   # re-render that run's subsection",
