@@ -12,7 +12,8 @@ Every --interval seconds it samples the gateway process: RSS, open file descript
 threads, CPU time, and from /metrics the asyncio tasks of its serving loop (mcpgw_asyncio_tasks), live
 sessions, session objects held, open streams and stdio processes; and the Redis keys under its prefix.
 Twice, after the warm-up and at the end, the traffic pauses for a quiet checkpoint (no session under way,
-the gateway settled), where what the gateway holds is compared with tight tolerances.
+the sessions abandoned on purpose expired, the gateway settled), where what the gateway holds is compared
+with tight tolerances; the series that follow the traffic rate are judged beyond what the traffic explains.
 After the run: each series is judged flat or growing (bench/soak_report.py says how), every client has
 closed its session and the idle timeout has passed, the store must be empty of sessions, and the errors
 are counted by transport. Results go to bench/results/soak-<timestamp>.json and the "Soak" section of
@@ -319,25 +320,36 @@ async def drive(
     soak.go.set()
 
     async def at_rest(label: str) -> dict[str, Any]:
-        """A quiet checkpoint: the short-lived clients finish their sessions and wait, the gateway settles,
-        a sample is taken, the traffic resumes. What the gateway holds at rest does not depend on how much
-        was in flight at the moment of a sample, nor on the machine's load."""
+        """A quiet checkpoint: the short-lived clients finish their sessions and wait (each opens its next one
+        after the pause, so none is left open to expire), the sessions abandoned on purpose outlive the idle
+        timeout (on Redis, their stream logs theirs), the gateway settles, a sample is taken, the traffic
+        resumes. The long-lived clients go on: the WebSocket calls every few seconds, the GET stream's
+        keep-alives keep its session alive. What the gateway holds then is the same whatever the traffic
+        rate was before, so two checkpoints compare like with like."""
         soak.go.clear()
-        deadline = time.monotonic() + 60
+        paused = time.monotonic()
+        deadline = paused + 60
         while soak.active and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+        quiet = time.monotonic()
+        await asyncio.sleep(max(0.0, quiet + settle_seconds(args.db, idle) + 5 - time.monotonic()))
+        await expire_abandoned(soak)
         await asyncio.sleep(QUIET_SECONDS)
         row = await asyncio.to_thread(sample, target, token, redis_keys, started, label)
         row["sessions_under_way"] = soak.active
+        row["abandoned_expired"] = not soak.active
+        row["paused_s"] = round(time.monotonic() - paused, 1)
         samples.append(row)
         soak.go.set()
         return row
 
     rest: dict[str, dict[str, Any]] = {}
     next_print = started + 60
-    while (now := time.monotonic()) < started + run:
+    end = started + run
+    while (now := time.monotonic()) < end:
         if "after_warmup" not in rest and now - started >= warmup:
             rest["after_warmup"] = await at_rest("rest-after-warmup")
+            end += rest["after_warmup"]["paused_s"]  # the traffic asked for, not less
             continue
         row = await asyncio.to_thread(sample, target, token, redis_keys, started, "run")
         row["ops"] = sum(t.ops for t in soak.tallies.values())
@@ -353,7 +365,7 @@ async def drive(
                 + (f", {row.get('redis_keys', '?')} Redis keys" if redis_keys else ""),
                 flush=True,
             )
-        await asyncio.sleep(max(0.0, min(interval, started + run - time.monotonic())))
+        await asyncio.sleep(max(0.0, min(interval, end - time.monotonic())))
     rest["end"] = await at_rest("rest-at-end")
     ended = time.monotonic()
     soak.finish()
@@ -374,10 +386,7 @@ async def drive(
     while time.monotonic() < wait_until:
         await asyncio.sleep(min(interval, max(0.0, wait_until - time.monotonic())))
         samples.append(await asyncio.to_thread(sample, target, token, redis_keys, started, "drain"))
-    # One more session, opened and deleted: the in-memory store drops expired sessions when it makes one.
-    probe = Soak(soak.base, soak.token, soak.servers[:1], soak.root, soak.python, 0, 0, random.Random(0))
-    probe.stop.set()
-    await _one_session(probe)
+    probe = await expire_abandoned(soak)
     await asyncio.sleep(2)
     after_idle = await asyncio.to_thread(sample, target, token, redis_keys, started, "after-idle")
     redis_after = await asyncio.to_thread(redis_keys.kinds) if redis_keys else None
@@ -396,16 +405,21 @@ async def drive(
     }
 
 
-async def _one_session(soak: Soak) -> None:
+async def expire_abandoned(soak: Soak) -> Soak:
+    """One more session, opened and deleted: the in-memory store drops expired sessions when it makes one.
+    Its own tally (returned), so the run's counts stay the clients'."""
+    probe = Soak(soak.base, soak.token, soak.servers[:1], soak.root, soak.python, 0, 0, random.Random(0))
+    probe.stop.set()
     async with http_session() as http:
-        client = LegacyHttp(soak, http, soak.servers[0], "2025-11-25")
+        client = LegacyHttp(probe, http, probe.servers[0], "2025-11-25")
         try:
             async with asyncio.timeout(30):
                 await client.open()
                 await client.delete()
-            soak.tally("http-legacy").ok("probe")
+            probe.tally("http-legacy").ok("probe")
         except (Exception, TimeoutError) as exc:
-            soak.tally("http-legacy").error("probe", exc)
+            probe.tally("http-legacy").error("probe", exc)
+    return probe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,10 +580,19 @@ def print_summary(report: dict[str, Any], json_path: Path, doc: Path | None) -> 
         label = SERIES[name][0]
         print(
             f"  {label:<32} {series['first']:>10} → {series['last']:<10} growth {series['growth']:+g} "
-            f"(tolerance {series['tolerance']:g}): {series['verdict']}"
+            + (
+                f"beyond the traffic ({series['against']}) {series['growth_beyond_traffic']:+g} "
+                if "against" in series
+                else ""
+            )
+            + f"(tolerance {series['tolerance']:g}): {series['verdict']}"
         )
+    rate = analysis.get("ops_per_minute") or {}
+    if rate.get("first") is not None:
+        print(f"  traffic: {rate['first']:g} ops/min in the first window, {rate['last']:g} in the last")
     for check in analysis["checks"]:
-        print(f"  {'ok ' if check['ok'] else 'NOT'} {check['name']}: {check['detail']}")
+        mark = "-- " if check.get("judged") is False else ("ok " if check["ok"] else "NOT")
+        print(f"  {mark} {check['name']}: {check['detail']}")
     for kind, t in report["transports"].items():
         print(f"  {kind:<13} {t['sessions_opened']:>6} sessions, {t['ops']:>7} ops, {t['errors']:>4} errors")
     print(f"\n{'PASSED' if analysis['passed'] else 'FAILED'}: {analysis['summary']}")

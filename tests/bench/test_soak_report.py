@@ -6,11 +6,15 @@ the records bench/soak_findings.md cites), into a page of the test's own, never 
 
 from __future__ import annotations
 
+import importlib
 import json
+import random
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +107,85 @@ def test_two_runs_of_one_database_are_refused(doc: Path):
     assert done.returncode == 2
     assert "one run per database" in done.stderr
     assert "## Soak" not in doc.read_text()
+
+
+# -- the verdicts, on synthetic samples ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def soak_report() -> Any:
+    """bench/soak_report.py, imported as bench/soak.py imports it (bench/ first on the path)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return importlib.import_module("soak_report")
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def traffic(rate: Callable[[float], float], tasks_kept: Callable[[float], float]) -> list[dict[str, Any]]:
+    """30 minutes of samples every 10 s: ``rate(t)`` ops/min; the live sessions follow it (the abandoned ones
+    live an idle timeout), the tasks follow the sessions and streams, plus ``tasks_kept(t)``."""
+    rng = random.Random(7)
+    samples, ops = [], 0.0
+    for i in range(181):
+        t = i * 10.0
+        ops += rate(t) * 10 / 60
+        sessions = round(rate(t) / 100 + rng.uniform(-2, 2))
+        streams = rng.randint(6, 10)
+        samples.append(
+            {
+                "t": t,
+                "phase": "run",
+                "ops": round(ops),
+                "sessions": sessions,
+                "session_objects": sessions + rng.randint(0, 2),
+                "streams": streams,
+                "tasks": round(30 + 2 * sessions + 3 * streams + rng.uniform(-3, 3) + tasks_kept(t)),
+                "fds": 80 + rng.randint(-2, 2),
+                "rss_mb": 150.0,
+            }
+        )
+    return samples
+
+
+def test_tasks_that_follow_the_live_sessions_are_flat_when_the_rate_triples(soak_report: Any):
+    """The machine speeds up: 1,000 → 3,000 ops/min, 10 → 30 live sessions, and the tasks with them."""
+    series = soak_report.judge(traffic(lambda t: 1000 + 2000 * t / 1800, lambda t: 0), 200, rate_window=60)
+    assert series["tasks"]["growth"] > series["tasks"]["tolerance"]  # what the old rule failed
+    for name in ("tasks", "sessions", "session_objects"):
+        assert series[name]["verdict"] == "flat", (name, series[name])
+    assert series["tasks"]["against"] == "live sessions and open streams"
+    rate = soak_report.ops_per_minute(traffic(lambda t: 1000 + 2000 * t / 1800, lambda t: 0), 200)
+    assert 1000 < rate["first"] < 1700 < 2500 < rate["last"] <= 3000
+
+
+def test_tasks_that_grow_with_no_sessions_behind_them_fail(soak_report: Any):
+    """A steady rate and steady sessions, and a task kept every minute: growing."""
+    series = soak_report.judge(traffic(lambda t: 1500, lambda t: t / 60), 200, rate_window=60)
+    assert series["tasks"]["verdict"] == "growing", series["tasks"]
+    assert series["sessions"]["verdict"] == "flat"
+
+
+def rest_report(first_tasks: int, end_tasks: int, idle_tasks: int, expired: bool = True) -> dict[str, Any]:
+    def rest(t: float, tasks: int) -> dict[str, Any]:
+        row = {"t": t, "tasks": tasks, "fds": 50, "rss_mb": 150.0, "sessions": 1, "session_objects": 2}
+        return {**row, "abandoned_expired": True} if expired else row
+
+    idle = {"t": 1900.0, "tasks": idle_tasks, "fds": 46, "rss_mb": 150.0, "sessions": 0, "session_objects": 0}
+    return {"at_rest": {"after_warmup": rest(300, first_tasks), "end": rest(1800, end_tasks)}, "after_idle": idle}
+
+
+def test_the_checkpoints_at_rest_compare_what_stays_once_the_abandoned_sessions_expired(soak_report: Any):
+    ok = soak_report.rest_checks(rest_report(40, 42, 25))
+    assert [c["ok"] for c in ok] == [True, True]
+    kept_at_rest = soak_report.rest_checks(rest_report(40, 60, 25))
+    assert [c["ok"] for c in kept_at_rest] == [False, True]
+    kept_after = soak_report.rest_checks(rest_report(40, 42, 50))
+    assert [c["ok"] for c in kept_after] == [True, False]
+
+
+def test_checkpoints_taken_with_abandoned_sessions_alive_are_not_judged(soak_report: Any):
+    """Runs from before the checkpoints waited for the abandoned sessions: their rest points are not compared."""
+    checks = soak_report.rest_checks(rest_report(40, 60, 50, expired=False))
+    assert [(c["ok"], c["judged"]) for c in checks] == [(True, False), (True, False)]
+    assert all(c["detail"].startswith("not judged") for c in checks)
