@@ -156,3 +156,17 @@ def test_the_systemd_units_run_the_commands_of_the_image_and_of_compose():
     for unit, service in (("mcp-gateway-worker.service", files.WORKER), ("mcp-gateway-beat.service", files.BEAT)):
         command = files.service_command(service)
         assert _exec_start(unit) == [venv + command[0], *command[1:]], unit
+
+
+def test_the_gateways_trust_the_scheme_header_only_where_their_proxy_sets_it():
+    """SECURE_PROXY_SSL_HEADER names X-Forwarded-Proto, which nginx-proxy.conf (compose) and ingress-nginx
+    (Kubernetes) overwrite on every request: a client cannot claim https through them. The embedded default trusts
+    no header (gateway_project/settings.py)."""
+    proxy = files.NGINX_PROXY.read_text()
+    assert re.search(r"^proxy_set_header X-Forwarded-Proto \$scheme;$", proxy, flags=re.M)
+    environment = files.compose()["services"][files.GATEWAYS[0]]["environment"]
+    assert environment["SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto"
+    config = files.k8s_documents()["ConfigMap/mcp-gateway-config"]["data"]
+    assert config["SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto"
+    # The Ingress serves TLS: the admin's cookies go over https only.
+    assert config["SESSION_COOKIE_SECURE"] == config["CSRF_COOKIE_SECURE"] == "true"
