@@ -10,6 +10,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
+
 from gateway_project.env import (
     ERRORS as SETTINGS_ERRORS,  # noqa: F401 - read by gateway_project.checks
 )
@@ -28,16 +30,29 @@ from gateway_project.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _local_secret_key() -> str:
-    """A random key kept in .secret_key, so a newcomer's `make run` is safe without configuration."""
-    path = BASE_DIR / ".secret_key"
+def _local_secret_key(path: Path = BASE_DIR / ".secret_key") -> str:
+    """A random key kept in .secret_key, so a newcomer's `make run` is safe without configuration. Where that
+    file cannot be kept (the image's read-only app directory), one sentence saying what to set instead of an
+    OSError's traceback, and never a key of this process's own: the replicas must share one."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        key = secrets.token_urlsafe(50)
+        pass
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {path} cannot be read ({exc.strerror or exc}): "
+            "set SECRET_KEY (every replica must share it)."
+        ) from None
+    key = secrets.token_urlsafe(50)
+    try:
         path.write_text(key + "\n")
         path.chmod(0o600)
-        return key
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {path} is not writable ({exc.strerror or exc}): "
+            "set SECRET_KEY (every replica must share it)."
+        ) from None
+    return key
 
 
 # ---------------------------------------------------------------------------------------------
