@@ -170,3 +170,14 @@ def test_the_gateways_trust_the_scheme_header_only_where_their_proxy_sets_it():
     assert config["SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto"
     # The Ingress serves TLS: the admin's cookies go over https only.
     assert config["SESSION_COOKIE_SECURE"] == config["CSRF_COOKIE_SECURE"] == "true"
+
+
+def test_nginx_keeps_enough_idle_connections_and_drops_them_before_daphne_does():
+    """A burst of 256 concurrent requests (the benchmark's highest concurrency) reuses pooled connections, the pool
+    stays well inside the nginx image's 1024 worker_connections, and an idle connection is let go before daphne's
+    60 s (reusing one daphne is closing fails the request)."""
+    text = files.NGINX.read_text()
+    (keepalive,) = re.findall(r"^\s*keepalive\s+(\d+);", text, flags=re.M)
+    (timeout,) = re.findall(r"^\s*keepalive_timeout\s+(\d+)s;", text, flags=re.M)
+    assert 256 <= int(keepalive) <= 512
+    assert int(timeout) < 60
