@@ -160,6 +160,59 @@ async def test_the_sse_endpoint_challenge_names_its_own_document(oauth_on):
     assert f'resource_metadata="{METADATA}/servers/demo/sse"' in _challenge(refused.value)
 
 
+# -- behind a TLS-terminating proxy (SECURE_PROXY_SSL_HEADER) ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_behind_the_proxy_the_metadata_documents_and_the_rest_challenge_say_https(client, oauth_on, settings):
+    """The proxy says https in the header SECURE_PROXY_SSL_HEADER names: the documents' resource URLs and the REST
+    API's challenge are https, and a token for the https audience is taken; a request the proxy marks http stays
+    http."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    https = {"HTTP_HOST": "testserver", "HTTP_X_FORWARDED_PROTO": "https"}  # as nginx passes it on
+    document = client.get("/.well-known/oauth-protected-resource/servers/demo/mcp", **https).json()
+    assert document["resource"] == "https://testserver/servers/demo/mcp"
+    assert client.get("/.well-known/oauth-protected-resource", **https).json()["resource"] == "https://testserver"
+    refused = client.get("/api/servers", **https)
+    assert refused.status_code == 401
+    assert 'resource_metadata="https://testserver/.well-known/oauth-protected-resource"' in refused["WWW-Authenticate"]
+    token = oauth_on.mint(aud="https://testserver", scope="mcp:read")
+    assert client.get("/api/servers", HTTP_AUTHORIZATION=f"Bearer {token}", **https).status_code == 200
+    plain = client.get("/.well-known/oauth-protected-resource/mcp", HTTP_X_FORWARDED_PROTO="http").json()
+    assert plain["resource"] == "http://testserver/mcp"
+
+
+@pytest.mark.django_db
+def test_without_the_setting_a_client_cannot_claim_https(client, oauth_on, settings):
+    """SECURE_PROXY_SSL_HEADER unset (the embedded default): X-Forwarded-Proto does not change Django's scheme."""
+    settings.SECURE_PROXY_SSL_HEADER = None
+    document = client.get("/.well-known/oauth-protected-resource/mcp", HTTP_X_FORWARDED_PROTO="https").json()
+    assert document["resource"] == "http://testserver/mcp"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("configured", "headers", "scheme"),
+    [
+        (("HTTP_X_FORWARDED_PROTO", "https"), {"x-forwarded-proto": "https"}, "https"),
+        (("HTTP_X_FORWARDED_PROTO", "https"), {"x-forwarded-proto": "https, http"}, "https"),
+        (("HTTP_X_FORWARDED_PROTO", "https"), {"x-forwarded-proto": "http"}, "http"),
+        (("HTTP_X_FORWARDED_PROTO", "https"), {}, "http"),
+        (("HTTP_X_FORWARDED_SSL", "on"), {"x-forwarded-ssl": "on", "x-forwarded-proto": "http"}, "https"),
+        (("HTTP_X_FORWARDED_SSL", "on"), {"x-forwarded-proto": "https"}, "http"),
+        (None, {"x-forwarded-proto": "https"}, "https"),  # as before the setting existed
+    ],
+)
+async def test_the_mcp_challenge_reads_the_scheme_as_django_does(oauth_on, settings, configured, headers, scheme):
+    """The 401 of an MCP endpoint names the document at the URL the document states (Django's reading of
+    SECURE_PROXY_SSL_HEADER); without the setting it reads X-Forwarded-Proto, as it always has."""
+    settings.SECURE_PROXY_SSL_HEADER = configured
+    with pytest.raises(edge.EdgeRefused) as refused:
+        await edge.admit({**HEADERS, **headers}, "demo", "")
+    document = f"{scheme}://localhost/.well-known/oauth-protected-resource/servers/demo/mcp"
+    assert f'resource_metadata="{document}"' in _challenge(refused.value)
+
+
 # -- verification ------------------------------------------------------------------------------------------
 
 
