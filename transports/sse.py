@@ -93,6 +93,12 @@ class SseEndpoint:
             if "accept" in headers and not {"text/event-stream", "*/*"} & accepted:
                 raise HttpError(406, "Not Acceptable: the stream needs Accept: text/event-stream.")
             try:
+                # Reachable by the other replicas from the start: a POST of this session that lands on one is
+                # forwarded here, whether or not this replica has answered a request yet.
+                await get_core().joined()
+            except JsonRpcError as exc:
+                raise HttpError(503, exc.message, exc.code) from None
+            try:
                 connection = await Connection.open(caller, transport="sse")
             except JsonRpcError as exc:
                 raise HttpError(exc.http_status, exc.message, exc.code) from None

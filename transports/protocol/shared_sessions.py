@@ -360,11 +360,11 @@ class RedisSessionStore:
 
     @_store_call
     async def alive(self, session: Session) -> bool:
-        """The session still exists; an open stream asks now and then, which also keeps it from expiring."""
+        """The session still exists; an open stream or connection asks now and then, which also keeps it from
+        expiring. A connection of this replica (HTTP+SSE, WebSocket) holds its session whatever Redis says, but
+        its record is refreshed all the same: other replicas (a POST routed there) and the counts read it."""
         if session.closed:
             return False
-        if session.owner == self.mesh.tag:
-            return True
         self._refreshed.pop(session.id, None)
         await self._refresh(session)  # one round trip, which also finds out when it ended
         return not session.closed
