@@ -16,8 +16,8 @@ from typing import Any
 
 from transports import edge
 from transports.protocol import jsonrpc
-from transports.protocol.core import Caller, lifecycle_error
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller, lifecycle_error
 from transports.protocol.sessions import EventLog, Session
 from transports.runtime import get_core
 
