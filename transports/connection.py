@@ -18,8 +18,8 @@ from django.conf import settings
 
 from transports import edge
 from transports.protocol import jsonrpc
-from transports.protocol.core import Caller, lifecycle_error
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller, lifecycle_error
 from transports.protocol.sessions import EventLog, Session, SessionStoreUnavailable
 from transports.runtime import get_core
 

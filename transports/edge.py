@@ -30,7 +30,7 @@ from registry.conf import auth_required, jwt_config
 from registry.exceptions import AuthenticationFailed
 from transports.protocol import limits
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 AUTH_CACHE_SIZE = 10_000

@@ -20,8 +20,8 @@ from transports import edge
 from transports.connection import Connection, ConnectionClosed
 from transports.protocol import jsonrpc
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller
 from transports.protocol.replicas import ReplicaGone
 from transports.protocol.sessions import SessionLimitReached
 from transports.runtime import get_core

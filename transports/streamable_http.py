@@ -22,8 +22,8 @@ from django.conf import settings
 from transports import edge
 from transports.protocol import jsonrpc, modern
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Call, Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Call, Caller
 from transports.protocol.sessions import EventLog, SessionLimitReached, SessionStoreUnavailable
 from transports.runtime import get_core
 
