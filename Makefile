@@ -167,8 +167,9 @@ bench-compare: dev ## tools_call gateway CPU per call, git BASELINE (default HEA
 		--concurrency 1,32 --repeat 3 --idle-sessions 0 --no-doc $(BENCH_ARGS)
 
 # A bounded run by hand (not in `make test`): SOAK_MINUTES of mixed traffic over every transport, then the verdicts;
-# writes bench/results/soak-<timestamp>.json and the Soak section of docs/performance.md. PostgreSQL + Redis when
-# DATABASE_URL and REDIS_URL are set (a scratch database and a key prefix of the run's own), SQLite otherwise.
+# writes bench/results/soak-<timestamp>.json and its database's run in the Soak section of docs/performance.md (the
+# other database's run stays). PostgreSQL + Redis when DATABASE_URL and REDIS_URL are set (a scratch database and a
+# key prefix of the run's own), SQLite otherwise.
 SOAK_MINUTES ?= 30
 soak: dev ## Soak the gateway: SOAK_MINUTES (30) of traffic on every transport; RSS, fds, tasks, Redis keys must stay flat
 	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -247,6 +248,12 @@ http {{
     }}
 }}
 """
+
+
+def stop_servers_on_sigterm() -> None:
+    """Make SIGTERM (`kill`, a job's timeout) unwind the run like Ctrl-C does, through the `finally` blocks that
+    stop every server it started: by default SIGTERM ends Python at once and leaves them running."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def nginx_binary() -> str | None:

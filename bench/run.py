@@ -44,9 +44,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules 
 from cells import idle_sessions, measure_cell
 from config import BULK_SIZES, BULK_SOURCE, DOC_PATH, HOST, PY_SPY, RESULTS_DIR, ROOT, SCALE_CONCURRENCY
 from machine import machine_info, machine_load
-from processes import Server, nginx_binary, start_fast_upstream, start_rest_api, start_upstream
+from processes import (
+    Server,
+    nginx_binary,
+    start_fast_upstream,
+    start_rest_api,
+    start_upstream,
+    stop_servers_on_sigterm,
+)
 from profiles import PROFILE_CELLS, run_profiles
-from report import before_after, budget, fmt, write_markdown
+from report import write_markdown
+from report_budget import before_after, budget
+from report_common import fmt
 from targets import (
     BASELINE_SUFFIX,
     CF_VENV,
@@ -240,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(report, json_path)
         print(f"wrote {DOC_PATH.relative_to(ROOT)} from {json_path.relative_to(ROOT)}")
         return 0
+    stop_servers_on_sigterm()
     warmup = args.warmup if args.warmup is not None else 0.5
     duration = args.duration if args.duration is not None else (2.0 if args.quick else 3.0)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 2)

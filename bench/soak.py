@@ -1,18 +1,19 @@
 """MCP Gateway soak: `make soak` (or `.venv/bin/python bench/soak.py [--minutes N]`).
 
 A bounded run (30 minutes unless SOAK_MINUTES or --minutes says otherwise) of mixed traffic over every
-transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py),
-against a gateway it starts on 127.0.0.1 with the upstream fixture behind it (over HTTP, and a second
-one over stdio), as `make bench` starts them (bench/processes.py, bench/targets.py). With DATABASE_URL
-(PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database made on that server and dropped at
-the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX), whose keys are deleted at the
-end; otherwise on its own SQLite file and in-memory sessions.
+transport the gateway serves, with sessions opening and closing all the time (bench/soak_clients.py and a
+module per transport beside it), against a gateway it starts on 127.0.0.1 with the upstream fixture behind
+it (over HTTP, and a second one over stdio), as `make bench` starts them (bench/processes.py,
+bench/targets.py). With DATABASE_URL (PostgreSQL) and REDIS_URL set, the gateway runs on a scratch database
+made on that server and dropped at the end, with a Redis key prefix of the run's own (GATEWAY_REDIS_PREFIX),
+whose keys are deleted at the end; otherwise on its own SQLite file and in-memory sessions.
 
 Every --interval seconds it samples the gateway process: RSS, open file descriptors (/proc/PID/fd),
 threads, CPU time, and from /metrics the asyncio tasks of its serving loop (mcpgw_asyncio_tasks), live
 sessions, session objects held, open streams and stdio processes; and the Redis keys under its prefix.
 Twice, after the warm-up and at the end, the traffic pauses for a quiet checkpoint (no session under way,
-the gateway settled), where what the gateway holds is compared with tight tolerances.
+the sessions abandoned on purpose expired, the gateway settled), where what the gateway holds is compared
+with tight tolerances; the series that follow the traffic rate are judged beyond what the traffic explains.
 After the run: each series is judged flat or growing (bench/soak_report.py says how), every client has
 closed its session and the idle timeout has passed, the store must be empty of sessions, and the errors
 are counted by transport. Results go to bench/results/soak-<timestamp>.json and the "Soak" section of
@@ -55,25 +56,15 @@ def _bench_settings_from_environment() -> str:
 
 DEFAULT_DB = _bench_settings_from_environment()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import BENCH_REDIS_URL, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
+from config import BENCH_REDIS_URL, DOC_PATH, HOST, PYTHON, RESULTS_DIR, ROOT, UPSTREAM_SCRIPT  # noqa: E402
 from machine import machine_info, machine_load  # noqa: E402
-from processes import proc_cpu_seconds, start_upstream  # noqa: E402
-from soak_clients import (  # noqa: E402
-    Soak,
-    SseSession,
-    WebSocketSession,
-    bridge_client,
-    connected_client,
-    hold_get_stream,
-    hold_listen,
-    hold_websocket,
-    learn_names,
-    legacy_http_client,
-    modern_http_client,
-    rpc_client,
-    trigger_changes,
-)
-from soak_report import SERIES, analyse, write_section  # noqa: E402
+from processes import proc_cpu_seconds, start_upstream, stop_servers_on_sigterm  # noqa: E402
+from soak_bridge import bridge_client  # noqa: E402
+from soak_clients import Soak, http_session, learn_names  # noqa: E402
+from soak_connected import SseSession, WebSocketSession, connected_client, hold_websocket  # noqa: E402
+from soak_http import LegacyHttp, hold_get_stream, hold_listen, legacy_http_client, modern_http_client  # noqa: E402
+from soak_report import SERIES, analyse, load, write_section  # noqa: E402
+from soak_rpc import rpc_client, trigger_changes  # noqa: E402
 from targets import LiveTarget, TargetSpec, pg_and_redis_available, setup_gateway, teardown  # noqa: E402
 
 # Clients of each kind running at once (times --scale); each runs one session after another.
@@ -131,7 +122,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the run's directory (logs, SQLite file) and say where"
     )
     parser.add_argument("--no-doc", action="store_true", help="write the JSON only, not docs/performance.md")
-    parser.add_argument("--from-json", metavar="PATH", help="only re-render the Soak section from a results JSON")
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        action="append",
+        help="only re-render the Soak section from a results JSON: its database's run (repeat it, one JSON per "
+        "database, for both; a database not given keeps the run the section shows)",
+    )
+    parser.add_argument(
+        "--doc", type=Path, default=DOC_PATH, help="the page whose Soak section is written (docs/performance.md)"
+    )
     return parser.parse_args(argv)
 
 
@@ -320,25 +320,36 @@ async def drive(
     soak.go.set()
 
     async def at_rest(label: str) -> dict[str, Any]:
-        """A quiet checkpoint: the short-lived clients finish their sessions and wait, the gateway settles,
-        a sample is taken, the traffic resumes. What the gateway holds at rest does not depend on how much
-        was in flight at the moment of a sample, nor on the machine's load."""
+        """A quiet checkpoint: the short-lived clients finish their sessions and wait (each opens its next one
+        after the pause, so none is left open to expire), the sessions abandoned on purpose outlive the idle
+        timeout (on Redis, their stream logs theirs), the gateway settles, a sample is taken, the traffic
+        resumes. The long-lived clients go on: the WebSocket calls every few seconds, the GET stream's
+        keep-alives keep its session alive. What the gateway holds then is the same whatever the traffic
+        rate was before, so two checkpoints compare like with like."""
         soak.go.clear()
-        deadline = time.monotonic() + 60
+        paused = time.monotonic()
+        deadline = paused + 60
         while soak.active and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+        quiet = time.monotonic()
+        await asyncio.sleep(max(0.0, quiet + settle_seconds(args.db, idle) + 5 - time.monotonic()))
+        await expire_abandoned(soak)
         await asyncio.sleep(QUIET_SECONDS)
         row = await asyncio.to_thread(sample, target, token, redis_keys, started, label)
         row["sessions_under_way"] = soak.active
+        row["abandoned_expired"] = not soak.active
+        row["paused_s"] = round(time.monotonic() - paused, 1)
         samples.append(row)
         soak.go.set()
         return row
 
     rest: dict[str, dict[str, Any]] = {}
     next_print = started + 60
-    while (now := time.monotonic()) < started + run:
+    end = started + run
+    while (now := time.monotonic()) < end:
         if "after_warmup" not in rest and now - started >= warmup:
             rest["after_warmup"] = await at_rest("rest-after-warmup")
+            end += rest["after_warmup"]["paused_s"]  # the traffic asked for, not less
             continue
         row = await asyncio.to_thread(sample, target, token, redis_keys, started, "run")
         row["ops"] = sum(t.ops for t in soak.tallies.values())
@@ -354,7 +365,7 @@ async def drive(
                 + (f", {row.get('redis_keys', '?')} Redis keys" if redis_keys else ""),
                 flush=True,
             )
-        await asyncio.sleep(max(0.0, min(interval, started + run - time.monotonic())))
+        await asyncio.sleep(max(0.0, min(interval, end - time.monotonic())))
     rest["end"] = await at_rest("rest-at-end")
     ended = time.monotonic()
     soak.finish()
@@ -375,10 +386,7 @@ async def drive(
     while time.monotonic() < wait_until:
         await asyncio.sleep(min(interval, max(0.0, wait_until - time.monotonic())))
         samples.append(await asyncio.to_thread(sample, target, token, redis_keys, started, "drain"))
-    # One more session, opened and deleted: the in-memory store drops expired sessions when it makes one.
-    probe = Soak(soak.base, soak.token, soak.servers[:1], soak.root, soak.python, 0, 0, random.Random(0))
-    probe.stop.set()
-    await _one_session(probe)
+    probe = await expire_abandoned(soak)
     await asyncio.sleep(2)
     after_idle = await asyncio.to_thread(sample, target, token, redis_keys, started, "after-idle")
     redis_after = await asyncio.to_thread(redis_keys.kinds) if redis_keys else None
@@ -397,29 +405,36 @@ async def drive(
     }
 
 
-async def _one_session(soak: Soak) -> None:
-    from soak_clients import LegacyHttp, http_session
-
+async def expire_abandoned(soak: Soak) -> Soak:
+    """One more session, opened and deleted: the in-memory store drops expired sessions when it makes one.
+    Its own tally (returned), so the run's counts stay the clients'."""
+    probe = Soak(soak.base, soak.token, soak.servers[:1], soak.root, soak.python, 0, 0, random.Random(0))
+    probe.stop.set()
     async with http_session() as http:
-        client = LegacyHttp(soak, http, soak.servers[0], "2025-11-25")
+        client = LegacyHttp(probe, http, probe.servers[0], "2025-11-25")
         try:
             async with asyncio.timeout(30):
                 await client.open()
                 await client.delete()
-            soak.tally("http-legacy").ok("probe")
+            probe.tally("http-legacy").ok("probe")
         except (Exception, TimeoutError) as exc:
-            soak.tally("http-legacy").error("probe", exc)
+            probe.tally("http-legacy").error("probe", exc)
+    return probe
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        json_path = Path(args.from_json).resolve()
-        report = json.loads(json_path.read_text())
-        report["analysis"] = analyse(report)  # judged again from the samples, by this checkout's rules
-        write_section(report, json_path)
-        print(f"rendered the Soak section of docs/performance.md from {json_path}")
+        paths = [Path(name).resolve() for name in args.from_json]
+        runs = [(load(path), path) for path in paths]
+        databases = [report["config"]["db"] for report, _ in runs]
+        if len(set(databases)) < len(databases):
+            print(f"--from-json: one run per database, not {', '.join(databases)}", file=sys.stderr)
+            return 2
+        write_section(runs, args.doc)
+        print(f"rendered the Soak section of {args.doc} from {', '.join(str(path) for path in paths)}")
         return 0
+    stop_servers_on_sigterm()
     run, warmup, idle, interval = timings(args)
     if warmup >= run:
         print(f"--warmup ({warmup:.0f} s) must be shorter than the run ({run:.0f} s)", file=sys.stderr)
@@ -446,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_MAX_SESSIONS": "10000",
             "GATEWAY_MAX_SESSIONS_PER_USER": "1000",
             "GATEWAY_HEALTH_INTERVAL": "15",
-            # An idle session's GET stream keeps it alive by asking after it at each keep-alive: more often
-            # than the (short) idle timeout, or the shared store lets the session expire under its stream.
+            # Keep-alives on idle streams a quarter of the (short) idle timeout apart, as the default's 15 s are
+            # far below its 3600 s (a stream asks after its session at least twice per idle timeout anyway).
             "GATEWAY_SSE_KEEPALIVE": str(max(1.0, idle / 4)),
         },
     )
@@ -535,8 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path = RESULTS_DIR / f"soak-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     if not args.no_doc:
-        write_section(report, json_path)
-    print_summary(report, json_path, args.no_doc)
+        write_section([(report, json_path)], args.doc)
+    print_summary(report, json_path, None if args.no_doc else args.doc)
     return 0 if report["analysis"]["passed"] else 1
 
 
@@ -558,21 +573,31 @@ def log_summary(path: Path) -> dict[str, Any]:
     }
 
 
-def print_summary(report: dict[str, Any], json_path: Path, no_doc: bool) -> None:
+def print_summary(report: dict[str, Any], json_path: Path, doc: Path | None) -> None:
     analysis = report["analysis"]
     print()
     for name, series in analysis["series"].items():
         label = SERIES[name][0]
         print(
             f"  {label:<32} {series['first']:>10} → {series['last']:<10} growth {series['growth']:+g} "
-            f"(tolerance {series['tolerance']:g}): {series['verdict']}"
+            + (
+                f"beyond the traffic ({series['against']}) {series['growth_beyond_traffic']:+g} "
+                if "against" in series
+                else ""
+            )
+            + f"(tolerance {series['tolerance']:g}): {series['verdict']}"
         )
+    rate = analysis.get("ops_per_minute") or {}
+    if rate.get("first") is not None:
+        print(f"  traffic: {rate['first']:g} ops/min in the first window, {rate['last']:g} in the last")
     for check in analysis["checks"]:
-        print(f"  {'ok ' if check['ok'] else 'NOT'} {check['name']}: {check['detail']}")
+        mark = "-- " if check.get("judged") is False else ("ok " if check["ok"] else "NOT")
+        print(f"  {mark} {check['name']}: {check['detail']}")
     for kind, t in report["transports"].items():
         print(f"  {kind:<13} {t['sessions_opened']:>6} sessions, {t['ops']:>7} ops, {t['errors']:>4} errors")
     print(f"\n{'PASSED' if analysis['passed'] else 'FAILED'}: {analysis['summary']}")
-    print(f"Results: {json_path.relative_to(ROOT)}" + ("" if no_doc else "; docs/performance.md, section Soak"))
+    shown = doc.relative_to(ROOT) if doc and doc.is_relative_to(ROOT) else doc
+    print(f"Results: {json_path.relative_to(ROOT)}" + (f"; {shown}, section Soak" if shown else ""))
 
 
 if __name__ == "__main__":

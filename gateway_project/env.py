@@ -18,6 +18,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 # Letters, digits and - _ . : only: no glob characters, so `SCAN MATCH <prefix>:*` finds exactly its keys.
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# Letters, digits and '-': the header names a proxy sets and Django's request.META names unambiguously.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
 
 
 def _get(name: str, default: Any, parse: Callable[[str], Any], expected: str) -> Any:
@@ -83,6 +85,24 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
         return value
 
     return float(_get(name, default, parse, "a number"))
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """The header a TLS-terminating proxy sets on requests that reached it over https, as Django's
+    SECURE_PROXY_SSL_HEADER wants it: "X-Forwarded-Proto" (secure when it says https) or "Name: value"
+    (secure when it says value) becomes ("HTTP_X_FORWARDED_PROTO", "https"). Unset or empty: None."""
+
+    def parse(raw: str) -> tuple[str, str] | None:
+        if not raw:
+            return None
+        header, colon, value = raw.partition(":")
+        header, value = header.strip(), value.strip() if colon else "https"
+        if not _HEADER_NAME.fullmatch(header) or not value:
+            raise ValueError('use a header name of letters, digits and "-", optionally with ": value" (default https)')
+        return "HTTP_" + header.upper().replace("-", "_"), value
+
+    found = _get(name, None, parse, "a header name")
+    return None if found is None else (str(found[0]), str(found[1]))
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -10,6 +10,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
+
 from gateway_project.env import (
     ERRORS as SETTINGS_ERRORS,  # noqa: F401 - read by gateway_project.checks
 )
@@ -20,6 +22,7 @@ from gateway_project.env import (
     env_int,
     env_key_prefix,
     env_list,
+    env_proxy_ssl_header,
     env_redis,
     env_str,
 )
@@ -27,16 +30,29 @@ from gateway_project.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _local_secret_key() -> str:
-    """A random key kept in .secret_key, so a newcomer's `make run` is safe without configuration."""
-    path = BASE_DIR / ".secret_key"
+def _local_secret_key(path: Path = BASE_DIR / ".secret_key") -> str:
+    """A random key kept in .secret_key, so a newcomer's `make run` is safe without configuration. Where that
+    file cannot be kept (the image's read-only app directory), one sentence saying what to set instead of an
+    OSError's traceback, and never a key of this process's own: the replicas must share one."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        key = secrets.token_urlsafe(50)
+        pass
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {path} cannot be read ({exc.strerror or exc}): "
+            "set SECRET_KEY (every replica must share it)."
+        ) from None
+    key = secrets.token_urlsafe(50)
+    try:
         path.write_text(key + "\n")
         path.chmod(0o600)
-        return key
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {path} is not writable ({exc.strerror or exc}): "
+            "set SECRET_KEY (every replica must share it)."
+        ) from None
+    return key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,6 +69,27 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Log level of the gateway's own loggers.
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS behind a TLS-terminating proxy (docs/deployment.md, "HTTPS behind the proxy")
+# ---------------------------------------------------------------------------------------------
+# The header the proxy sets to say the client used https: "X-Forwarded-Proto" (secure when it says https) or
+# "Name: value". Set it only when the proxy overwrites that header on every request, or a client could claim
+# https. The OAuth metadata documents, the MCP endpoints' challenges and the absolute URLs the admin and the
+# landing page show are then https. Empty: Django takes the scheme from the server (the image's daphne reads
+# X-Forwarded-Proto when the proxy also sets X-Real-IP) and the MCP challenges from X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# Send the admin's session and CSRF cookies over https only. Off by default: `make run` serves plain http on
+# loopback, where a browser would not send such cookies back and the admin login would fail.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Redirect admin and REST API requests that came over plain http to https (the MCP endpoints and /health,
+# /ready are never redirected). Usually the proxy's job; needs SECURE_PROXY_SSL_HEADER behind one.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Strict-Transport-Security on https answers of the admin and REST API: seconds browsers remember to use https
+# only (0: no header), and whether that covers subdomains. Start small: a browser keeps it for that long.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 
 # ---------------------------------------------------------------------------------------------
 # Storage: the catalog database, Redis (channel layer, cache, Celery broker)

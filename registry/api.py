@@ -17,6 +17,7 @@ from registry.conf import auth_required, parse_duration
 from registry.exceptions import AuthenticationFailed, Forbidden, InvalidInput, NotFound
 from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
 from registry.parsers import json_body
+from registry.representation import KINDS, Kind
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 _E = schemas.Error
@@ -315,7 +316,7 @@ def export_catalog(request: HttpRequest, include_secrets: bool = False, passphra
     return exchange.catalog_export(include_secrets=include_secrets, passphrase=passphrase or None)
 
 
-def _import_item(kind: exchange.Kind) -> dict[str, Any]:
+def _import_item(kind: Kind) -> dict[str, Any]:
     """An entry of an export as the import reads it: the kind's create body, with its secrets (when exported)
     as credentials_encrypted instead of credentials."""
     schema = kind.schema.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -343,7 +344,7 @@ _IMPORT_BODY = {
                         "version": {"const": exchange.VERSION},
                         "exported_at": {"type": "string"},
                         "secrets": {"type": "object"},
-                        **{kind.key: {"type": "array", "items": _import_item(kind)} for kind in exchange.KINDS},
+                        **{kind.key: {"type": "array", "items": _import_item(kind)} for kind in KINDS},
                     },
                 }
             }

@@ -37,9 +37,8 @@ from django.db import models
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from registry import schemas
-from registry.models import AuditEntry, Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
-from registry.representation import entry_fields
+from registry.models import AuditEntry, Gateway, Tool
+from registry.representation import KIND_OF_MODEL, NATURAL_KEYS, entry_fields
 
 logger = logging.getLogger(__name__)
 
@@ -147,27 +146,6 @@ def redact(value: Any, words: Iterable[str] | None = None) -> Any:
 # -- catalog changes ----------------------------------------------------------------------------------------------
 
 
-# The kinds of entries and the fields the catalog export writes for them (registry.exchange.KINDS: the
-# REST API's input schemas without credentials), named by natural key. Kept here, below the services
-# that record changes; tests/registry/test_audit.py checks it matches the export.
-NATURAL_KEYS: dict[type[models.Model], str] = {
-    Gateway: "name",
-    Tool: "name",
-    Resource: "uri",
-    ResourceTemplate: "uri_template",
-    Prompt: "name",
-    VirtualServer: "name",
-}
-_SCHEMAS: dict[type[models.Model], type[Any]] = {
-    Gateway: schemas.GatewayIn,
-    Tool: schemas.ToolIn,
-    Resource: schemas.ResourceIn,
-    ResourceTemplate: schemas.ResourceTemplateIn,
-    Prompt: schemas.PromptIn,
-    VirtualServer: schemas.VirtualServerIn,
-}
-
-
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -175,10 +153,10 @@ def _jsonable(value: Any) -> Any:
 def represent(instance: models.Model) -> dict[str, Any]:
     """The entry as the catalog export shows it, without secrets (credentials are left out; environment
     values under secret-looking keys are redacted)."""
-    schema = _SCHEMAS.get(type(instance))
-    if schema is None:
+    kind = KIND_OF_MODEL.get(type(instance))
+    if kind is None:
         return {"pk": instance.pk, "str": str(instance)}
-    out = entry_fields(instance, (name for name in schema.model_fields if name != "credentials"))
+    out = entry_fields(instance, kind.fields)
     if isinstance(out.get("env"), dict):
         out["env"] = redact(out["env"])
     return dict(_jsonable(out))

@@ -17,38 +17,15 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 from django.db import models, transaction
-from ninja import Schema
 
 from registry import audit, crypto, events, schemas, selectors, services
 from registry.exceptions import InvalidInput, SecretError
-from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
-from registry.representation import entry_fields
+from registry.models import Gateway, Resource, Tool
+from registry.representation import KINDS, Kind, entry_fields
 
 FORMAT = "mcp-gateway-catalog"
 VERSION = 1
 
-
-@dataclass(frozen=True)
-class Kind:
-    key: str
-    model: type[models.Model]
-    natural_key: str
-    schema: type[Schema]
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The writable fields, as the REST API takes them (credentials travel separately)."""
-        return tuple(name for name in self.schema.model_fields if name != "credentials")
-
-
-KINDS = (
-    Kind("gateways", Gateway, "name", schemas.GatewayIn),
-    Kind("tools", Tool, "name", schemas.ToolIn),
-    Kind("resources", Resource, "uri", schemas.ResourceIn),
-    Kind("resource_templates", ResourceTemplate, "uri_template", schemas.ResourceTemplateIn),
-    Kind("prompts", Prompt, "name", schemas.PromptIn),
-    Kind("servers", VirtualServer, "name", schemas.VirtualServerIn),
-)
 # The kinds whose entries hold encrypted credentials (``credentials_encrypted``, ``get_credentials``).
 WITH_SECRETS: tuple[type[models.Model], ...] = (Gateway, Tool)
 

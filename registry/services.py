@@ -44,6 +44,7 @@ from registry.models import (
     UpstreamCredential,
     VirtualServer,
 )
+from registry.representation import NATURAL_KEYS
 
 M = TypeVar("M", bound=models.Model)
 logger = logging.getLogger(__name__)
@@ -81,14 +82,6 @@ MEMBER_KEYS: dict[str, tuple[type[models.Model], str]] = {
     "resource_templates": (ResourceTemplate, "uri_template"),
     "prompts": (Prompt, "name"),
     "gateways": (Gateway, "name"),
-}
-UNIQUE_KEY: dict[type[models.Model], str] = {
-    Gateway: "name",
-    Tool: "name",
-    Resource: "uri",
-    ResourceTemplate: "uri_template",
-    Prompt: "name",
-    VirtualServer: "name",
 }
 
 
@@ -149,7 +142,7 @@ def _validated_save[M: models.Model](instance: M) -> M:
         with transaction.atomic():
             instance.save()
     except IntegrityError:  # a concurrent writer took the name between the check and the insert
-        key = UNIQUE_KEY[type(instance)]
+        key = NATURAL_KEYS[type(instance)]
         raise Conflict(
             f"A {instance._meta.verbose_name} with {key} {getattr(instance, key)!r} already exists."
         ) from None

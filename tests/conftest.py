@@ -14,10 +14,11 @@ PASSWORD = "correct-horse-battery"
 
 
 # Modules whose tests run the same whatever DATABASE_URL and REDIS_URL say: their gateways are processes
-# with their own SQLite database and in-memory channel layer (tests/transports/conftest.start_live_gateway
+# with their own SQLite database and in-memory channel layer (tests/live_gateway.start_live_gateway
 # drops both variables), or they test the upstream clients and fixtures alone. They are marked
 # `backend_independent`, so CI's PostgreSQL + Redis pass can leave them to the embedded-default pass.
 BACKEND_INDEPENDENT = (
+    "tests/bench/test_soak_report.py",
     "tests/federation/test_celery.py",
     "tests/gateway_project/test_browser.py",
     "tests/gateway_project/test_browser_playground.py",
@@ -38,6 +39,7 @@ BACKEND_INDEPENDENT = (
     "tests/transports/test_stdio_bridge.py",
     "tests/transports/test_through_gateway.py",
     "tests/transports/test_transport_table.py",
+    "tests/transports/test_upstream_pool.py",
     "tests/transports/test_websocket_endpoint.py",
     "tests/transports/upstream/",
 )
@@ -57,6 +59,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "redis" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test of several gateway processes (a `cluster` fixture that can tell its logs: tests/replicas',
+    tests/faults/test_replica_faults.py's) shows the tails of their logs."""
+    report = yield
+    cluster = getattr(item, "funcargs", {}).get("cluster")
+    if report.when == "call" and report.failed and callable(getattr(cluster, "logs", None)):
+        report.sections.append(("replica logs", cluster.logs()))
+    return report
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,7 +29,7 @@ from registry import auth, selectors
 from registry.exceptions import CatalogError, NotFound
 from registry.models import Tool
 from transports import openapi_sources
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.tool_calls import ToolCallReport, tool_call
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from registry.auth import Principal
 from registry.exceptions import CatalogError, InvalidInput
 from registry.parsers import json_body
 from transports import openapi_sources
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.tool_calls import tool_call
 
 router = Router(tags=["Tools"])

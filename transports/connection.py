@@ -14,11 +14,13 @@ import asyncio
 import logging
 from typing import Any
 
+from django.conf import settings
+
 from transports import edge
 from transports.protocol import jsonrpc
-from transports.protocol.core import Caller, lifecycle_error
 from transports.protocol.jsonrpc import JsonRpcError
-from transports.protocol.sessions import EventLog, Session
+from transports.protocol.outcome import Caller, lifecycle_error
+from transports.protocol.sessions import EventLog, Session, SessionStoreUnavailable
 from transports.runtime import get_core
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Connection:
         self.close_reason = ""
         self._initialize_started = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._keeper: asyncio.Task[None] | None = None
         session.listeners += 1  # an open connection keeps its session from idling out
 
     @classmethod
@@ -61,7 +64,10 @@ class Connection:
         except BaseException:
             edge.streams.release(caller.username)
             raise
-        return cls(session, caller, transport=transport)
+        connection = cls(session, caller, transport=transport)
+        connection._keeper = asyncio.ensure_future(connection._keep())
+        connection._keeper.add_done_callback(connection._done)
+        return connection
 
     # -- to the client --------------------------------------------------------------------------
 
@@ -90,6 +96,8 @@ class Connection:
         self.close_code, self.close_reason = code, reason
         for task in self._tasks:
             task.cancel()
+        if self._keeper is not None:
+            self._keeper.cancel()
         self.session.listeners -= 1
         edge.streams.release(self.session.username)
         get_core().close_session(self.session)
@@ -169,6 +177,23 @@ class Connection:
                 self.close(None, "The session ended.")
                 return
             await stream.wait(seq, FOLLOW_WAIT)
+
+    async def _keep(self) -> None:
+        """Ask after the session at least twice per idle timeout while the connection is open: in the shared
+        store that refreshes its record (one round trip), which nothing else does while the client sends nothing,
+        so it expired under its open connection, a POST on another replica got 404 and the session counts
+        (GATEWAY_MAX_SESSIONS and per user) missed it. Closes the connection when the session ended elsewhere."""
+        core = get_core()
+        every = settings.GATEWAY_SESSION_IDLE_TIMEOUT / 2
+        while True:
+            await asyncio.sleep(every)
+            try:
+                alive = await core.alive(self.session)
+            except SessionStoreUnavailable:  # Redis out of reach: the connection goes on; asked again later
+                continue
+            if not alive:
+                self.close(None, "The session ended.")
+                return
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)

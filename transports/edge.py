@@ -30,7 +30,7 @@ from registry.conf import auth_required, jwt_config
 from registry.exceptions import AuthenticationFailed
 from transports.protocol import limits
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 AUTH_CACHE_SIZE = 10_000
@@ -285,9 +285,20 @@ def refuse_handshake(headers: dict[str, str]) -> str | None:
     return None
 
 
-def _base(headers: dict[str, str]) -> tuple[str, ...]:
+def _scheme(headers: dict[str, str]) -> str:
+    """The scheme the client used, read as Django reads it (SECURE_PROXY_SSL_HEADER), so that a challenge names
+    the metadata document at the URL the document itself states; without that setting, X-Forwarded-Proto."""
+    configured = settings.SECURE_PROXY_SSL_HEADER
+    if configured:
+        meta_name, secure = configured
+        value = headers.get(meta_name.removeprefix("HTTP_").replace("_", "-").lower())
+        return "https" if value is not None and value.split(",")[0].strip() == secure else "http"
     proto = headers.get("x-forwarded-proto", "http").split(",")[0].strip().lower()
-    return oauth.base_urls(headers.get("host", ""), "https" if proto == "https" else "http")
+    return "https" if proto == "https" else "http"
+
+
+def _base(headers: dict[str, str]) -> tuple[str, ...]:
+    return oauth.base_urls(headers.get("host", ""), _scheme(headers))
 
 
 def challenge(headers: dict[str, str], server: str | None, transport: str, error: Exception | None) -> bytes:

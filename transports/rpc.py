@@ -27,9 +27,9 @@ from ninja import Router
 from transports import edge
 from transports.protocol import jsonrpc, modern, versions
 from transports.protocol.catalog import CatalogUnavailable, View
-from transports.protocol.core import Caller
 from transports.protocol.exchange import discard
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller
 from transports.protocol.upstream import headers as mcp_headers
 from transports.runtime import get_core
 

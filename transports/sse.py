@@ -20,8 +20,8 @@ from transports import edge
 from transports.connection import Connection, ConnectionClosed
 from transports.protocol import jsonrpc
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller
 from transports.protocol.replicas import ReplicaGone
 from transports.protocol.sessions import SessionLimitReached
 from transports.runtime import get_core
@@ -92,6 +92,12 @@ class SseEndpoint:
             accepted = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
             if "accept" in headers and not {"text/event-stream", "*/*"} & accepted:
                 raise HttpError(406, "Not Acceptable: the stream needs Accept: text/event-stream.")
+            try:
+                # Reachable by the other replicas from the start: a POST of this session that lands on one is
+                # forwarded here, whether or not this replica has answered a request yet.
+                await get_core().joined()
+            except JsonRpcError as exc:
+                raise HttpError(503, exc.message, exc.code) from None
             try:
                 connection = await Connection.open(caller, transport="sse")
             except JsonRpcError as exc:

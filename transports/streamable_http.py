@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -21,8 +22,8 @@ from django.conf import settings
 from transports import edge
 from transports.protocol import jsonrpc, modern
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Call, Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Call, Caller
 from transports.protocol.sessions import EventLog, SessionLimitReached, SessionStoreUnavailable
 from transports.runtime import get_core
 
@@ -299,7 +300,11 @@ class StreamableHttpEndpoint:
         session, stream, seq, resumed = await core.reader(
             caller, caller.headers.get("mcp-session-id"), caller.headers.get("last-event-id", "")
         )
-        keepalive = settings.GATEWAY_SSE_KEEPALIVE
+        # The stream asks after its session when it sends a keep-alive, and at least twice per idle timeout even
+        # while events flow: asking is what keeps the session from expiring under its stream in the shared store,
+        # so a keep-alive at or above the idle timeout lost it between two of them (bench/soak_findings.md). With
+        # an idle timeout under twice the keep-alive, the keep-alives come that often too.
+        every = min(settings.GATEWAY_SSE_KEEPALIVE, settings.GATEWAY_SESSION_IDLE_TIMEOUT / 2)
         with edge.stream_slot(caller.username):
             disconnected = asyncio.ensure_future(_wait_disconnect(receive))
             session.listeners += 1
@@ -311,6 +316,7 @@ class StreamableHttpEndpoint:
                     )
                 else:
                     await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+                asked = time.monotonic()
                 while not disconnected.done():
                     events, done = await stream.read(seq)
                     for number, message in events:
@@ -319,13 +325,18 @@ class StreamableHttpEndpoint:
                         seq = number
                     if done or session.closed:
                         break
-                    waiter = asyncio.ensure_future(stream.wait(seq, keepalive))
+                    waiter = asyncio.ensure_future(stream.wait(seq, every))
                     await asyncio.wait({waiter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
                     if not waiter.done():
                         waiter.cancel()
-                    elif not waiter.result() and not disconnected.done():
-                        if not await core.alive(session, stream):  # ended (DELETE, expiry) elsewhere
-                            break
+                        continue
+                    quiet = not waiter.result()
+                    if disconnected.done() or not (quiet or time.monotonic() - asked >= every):
+                        continue
+                    asked = time.monotonic()
+                    if not await core.alive(session, stream):  # ended (DELETE, expiry) elsewhere
+                        break
+                    if quiet:
                         await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
             finally:

@@ -15,7 +15,7 @@ from registry import selectors
 from registry.exceptions import CatalogError, NotFound
 from registry.models import Tool
 from transports.protocol.catalog import CatalogUnavailable
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 

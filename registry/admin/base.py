@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 
 from registry import services
 from registry.exceptions import CatalogError
+from registry.representation import NATURAL_KEYS
 from registry.services import UPSTREAM_FIELDS
 
 
@@ -91,7 +92,7 @@ class CatalogForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 def _natural_key(obj: models.Model) -> str:
-    return str(getattr(obj, services.UNIQUE_KEY[type(obj)]))
+    return str(getattr(obj, NATURAL_KEYS[type(obj)]))
 
 
 class ServiceRejected(Exception):

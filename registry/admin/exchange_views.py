@@ -35,8 +35,9 @@ from django.views.decorators.cache import never_cache
 from registry import crypto, events, exchange, selectors
 from registry.exceptions import CatalogError
 from registry.models import Gateway, Tool
+from registry.representation import KINDS
 
-_MODELS = tuple(kind.model._meta.model_name for kind in exchange.KINDS)
+_MODELS = tuple(kind.model._meta.model_name for kind in KINDS)
 # Reading the catalog: the right to view every kind the document holds.
 EXPORT_PERMISSIONS = tuple(f"registry.view_{name}" for name in _MODELS)
 # Secrets leave the installation only for those who may change what holds them.
@@ -124,7 +125,7 @@ class ExportForm(forms.Form):
 def _catalog_counts() -> list[dict[str, Any]]:
     """What an export holds now: entries per kind, and how many hold credentials."""
     rows = []
-    for kind in exchange.KINDS:
+    for kind in KINDS:
         queryset = selectors.entry_queryset(kind.model)
         rows.append(
             {
@@ -285,9 +286,9 @@ def _forget(request: HttpRequest, digest: str) -> None:
 def _report_context(report: exchange.ImportReport) -> dict[str, Any]:
     """The report as the page shows it: per kind, the keys created, updated, unchanged and in conflict (one
     cell each); the conflicts with the fields that differ."""
-    labels = {kind.key: kind.model._meta.verbose_name_plural for kind in exchange.KINDS}
+    labels = {kind.key: kind.model._meta.verbose_name_plural for kind in KINDS}
     rows = []
-    for kind in exchange.KINDS:
+    for kind in KINDS:
         cells = [
             report.created.get(kind.key, []),
             report.updated.get(kind.key, []),

@@ -39,22 +39,15 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.backing_services import postgres_base_url, redis_url, require_redis, scratch_database, scratch_redis
 from tests.deploy import files
 from tests.fixtures.servers import start_upstream
-from tests.replicas.conftest import (
-    Nginx,
-    nginx_binary,
-    postgres_base_url,
-    redis_url,
-    running_nginx,
-    scratch_database,
-    scratch_redis,
-    tail,
-)
-from tests.transports.conftest import LiveGateway, free_port
+from tests.live_gateway import LiveGateway, free_port, tail
+from tests.replicas.conftest import Nginx, nginx_binary, running_nginx
 
 SECRET_KEY = "compose-topology-secret-key-0123456789-abcdefghij"
 ADMIN_PASSWORD = "topology-admin-password-1"
+WHO = "the compose topology test"  # what a skip for want of a service names
 HOSTNAME = "gateway.example.com"  # the first of ALLOWED_HOSTS: what the image's HEALTHCHECK sends
 START = 60.0  # seconds a process may take to start on a busy machine
 TICK = 90.0  # seconds for beat's tick to have the worker check and sync the upstream
@@ -226,21 +219,13 @@ def wait_for_tick(database: str, logs: Path) -> None:
 
 def skip_without_services() -> None:
     """Skip, naming what is missing, when PostgreSQL, Redis or nginx is not there (CI has all three)."""
-    import redis as redis_client
-
     if nginx_binary() is None:
-        pytest.skip("the compose topology test needs nginx: `make system-deps` installs Debian's nginx-light")
+        pytest.skip(f"{WHO} needs nginx: `make system-deps` installs Debian's nginx-light")
     try:
         psycopg.connect(postgres_base_url(), connect_timeout=3).close()
     except psycopg.Error as exc:
-        pytest.skip(f"the compose topology test needs PostgreSQL: {postgres_base_url()} does not answer ({exc})")
-    client = redis_client.Redis.from_url(redis_url(), socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis_client.RedisError as exc:
-        pytest.skip(f"the compose topology test needs Redis: {redis_url()} does not answer ({exc})")
-    finally:
-        client.close()
+        pytest.skip(f"{WHO} needs PostgreSQL: {postgres_base_url()} does not answer ({exc})")
+    require_redis(redis_url(), who=WHO)
 
 
 def test_the_compose_topology_serves_a_session_across_both_replicas_and_ticks(tmp_path):
@@ -249,8 +234,8 @@ def test_the_compose_topology_serves_a_session_across_both_replicas_and_ticks(tm
     logs = tmp_path / "logs"
     logs.mkdir()
     with (
-        scratch_redis(redis_url()) as redis_prefix,
-        scratch_database(postgres_base_url()) as database,
+        scratch_redis(redis_url(), "topology", who=WHO) as redis_prefix,
+        scratch_database(postgres_base_url(), "topology", who=WHO) as database,
         contextlib.ExitStack() as stack,
     ):
         env = service_env(

@@ -156,3 +156,28 @@ def test_the_systemd_units_run_the_commands_of_the_image_and_of_compose():
     for unit, service in (("mcp-gateway-worker.service", files.WORKER), ("mcp-gateway-beat.service", files.BEAT)):
         command = files.service_command(service)
         assert _exec_start(unit) == [venv + command[0], *command[1:]], unit
+
+
+def test_the_gateways_trust_the_scheme_header_only_where_their_proxy_sets_it():
+    """SECURE_PROXY_SSL_HEADER names X-Forwarded-Proto, which nginx-proxy.conf (compose) and ingress-nginx
+    (Kubernetes) overwrite on every request: a client cannot claim https through them. The embedded default trusts
+    no header (gateway_project/settings.py)."""
+    proxy = files.NGINX_PROXY.read_text()
+    assert re.search(r"^proxy_set_header X-Forwarded-Proto \$scheme;$", proxy, flags=re.M)
+    environment = files.compose()["services"][files.GATEWAYS[0]]["environment"]
+    assert environment["SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto"
+    config = files.k8s_documents()["ConfigMap/mcp-gateway-config"]["data"]
+    assert config["SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto"
+    # The Ingress serves TLS: the admin's cookies go over https only.
+    assert config["SESSION_COOKIE_SECURE"] == config["CSRF_COOKIE_SECURE"] == "true"
+
+
+def test_nginx_keeps_enough_idle_connections_and_drops_them_before_daphne_does():
+    """A burst of 256 concurrent requests (the benchmark's highest concurrency) reuses pooled connections, the pool
+    stays well inside the nginx image's 1024 worker_connections, and an idle connection is let go before daphne's
+    60 s (reusing one daphne is closing fails the request)."""
+    text = files.NGINX.read_text()
+    (keepalive,) = re.findall(r"^\s*keepalive\s+(\d+);", text, flags=re.M)
+    (timeout,) = re.findall(r"^\s*keepalive_timeout\s+(\d+)s;", text, flags=re.M)
+    assert 256 <= int(keepalive) <= 512
+    assert int(timeout) < 60

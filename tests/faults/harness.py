@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -26,12 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
 
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
+from tests import backing_services
+from tests.jsonrpc import message
+from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port
 
 HERE = Path(__file__).resolve().parent
 MISBEHAVING = HERE / "misbehaving_upstream.py"
@@ -165,31 +166,11 @@ def postgres_url() -> str:
     return raw.replace("pgsql://", "postgres://", 1)
 
 
-def with_database(url: str, name: str, *, port: int | None = None) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if port is not None:
-        netloc = f"{netloc.rpartition('@')[0]}@127.0.0.1:{port}" if "@" in netloc else f"127.0.0.1:{port}"
-    return urlunsplit((parts.scheme, netloc, f"/{name}", parts.query, ""))
-
-
 @contextlib.contextmanager
 def scratch_database(server_url: str) -> Iterator[str]:
     """A new database `mcpgw_faults_<random>` on the server of ``server_url`` (its URL), dropped afterwards."""
-    import psycopg
-
-    name = f"mcpgw_faults_{secrets.token_hex(4)}"
-    maintenance = with_database(server_url, "postgres")
-    try:
-        admin = psycopg.connect(maintenance, autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        pytest.skip(f"needs PostgreSQL: {maintenance} does not answer ({exc})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield with_database(server_url, name)
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with backing_services.scratch_database(server_url, "faults", who="the fault test") as database:
+        yield database
 
 
 # -- a TCP proxy the test can cut -------------------------------------------------------------------------------
@@ -332,15 +313,6 @@ def set_up(env: dict[str, str], *calls: tuple[str, ...]) -> str:
 
 
 # -- a small MCP client with deadlines --------------------------------------------------------------------------
-
-
-def message(method: str, params: dict[str, Any] | None = None, request_id: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if request_id is not None:
-        body["id"] = request_id
-    if params is not None:
-        body["params"] = params
-    return body
 
 
 @dataclass

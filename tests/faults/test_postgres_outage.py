@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.backing_services import with_database
 from tests.conftest import basic
 from tests.faults.harness import (
     INIT,
@@ -30,16 +31,15 @@ from tests.faults.harness import (
     TcpProxy,
     gateway_env,
     http_client,
-    message,
     postgres_url,
     scratch_database,
     set_up,
     tool_id,
-    with_database,
 )
 from tests.fixtures.servers import start_upstream
+from tests.jsonrpc import message
+from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port
 from tests.replicas.conftest import Replica
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
 from transports.edge import DATABASE_DOWN
 
 OUTAGE = 10.0  # seconds the database is unreachable
@@ -53,10 +53,6 @@ RECOVERY = 15.0  # seconds after the outage within which writes work again
 class Stack:
     gateway: LiveGateway
     proxy: TcpProxy
-
-    @property
-    def url(self) -> str:
-        return self.gateway.url + "/mcp"
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +90,7 @@ async def test_reads_are_served_and_writes_refused_with_503_while_postgres_is_do
     gateway = stack.gateway
     echo = tool_id(gateway, "echo")
     async with http_client() as http:
-        client = McpClient(http, stack.url, gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), gateway.token)
         await client.initialize()
         listed = await client.request("tools/list")
         names = {tool["name"] for tool in listed.response["result"]["tools"]}
@@ -116,11 +112,11 @@ async def test_reads_are_served_and_writes_refused_with_503_while_postgres_is_do
                 called = await client.call("echo", {"message": f"outage {rounds}"}, timeout=BOUND)
                 assert called.text() == f"outage {rounds}", called
 
-                fresh = McpClient(http, stack.url, gateway.token)
+                fresh = McpClient(http, stack.gateway.mcp_url(), gateway.token)
                 await fresh.initialize(timeout=BOUND)
 
                 # Credentials never verified before cannot be checked now: 503 with a JSON-RPC error, not a 500.
-                stranger = McpClient(http, stack.url, "")
+                stranger = McpClient(http, stack.gateway.mcp_url(), "")
                 refused = await stranger.post(
                     message("initialize", INIT, 1),
                     timeout=BOUND,

@@ -30,14 +30,14 @@ from tests.faults.harness import (
     Process,
     SseReader,
     http_client,
-    message,
     postgres_url,
     redis_server,
     scratch_database,
 )
 from tests.fixtures.servers import RunningUpstream, start_upstream
-from tests.replicas.conftest import SETUP_SCRIPT, Nginx, Replica, running_nginx, stop_all, tail
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
+from tests.jsonrpc import message
+from tests.live_gateway import ADMIN_PASSWORD, LiveGateway, free_port, tail
+from tests.replicas.conftest import SETUP_SCRIPT, Nginx, Replica, running_nginx, stop_all
 
 SECRET_KEY = "faults-replicas-secret-key-0123456789-abcdefghij"
 SERVER = "demo"
@@ -119,15 +119,6 @@ def _everything_up(cluster: Cluster) -> None:
         cluster.redis.start()
     for replica in cluster.replicas:
         replica.start()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    cluster = getattr(item, "funcargs", {}).get("cluster")
-    if report.when == "call" and report.failed and isinstance(cluster, Cluster):
-        report.sections.append(("replica logs", cluster.logs()))
-    return report
 
 
 def headers(cluster: Cluster, session_id: str | None, **extra: str) -> dict[str, str]:

@@ -32,7 +32,6 @@ from tests.faults.harness import (
     Process,
     gateway_env,
     http_client,
-    message,
     misbehaving_upstream,
     running,
     set_up,
@@ -40,8 +39,9 @@ from tests.faults.harness import (
     upstream_state,
 )
 from tests.fixtures.servers import start_upstream
+from tests.jsonrpc import message
+from tests.live_gateway import LiveGateway, free_port
 from tests.replicas.conftest import Replica
-from tests.transports.conftest import LiveGateway, free_port
 
 pytestmark = pytest.mark.backend_independent
 
@@ -58,10 +58,6 @@ MAX_MESSAGE = 16 * 1024 * 1024  # transports.protocol.upstream.base.DEFAULT_MAX_
 class Stack:
     gateway: LiveGateway
     bad: Process
-
-    @property
-    def url(self) -> str:
-        return self.gateway.url + "/mcp"
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +133,7 @@ class Prober:
 @contextlib.asynccontextmanager
 async def healthy_session(stack: Stack) -> AsyncIterator[Prober]:
     """A Prober running for the block; its calls are checked at the end."""
-    prober = Prober(stack.url, stack.gateway.token)
+    prober = Prober(stack.gateway.mcp_url(), stack.gateway.token)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -187,7 +183,7 @@ async def test_an_upstream_killed_mid_call_fails_the_call_cleanly_and_the_next_c
     process, new upstream session) the next call succeeds without any restart of the gateway."""
     bad = stack.bad
     async with http_client() as http, healthy_session(stack):
-        client = McpClient(http, stack.url, stack.gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), stack.gateway.token)
         await client.initialize()
         warm = await client.call("bad_echo", {"text": "before"})
         assert warm.text() == "before", warm
@@ -227,7 +223,7 @@ async def test_a_slow_upstream_times_out_each_call_and_is_told_to_stop(stack: St
     each, and the other session's calls are not slowed down."""
     cancelled = upstream_state(stack.bad)["cancelled"]
     async with http_client() as http, healthy_session(stack):
-        client = McpClient(http, stack.url, stack.gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), stack.gateway.token)
         await client.initialize()
         answers = await asyncio.gather(*(client.call("bad_slow", {"seconds": 30}, timeout=15) for _ in range(8)))
         for answer in answers:
@@ -255,7 +251,7 @@ async def test_a_flooding_upstream_is_cut_off_at_the_notification_bound(stack: S
     before the tool's timeout; the upstream is told to stop; the other session is not slowed down."""
     cancelled = upstream_state(stack.bad)["cancelled"]
     async with http_client() as http, healthy_session(stack):
-        client = McpClient(http, stack.url, stack.gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), stack.gateway.token)
         await client.initialize()
         if kind == "log":
             level = await client.request("logging/setLevel", {"level": "info"})
@@ -277,7 +273,7 @@ async def test_a_flood_for_a_client_that_reads_nothing_is_cut_off_all_the_same(s
     bad = stack.bad
     cancelled = upstream_state(bad)["cancelled"]
     async with http_client() as http:
-        client = McpClient(http, stack.url, stack.gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), stack.gateway.token)
         await client.initialize()
     port = int(stack.gateway.url.rsplit(":", 1)[1])
     body = json.dumps(
@@ -303,7 +299,7 @@ async def test_an_oversize_answer_is_refused_with_a_clear_error(stack: Stack, st
     """An answer one byte over the upstream message bound (16 MiB), as one JSON body or one SSE event: the client
     gets an error naming the upstream and the bound, not the message; the next call to the same upstream works."""
     async with http_client() as http, healthy_session(stack):
-        client = McpClient(http, stack.url, stack.gateway.token)
+        client = McpClient(http, stack.gateway.mcp_url(), stack.gateway.token)
         await client.initialize()
         answer = await client.call("bad_big", {"size": MAX_MESSAGE + 1, "stream": stream}, timeout=30)
         assert answer.error is not None, answer.status

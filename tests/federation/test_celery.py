@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.fixtures.servers import start_upstream
+from tests.live_gateway import ROOT, start_live_gateway
 from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import ROOT, start_live_gateway
 
 SETTINGS = "tests.federation.sched_settings"
 DEADLINE = 120.0  # seconds: processes start slowly on a busy machine

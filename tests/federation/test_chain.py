@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.fixtures.servers import start_upstream
-from tests.transports.conftest import LiveGateway, free_port, start_live_gateway
+from tests.live_gateway import LiveGateway, free_port, start_live_gateway
 
 INTERVALS = {
     "GATEWAY_SCHEDULER": "inprocess",

@@ -22,8 +22,8 @@ from registry.choices import SyncTrigger
 from registry.models import Tool
 from tests.factories import GatewayFactory
 from tests.fixtures.drifting_server import write_state
+from tests.live_gateway import start_live_gateway
 from tests.sync_support import tool
-from tests.transports.conftest import start_live_gateway
 
 SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "drifting_server.py"
 WAIT_BOUND = 15.0  # seconds a test waits for the gateway's snapshot to show a change

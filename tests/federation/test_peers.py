@@ -26,7 +26,7 @@ from federation.models import Peer
 from registry.choices import AuthType, Transport
 from registry.models import Gateway
 from tests.conftest import basic
-from tests.transports.conftest import LiveGateway, free_port, start_live_gateway
+from tests.live_gateway import LiveGateway, free_port, start_live_gateway
 
 
 @dataclass

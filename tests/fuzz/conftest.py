@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.fixtures.servers import running_upstream
 from tests.fuzz.wire import MAX_BODY, FuzzGateway, read_catalog
-from tests.transports.conftest import start_live_gateway
+from tests.live_gateway import start_live_gateway
 
 PROFILE_ENV = "MCPGW_FUZZ_PROFILE"
 TOOL_TIMEOUT = "4"  # seconds: GATEWAY_TOOL_TIMEOUT, the gateway's own bound on a call

@@ -25,6 +25,7 @@ test_regressions.py pins what the fuzzer found.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -153,11 +154,25 @@ def test_streamable_http(fuzz_gateway: FuzzGateway, streamable_sessions: dict[st
 # -- legacy HTTP+SSE ---------------------------------------------------------------------------------------
 
 
-class Holder:
+class Holder[S: StreamSession]:
     """The current session of a long-lived transport, replaced when a fuzzed message ends it."""
 
-    def __init__(self) -> None:
-        self.session: Any = None
+    def __init__(self, kind: type[S], gateway: FuzzGateway) -> None:
+        self.kind, self.gateway = kind, gateway
+        self.session: S | None = None
+
+    def current(self, *, fresh: bool) -> S:
+        """The open session; a new one when ``fresh`` (left uninitialized) or when the last one has closed."""
+        if fresh or self.session is None or self.session.closed:
+            self.close()
+            self.session = self.kind(self.gateway) if fresh else self.kind(self.gateway).initialize()
+        return self.session
+
+    def renew(self) -> S:
+        """A new, initialized session in place of the current one."""
+        self.close()
+        self.session = self.kind(self.gateway).initialize()
+        return self.session
 
     def close(self) -> None:
         if self.session is not None:
@@ -165,24 +180,26 @@ class Holder:
             self.session = None
 
 
-@pytest.fixture(scope="module")
-def sse_holder(fuzz_gateway: FuzzGateway):
-    holder = Holder()
+def held[S: StreamSession](kind: type[S], gateway: FuzzGateway) -> Iterator[Holder[S]]:
+    """A module's holder of ``kind`` sessions; afterwards its session is closed and the gateway still serves."""
+    holder = Holder(kind, gateway)
     yield holder
     holder.close()
-    fuzz_gateway.still_serves()
+    gateway.still_serves()
+
+
+@pytest.fixture(scope="module")
+def sse_holder(fuzz_gateway: FuzzGateway) -> Iterator[Holder[SseSession]]:
+    yield from held(SseSession, fuzz_gateway)
 
 
 @given(data=st.data())
-def test_sse_message_endpoint(fuzz_gateway: FuzzGateway, sse_holder: Holder, data: Any) -> None:
+def test_sse_message_endpoint(fuzz_gateway: FuzzGateway, sse_holder: Holder[SseSession], data: Any) -> None:
     """Anything POSTed to the HTTP+SSE message endpoint of an open session is answered well, on the POST or
     on the stream, and the session goes on."""
     gateway = fuzz_gateway
     fresh = data.draw(st.integers(0, 9), label="fresh") == 0  # now and then, a session not yet initialized
-    if fresh or sse_holder.session is None or sse_holder.session.closed:
-        sse_holder.close()
-        sse_holder.session = SseSession(gateway) if fresh else SseSession(gateway).initialize()
-    session: SseSession = sse_holder.session
+    session = sse_holder.current(fresh=fresh)
     own = session.endpoint
     endpoint = data.draw(
         st.sampled_from(
@@ -212,23 +229,17 @@ def test_sse_message_endpoint(fuzz_gateway: FuzzGateway, sse_holder: Holder, dat
 
 
 @pytest.fixture(scope="module")
-def ws_holder(fuzz_gateway: FuzzGateway):
-    holder = Holder()
-    yield holder
-    holder.close()
-    fuzz_gateway.still_serves()
+def ws_holder(fuzz_gateway: FuzzGateway) -> Iterator[Holder[WsSession]]:
+    yield from held(WsSession, fuzz_gateway)
 
 
 @given(data=st.data())
-def test_websocket(fuzz_gateway: FuzzGateway, ws_holder: Holder, data: Any) -> None:
+def test_websocket(fuzz_gateway: FuzzGateway, ws_holder: Holder[WsSession], data: Any) -> None:
     """Any frame on a WebSocket session is answered well; a frame that ends the session ends it with the
     documented close code and a reason, and a new session works."""
     gateway = fuzz_gateway
     fresh = data.draw(st.integers(0, 9), label="fresh") == 0
-    if fresh or ws_holder.session is None or ws_holder.session.closed:
-        ws_holder.close()
-        ws_holder.session = WsSession(gateway) if fresh else WsSession(gateway).initialize()
-    session: WsSession = ws_holder.session
+    session = ws_holder.current(fresh=fresh)
     body = data.draw(bodies(gateway.catalog, era="any"), label="body")
     binary = data.draw(st.integers(0, 19), label="binary") == 0
     try:
@@ -248,9 +259,7 @@ def test_websocket(fuzz_gateway: FuzzGateway, ws_holder: Holder, data: Any) -> N
             # What it said before closing is checked when it comes; whether it comes is the WebSocket tests'
             # business (once in thousands of fresh sessions it did not reach this client before the close).
             check_frames([f for f in said if f is not None], None, "WebSocket")
-            ws_holder.close()
-            ws_holder.session = WsSession(gateway).initialize()
-            sentinel(gateway, ws_holder.session, "WebSocket (new session)")
+            sentinel(gateway, ws_holder.renew(), "WebSocket (new session)")
         else:
             assert sent, "the gateway closed the connection on a text frame within bounds"
             frames = sentinel(gateway, session, "WebSocket")

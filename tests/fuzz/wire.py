@@ -17,14 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.fuzz.strategies import MODERN, Catalog
-from tests.transports.conftest import LiveGateway
+from tests.live_gateway import LiveGateway
 
 MAX_BODY = 256 * 1024  # the fuzz gateway's GATEWAY_MAX_BODY_BYTES: "huge" bodies cross it, so both sides are tried
 TIMEOUT = 20.0  # seconds for any one exchange: longer than the gateway's tool timeout, so only a hang takes it
@@ -304,8 +304,25 @@ def read_catalog(gateway: FuzzGateway) -> Catalog:
 class StreamSession:
     """A session on one connection; ``frames`` are the JSON-RPC messages it received, in order."""
 
+    gateway: FuzzGateway
     frames: queue.Queue[Any]
     closed: bool
+
+    def request(self, message: dict[str, Any]) -> None:
+        """Send one JSON-RPC message on the session (each transport its own way)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def initialize(self) -> Self:
+        """initialize (2025-11-25) and notifications/initialized, as a client opens a session."""
+        ident = self.gateway.next_id("init")
+        params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
+        self.request({"jsonrpc": "2.0", "id": ident, "method": "initialize", "params": params})
+        self.drain_until(ident, "initialize")
+        self.request({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return self
 
     def drain_until(self, sentinel: str, where: str) -> list[Any]:
         """Every message up to and including the answer to ``sentinel``; a Violation if none comes in time."""
@@ -370,14 +387,6 @@ class SseSession(StreamSession):
         reply = self.post(orjson.dumps(message), self.gateway.auth())
         assert reply.status == 202, reply
 
-    def initialize(self) -> SseSession:
-        ident = self.gateway.next_id("init")
-        params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
-        self.request({"jsonrpc": "2.0", "id": ident, "method": "initialize", "params": params})
-        self.drain_until(ident, "initialize")
-        self.request({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        return self
-
     def close(self) -> None:
         self.closed = True
         with contextlib.suppress(OSError):
@@ -433,14 +442,6 @@ class WsSession(StreamSession):
 
     def request(self, message: dict[str, Any]) -> None:
         assert self.send(orjson.dumps(message).decode())
-
-    def initialize(self) -> WsSession:
-        ident = self.gateway.next_id("init")
-        params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
-        self.request({"jsonrpc": "2.0", "id": ident, "method": "initialize", "params": params})
-        self.drain_until(ident, "initialize")
-        self.request({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        return self
 
     def close(self) -> None:
         self.closed = True

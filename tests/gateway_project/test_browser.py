@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.servers import start_upstream
-from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
+from tests.live_gateway import ADMIN_PASSWORD, start_live_gateway
 from tests.transports.test_bound_tokens import post_mcp
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+PETS_OPENAPI = (
+    '{"openapi": "3.1.0", "info": {"title": "Pets", "version": "1"}, "servers": [{"url": "http://127.0.0.1:9/v1"}],'
+    ' "paths": {"/pets": {"get": {"operationId": "listPets", "responses": {"200": {"description": "the pets"}}}}}}'
+)
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium's background services dial out at start; this machine's network refuses them (and CI has none).
 QUIET = [
@@ -168,6 +172,28 @@ def test_staff_see_the_catalog_and_an_upstream_turning_unreachable(browser, tmp_
             page.goto(gateway.url + "/admin/registry/gateway/")
             assert "Healthy" in page.inner_text("#result_list")
             shot(page, "gateway-list-healthy")
+
+            # The catalog's own admin pages (one form fragment, templates/admin/_form_rows.html): export, import
+            # with its preview before anything changes, and tools from an OpenAPI document (a dry run first).
+            page.goto(gateway.url + "/admin/catalog/export/")
+            shot(page, "catalog-export")
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download the export").click()
+            exported = Path(download.value.path()).read_text()
+            assert '"demo"' in exported
+            page.goto(gateway.url + "/admin/catalog/import/")
+            page.get_by_label("Or paste the JSON").fill(exported)
+            page.get_by_role("button", name="Preview the import").click()
+            assert "Nothing has changed yet" in page.inner_text("#content-main")
+            shot(page, "catalog-import-preview")
+            page.goto(gateway.url + "/admin/registry/tool/import-openapi/")
+            page.set_input_files(
+                "#id_file",
+                files=[{"name": "pets.json", "mimeType": "application/json", "buffer": PETS_OPENAPI.encode()}],
+            )
+            page.get_by_role("button", name="Import").click()
+            assert "listPets" in page.inner_text("#content-main")
+            shot(page, "openapi-import-dry-run")
 
             # The dashboard on the admin index follows the upstream's health with no reload (HTMX polling).
             page.goto(gateway.url + "/admin/")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from tests.gateway_project.test_browser import browser, shot  # noqa: F401
-from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
+from tests.live_gateway import ADMIN_PASSWORD, start_live_gateway
 
 TOOL = "tests.fixtures.playground_tools.count_slowly"
 # Records every value the progress bar takes (the script sets its `value` attribute per progress event).

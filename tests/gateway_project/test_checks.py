@@ -19,16 +19,6 @@ from gateway_project import checks, env
 from registry import checks as registry_checks
 from registry.conf import parse_duration, settings_problems
 
-
-@pytest.fixture
-def env_errors():
-    """gateway_project.env.ERRORS, emptied for the test and restored afterwards (it is shared with settings)."""
-    saved = list(env.ERRORS)
-    env.ERRORS.clear()
-    yield env.ERRORS
-    env.ERRORS[:] = saved
-
-
 # ---------------------------------------------------------------------------------------------
 # Environment helpers
 # ---------------------------------------------------------------------------------------------

@@ -3,11 +3,6 @@ form parsing and its discarded log line; everything else is daphne's."""
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,8 +18,7 @@ from gateway_project.daphne_server import (
     GatewayRequest,
     GatewayServer,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.live_gateway import free_port, serving
 
 
 def test_no_access_log_unless_asked():
@@ -49,12 +43,6 @@ def test_server_builds_gateway_requests_without_form_parsing():
     factory.log(GatewayRequest(channel))  # Twisted's access log: nothing, and no error
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(tmp_path: Path, *options: str) -> Iterator[tuple[str, Path]]:
     port = free_port()
@@ -66,34 +54,8 @@ def serve(tmp_path: Path, *options: str) -> Iterator[tuple[str, Path]]:
         "LOG_LEVEL": "WARNING",
     }
     log_path = tmp_path / f"server-{port}.log"
-    argv = [sys.executable, "-m", "gateway_project.daphne_server", "-b", "127.0.0.1", "-p", str(port), *options]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [*argv, "gateway_project.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the server did not start:\n" + log_path.read_text()) from None
-                time.sleep(0.2)
+    with serving(port, env, log_path, *options, server="gateway_project.daphne_server") as url:
         yield url, log_path
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("options", [(), ("--access-log", "-")])

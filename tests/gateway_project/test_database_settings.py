@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.transports.conftest import ROOT
+from tests.live_gateway import ROOT
 
 
 def database_options(url: str) -> dict:

@@ -18,7 +18,7 @@ from registry import audit, auth, exchange, services
 from registry.audit import os_user
 from registry.exceptions import Conflict
 from registry.models import AuditEntry, Gateway, Prompt, Tool
-from registry.representation import entry_fields
+from registry.representation import KINDS, entry_fields
 from tests.conftest import ApiClient, basic
 from tests.factories import PromptFactory, ToolFactory, UserFactory, VirtualServerFactory
 
@@ -324,6 +324,6 @@ def test_the_representation_is_the_exports():
     tool = ToolFactory(name="rep")
     server = VirtualServerFactory(name="rep-srv")
     server.tools.add(tool)
-    for kind in exchange.KINDS:
+    for kind in KINDS:
         for obj in kind.model._default_manager.all():
             assert audit.represent(obj) == json.loads(json.dumps(entry_fields(obj, kind.fields), default=str))

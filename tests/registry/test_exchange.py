@@ -15,6 +15,7 @@ from django.test import override_settings
 from registry import events, exchange, services
 from registry.exceptions import InvalidInput
 from registry.models import Gateway, Prompt, Resource, ResourceTemplate, Tool, VirtualServer
+from registry.representation import KINDS
 
 pytestmark = pytest.mark.django_db
 
@@ -180,7 +181,7 @@ def test_export_has_every_kind_sorted_by_natural_key(catalog):
     assert [t["name"] for t in catalog["tools"]] == ["rest-lookup", "stdio.echo", "weather.get"]
     assert [r["uri"] for r in catalog["resources"]] == sorted(r["uri"] for r in catalog["resources"])
     assert [s["name"] for s in catalog["servers"]] == ["empty", "main"]
-    assert all("id" not in item for kind in exchange.KINDS for item in catalog[kind.key])
+    assert all("id" not in item for kind in KINDS for item in catalog[kind.key])
     main = catalog["servers"][1]
     assert main["tools"] == ["rest-lookup", "weather.get"]
     assert main["resources"] == ["file:///logo.png", "file:///notes.txt"]

@@ -17,18 +17,15 @@ The fuzzer's requests reach nothing beyond loopback and start no program (tests/
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.transports.conftest import ADMIN_PASSWORD, ROOT, LiveGateway, free_port
+from tests.live_gateway import ROOT, LiveGateway, start_live_gateway
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 # `make test` draws the same cases every run, so a failure there is the code's, not the draw's; FUZZ_SEED=random
@@ -48,52 +45,15 @@ def closed_port() -> Iterator[int]:
 def gateway(tmp_path: Path) -> Iterator[LiveGateway]:
     """The gateway as `make run` serves it, with an empty PATH (no program a fuzzed stdio gateway or CLI tool
     names can start) and no access to private addresses (GATEWAY_OUTBOUND_ALLOW_PRIVATE off, the default)."""
-    port = free_port()
     empty = tmp_path / "empty-path"
     empty.mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
-        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
-        "SECRET_KEY": "fuzz-gateway-secret-key-0123456789-abcdefghij",
-        "DJANGO_SUPERUSER_USERNAME": "admin",
-        "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
-        "LOG_LEVEL": "WARNING",
-        "GATEWAY_SCHEDULER": "off",
-    }
-    gateway = LiveGateway(url=f"http://127.0.0.1:{port}", token="", env=env)
-    gateway.manage("migrate", "--noinput", "-v0")
-    gateway.manage("ensure_superuser")
-    gateway.token = gateway.manage("issue_token", "admin", "--expires-in", "1d").strip().splitlines()[-1]
-    log_path = tmp_path / "daphne.log"
-    server = [sys.executable, "-m", "gateway_project.daphne_server", "-b", "127.0.0.1", "-p", str(port)]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [*server, "gateway_project.asgi:application"],
-            cwd=ROOT,
-            env={**env, "PATH": str(empty)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(gateway.url + "/health", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the gateway did not start:\n" + log_path.read_text()) from None
-                time.sleep(0.2)
-        gateway.log = log_path
+    with start_live_gateway(
+        tmp_path,
+        server="gateway_project.daphne_server",
+        server_env={"PATH": str(empty)},
+        GATEWAY_AUTH_CACHE_SECONDS=None,  # the setting's default, as `make run` has it
+    ) as gateway:
         yield gateway
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _report(output: str) -> str:

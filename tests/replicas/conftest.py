@@ -22,32 +22,26 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.backing_services import postgres_base_url, redis_url, scratch_database, scratch_redis
 from tests.fixtures.servers import RunningUpstream, start_upstream
-from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import ADMIN_PASSWORD, LiveGateway, free_port
+from tests.live_gateway import ADMIN_PASSWORD, ASGI_APPLICATION, ROOT, LiveGateway, free_port, tail, wait_for_health
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET_KEY = "replicas-shared-secret-key-0123456789-abcdefghij"
 SERVER = "demo"
-ASGI_APPLICATION = "gateway_project.asgi:application"
+WHO = "the two-replica test"  # what a skip for want of PostgreSQL or Redis names
 # migrate, ensure_superuser, gateway_add fx --url ... --era legacy, server_add demo --gateway fx, issue_token admin
 # (the token on the last line).
 SETUP_SCRIPT = """
@@ -60,83 +54,7 @@ call_command("issue_token", "admin", "--expires-in", "1d")
 """
 
 
-# -- PostgreSQL and Redis ---------------------------------------------------------------------------------------
-
-
-def _with_path(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def postgres_base_url() -> str:
-    """DATABASE_URL when it names PostgreSQL, else the local server; pointed at the maintenance database."""
-    raw = os.environ.get("DATABASE_URL", "")
-    url = raw if urlsplit(raw).scheme in ("postgres", "postgresql", "pgsql") else DEFAULT_DATABASE_URL
-    return _with_path(url.replace("pgsql://", "postgres://", 1), "/postgres")
-
-
-def redis_url() -> str:
-    """REDIS_URL when it names a Redis server, else the local one (its database as given)."""
-    raw = os.environ.get("REDIS_URL", "")
-    return raw if urlsplit(raw).scheme in ("redis", "rediss") else DEFAULT_REDIS_URL
-
-
-@contextlib.contextmanager
-def scratch_database(base_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database on the server of ``base_url`` (its URL), dropped afterwards."""
-    import psycopg
-
-    name = f"mcpgw_replicas_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(base_url, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        pytest.skip(f"the two-replica test needs PostgreSQL: {base_url} does not answer ({exc})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield _with_path(base_url, f"/{name}")
-        finally:
-            # WITH (FORCE) (PostgreSQL 13+) ends the connections a killed replica may have left behind.
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def scratch_redis(url: str) -> Iterator[str]:
-    """A key prefix of the replicas' own on ``url``'s Redis (for GATEWAY_REDIS_PREFIX); its keys are deleted
-    afterwards, nothing else."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"the two-replica test needs Redis: {url} does not answer ({exc})")
-    finally:
-        client.close()
-    with scoped_prefix(url, "replicas") as prefix:
-        yield prefix
-
-
 # -- the replicas ------------------------------------------------------------------------------------------------
-
-
-def _wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the gateway at {url} did not start:\n{tail(log)}") from None
-            time.sleep(0.1)
-
-
-def tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -189,7 +107,7 @@ class Replica:
 
     def wait_until_up(self) -> None:
         assert self.process is not None
-        _wait_for_health(self.url, self.process, self.log_path)
+        wait_for_health(self.url, self.process, self.log_path, interval=0.1)
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM to the process group, SIGKILL if it is still there after ``timeout`` seconds."""
@@ -407,8 +325,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """PostgreSQL + Redis + the upstream fixture + replicas A and B + nginx; all stopped and dropped at the end."""
     state = tmp_path_factory.mktemp("replicas")
     with (
-        scratch_redis(redis_url()) as redis_prefix,
-        scratch_database(postgres_base_url()) as database,
+        scratch_redis(redis_url(), "replicas", who=WHO) as redis_prefix,
+        scratch_database(postgres_base_url(), "replicas", who=WHO) as database,
         contextlib.ExitStack() as stack,
     ):
         upstream = start_upstream("streamable-http", era="legacy")
@@ -447,13 +365,3 @@ def _both_replicas_up(cluster: Cluster) -> None:
     """Every test starts with A and B serving (a test that stopped A and failed before restarting it)."""
     for replica in cluster.replicas:
         replica.start()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """A failing test here shows the tails of the replicas' and nginx's logs."""
-    report = yield
-    cluster = getattr(item, "funcargs", {}).get("cluster")
-    if report.when == "call" and report.failed and isinstance(cluster, Cluster):
-        report.sections.append(("replica logs", cluster.logs()))
-    return report

@@ -31,7 +31,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.replicas.conftest import ROOT, Cluster
+from tests.jsonrpc import message as request
+from tests.live_gateway import ROOT
+from tests.replicas.conftest import Cluster
 
 SESSION_VERSION = "2025-11-25"
 MODERN = "2026-07-28"
@@ -178,15 +180,6 @@ def expect_status(response: httpx2.Response, status: int, what: str) -> None:
 
 def http_client(cluster: Cluster) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(headers=cluster.headers(), timeout=httpx2.Timeout(WAIT, read=LIMIT), trust_env=False)
-
-
-def request(method: str, params: dict[str, Any] | None = None, request_id: Any = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if request_id is not None:
-        message["id"] = request_id
-    if params is not None:
-        message["params"] = params
-    return message
 
 
 def progress_of(messages: list[dict[str, Any]], token: str) -> list[tuple[float, float]]:

@@ -22,7 +22,7 @@ from registry.models import Tool
 from tests.fixtures.http_api import RunningApi, http_api  # noqa: F401
 from tests.transports.test_hot_path import INITIALIZE, asgi_post, world  # noqa: F401
 from transports.protocol.backends.rest import RestBackend
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 CALLER = Caller(username="hot", scopes=frozenset({"read", "write", "call"}), server=None)

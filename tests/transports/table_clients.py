@@ -31,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import TypeAdapter
 
-from tests.transports.conftest import LiveGateway
+from tests.live_gateway import LiveGateway
 from tests.transports.test_stdio_bridge import wrapper
 
 MODERN = "2026-07-28"

@@ -14,7 +14,7 @@ from registry.choices import IntegrationType
 from tests.factories import ToolFactory
 from tests.transports.test_hot_path import asgi_post, world  # noqa: F401
 from transports.protocol.backends.memory import InMemoryBackend
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 SCHEMA = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.transports.conftest import start_live_gateway
+from tests.live_gateway import start_live_gateway
 from tests.transports.test_streamable_http import Raw
 
 SCRIPT = Path(__file__).with_name("misbehaving_upstream.py")

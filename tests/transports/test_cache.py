@@ -18,8 +18,9 @@ from tests.fixtures.servers import start_upstream
 from transports.cache import DjangoCacheStore, upstream_cache
 from transports.protocol.cache import MemoryStore, UpstreamCache
 from transports.protocol.catalog import build_snapshot
-from transports.protocol.core import Caller, McpCore
+from transports.protocol.core import McpCore
 from transports.protocol.fanout import changed_gateways
+from transports.protocol.outcome import Caller
 from transports.protocol.sessions import Session
 from transports.protocol.upstream.base import UpstreamClient
 

@@ -27,8 +27,8 @@ from transports.protocol.backends import cli
 from transports.protocol.backends.base import CallContext
 from transports.protocol.backends.cli import ArgumentRefused, CliBackend, build_argv
 from transports.protocol.catalog import ToolEntry
-from transports.protocol.core import Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 ECHO = str(Path(__file__).resolve().parents[1] / "fixtures" / "argv_echo.py")

@@ -18,7 +18,8 @@ from tests.factories import GatewayFactory, ToolFactory
 from tests.fixtures.servers import free_port
 from transports.protocol import hooks, jsonrpc
 from transports.protocol.catalog import build_snapshot
-from transports.protocol.core import Caller, McpCore
+from transports.protocol.core import McpCore
+from transports.protocol.outcome import Caller
 from transports.protocol.upstream.base import UpstreamClient
 
 HUGE = 1_000_000.0  # seconds: a tool timeout no test may wait for

@@ -22,8 +22,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.live_gateway import free_port, start_live_gateway
 from tests.tools import ROOT
-from tests.transports.conftest import free_port, start_live_gateway
 from transports.protocol import jsonrpc
 from transports.protocol.backends import CallContext
 from transports.protocol.backends.upstream_mcp import UpstreamMcpBackend

@@ -24,8 +24,8 @@ from tests.transports.test_hot_path import _close_worker_connections, asgi_post,
 from transports.protocol.backends.base import CallContext
 from transports.protocol.backends.function import FunctionBackend
 from transports.protocol.catalog import ToolEntry
-from transports.protocol.core import Caller
 from transports.protocol.jsonrpc import JsonRpcError
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 
 ALLOWED = ["tests.fixtures.functions.*"]

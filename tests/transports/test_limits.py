@@ -17,8 +17,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.live_gateway import start_live_gateway
 from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import start_live_gateway
 from tests.transports.test_streamable_http import Raw, init_body
 from transports.protocol.sessions import SessionStore
 
@@ -186,4 +186,64 @@ def test_open_streams_per_user_are_bounded_on_every_transport(gateway):
                 assert again.status_code == 200
                 break
         time.sleep(0.2)
+    _delete(raw)
+
+
+def _session_keys(live, session_id: str) -> list[bytes]:
+    """The keys under the gateway's Redis prefix that name the session."""
+    import redis
+
+    client = redis.Redis.from_url(live.env["REDIS_URL"])
+    try:
+        return sorted(client.scan_iter(match=f"{live.env['GATEWAY_REDIS_PREFIX']}:*{session_id}*", count=1000))
+    finally:
+        client.close()
+
+
+def test_delete_takes_the_logs_of_the_session_s_streams_along(gateway):
+    """Shared store: DELETE removes the logs of the session's request streams (2025-11-25 answers tools/call on
+    a resumable stream) with the session, instead of leaving them for the idle timeout + 60 s."""
+    if "REDIS_URL" not in gateway.env:
+        pytest.skip("the in-memory store keeps nothing in Redis")
+    raw = Raw(gateway)
+    raw.initialize()
+    for n in range(3):
+        assert raw.call("tools/call", {"name": "missing", "arguments": {}}, request_id=n)["id"] == n
+    assert len(_session_keys(gateway, raw.session_id or "")) > 3
+    _delete(raw)
+    assert _session_keys(gateway, raw.session_id or "") == []
+
+
+SHORT_IDLE = 2.0
+
+
+@pytest.fixture(scope="module")
+def long_keepalive(tmp_path_factory):
+    """Shared store, with keep-alives on idle streams less often than the idle timeout."""
+    url = os.environ["REDIS_URL"]
+    with scoped_prefix(url, "keepalive") as prefix:
+        overrides = {
+            "REDIS_URL": url,
+            "GATEWAY_REDIS_PREFIX": prefix,
+            "GATEWAY_SESSION_IDLE_TIMEOUT": str(SHORT_IDLE),
+            "GATEWAY_SSE_KEEPALIVE": str(SHORT_IDLE * 2),
+        }
+        with start_live_gateway(tmp_path_factory.mktemp("keepalive"), **overrides) as live:
+            yield live
+
+
+@pytest.mark.redis
+def test_an_open_get_stream_keeps_its_session_whatever_the_keep_alive(long_keepalive):
+    """Shared store: a GET stream refreshes its session often enough for the idle timeout, however seldom it
+    sends keep-alives (GATEWAY_SSE_KEEPALIVE at or above GATEWAY_SESSION_IDLE_TIMEOUT expired the session under
+    its stream: bench/soak_findings.md)."""
+    raw = Raw(long_keepalive)
+    raw.initialize()
+    other = Raw(long_keepalive)
+    other.session_id, other.version = raw.session_id, raw.version
+    with _get_stream(raw) as stream:
+        assert stream.status_code == 200
+        time.sleep(SHORT_IDLE * 2 + 1)
+        assert "result" in other.call("ping")
+    assert "result" in raw.call("ping")
     _delete(raw)

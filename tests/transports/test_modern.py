@@ -42,7 +42,7 @@ import httpx2
 import pytest
 
 from tests.fixtures.servers import running_upstream
-from tests.transports.conftest import LiveGateway, start_live_gateway
+from tests.live_gateway import LiveGateway, start_live_gateway
 
 VERSION = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"

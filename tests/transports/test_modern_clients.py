@@ -20,8 +20,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from tests.live_gateway import start_live_gateway
 from tests.tools import ensure_node_tools, everything_server_cmd, inspector_cmd
-from tests.transports.conftest import start_live_gateway
 
 pytestmark = pytest.mark.conformance  # needs the Node tools (installed on first use)
 

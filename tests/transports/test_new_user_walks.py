@@ -22,8 +22,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.fixtures.servers import running_upstream
+from tests.live_gateway import LiveGateway, start_live_gateway
 from tests.tools import ROOT, ensure_node_tools, inspector_cmd
-from tests.transports.conftest import LiveGateway, start_live_gateway
 from tests.transports.test_stdio_bridge import ENTRIES
 
 SERVER = "demo"

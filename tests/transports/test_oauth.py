@@ -32,8 +32,8 @@ from asgiref.sync import sync_to_async
 from registry import auth, oauth
 from tests.factories import UserFactory, VirtualServerFactory
 from tests.fixtures.authorization_server import AuthorizationServer, free_port, new_key
+from tests.live_gateway import ADMIN_PASSWORD, start_live_gateway
 from tests.tools import NodeToolsUnavailable, ensure_node_tools, inspector_cmd
-from tests.transports.conftest import ADMIN_PASSWORD, start_live_gateway
 from tests.transports.test_hot_path import INITIALIZE, asgi_post
 from transports import edge
 
@@ -158,6 +158,59 @@ async def test_the_sse_endpoint_challenge_names_its_own_document(oauth_on):
     with pytest.raises(edge.EdgeRefused) as refused:
         await edge.admit(HEADERS, "demo", "", transport="sse")
     assert f'resource_metadata="{METADATA}/servers/demo/sse"' in _challenge(refused.value)
+
+
+# -- behind a TLS-terminating proxy (SECURE_PROXY_SSL_HEADER) ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_behind_the_proxy_the_metadata_documents_and_the_rest_challenge_say_https(client, oauth_on, settings):
+    """The proxy says https in the header SECURE_PROXY_SSL_HEADER names: the documents' resource URLs and the REST
+    API's challenge are https, and a token for the https audience is taken; a request the proxy marks http stays
+    http."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    https = {"HTTP_HOST": "testserver", "HTTP_X_FORWARDED_PROTO": "https"}  # as nginx passes it on
+    document = client.get("/.well-known/oauth-protected-resource/servers/demo/mcp", **https).json()
+    assert document["resource"] == "https://testserver/servers/demo/mcp"
+    assert client.get("/.well-known/oauth-protected-resource", **https).json()["resource"] == "https://testserver"
+    refused = client.get("/api/servers", **https)
+    assert refused.status_code == 401
+    assert 'resource_metadata="https://testserver/.well-known/oauth-protected-resource"' in refused["WWW-Authenticate"]
+    token = oauth_on.mint(aud="https://testserver", scope="mcp:read")
+    assert client.get("/api/servers", HTTP_AUTHORIZATION=f"Bearer {token}", **https).status_code == 200
+    plain = client.get("/.well-known/oauth-protected-resource/mcp", HTTP_X_FORWARDED_PROTO="http").json()
+    assert plain["resource"] == "http://testserver/mcp"
+
+
+@pytest.mark.django_db
+def test_without_the_setting_a_client_cannot_claim_https(client, oauth_on, settings):
+    """SECURE_PROXY_SSL_HEADER unset (the embedded default): X-Forwarded-Proto does not change Django's scheme."""
+    settings.SECURE_PROXY_SSL_HEADER = None
+    document = client.get("/.well-known/oauth-protected-resource/mcp", HTTP_X_FORWARDED_PROTO="https").json()
+    assert document["resource"] == "http://testserver/mcp"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("configured", "headers", "scheme"),
+    [
+        (("HTTP_X_FORWARDED_PROTO", "https"), {"x-forwarded-proto": "https"}, "https"),
+        (("HTTP_X_FORWARDED_PROTO", "https"), {"x-forwarded-proto": "https, http"}, "https"),
+        (("HTTP_X_FORWARDED_PROTO", "https"), {"x-forwarded-proto": "http"}, "http"),
+        (("HTTP_X_FORWARDED_PROTO", "https"), {}, "http"),
+        (("HTTP_X_FORWARDED_SSL", "on"), {"x-forwarded-ssl": "on", "x-forwarded-proto": "http"}, "https"),
+        (("HTTP_X_FORWARDED_SSL", "on"), {"x-forwarded-proto": "https"}, "http"),
+        (None, {"x-forwarded-proto": "https"}, "https"),  # as before the setting existed
+    ],
+)
+async def test_the_mcp_challenge_reads_the_scheme_as_django_does(oauth_on, settings, configured, headers, scheme):
+    """The 401 of an MCP endpoint names the document at the URL the document states (Django's reading of
+    SECURE_PROXY_SSL_HEADER); without the setting it reads X-Forwarded-Proto, as it always has."""
+    settings.SECURE_PROXY_SSL_HEADER = configured
+    with pytest.raises(edge.EdgeRefused) as refused:
+        await edge.admit({**HEADERS, **headers}, "demo", "")
+    document = f"{scheme}://localhost/.well-known/oauth-protected-resource/servers/demo/mcp"
+    assert f'resource_metadata="{document}"' in _challenge(refused.value)
 
 
 # -- verification ------------------------------------------------------------------------------------------
@@ -476,14 +529,22 @@ def test_the_mcp_sdk_oauth_client_completes_the_flow(live):
     assert set(claims["scope"].split()) == {"mcp:read", "mcp:call"}  # the challenge's scope
 
 
-def test_the_inspector_cli_lists_tools_with_an_issued_token(live):
-    """`mcp-inspector --cli URL --header 'Authorization: Bearer <token from the AS>' --method tools/list`."""
+@pytest.fixture
+def inspector_live(live):
+    """``live`` with its authorization server up, for the inspector CLI: skipped when the Node tools cannot be
+    installed."""
     gateway, server = live
     server.start()
     try:
         ensure_node_tools()
     except NodeToolsUnavailable as exc:
         pytest.skip(str(exc))
+    return gateway, server
+
+
+def test_the_inspector_cli_lists_tools_with_an_issued_token(inspector_live):
+    """`mcp-inspector --cli URL --header 'Authorization: Bearer <token from the AS>' --method tools/list`."""
+    gateway, server = inspector_live
     client = server.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_post")
     issued = httpx2.post(
         f"{server.issuer}/token",
@@ -515,18 +576,13 @@ def test_the_inspector_cli_lists_tools_with_an_issued_token(live):
     assert "tools" in json.loads(result.stdout)["result"]
 
 
-def test_the_inspector_cli_runs_the_oauth_flow_itself(live, tmp_path, monkeypatch):
+def test_the_inspector_cli_runs_the_oauth_flow_itself(inspector_live, tmp_path, monkeypatch):
     """`mcp-inspector --cli URL --method tools/list` with no credentials: the gateway's 401 starts the CLI's
     own OAuth client (protected-resource and issuer metadata, dynamic registration, authorization code with
     PKCE, its callback listener on a loopback port). The test is the user at the browser: it opens the URL the
     CLI prints, the authorization server approves at once, and the test follows the redirect to the callback.
     The CLI then lists tools with a token whose audience is the gateway's MCP URL."""
-    gateway, server = live
-    server.start()
-    try:
-        ensure_node_tools()
-    except NodeToolsUnavailable as exc:
-        pytest.skip(str(exc))
+    gateway, server = inspector_live
     issued: list[str] = []
     mint = server.mint
 

@@ -24,7 +24,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.fixtures.http_api import BEARER_TOKEN, ITEMS, start_http_api
-from tests.transports.conftest import start_live_gateway
+from tests.live_gateway import start_live_gateway
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "library.yaml"
 SOURCE = "tests/fixtures/openapi/library.yaml"

@@ -151,6 +151,22 @@ async def test_the_redis_store_counts_like_the_memory_one(redis_prefix):
     assert 0 < ttl <= 60_000
 
 
+class ScriptCalls:
+    """Counts the calls of ``store``'s take script (one Redis round trip each), each delayed ``delay`` seconds."""
+
+    def __init__(self, store: RedisStore, delay: float = 0.0) -> None:
+        self.count = 0
+        script = store._take_script()
+
+        async def counted(**kwargs):
+            self.count += 1
+            if delay:
+                await asyncio.sleep(delay)
+            return await script(**kwargs)
+
+        store._take_script = lambda: counted  # type: ignore[method-assign]
+
+
 async def test_the_redis_store_leases_a_share_of_large_buckets_and_checks_small_ones_every_time(redis_prefix):
     """A bucket of 10,000/minute is taken from in leases of 100 tokens (1 %): 250 requests make 3 script
     calls, and the shared bucket shows what was leased; a bucket of 50/minute (a share under one token) is
@@ -159,26 +175,18 @@ async def test_the_redis_store_leases_a_share_of_large_buckets_and_checks_small_
 
     url, prefix = redis_prefix
     store = RedisStore(url, prefix=prefix)
-    calls = 0
-    script = store._take_script()
-
-    async def counted(**kwargs):
-        nonlocal calls
-        calls += 1
-        return await script(**kwargs)
-
-    store._take_script = lambda: counted  # type: ignore[method-assign]
+    calls = ScriptCalls(store)
     big = bucket("u:big", (10_000, 60))
     for _ in range(250):
         assert await store.take([big]) is None
-    assert calls == 3
+    assert calls.count == 3
     left = float(redis.Redis.from_url(url).hget(f"{prefix}u:big", "t"))
     assert 9_699 <= left <= 9_701  # three leases of 100 taken from the shared bucket (plus a trickle of refill)
     small = bucket("u:small", (50, 60))
-    calls = 0
+    calls.count = 0
     for _ in range(50):
         assert await store.take([small]) is None
-    assert calls == 50
+    assert calls.count == 50
     refused = await store.take([small])
     assert refused is not None
     assert refused[0] == small
@@ -192,19 +200,10 @@ async def test_concurrent_requests_share_one_lease_renewal(redis_prefix):
 
     url, prefix = redis_prefix
     store = RedisStore(url, prefix=prefix)
-    calls = 0
-    script = store._take_script()
-
-    async def counted(**kwargs):
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.01)  # a round trip long enough for every request to find the lease spent
-        return await script(**kwargs)
-
-    store._take_script = lambda: counted  # type: ignore[method-assign]
+    calls = ScriptCalls(store, delay=0.01)  # a round trip long enough for every request to find the lease spent
     big = bucket("u:big", (10_000, 60))
     assert await asyncio.gather(*(store.take([big]) for _ in range(32))) == [None] * 32
-    assert calls == 1
+    assert calls.count == 1
     left = float(redis.Redis.from_url(url).hget(f"{prefix}u:big", "t"))
     assert 9_899 <= left <= 9_901
 
@@ -569,7 +568,7 @@ def test_two_replicas_share_a_per_user_limit_through_redis(tmp_path):
         pytest.skip("REDIS_URL is not set: limits across replicas need Redis")
     import redis
 
-    from tests.transports.conftest import start_live_gateway
+    from tests.live_gateway import start_live_gateway
 
     prefix = f"mcpgw-rltest-{uuid.uuid4().hex[:12]}:"
     overrides = {"REDIS_URL": url, "GATEWAY_RATE_LIMIT_REDIS_PREFIX": prefix, "GATEWAY_RATE_LIMIT_PER_USER": "3/minute"}

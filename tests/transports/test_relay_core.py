@@ -14,7 +14,8 @@ import pytest
 
 from transports.protocol import hooks
 from transports.protocol.catalog import build_snapshot
-from transports.protocol.core import Caller, McpCore
+from transports.protocol.core import McpCore
+from transports.protocol.outcome import Caller
 from transports.protocol.sessions import SessionStore
 from transports.protocol.upstream.base import UpstreamClient
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.live_gateway import LiveGateway, start_live_gateway
 from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import LiveGateway, start_live_gateway
 
 pytestmark = [pytest.mark.redis]
 

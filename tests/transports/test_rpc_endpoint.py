@@ -24,7 +24,7 @@ from django.test import AsyncClient
 from registry import auth
 from tests.factories import GatewayFactory, PromptFactory, ResourceFactory, ToolFactory, UserFactory
 from tests.fixtures.servers import running_upstream
-from tests.transports.conftest import start_live_gateway
+from tests.live_gateway import start_live_gateway
 from transports import edge
 from transports.protocol.upstream.base import UpstreamClient
 from transports.runtime import get_core, reset_core

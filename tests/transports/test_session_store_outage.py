@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.transports.conftest import free_port
+from tests.live_gateway import free_port
 from transports.protocol import jsonrpc
 from transports.protocol.core import McpCore
 from transports.protocol.replicas import Mesh

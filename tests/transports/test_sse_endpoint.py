@@ -22,8 +22,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from tests.fixtures.servers import running_upstream
+from tests.live_gateway import start_live_gateway
 from tests.tools import ensure_node_tools, inspector_cmd
-from tests.transports.conftest import start_live_gateway
 
 MAX_BODY = 65536
 CLIENT_INFO = {"name": "raw-sse-test", "version": "0"}

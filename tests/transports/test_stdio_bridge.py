@@ -27,8 +27,8 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from tests.fixtures.servers import running_upstream
+from tests.live_gateway import free_port, start_live_gateway
 from tests.tools import ROOT, ensure_node_tools, inspector_cmd
-from tests.transports.conftest import free_port, start_live_gateway
 
 MODES = ["legacy", "2026-07-28"]
 ENTRIES = {

@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from federation import processes
-from tests.transports.conftest import start_live_gateway
+from tests.live_gateway import start_live_gateway
 from transports.protocol import hooks
 from transports.protocol.stdio_supervisor import StdioSupervisor
 from transports.protocol.upstream.base import UpstreamConfig, UpstreamTimeout, UpstreamUnavailable

@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.fixtures.servers import running_upstream, upstream_command
+from tests.live_gateway import start_live_gateway
 from tests.tools import ROOT, run_conformance_server
-from tests.transports.conftest import start_live_gateway
 
 ARTIFACTS = ROOT / "test-artifacts" / "conformance"
 WAIT_BOUND = 10.0  # seconds a test waits for a notification before it fails

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from tests.fixtures.servers import start_upstream
-from tests.transports.conftest import LiveGateway, start_live_gateway
+from tests.live_gateway import LiveGateway, start_live_gateway
 from transports.protocol import tracing
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"

@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.servers import running_upstream
-from tests.transports.conftest import start_live_gateway
+from tests.live_gateway import start_live_gateway
 from tests.transports.table_clients import (
     MODERN,
     SESSION_ERA,

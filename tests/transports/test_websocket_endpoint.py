@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 
 from tests.fixtures.servers import running_upstream
+from tests.live_gateway import start_live_gateway
 from tests.tools import NODE_DIR, ensure_node_tools, node_bin
-from tests.transports.conftest import start_live_gateway
 
 MAX_BODY = 65536
 CLIENT_INFO = {"name": "raw-ws-test", "version": "0"}

@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from transports.protocol import jsonrpc, redis_client
 from transports.protocol.jsonrpc import JsonRpcError
 from transports.protocol.replicas import Mesh
+from transports.protocol.session_scripts import CLAIM_SECONDS, SCRIPTS
 from transports.protocol.sessions import (
     EVENTS_PER_STREAM,
     STANDALONE_STREAM_ID,
@@ -48,42 +49,12 @@ STANDALONE_KEEP = 64
 # arrive sooner as a `session.changed` notice; this only bounds the damage of a lost notice.
 REVALIDATE_SECONDS = 5.0
 
-# KEYS: log, counter, readers, runner; ARGV: field, payload, ttl, keep, last ("1": also end the stream), runner
-# (a request stream's: who runs the request and its id, JSON; '' for none). Returns {sequence, readers elsewhere}.
-_APPEND = """
-local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], n .. '-1', ARGV[1], ARGV[2])
-if ARGV[5] == '1' then
-  redis.call('XADD', KEYS[1], (redis.call('INCR', KEYS[2])) .. '-1', 'd', '1')
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-if ARGV[6] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[3])
-end
-return {n, redis.call('EXISTS', KEYS[3])}
-"""
 # What a client resuming a request stream gets when the replica running the request is gone: the request ran,
 # or not, on a process that no longer exists, and nothing else will ever answer it.
 ORPHANED = (
     "The gateway replica that was running this request has stopped; its outcome is unknown. "
     "Send the request again if it is safe to repeat."
 )
-
-# KEYS: all sessions, the user's sessions, the record; ARGV: now, expires, most in all, most for the
-# user (0: no bound), ttl, session id, then the record's field/value pairs. Returns 0, or 1 / 2 when
-# the deployment's / the user's bound is reached.
-_CREATE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
-redis.call('HSET', KEYS[3], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[6])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-return 0
-"""
 
 
 def _store_call[**P, R](method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -109,7 +80,8 @@ class RedisLog:
         self, store: RedisSessionStore, session_id: str, stream_id: str, keep: int, *, runner: str = ""
     ) -> None:
         self.store, self.session_id, self.id, self.keep = store, session_id, stream_id, keep
-        base = f"{store.prefix}e:{session_id}:{stream_id}"
+        self._index = f"{store.prefix}e:{session_id}"
+        base = f"{self._index}:{stream_id}"
         self._log, self._counter, self._readers = base, base + ":n", base + ":r"
         # A request stream's runner record (JSON: the replica tag running the request and the request's id),
         # written with its events, so a replica resuming the stream can tell when nobody will ever finish it.
@@ -120,9 +92,20 @@ class RedisLog:
         store = self.store
         seq, readers = await store.run_script(
             "append",
-            [self._log, self._counter, self._readers, self._runner_key],
-            [field, payload, int(store.idle_timeout) + 60, self.keep, "1" if last else "0", self._runner],
+            [self._log, self._counter, self._readers, self._runner_key, store._key(self.session_id), self._index],
+            [
+                field,
+                payload,
+                int(store.idle_timeout) + 60,
+                self.keep,
+                "1" if last else "0",
+                self._runner,
+                self.id,
+                time.time(),
+            ],
         )
+        if not seq:
+            return 0  # the session has ended
         if readers:
             await store.mesh.wake(self.session_id, self.id)
         else:
@@ -255,7 +238,7 @@ class RedisSessionStore:
     async def run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         client = self.redis()
         if self._script_client is not client:
-            self._scripts = {"append": client.register_script(_APPEND), "create": client.register_script(_CREATE)}
+            self._scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
             self._script_client = client
         return await self._scripts[name](keys=keys, args=args)
 
@@ -280,7 +263,7 @@ class RedisSessionStore:
         refused = await self.run_script(
             "create",
             [f"{self.prefix}all", f"{self.prefix}u:{username}", self._key(session.id)],
-            [now, now + self.idle_timeout, *bounds, session.id, *record],
+            [now, now + self.idle_timeout, *bounds, session.id, self.prefix, *record],
         )
         if refused == 1:
             raise SessionLimitReached(
@@ -328,7 +311,7 @@ class RedisSessionStore:
             return None
         if not record:
             if session is not None:
-                self._forget(session_id)
+                await self._gone(session_id)
             return None
         fields = {k.decode(): v.decode() for k, v in record.items()}
         if session is None:
@@ -373,21 +356,18 @@ class RedisSessionStore:
         pipe.zadd(f"{self.prefix}u:{session.username}", {session.id: expires})
         exists, _, _ = await pipe.execute()
         if not exists and session.owner != self.mesh.tag:  # it expired (or ended) meanwhile
-            self._forget(session.id)
+            await self._gone(session.id, session.username)
 
     @_store_call
     async def alive(self, session: Session) -> bool:
-        """The session still exists; an open stream asks now and then, which also keeps it from expiring."""
+        """The session still exists; an open stream or connection asks now and then, which also keeps it from
+        expiring. A connection of this replica (HTTP+SSE, WebSocket) holds its session whatever Redis says, but
+        its record is refreshed all the same: other replicas (a POST routed there) and the counts read it."""
         if session.closed:
             return False
-        if session.owner == self.mesh.tag:
-            return True
-        if not await self.redis().exists(self._key(session.id)):
-            self._forget(session.id)
-            return False
         self._refreshed.pop(session.id, None)
-        await self._refresh(session)
-        return True
+        await self._refresh(session)  # one round trip, which also finds out when it ended
+        return not session.closed
 
     def discard(self, session_id: str) -> None:
         """End a session from synchronous code (its connection closed): forgotten here at once,
@@ -398,22 +378,25 @@ class RedisSessionStore:
 
     @_store_call
     async def delete(self, session_id: str) -> bool:
-        session = self._local.get(session_id)
-        username = session.username if session is not None else None
-        if username is None:
-            raw = await self.redis().hget(self._key(session_id), "u")
-            username = raw.decode() if raw else None
-        pipe = self.redis().pipeline(transaction=False)
-        pipe.delete(self._key(session_id))
-        base = f"{self.prefix}e:{session_id}:{STANDALONE_STREAM_ID}"
-        pipe.delete(base, base + ":n")
-        pipe.zrem(f"{self.prefix}all", session_id)
-        if username is not None:
-            pipe.zrem(f"{self.prefix}u:{username}", session_id)
-        deleted = (await pipe.execute())[0]
+        deleted = await self._end(session_id)
         self._forget(session_id)
         await self.mesh.broadcast("session.ended", {"sid": session_id})
-        return bool(deleted)
+        return deleted
+
+    async def _end(self, session_id: str, username: str = "") -> bool:
+        """Delete the session's record and everything it owns in Redis (one script call); True when the record
+        was still there."""
+        if not username:
+            session = self._local.get(session_id)
+            username = session.username if session is not None else ""
+        keys = [self._key(session_id), f"{self.prefix}all"]
+        return bool(await self.run_script("end", keys, [self.prefix, session_id, username]))
+
+    async def _gone(self, session_id: str, username: str = "") -> None:
+        """A session found expired: what it owned in Redis goes now, not with their own expiry (up to the idle
+        timeout + 60 s later)."""
+        await self._end(session_id, username)
+        self._forget(session_id)
 
     async def _changed(self, body: dict[str, Any]) -> None:
         if body.get("from") != self.mesh.tag:
@@ -442,7 +425,10 @@ class RedisSessionStore:
         it alive."""
         if await self.redis().exists(self._key(session_id)):
             return True
-        self._forget(session_id)
+        if session_id in self._local:
+            await self._gone(session_id)
+        else:
+            self._forget(session_id)
         return False
 
     def _shed_idle(self) -> None:
@@ -481,7 +467,7 @@ class RedisSessionStore:
         record = self._record(session)
         short = {"initialized": "in", "log_level": "ll", "subscriptions": "sub", "protocol_version": "pv"}
         mapping = {short[name]: record[short[name]] for name in names} if names else record
-        await self.redis().hset(self._key(session.id), mapping=mapping)
+        await self.run_script("save", [self._key(session.id)], [item for pair in mapping.items() for item in pair])
         if session.shared and names != ("initialized",):  # other replicas drop their copy (nothing
             # acts on `initialized`, so that one may reach them with their next read)
             await self.mesh.broadcast("session.changed", {"sid": session.id, "from": self.mesh.tag})
@@ -499,7 +485,7 @@ class RedisSessionStore:
     async def claim(self, session: Session, key: str) -> bool:
         if not session.shared:
             return True
-        claimed = await self.redis().set(f"{self.prefix}c:{session.id}:{key}", 1, nx=True, ex=120)
+        claimed = await self.run_script("claim", [f"{self.prefix}c:{session.id}"], [key, time.time(), CLAIM_SECONDS])
         return bool(claimed)
 
     # -- event logs ---------------------------------------------------------------------------

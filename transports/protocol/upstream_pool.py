@@ -15,6 +15,7 @@ limit); a gateway with ``per_user_process`` has one process per user (the user i
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import time
@@ -85,6 +86,43 @@ def config_from_row(
     )
 
 
+@dataclasses.dataclass(slots=True)
+class _Built:
+    """The configs of one gateway row for one user (None: any user), built on its first call."""
+
+    headers: dict[str, str] | None  # the credential headers worked out per call it carries (None: the row's own)
+    config: UpstreamConfig
+    # By (capability profile key, forced era): the config of an upstream session that declares that profile.
+    variants: dict[tuple[str | None, str | None], UpstreamConfig] = dataclasses.field(default_factory=dict)
+
+    def variant(self, profile: str | None, capabilities: Any, era: str | None = None) -> UpstreamConfig:
+        """The config declaring ``capabilities`` (``profile``: their ``_profile_key``), in ``era`` if given."""
+        if profile is None and era is None:
+            return self.config
+        config = self.variants.get((profile, era))
+        if config is None:
+            config = self.config
+            if profile is not None:  # a copy of its own: later calls reuse it, the caller's dict may change
+                config = dataclasses.replace(config, client_capabilities=copy.deepcopy(capabilities))
+            if era is not None:
+                config = dataclasses.replace(config, era=era)
+            self.variants[(profile, era)] = config
+        return config
+
+
+def _profile_key(capabilities: dict[str, Any] | None) -> str | None:
+    """The capability profile as a key (None: the session that declares everything)."""
+    if capabilities is None or capabilities == FULL_CAPABILITIES:
+        return None
+    return orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _same(kept: UpstreamConfig, config: UpstreamConfig) -> bool:
+    # The configs are built once per snapshot row: mostly the very same object, whose field-by-field
+    # comparison would cost more than the lookup it guards.
+    return kept is config or kept == config
+
+
 class UpstreamPool:
     """Connected upstream clients by gateway name."""
 
@@ -102,6 +140,11 @@ class UpstreamPool:
         # Upstreams that answered server/discover but refused a session: (their config, retry after).
         self._single_era: dict[str, tuple[UpstreamConfig, float]] = {}
         self._split: set[str] = set()  # gateways with clients forced to the session era (keys "...\x00era=legacy")
+        # The configs built from each gateway's row, kept for as long as calls bring that same row: a catalog
+        # snapshot is immutable and each version's is built from rows read afresh, so another row object is a
+        # new catalog version (or a caller's own row) and is built anew on its first call. By gateway:
+        # (the row, the request timeout, per user: users' own credentials are each user's alone).
+        self._configs: dict[str, tuple[dict[str, Any], float, dict[str | None, _Built]]] = {}
         self.on_notification: NotificationSink | None = None
 
     def override(self, name: str, client: UpstreamClient) -> None:
@@ -137,20 +180,17 @@ class UpstreamPool:
         when the user has none)."""
         if name in self._overrides:
             return self._overrides[name]
-        if dynamic(row):
-            headers = await self.auth.headers(row, user)
-            config = config_from_row(row, request_timeout=self.request_timeout, headers=headers)
-        else:
-            config = config_from_row(row, request_timeout=self.request_timeout)
-        profiled = config
-        if capabilities is not None and capabilities != FULL_CAPABILITIES:
-            profiled = dataclasses.replace(config, client_capabilities=capabilities)
+        headers = await self.auth.headers(row, user) if dynamic(row) else None
         if not row.get("per_user_process") and not row.get("per_user_credentials"):
             user = None
+        built = self._built(name, row, user, headers)
+        config = built.config
+        profile = _profile_key(capabilities)
+        profiled = built.variant(profile, capabilities)
         if config.era != "auto" and name in self._split:
             await self._drop_split(name)  # the era setting is no longer auto: no per-era sessions
         if config.era != "auto" or era is None:
-            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
+            return await self._connected(name, self._key(name, profile, user=user), profiled)
         # The shared client (all capabilities, era detected) tells which eras the upstream speaks.
         shared = await self._connected(name, self._key(name, None, user=user), config)
         if shared.era != "modern" or era == "modern":
@@ -158,18 +198,18 @@ class UpstreamPool:
             # 2026-07-28 client of a modern upstream: detection already picks that era.
             if profiled is config:
                 return shared
-            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
+            return await self._connected(name, self._key(name, profile, user=user), profiled)
         # A session-era client and an upstream that answered server/discover: a session too, if it
         # accepts initialize (a dual-era upstream).
         refused = self._single_era.get(name)
-        if refused is not None and refused[0] == config and time.monotonic() < refused[1]:
-            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
+        if refused is not None and _same(refused[0], config) and time.monotonic() < refused[1]:
+            return await self._connected(name, self._key(name, profile, user=user), profiled)
         self._split.add(name)
         try:
             client = await self._connected(
                 name,
-                self._key(name, capabilities, "legacy", user=user),
-                dataclasses.replace(profiled, era="legacy"),
+                self._key(name, profile, "legacy", user=user),
+                built.variant(profile, capabilities, "legacy"),
             )
         except UpstreamUnavailable as exc:
             logger.info(
@@ -179,7 +219,7 @@ class UpstreamPool:
                 exc,
             )
             self._single_era[name] = (config, time.monotonic() + SINGLE_ERA_RETRY)
-            return await self._connected(name, self._key(name, capabilities, user=user), profiled)
+            return await self._connected(name, self._key(name, profile, user=user), profiled)
         self._single_era.pop(name, None)
         return client
 
@@ -193,11 +233,24 @@ class UpstreamPool:
             return True
         return False if eras == {"legacy"} else None
 
+    def _built(self, name: str, row: dict[str, Any], user: str | None, headers: dict[str, str] | None) -> _Built:
+        """The configs of the gateway's row for ``user``, built when the row, the timeout or the credential
+        headers worked out for this call differ from those of the last build."""
+        entry = self._configs.get(name)
+        if entry is None or entry[0] is not row or entry[1] != self.request_timeout:
+            entry = self._configs[name] = (row, self.request_timeout, {})
+        built = entry[2].get(user)
+        if built is None or built.headers != headers:
+            config = config_from_row(row, request_timeout=self.request_timeout, headers=headers)
+            built = entry[2][user] = _Built(headers, config)
+        return built
+
     @staticmethod
-    def _key(name: str, capabilities: dict[str, Any] | None, era: str | None = None, *, user: str | None = None) -> str:
+    def _key(name: str, profile: str | None, era: str | None = None, *, user: str | None = None) -> str:
+        """The client's key; ``profile``: a ``_profile_key``."""
         key = name
-        if capabilities is not None and capabilities != FULL_CAPABILITIES:
-            key = f"{name}\x00{orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode()}"
+        if profile is not None:
+            key = f"{name}\x00{profile}"
         if user is not None:
             key = f"{key}\x00user={user}"
         if era is not None:
@@ -222,12 +275,12 @@ class UpstreamPool:
             self._clients[key] = (config, stdio)
             return stdio
         current = self._clients.get(key)
-        if current is not None and current[0] == config and current[1].connected:
+        if current is not None and _same(current[0], config) and current[1].connected:
             return current[1]
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             current = self._clients.get(key)
-            if current is not None and current[0] == config and current[1].connected:
+            if current is not None and _same(current[0], config) and current[1].connected:
                 return current[1]
             if current is not None:
                 del self._clients[key]

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from registry import exchange
+from registry.representation import KINDS
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         if options["output"]:
             with open(options["output"], "w", encoding="utf-8") as handle:
                 handle.write(text)
-            counts = ", ".join(f"{len(document[kind.key])} {kind.key}" for kind in exchange.KINDS)
+            counts = ", ".join(f"{len(document[kind.key])} {kind.key}" for kind in KINDS)
             self.stderr.write(f"Wrote {options['output']}: {counts}.")
         else:
             sys.stdout.write(text)

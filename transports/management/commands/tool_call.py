@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from registry.auth import ALL_SCOPES
 from registry.exceptions import CatalogError
 from registry.management.tool_options import json_object_option
-from transports.protocol.core import Caller
+from transports.protocol.outcome import Caller
 from transports.runtime import get_core
 from transports.tool_calls import ToolCallReport, tool_call
 
