@@ -1,7 +1,7 @@
 """JSON-RPC over plain HTTP: `POST /rpc` and `POST /servers/<name>/rpc`, one request, one JSON answer.
 
 For scripts and health probes that want no session and no SSE. Each request is served statelessly by the
-protocol core exactly as a 2026-07-28 request is (``McpCore.handle_modern``), with an envelope the adapter
+protocol core exactly as a 2026-07-28 request is (``McpCore.handle_stateless``), with an envelope the adapter
 supplies: no client capabilities, so a call whose upstream needs the client (elicitation, sampling,
 roots) ends with the core's -32021 naming what was missing, instead of waiting for an answer that cannot
 come. A body that carries its own 2026-07-28 `_meta` envelope is served with it (and may then continue
