@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 
 from gateway_project import env
-from tests.transports.conftest import ROOT
+from tests.live_gateway import ROOT
 
 HTTPS_SETTINGS = (
     "SECURE_PROXY_SSL_HEADER",

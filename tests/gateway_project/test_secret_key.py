@@ -15,7 +15,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway_project.settings import BASE_DIR, _local_secret_key
-from tests.transports.conftest import ROOT
+from tests.live_gateway import ROOT
 
 
 def test_the_key_is_made_once_and_kept_private(tmp_path):

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from tests.live_gateway import LiveGateway, start_live_gateway
 from tests.redis_keys import scoped_prefix
-from tests.transports.conftest import LiveGateway, start_live_gateway
 from tests.transports.test_sse_endpoint import raw_stream
 from tests.transports.test_streamable_http import init_body
 from tests.transports.test_websocket_endpoint import connect
