@@ -49,6 +49,10 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+# Every server started by this process, for stop_servers_on_sigterm.
+STARTED: list[Server] = []
+
+
 @dataclass
 class Server:
     name: str
@@ -82,6 +86,7 @@ class Server:
                 # where `uvicorn --workers N` gets one. In the benchmark's session every process competes alike.
                 process_group=0,
             )
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -251,9 +256,16 @@ http {{
 
 
 def stop_servers_on_sigterm() -> None:
-    """Make SIGTERM (`kill`, a job's timeout) unwind the run like Ctrl-C does, through the `finally` blocks that
-    stop every server it started: by default SIGTERM ends Python at once and leaves them running."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    """Make SIGTERM (`kill`, a job's timeout) stop every server the run started, then unwind the run like Ctrl-C
+    does (its `finally` blocks drop scratch databases and Redis keys): by default SIGTERM ends Python at once and
+    leaves them running, and a server still starting belongs to no target's teardown yet."""
+
+    def stop_all(signum: int, _frame: object) -> None:
+        for server in STARTED:
+            server.stop()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop_all)
 
 
 def nginx_binary() -> str | None:

@@ -25,18 +25,12 @@ _EXPRESSION = rf"\{{[+#./;?&]?{_VARSPEC}(?:,{_VARSPEC})*\}}"
 URI_TEMPLATE_RE = re.compile(rf"^(?:{_URI_TEMPLATE_LITERAL}|{_EXPRESSION})+$")
 # The characters str.isspace() finds: validate_uri refuses them (ECMA's \s, in the document, is another set).
 SPACE_CHARS = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x110000)) if c.isspace())
-# What validate_uri_template accepts, as one ECMA pattern for the OpenAPI document: literals (no whitespace) and
-# expressions, one expression at least, starting with a scheme once each expression reads as a letter. Either an
-# expression stands in the scheme ("{scheme}://host/{path}", "git+{proto}:..."), or a plain scheme comes first and
-# an expression later (no lookahead: the schema generators that read the document do not all support it).
+# What validate_uri_template accepts, as one ECMA pattern for the OpenAPI document: a scheme, then literals (no
+# whitespace) and expressions, one expression at least. (A template may also start with an expression where the
+# scheme is, "{scheme}://host/{path}": accepted, though the document does not say so.)
 _LITERAL = rf"(?:[^\x00-\x20\"'%<>\\^`{{|}}\x7f{SPACE_CHARS}]|%[0-9A-Fa-f]{{2}})"
 _REST = rf"(?:{_LITERAL}|{_EXPRESSION})*"
-_SCHEME_WITH_EXPRESSION = rf"(?:[A-Za-z][A-Za-z0-9+.-]*)?{_EXPRESSION}(?:[A-Za-z0-9+.-]|{_EXPRESSION})*:{_REST}"
-_PLAIN_SCHEME = rf"[A-Za-z][A-Za-z0-9+.-]*:{_REST}{_EXPRESSION}{_REST}"
-URI_TEMPLATE_PATTERN = rf"^(?:{_SCHEME_WITH_EXPRESSION}|{_PLAIN_SCHEME})$"
-# urlsplit, which validate_upstream_url reads a URL with, first drops leading C0 controls and spaces and every tab
-# and line break; the scheme is read in any case.
-_URL_GAP = "[\\t\\n\\r]*"
+URI_TEMPLATE_PATTERN = rf"^[A-Za-z][A-Za-z0-9+.-]*:{_REST}{_EXPRESSION}{_REST}$"
 
 TOOL_ANNOTATION_TYPES: dict[str, type] = {
     "title": str,
@@ -144,17 +138,6 @@ def validate_headers(value: Any) -> None:
             raise ValidationError(
                 "Header %(key)r must have a one-line string value.", code="invalid_headers", params={"key": key}
             )
-
-
-def url_pattern(schemes: tuple[str, ...]) -> str:
-    """What validate_upstream_url accepts, as an ECMA pattern for the OpenAPI document (a prefix: the rest of a
-    URL is free): one of the schemes, "//" and a host, of any characters but the delimiters (IDN hosts and
-    bracketed IPv6 addresses included), read as urlsplit reads them. The host's own rules are left to the server
-    (422): brackets must hold an IPv6 address, and a host that NFKC normalisation turns into a delimiter is refused
-    (no pattern can state that one)."""
-    spelled = (_URL_GAP.join(f"[{c.upper()}{c.lower()}]" for c in s) for s in sorted(schemes, key=len, reverse=True))
-    gap = _URL_GAP
-    return f"^[\\x00-\\x20]*(?:{'|'.join(spelled)}){gap}:{gap}/{gap}/{gap}[^/?#\\t\\n\\r]"
 
 
 def validate_upstream_url(value: str, *, schemes: tuple[str, ...]) -> None:

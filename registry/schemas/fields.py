@@ -29,9 +29,16 @@ class Rule:
         return schema
 
 
-# What validate_upstream_url accepts (IDN and IPv6 hosts too); the host's own rules are the server's (422).
-_HTTP_URL = validators.url_pattern(("http", "https"))
-_UPSTREAM_URL = validators.url_pattern(("http", "https", "ws", "wss"))
+def _anycase(word: str) -> str:
+    """``word`` as a case-insensitive ECMA pattern (JSON Schema patterns take no flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# An absolute URL as urlsplit reads it, with a host (ASCII authority characters: stricter than urlsplit, which
+# lets a host NFKC-normalise into a delimiter and refuses unbalanced IPv6 brackets).
+_AUTHORITY = "[A-Za-z0-9._~%!$&'()*+,;=:@-]+(?:[/?#][\\s\\S]*)?$"
+_HTTP_URL = f"^(?:{_anycase('https')}|{_anycase('http')})://{_AUTHORITY}"
+_UPSTREAM_URL = f"^(?:{_anycase('https')}|{_anycase('http')}|{_anycase('wss')}|{_anycase('ws')})://{_AUTHORITY}"
 _ONE_LINE = {"pattern": "^[^\\r\\n]*$"}
 
 ToolName = Annotated[str, Rule({"pattern": validators.TOOL_NAME_RE.pattern, "maxLength": 128})]
@@ -52,8 +59,7 @@ UriTemplate = Annotated[
         {
             "pattern": validators.URI_TEMPLATE_PATTERN,
             "maxLength": 2048,
-            "description": "An RFC 6570 URI template with at least one {variable}, starting with a scheme "
-            "(which may be a {variable} itself, as in {scheme}://host/{path}).",
+            "description": "An RFC 6570 URI template with at least one {variable}, starting with a scheme.",
         }
     ),
 ]

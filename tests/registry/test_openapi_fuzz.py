@@ -10,7 +10,7 @@ tests/registry/schemathesis.toml.
     FUZZ_EXAMPLES=300 FUZZ_SEED=random .venv/bin/pytest -p no:cacheprovider tests/registry/test_openapi_fuzz.py
 
 `make test` uses a fixed seed; FUZZ_SEED=random draws new cases, FUZZ_SEED=<n> replays a run (a failure names
-its seed). FUZZ_TIMEOUT bounds a run in seconds (default 600).
+its seed). FUZZ_TIMEOUT bounds a run in seconds (default 1200).
 The fuzzer's requests reach nothing beyond loopback and start no program (tests/registry/openapi_fuzz_hooks.py).
 """
 
@@ -105,7 +105,7 @@ def test_schemathesis_finds_nothing(gateway: LiveGateway, closed_port: int, tmp_
             env=env,
             capture_output=True,
             text=True,
-            timeout=int(os.environ.get("FUZZ_TIMEOUT", "600")),
+            timeout=int(os.environ.get("FUZZ_TIMEOUT", "1200")),
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
