@@ -90,7 +90,7 @@ system-deps: ## Install the system packages the tests need (nginx-light, chromiu
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: dev system-deps ## Set up and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)
+test: dev system-deps lint-deploy ## Set up, lint the deployment files and run the whole test suite (against DATABASE_URL / REDIS_URL when they are set)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: dev lint-deploy ## ruff, mypy, import-linter contracts, Django system checks, missing migrations, lint-deploy
